@@ -1,0 +1,18 @@
+"""Shared test setup: quiet TensorFlow, fixed seeds, a fresh Keras session."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_state():
+    """Every test starts from the same seeds and an empty Keras session."""
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(1234)
+    yield
+    keras.backend.clear_session()
