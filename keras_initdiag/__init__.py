@@ -18,3 +18,11 @@ __version__ = "0.1.0"
 
 # Initializers (issue: foundation).
 from keras_initdiag import initializers as initializers
+from keras_initdiag.initializers import DeltaOrthogonal as DeltaOrthogonal
+from keras_initdiag.initializers import He as He
+from keras_initdiag.initializers import LeCun as LeCun
+from keras_initdiag.initializers import Orthogonal as Orthogonal
+from keras_initdiag.initializers import SmallRandom as SmallRandom
+from keras_initdiag.initializers import Xavier as Xavier
+from keras_initdiag.initializers import for_activation as for_activation
+from keras_initdiag.initializers import gain as gain
