@@ -26,3 +26,8 @@ from keras_initdiag.initializers import SmallRandom as SmallRandom
 from keras_initdiag.initializers import Xavier as Xavier
 from keras_initdiag.initializers import for_activation as for_activation
 from keras_initdiag.initializers import gain as gain
+
+# Input normalization layer (issue: Whitening).
+# isort: split
+from keras_initdiag import layers as layers
+from keras_initdiag.layers import Whitening as Whitening

@@ -1,0 +1,511 @@
+"""`Whitening`: standardize or decorrelate inputs (modes standardize, pca, zca)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from keras_initdiag.layers import moments
+
+MODES = ("standardize", "pca", "zca")
+
+
+def _scales(variances: np.ndarray, reference: float, epsilon: float) -> np.ndarray:
+    """`1/sqrt(variance)`, or `1/sqrt(reference)` where variance is degenerate."""
+    degenerate = variances <= epsilon * reference
+    fallback = 1.0 / math.sqrt(reference) if reference > 0 else 1.0
+    safe = np.where(degenerate, 1.0, variances)
+    return np.where(degenerate, fallback, 1.0 / np.sqrt(safe))
+
+
+def whitening_matrices(
+    cov: np.ndarray, mode: str, epsilon: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Computes the whitening matrix `W` and its inverse from a covariance.
+
+    Rows are samples: `y = (x - mean) @ W` whitens and `x = y @ W_inv + mean`
+    colors back. Variances are compared with the mean variance
+    `trace(cov) / d`; see `Whitening` for the meaning of `epsilon`.
+
+    Args:
+        cov: Symmetric `(d, d)` covariance in float64.
+        mode: One of `"standardize"`, `"pca"`, `"zca"`.
+        epsilon: Relative variance below which a direction is degenerate.
+
+    Returns:
+        `(W, W_inv)`, both `(d, d)` float64.
+
+    Example:
+    ```python
+    from keras_initdiag.layers.whitening import whitening_matrices
+
+    w, w_inv = whitening_matrices(np.cov(x.T), "zca", 1e-6)
+    ```
+    """
+    d = cov.shape[0]
+    reference = max(float(np.trace(cov)) / d, 0.0)
+    if mode == "standardize":
+        scale = _scales(np.diag(cov), reference, epsilon)
+        return np.diag(scale), np.diag(1.0 / scale)
+    eigvals, eigvecs = np.linalg.eigh(cov)
+    eigvals, eigvecs = eigvals[::-1], eigvecs[:, ::-1]  # largest variance first
+    # Deterministic signs: the largest component of each axis is positive.
+    pivots = eigvecs[np.argmax(np.abs(eigvecs), axis=0), np.arange(d)]
+    eigvecs = eigvecs * np.where(pivots < 0, -1.0, 1.0)
+    scale = _scales(eigvals, reference, epsilon)
+    matrix, inverse = eigvecs * scale, (eigvecs / scale).T
+    if mode == "zca":
+        matrix, inverse = matrix @ eigvecs.T, eigvecs @ inverse
+    return matrix, inverse
+
+
+def condition_number(cov: np.ndarray, epsilon: float) -> float:
+    """Largest over smallest variance among the non-degenerate directions.
+
+    Args:
+        cov: Symmetric `(d, d)` covariance.
+        epsilon: Directions with variance at most `epsilon` times the mean
+            variance are left out (they carry no spread to compare).
+
+    Returns:
+        The condition number (1.0 is round), or NaN if no direction has spread.
+
+    Example:
+    ```python
+    from keras_initdiag.layers.whitening import condition_number
+
+    condition_number(np.diag([100.0, 1.0]), 1e-6)  # 100.0
+    ```
+    """
+    eigvals = np.linalg.eigvalsh(0.5 * (cov + cov.T))
+    kept = eigvals[eigvals > epsilon * max(float(eigvals.mean()), 0.0)]
+    if kept.size == 0:
+        return float("nan")
+    return float(kept.max() / kept.min())
+
+
+def _first(element):
+    """The `x` of an `(x, y)` or `(x, y, sample_weight)` element."""
+    return element[0] if isinstance(element, tuple) else element
+
+
+def _iter_batches(data, batch_size, built_rank):
+    """Yields the batches of any supported `adapt()` input, unconverted."""
+    if isinstance(data, (str, bytes)):
+        raise TypeError(f"Argument `data` must be numeric. Received: data={data!r}")
+    if isinstance(data, (list, tuple)) and not any(hasattr(e, "shape") for e in data):
+        data = np.asarray(data)  # plain nested lists of numbers: one array
+    if isinstance(data, np.ndarray) or tf.is_tensor(data):
+        if len(data.shape) == 0:
+            return iter([data])  # rejected with a clear axis error
+        n = int(data.shape[0])
+        step = batch_size or max(n, 1)
+        return (data[i : i + step] for i in range(0, n, step))
+    if batch_size is not None and not isinstance(data, tf.data.Dataset):
+        raise ValueError(
+            "Argument `batch_size` only applies to arrays, tensors and unbatched "
+            f"datasets. Received: batch_size={batch_size} with data of type "
+            f"{type(data).__name__}, which is already batched."
+        )
+    if isinstance(data, tf.data.Dataset):
+        rank = _first(data.element_spec).shape.rank
+        if rank == 1 or (built_rank is not None and rank == built_rank - 1):
+            data = data.batch(batch_size or 256)
+        elif batch_size is not None:
+            raise ValueError(
+                "Argument `batch_size` must be None for a batched dataset. "
+                f"Received: batch_size={batch_size}"
+            )
+        return (_first(e) for e in data)
+    if isinstance(data, keras.utils.PyDataset):
+        return (_first(data[i]) for i in range(len(data)))
+    if hasattr(data, "__iter__"):
+        return (_first(e) for e in data)
+    raise TypeError(
+        "Argument `data` must be a numpy array, a tensor, a `tf.data.Dataset`, "
+        f"a `keras.utils.PyDataset` or an iterable of batches. Received: "
+        f"data of type {type(data).__name__}"
+    )
+
+
+def _check_finite(array, index, offset, axis):
+    """Raises a ValueError that says how many values are NaN/Inf, and where."""
+    if array.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(array)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"Argument `data` contains {int(bad.sum())} non-finite value(s) (NaN "
+            f"or Inf) in batch {index}. The first is at sample {offset + first[0]} "
+            f"(counting from the start of `data`), feature {first[axis]} "
+            f"(index {first} in a batch of shape {array.shape}). Drop or impute "
+            "them before calling `adapt()`."
+        )
+
+
+def _to_rows(batch, index, offset, axis, features):
+    """Validates one batch and returns it as float64 rows of shape `(n, d)`."""
+    try:
+        array = np.asarray(batch)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"Argument `data` must be numeric. Batch {index}: {e}") from e
+    if array.dtype.kind not in "biuf":
+        raise TypeError(
+            "Argument `data` must be numeric. Received: batch "
+            f"{index} with dtype={array.dtype}"
+        )
+    axis = _resolve_axis(axis, array.ndim, f"data of shape {array.shape}")
+    if features is not None and array.shape[axis] != features:
+        raise ValueError(
+            f"The feature size along axis {axis} must stay {features}. Received: "
+            f"batch {index} of `data` with shape {array.shape}"
+        )
+    _check_finite(array, index, offset, axis)
+    rows = np.moveaxis(array, axis, -1).reshape(-1, array.shape[axis])
+    return rows.astype(np.float64), axis
+
+
+def _resolve_axis(axis, ndim, what):
+    """Returns `axis` as a non-negative index; it must not be the batch axis."""
+    if ndim < 2 or not -ndim <= axis < ndim or axis % ndim == 0:
+        raise ValueError(
+            "Argument `axis` must index a feature axis (not the batch axis 0) of "
+            f"inputs of rank >= 2. Received: axis={axis} for {what}"
+        )
+    return axis % ndim
+
+
+@keras.saving.register_keras_serializable(package="keras_initdiag")
+class Whitening(keras.layers.Layer):
+    """Standardizes or decorrelates (whitens) inputs with statistics from `adapt`.
+
+    Features on different scales, or correlated features, give an elongated
+    loss surface on which gradient descent zig-zags. After `adapt(data)`, this
+    layer maps `data` to zero mean and identity covariance, so the surface is
+    round:
+
+    - `"standardize"`: `(x - mean) / std`, feature by feature.
+    - `"pca"`: rotates onto the principal axes (largest variance first) and
+        scales each to unit variance.
+    - `"zca"`: PCA whitening rotated back. Its matrix is symmetric positive
+        definite, and of all whitening transforms its output stays closest to
+        the input.
+
+    The layer computes `y = (x - mean) @ matrix` along `axis`, in float32 even
+    under mixed precision (float64 if the layer's dtype is float64). `adapt`
+    accumulates the count, mean and co-moment in float64 with an exact parallel
+    merge, so batches, several `adapt(..., reset=False)` calls and one call on
+    all the data agree. The statistics and the matrix are non-trainable weights.
+
+    Args:
+        mode: `"standardize"`, `"pca"` or `"zca"`. Defaults to `"zca"`.
+        epsilon: Relative variance floor. A direction (a feature for
+            `"standardize"`, an eigenvector of the covariance otherwise) whose
+            variance is at most `epsilon` times the mean variance
+            `trace(cov) / d` is degenerate: it is centered and scaled by
+            `1 / sqrt(mean variance)`, like an average feature, instead of
+            being amplified. Being relative, it means the same for data in any
+            unit. Defaults to `1e-6`.
+        axis: The feature axis, any axis but the batch axis (e.g. the channel
+            axis of images). Defaults to `-1`.
+        mean: Optional centering vector of shape `(d,)`, given with `matrix`
+            instead of calling `adapt`. Defaults to `None`.
+        matrix: Optional `(d, d)` whitening matrix, applied as
+            `(x - mean) @ matrix`, given with `mean`. Defaults to `None`.
+        invert: If `True`, maps whitened values back: `x = y @ inverse + mean`.
+            Defaults to `False`.
+        **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
+
+    Raises:
+        ValueError: If `mode`, `epsilon`, `axis`, `mean` or `matrix` is invalid.
+
+    Example:
+    ```python
+    import keras
+    import keras_initdiag
+
+    whitening = keras_initdiag.layers.Whitening(mode="zca")
+    whitening.adapt(x_train)  # array, tensor, tf.data.Dataset or batches
+    print(whitening.condition_number, whitening.whitened_condition_number)
+    model = keras.Sequential([whitening, keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    model.fit(x_train, y_train)
+    ```
+    """
+
+    def __init__(
+        self,
+        mode="zca",
+        epsilon=1e-6,
+        axis=-1,
+        mean=None,
+        matrix=None,
+        invert=False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if mode not in MODES:
+            raise ValueError(
+                f"Argument `mode` must be one of {MODES}. Received: mode={mode!r}"
+            )
+        if (
+            isinstance(epsilon, bool)
+            or not isinstance(epsilon, (int, float))
+            or not 0 < epsilon < math.inf
+        ):
+            raise ValueError(
+                f"Argument `epsilon` must be a positive float. Received: "
+                f"epsilon={epsilon!r}"
+            )
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise TypeError(f"Argument `axis` must be an int. Received: axis={axis!r}")
+        if axis == 0:
+            _resolve_axis(axis, 2, "any input (axis 0 is the batch axis)")
+        self.mode = mode
+        self.epsilon = float(epsilon)
+        self.axis = axis
+        self.invert = bool(invert)
+        self.input_mean, self.input_matrix = _check_explicit(mean, matrix)
+        self.supports_masking = True
+        self._features = None if mean is None else len(self.input_mean)
+        self._adapted = mean is not None
+        self._build_input_shape = None
+
+    @property
+    def input_dtype(self):
+        """Inputs are computed in at least float32 (also under mixed precision)."""
+        return "float64" if self.compute_dtype == "float64" else "float32"
+
+    def build(self, input_shape):
+        """Creates the statistics and matrix weights for `input_shape`."""
+        ndim = len(input_shape)
+        axis = _resolve_axis(self.axis, ndim, f"inputs of shape {input_shape}")
+        d = input_shape[axis]
+        if d is None or (self._features is not None and d != self._features):
+            raise ValueError(
+                f"The feature size along axis {self.axis} must be "
+                f"{self._features or 'known'}. Received: input_shape={input_shape}"
+            )
+        self._features = d
+        self._build_input_shape = (None, *tuple(input_shape)[1:])
+        if self.input_mean is None:
+            weight = dict(trainable=False, autocast=False)
+            self.adapted_count = self.add_weight(
+                name="count", shape=(), dtype="float64", initializer="zeros", **weight
+            )
+            self.adapted_mean = self.add_weight(
+                name="mean", shape=(d,), dtype="float64", initializer="zeros", **weight
+            )
+            self.adapted_comoment = self.add_weight(
+                name="comoment", shape=(d, d), dtype="float64", **weight
+            )
+            self.adapted_matrix = self.add_weight(
+                name="matrix", shape=(d, d), dtype=self.input_dtype, **weight
+            )
+        self.built = True
+
+    def adapt(self, data, batch_size=None, steps=None, reset=True):
+        """Computes the mean and whitening matrix of `data`.
+
+        Args:
+            data: A numpy array or tensor (rows along axis 0), a
+                `tf.data.Dataset` (batched, or unbatched with rank-1
+                elements), a `keras.utils.PyDataset` or any iterable of
+                batches. For `(x, y)` elements only `x` is used.
+            batch_size: Rows per step for arrays, tensors and unbatched
+                datasets. Defaults to `None` (whole arrays; 256 for datasets).
+            steps: Number of batches to read at most. Defaults to `None` (all).
+            reset: If `False`, merges `data` into the current statistics
+                instead of starting again. Defaults to `True`.
+
+        Raises:
+            ValueError: If `data` is empty, holds NaN/Inf, changes its feature
+                size, or the layer was built with explicit `mean`/`matrix`.
+            TypeError: If `data` is not numeric.
+
+        Example:
+        ```python
+        layer = keras_initdiag.layers.Whitening()
+        layer.adapt(first_half)
+        layer.adapt(second_half, reset=False)  # same as adapt(all_data)
+        ```
+        """
+        if self.input_mean is not None:
+            raise ValueError(
+                "This layer was given explicit `mean` and `matrix`; `adapt()` "
+                "would not use them. Create it without them to adapt."
+            )
+        for name, value in (("batch_size", batch_size), ("steps", steps)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(
+                    f"Argument `{name}` must be a positive int or None. "
+                    f"Received: {name}={value!r}"
+                )
+        rank = len(self._build_input_shape) if self.built else None
+        batches = _iter_batches(data, batch_size, rank)
+        total, shape, offset = None, None, 0
+        for index, batch in enumerate(itertools.islice(batches, steps)):
+            rows, axis = _to_rows(batch, index, offset, self.axis, self._features)
+            if total is None:
+                total, shape = moments.empty(rows.shape[1]), np.shape(batch)
+            total = moments.merge(total, moments.from_batch(rows))
+            offset += np.shape(batch)[0]
+            self._features = rows.shape[1]
+        if total is None or total.count == 0:
+            raise ValueError(
+                "Argument `data` is empty: `adapt()` received no rows. "
+                f"Received: data of type {type(data).__name__}"
+            )
+        if not self.built:
+            self.build((None, *shape[1:]))
+        if not reset and self._adapted:
+            total = moments.merge(self._moments(), total)
+        self._assign(total)
+
+    def _moments(self):
+        return moments.Moments(
+            float(ops.convert_to_numpy(self.adapted_count)),
+            ops.convert_to_numpy(self.adapted_mean),
+            ops.convert_to_numpy(self.adapted_comoment),
+        )
+
+    def _assign(self, total):
+        matrix, inverse = whitening_matrices(
+            moments.covariance(total), self.mode, self.epsilon
+        )
+        self.adapted_count.assign(total.count)
+        self.adapted_mean.assign(total.mean)
+        self.adapted_comoment.assign(total.comoment)
+        self.adapted_matrix.assign(inverse if self.invert else matrix)
+        self._adapted = True
+
+    def _refresh(self):
+        if self.input_mean is None and self.built:
+            self._adapted = float(ops.convert_to_numpy(self.adapted_count)) > 0
+
+    def load_own_variables(self, store):
+        """Loads the weights, then marks the layer adapted if they hold data."""
+        super().load_own_variables(store)
+        self._refresh()
+
+    def set_weights(self, weights):
+        """Sets the weights, then marks the layer adapted if they hold data."""
+        super().set_weights(weights)
+        self._refresh()
+
+    def _covariance(self):
+        if self.input_mean is not None or not self._adapted:
+            raise ValueError(
+                "Condition numbers come from `adapt()` statistics. Call "
+                "`adapt(data)` first."
+            )
+        return moments.covariance(self._moments())
+
+    @property
+    def condition_number(self):
+        """How elongated the adapted data is: largest over smallest variance.
+
+        Computed on the covariance of the `adapt` data, leaving out degenerate
+        directions (see `epsilon`). 1.0 is perfectly round.
+        """
+        return condition_number(self._covariance(), self.epsilon)
+
+    @property
+    def whitened_condition_number(self):
+        """The condition number of the layer's output on the adapted data.
+
+        About 1.0 for `"pca"` and `"zca"`. For `"standardize"` it shows how
+        elongated correlated features still are after per-feature scaling.
+        """
+        cov = self._covariance()
+        matrix, _ = whitening_matrices(cov, self.mode, self.epsilon)
+        return condition_number(matrix.T @ cov @ matrix, self.epsilon)
+
+    def call(self, inputs):
+        """Whitens `inputs` (or colors them back if `invert`)."""
+        if not self._adapted:
+            raise ValueError(
+                f"Layer '{self.name}' is not adapted. Call `adapt(data)` before "
+                "using it, or pass explicit `mean` and `matrix`."
+            )
+        axis = _resolve_axis(self.axis, len(inputs.shape), f"shape {inputs.shape}")
+        if inputs.shape[axis] not in (None, self._features):
+            raise ValueError(
+                f"Layer '{self.name}' was adapted on {self._features} features "
+                f"along axis {self.axis}. Received: inputs of shape {inputs.shape}"
+            )
+        x = ops.moveaxis(ops.cast(inputs, self.input_dtype), axis, -1)
+        mean, matrix = self._mean_and_matrix()
+        if self.invert:
+            y = ops.matmul(x, matrix) + mean
+        else:
+            y = ops.matmul(x - mean, matrix)
+        return ops.cast(ops.moveaxis(y, -1, axis), self.compute_dtype)
+
+    def _mean_and_matrix(self):
+        if self.input_mean is None:
+            mean, matrix = self.adapted_mean, self.adapted_matrix
+        elif self.invert:
+            mean, matrix = self.input_mean, np.linalg.inv(self.input_matrix)
+        else:
+            mean, matrix = self.input_mean, self.input_matrix
+        return ops.cast(mean, self.input_dtype), ops.cast(matrix, self.input_dtype)
+
+    def compute_output_shape(self, input_shape):
+        """The output has the shape of the input."""
+        return input_shape
+
+    def compute_output_spec(self, inputs):
+        """Symbolic output: same shape, the layer's compute dtype."""
+        return keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
+
+    def get_config(self):
+        """Returns the constructor arguments, chained to the base layer's."""
+        explicit = self.input_mean is not None
+        return {
+            **super().get_config(),
+            "mode": self.mode,
+            "epsilon": self.epsilon,
+            "axis": self.axis,
+            "mean": self.input_mean.tolist() if explicit else None,
+            "matrix": self.input_matrix.tolist() if explicit else None,
+            "invert": self.invert,
+        }
+
+    def get_build_config(self):
+        """The input shape, so a loaded model builds before weights arrive."""
+        if self._build_input_shape is not None:
+            return {"input_shape": self._build_input_shape}
+
+    def build_from_config(self, config):
+        """Builds from `get_build_config()` output."""
+        if config:
+            self.build(config["input_shape"])
+
+
+def _check_explicit(mean, matrix):
+    """Validates explicit `mean` `(d,)` and `matrix` `(d, d)`; float64 copies."""
+    if mean is None and matrix is None:
+        return None, None
+    if mean is None or matrix is None:
+        raise ValueError(
+            "Arguments `mean` and `matrix` must be given together. Received: "
+            f"mean={mean!r}, matrix={matrix!r}"
+        )
+    mean = np.asarray(mean, dtype=np.float64)
+    matrix = np.asarray(matrix, dtype=np.float64)
+    d = mean.shape[0] if mean.ndim == 1 else -1
+    if mean.ndim != 1 or matrix.shape != (d, d):
+        raise ValueError(
+            "Argument `mean` must have shape (d,) and `matrix` shape (d, d). "
+            f"Received: mean.shape={mean.shape}, matrix.shape={matrix.shape}"
+        )
+    if not (np.isfinite(mean).all() and np.isfinite(matrix).all()):
+        raise ValueError("Arguments `mean` and `matrix` must be finite.")
+    return mean, matrix
