@@ -1,0 +1,168 @@
+"""Figures of diagnostic reports: depth profiles and loss curves.
+
+matplotlib is optional (`pip install keras_initdiag[plots]`): it is imported
+inside the functions. Figures are built with `matplotlib.figure.Figure` and the
+Agg canvas, so no pyplot window or global backend state is involved.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+
+from keras_initdiag.diagnostics.report import DiagnosticReport
+
+DEFAULT_STATS = ("activation_variance", "activation_gradient_rms", "weight_variance")
+# Up to this many layers, the x axis shows layer names instead of depth indices.
+_MAX_NAMED_TICKS = 12
+
+
+def _new_figure(**kwargs):
+    """A figure on an Agg canvas; ImportError naming the extra when missing."""
+    try:
+        import matplotlib  # noqa: F401
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as e:
+        raise ImportError(
+            "keras_initdiag plots need matplotlib. Install it with "
+            "`pip install keras_initdiag[plots]`."
+        ) from e
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _text(text: str) -> str:
+    """Escape `$` so matplotlib does not read names as mathtext."""
+    return str(text).replace("$", r"\$")
+
+
+def _positive(values: list[float]) -> tuple[list[int], list[float]]:
+    """Indices and values that can be drawn on a log scale (finite, > 0)."""
+    points = [(i, v) for i, v in enumerate(values) if math.isfinite(v) and v > 0]
+    return [i for i, _ in points], [v for _, v in points]
+
+
+def _plot_depth_profile(ax, report: DiagnosticReport, stats) -> None:
+    """Draw each statistic against layer depth on `ax` (log y scale)."""
+    for name in stats:
+        depth, values = _positive(report.stat(name))
+        if values:
+            ax.plot(depth, values, marker="o", label=name)
+    ax.set_yscale("log")
+    ax.set_xlim(-0.5, max(len(report.layers) - 0.5, 0.5))
+    if 0 < len(report.layers) <= _MAX_NAMED_TICKS:
+        ax.set_xticks(range(len(report.layers)))
+        labels = [_text(layer) for layer in report.layers]
+        ax.set_xticklabels(labels, rotation=45, ha="right", fontsize="small")
+    ax.set_xlabel("layer depth (forward order)")
+    ax.grid(True, which="major", alpha=0.3)
+    if ax.get_lines():
+        ax.legend(fontsize="small")
+
+
+def depth_profile_figure(
+    report: DiagnosticReport, stats: tuple[str, ...] = DEFAULT_STATS
+):
+    """Plot statistics of one report against layer depth.
+
+    Each statistic is a line over the layers in forward order, on a log y
+    scale. NaN ("does not apply"), non-finite and non-positive values are left
+    out. Layer names label the x axis when there are at most 12 layers.
+
+    Args:
+        report: The diagnosis to plot.
+        stats: Statistic names (from `STAT_NAMES`) to draw. Defaults to
+            `("activation_variance", "activation_gradient_rms",
+            "weight_variance")`.
+
+    Returns:
+        A `matplotlib.figure.Figure`.
+
+    Raises:
+        ImportError: If matplotlib is not installed.
+
+    Example:
+    >>> fig = keras_initdiag.plots.depth_profile_figure(report)
+    >>> png = keras_initdiag.plots.figure_to_png(fig)
+    """
+    fig = _new_figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    _plot_depth_profile(ax, report, stats)
+    ax.set_title(f"Depth profile at step {report.step}: {len(report.flags)} flag(s)")
+    return fig
+
+
+def figure_to_png(fig, dpi: int = 100) -> bytes:
+    r"""Render a matplotlib figure to PNG bytes with the Agg renderer.
+
+    Warnings about glyphs missing from the font (e.g. CJK layer names) are
+    silenced: those characters are drawn as boxes.
+
+    Args:
+        fig: A `matplotlib.figure.Figure`.
+        dpi: Resolution in dots per inch. Defaults to `100`.
+
+    Returns:
+        The PNG file contents.
+
+    Example:
+    >>> png = keras_initdiag.plots.figure_to_png(fig)
+    >>> png[:4]
+    b'\\x89PNG'
+    """
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from")
+        fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def summary_figure(
+    runs: dict[str, list[DiagnosticReport]],
+    losses: dict[str, list[float]] | None = None,
+):
+    """Compare runs: the first depth profile of each, side by side, and losses.
+
+    Args:
+        runs: Run name -> its reports sorted by step (the first one, usually
+            step 0, is drawn).
+        losses: Run name -> loss values, one per epoch. Defaults to `None`:
+            the probe losses of the reports are drawn against their steps.
+
+    Returns:
+        A `matplotlib.figure.Figure` with one depth-profile panel per run and a
+        loss panel on the right.
+
+    Raises:
+        ImportError: If matplotlib is not installed.
+
+    Example:
+    >>> runs = {"he": read_reports("logs/he/initdiag")}
+    >>> fig = keras_initdiag.plots.summary_figure(runs)
+    """
+    names = [name for name, reports in runs.items() if reports]
+    fig = _new_figure(figsize=(4 * (len(names) + 1), 4), layout="constrained")
+    axes = fig.subplots(1, len(names) + 1, squeeze=False)[0]
+    for ax, name in zip(axes[:-1], names, strict=True):
+        first = runs[name][0]
+        _plot_depth_profile(ax, first, DEFAULT_STATS)
+        ax.set_title(f"{_text(name)}: step {first.step}, {len(first.flags)} flag(s)")
+    loss_ax = axes[-1]
+    if losses is None:
+        curves = {n: [(r.step, r.loss) for r in runs[n]] for n in names}
+        loss_ax.set_xlabel("step")
+    else:
+        curves = {n: list(enumerate(v, start=1)) for n, v in losses.items()}
+        loss_ax.set_xlabel("epoch")
+    for name, points in curves.items():
+        finite = [(x, y) for x, y in points if math.isfinite(y)]
+        if finite:
+            xs, ys = [x for x, _ in finite], [y for _, y in finite]
+            loss_ax.plot(xs, ys, marker=".", label=_text(name))
+    loss_ax.set_title("loss")
+    if loss_ax.get_lines():
+        loss_ax.legend(fontsize="small")
+    return fig
