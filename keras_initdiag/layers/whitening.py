@@ -485,7 +485,7 @@ class Whitening(keras.layers.Layer):
 
     def build_from_config(self, config):
         """Builds from `get_build_config()` output."""
-        if config:
+        if config and not self.built:
             self.build(config["input_shape"])
 
 
