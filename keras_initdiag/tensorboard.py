@@ -71,6 +71,9 @@ class DiagnosticsWriter:
             understands).
         subdir: The run directory under `log_dir` that receives the events.
             Defaults to `"initdiag"`.
+        depth_profile: Whether to write the depth-profile image (it needs
+            matplotlib and costs a few tenths of a second per write).
+            Defaults to `True`.
 
     Example:
     >>> writer = keras_initdiag.tensorboard.DiagnosticsWriter("logs")
@@ -79,7 +82,12 @@ class DiagnosticsWriter:
     >>> writer.close()
     """
 
-    def __init__(self, log_dir: str | os.PathLike, subdir: str = "initdiag"):
+    def __init__(
+        self,
+        log_dir: str | os.PathLike,
+        subdir: str = "initdiag",
+        depth_profile: bool = True,
+    ):
         if not isinstance(log_dir, (str, os.PathLike)) or not os.fspath(log_dir):
             raise ValueError(
                 "Argument `log_dir` must be a non-empty path. Received: "
@@ -87,6 +95,7 @@ class DiagnosticsWriter:
             )
         self.log_dir = os.fspath(log_dir)
         self.subdir = subdir
+        self.depth_profile = depth_profile
         self._writer = None
         self._layout_written = False
 
@@ -125,8 +134,8 @@ class DiagnosticsWriter:
         (statistic, layer) as `<stat>/<layer>` (NaN, "does not apply", is
         skipped), `loss/probe` (skipped when NaN), the custom-scalars layout
         (first write only), the flag table (tag `flags`), the depth-profile
-        image (tag `depth_profile`, when matplotlib is installed) and the
-        optional histograms.
+        image (tag `depth_profile`, when enabled and matplotlib is installed)
+        and the optional histograms.
 
         Args:
             report: The diagnosis to write.
@@ -153,7 +162,7 @@ class DiagnosticsWriter:
                 )
                 self._layout_written = True
             tf.summary.text(FLAGS_TAG, flags_markdown(report.flags))
-            image = _depth_profile_image(report)
+            image = _depth_profile_image(report) if self.depth_profile else None
             if image is not None:
                 tf.summary.image(DEPTH_PROFILE_TAG, image[np.newaxis])
             for tag, values in (histograms or {}).items():
