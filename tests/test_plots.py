@@ -1,0 +1,112 @@
+"""Tests of the depth-profile and summary figures."""
+
+import math
+import sys
+
+import numpy as np
+import pytest
+
+from keras_initdiag import plots
+from keras_initdiag.diagnostics.report import DiagnosticReport, Flag
+
+matplotlib = pytest.importorskip("matplotlib")
+
+
+def make_report(layers, step=0, flags=0, loss=1.0):
+    stats = {
+        layer: {
+            "activation_variance": 2.0**-i,
+            "activation_gradient_rms": 10.0**i,
+            "weight_variance": 0.01,
+        }
+        for i, layer in enumerate(layers)
+    }
+    flag_list = [Flag("dead", layers[0], step, 1.0, 0.5, "m")] * flags
+    return DiagnosticReport(step, list(layers), stats, flag_list, {}, loss)
+
+
+def lines_by_label(ax):
+    return {line.get_label(): line for line in ax.get_lines()}
+
+
+def test_depth_profile_plots_each_stat_against_depth_on_log_scale():
+    report = make_report(["in", "mid", "out"], step=7, flags=2)
+    fig = plots.depth_profile_figure(report)
+    (ax,) = fig.axes
+    assert ax.get_yscale() == "log"
+    lines = lines_by_label(ax)
+    assert set(lines) == set(plots.DEFAULT_STATS)
+    line = lines["activation_variance"]
+    np.testing.assert_array_equal(line.get_xdata(), [0, 1, 2])
+    np.testing.assert_allclose(line.get_ydata(), [1.0, 0.5, 0.25])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["in", "mid", "out"]
+    assert "step 7" in ax.get_title() and "2 flag" in ax.get_title()
+
+
+def test_nan_zero_and_negative_values_are_skipped():
+    report = make_report(["a", "b", "c", "d"])
+    report.stats["b"]["activation_variance"] = math.nan
+    report.stats["c"]["activation_variance"] = 0.0
+    report.stats["d"]["activation_variance"] = -math.inf
+    for layer in "abcd":  # a statistic that never applies: no line at all
+        report.stats[layer]["weight_variance"] = math.nan
+    fig = plots.depth_profile_figure(report)
+    lines = lines_by_label(fig.axes[0])
+    assert "weight_variance" not in lines
+    np.testing.assert_array_equal(lines["activation_variance"].get_xdata(), [0])
+    assert plots.figure_to_png(fig).startswith(b"\x89PNG")
+
+
+def test_many_layers_use_depth_indices_and_odd_names_render():
+    names = [f"dense_{i}" for i in range(30)]
+    fig = plots.depth_profile_figure(make_report(names))
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert not set(labels) & set(names)
+
+    odd = ["$x$", "长" * 60, "a_b|c<d>&`e`"]  # mathtext, CJK (no glyph), specials
+    png = plots.figure_to_png(plots.depth_profile_figure(make_report(odd)))
+    assert png.startswith(b"\x89PNG")
+
+
+def test_figure_to_png_round_trips_through_tensorflow():
+    import tensorflow as tf
+
+    png = plots.figure_to_png(plots.depth_profile_figure(make_report(["a"])), dpi=50)
+    image = tf.io.decode_png(png).numpy()
+    assert image.shape[0] == int(4.5 * 50) and image.shape[1] == 7 * 50
+
+
+def test_summary_figure_has_one_panel_per_run_and_loss_curves():
+    runs = {
+        "he": [make_report(["a", "b"], step=s, loss=1.0 / (s + 1)) for s in (0, 5)],
+        "small": [make_report(["a", "b"], step=s, loss=math.nan) for s in (0, 5)],
+        "empty": [],
+    }
+    fig = plots.summary_figure(runs)
+    assert len(fig.axes) == 3  # he, small, loss
+    loss_lines = lines_by_label(fig.axes[-1])
+    assert set(loss_lines) == {"he"}  # NaN losses are not drawn
+    np.testing.assert_array_equal(loss_lines["he"].get_xdata(), [0, 5])
+
+    fig = plots.summary_figure(runs, losses={"he": [3.0, 2.0, 1.0]})
+    np.testing.assert_array_equal(
+        lines_by_label(fig.axes[-1])["he"].get_xdata(), [1, 2, 3]
+    )
+    assert plots.figure_to_png(fig).startswith(b"\x89PNG")
+
+
+def test_missing_matplotlib_raises_import_error_naming_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ImportError, match=r"keras_initdiag\[plots\]"):
+        plots.depth_profile_figure(make_report(["a"]))
+
+
+def test_importing_plots_leaves_matplotlib_state_alone():
+    assert "matplotlib" not in vars(plots)
+    backend = matplotlib.get_backend()
+    plots.figure_to_png(plots.depth_profile_figure(make_report(["a"])))
+    assert matplotlib.get_backend() == backend
+    assert (
+        "matplotlib.pyplot" not in sys.modules
+        or not sys.modules["matplotlib.pyplot"].get_fignums()
+    )
