@@ -310,6 +310,7 @@ BAD_ARGUMENTS = [
         ValueError,
         "matrix.shape=\\(1, 2\\)",
     ),
+    ({"mean": [0.0, 0.0], "matrix": np.ones((2, 2))}, ValueError, "invertible"),
 ]
 
 
@@ -355,11 +356,15 @@ def test_nan_in_adapt_data_says_how_many_and_where(x):
     ):
         layer.adapt([x[:10], data])
     assert not layer.built  # a failed adapt leaves no state behind
+    layer.adapt(x[:, :8])
+    assert layer.adapted_matrix.shape == (8, 8)
 
 
 def test_bad_sizes_and_arguments(x):
     layer = _adapted(x)
-    with pytest.raises(ValueError, match="adapted on 16 features.*shape=\\(2, 8\\)|16"):
+    with pytest.raises(
+        ValueError, match="adapted on 16 features along axis -1.*shape \\(2, 8\\)"
+    ):
         layer(x[:2, :8])
     with pytest.raises(ValueError, match="must stay 16"):
         layer.adapt(x[:, :8])

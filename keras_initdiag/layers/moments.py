@@ -30,6 +30,7 @@ class Moments:
 
     Example:
     ```python
+    import numpy as np
     from keras_initdiag.layers import moments
 
     m = moments.from_batch(np.random.normal(size=(100, 3)))
@@ -58,7 +59,9 @@ def empty(features: int) -> Moments:
 
     Example:
     ```python
-    m = keras_initdiag.layers.moments.empty(4)
+    from keras_initdiag.layers import moments
+
+    m = moments.empty(4)  # the start of a streaming accumulation
     ```
     """
     return Moments(0.0, np.zeros(features), np.zeros((features, features)))
@@ -75,7 +78,10 @@ def from_batch(rows: np.ndarray) -> Moments:
 
     Example:
     ```python
-    m = keras_initdiag.layers.moments.from_batch(np.ones((8, 2)))
+    import numpy as np
+    from keras_initdiag.layers import moments
+
+    m = moments.from_batch(np.ones((8, 2)))  # count 8, zero co-moment
     ```
     """
     rows = np.asarray(rows, dtype=np.float64)
@@ -103,9 +109,12 @@ def merge(a: Moments, b: Moments) -> Moments:
 
     Example:
     ```python
+    import numpy as np
     from keras_initdiag.layers import moments
 
+    x = np.random.normal(size=(100, 3))
     total = moments.merge(moments.from_batch(x[:50]), moments.from_batch(x[50:]))
+    # total equals moments.from_batch(x) up to rounding
     ```
     """
     if a.features != b.features:
@@ -137,8 +146,10 @@ def covariance(m: Moments) -> np.ndarray:
 
     Example:
     ```python
+    import numpy as np
     from keras_initdiag.layers import moments
 
+    x = np.random.normal(size=(100, 3))
     cov = moments.covariance(moments.from_batch(x))  # == np.cov(x.T, ddof=0)
     ```
     """

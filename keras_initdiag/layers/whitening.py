@@ -42,9 +42,12 @@ def whitening_matrices(
 
     Example:
     ```python
+    import numpy as np
     from keras_initdiag.layers.whitening import whitening_matrices
 
-    w, w_inv = whitening_matrices(np.cov(x.T), "zca", 1e-6)
+    x = np.random.normal(size=(100, 3)) @ np.array([[1, 0, 0], [1, 1, 0], [0, 0, 9]])
+    w, w_inv = whitening_matrices(np.cov(x.T, ddof=0), "zca", 1e-6)
+    # np.cov(((x - x.mean(0)) @ w).T, ddof=0) is the identity
     ```
     """
     d = cov.shape[0]
@@ -77,6 +80,7 @@ def condition_number(cov: np.ndarray, epsilon: float) -> float:
 
     Example:
     ```python
+    import numpy as np
     from keras_initdiag.layers.whitening import condition_number
 
     condition_number(np.diag([100.0, 1.0]), 1e-6)  # 100.0
@@ -150,7 +154,7 @@ def _check_finite(array, index, offset, axis):
 
 
 def _to_rows(batch, index, offset, axis, features):
-    """Validates one batch and returns it as float64 rows of shape `(n, d)`."""
+    """Validates one batch; returns float64 rows `(n, d)` and the batch array."""
     try:
         array = np.asarray(batch)
     except (TypeError, ValueError) as e:
@@ -168,7 +172,7 @@ def _to_rows(batch, index, offset, axis, features):
         )
     _check_finite(array, index, offset, axis)
     rows = np.moveaxis(array, axis, -1).reshape(-1, array.shape[axis])
-    return rows.astype(np.float64), axis
+    return rows.astype(np.float64), array
 
 
 def _resolve_axis(axis, ndim, what):
@@ -228,7 +232,12 @@ class Whitening(keras.layers.Layer):
     Example:
     ```python
     import keras
+    import numpy as np
     import keras_initdiag
+
+    mixing = np.array([[1.0, 0.0], [0.99, 0.01]])  # two strongly correlated
+    x_train = np.random.normal(size=(1000, 2)) @ mixing + 5.0
+    y_train = x_train @ np.array([1.0, -1.0])
 
     whitening = keras_initdiag.layers.Whitening(mode="zca")
     whitening.adapt(x_train)  # array, tensor, tf.data.Dataset or batches
@@ -331,9 +340,10 @@ class Whitening(keras.layers.Layer):
 
         Example:
         ```python
+        x = np.random.normal(size=(1000, 4))
         layer = keras_initdiag.layers.Whitening()
-        layer.adapt(first_half)
-        layer.adapt(second_half, reset=False)  # same as adapt(all_data)
+        layer.adapt(x[:500])
+        layer.adapt(x[500:], reset=False)  # same statistics as layer.adapt(x)
         ```
         """
         if self.input_mean is not None:
@@ -351,12 +361,12 @@ class Whitening(keras.layers.Layer):
         batches = _iter_batches(data, batch_size, rank)
         total, shape, offset = None, None, 0
         for index, batch in enumerate(itertools.islice(batches, steps)):
-            rows, axis = _to_rows(batch, index, offset, self.axis, self._features)
+            features = self._features if total is None else total.features
+            rows, array = _to_rows(batch, index, offset, self.axis, features)
             if total is None:
-                total, shape = moments.empty(rows.shape[1]), np.shape(batch)
+                total, shape = moments.empty(rows.shape[1]), array.shape
             total = moments.merge(total, moments.from_batch(rows))
-            offset += np.shape(batch)[0]
-            self._features = rows.shape[1]
+            offset += len(array)
         if total is None or total.count == 0:
             raise ValueError(
                 "Argument `data` is empty: `adapt()` received no rows. "
@@ -508,4 +518,9 @@ def _check_explicit(mean, matrix):
         )
     if not (np.isfinite(mean).all() and np.isfinite(matrix).all()):
         raise ValueError("Arguments `mean` and `matrix` must be finite.")
+    if np.linalg.matrix_rank(matrix) < d:
+        raise ValueError(
+            "Argument `matrix` must be invertible (a whitening matrix is). "
+            f"Received: matrix={matrix.tolist()}"
+        )
     return mean, matrix
