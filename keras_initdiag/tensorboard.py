@@ -151,7 +151,7 @@ class DiagnosticsWriter:
         scalars = _scalar_values(report)
         with self._writer.as_default(step=int(report.step)):
             # The JSON goes first: the reader takes it as the start of a report.
-            tf.summary.text(REPORT_TAG, report_to_json(report, len(scalars)))
+            tf.summary.text(REPORT_TAG, _report_json(report, len(scalars)))
             for tag, value in scalars.items():
                 tf.summary.scalar(tag, value)
             if not math.isnan(report.loss):
@@ -286,7 +286,7 @@ def _encode_float(value: float) -> float | str:
     return value if math.isfinite(value) else str(value)
 
 
-def report_to_json(report: DiagnosticReport, num_scalars: int | None = None) -> str:
+def _report_json(report: DiagnosticReport, num_scalars: int | None = None) -> str:
     """Serialize everything but the statistics of `report` as JSON.
 
     The statistics travel as scalars; `num_scalars` records how many were
@@ -463,16 +463,25 @@ def read_reports(
         The reports sorted by step. Statistics that were NaN ("does not
         apply") when written are absent from `stats[layer]`.
 
+    Raises:
+        ValueError: If `run_dir` is not an existing directory.
+
     Example:
     >>> problems = []
     >>> reports = keras_initdiag.tensorboard.read_reports("logs/initdiag", problems)
     >>> [r.step for r in reports]
     [0, 100, 200]
     """
+    run_dir = os.fspath(run_dir)
+    if not tf.io.gfile.isdir(run_dir):
+        raise ValueError(
+            "Argument `run_dir` must be an existing directory, e.g. "
+            f"'logs/initdiag'. Received: run_dir={run_dir!r}"
+        )
     collected = [] if problems is None else problems
     start = len(collected)
     latest = {}
-    for path in _event_files(os.fspath(run_dir)):
+    for path in _event_files(run_dir):
         for step, (wall_time, report) in _read_file(path, collected).items():
             if step not in latest or wall_time >= latest[step][0]:
                 latest[step] = (wall_time, report)
@@ -495,12 +504,21 @@ def find_runs(logdir: str | os.PathLike) -> list[str]:
     Returns:
         The run directories, sorted.
 
+    Raises:
+        ValueError: If `logdir` is not an existing directory.
+
     Example:
     >>> keras_initdiag.tensorboard.find_runs("logs")
     ['logs/relu_he/initdiag', 'logs/tanh_small/initdiag']
     """
+    logdir = os.fspath(logdir)
+    if not tf.io.gfile.isdir(logdir):
+        raise ValueError(
+            "Argument `logdir` must be an existing directory. Received: "
+            f"logdir={logdir!r}"
+        )
     runs = []
-    for directory, _, _ in tf.io.gfile.walk(os.fspath(logdir)):
+    for directory, _, _ in tf.io.gfile.walk(logdir):
         for path in _event_files(directory):
             events = _load_events(path, [], limit=4)
             if any(v.tag == REPORT_TAG for e in events for v in e.summary.value):

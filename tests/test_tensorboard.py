@@ -303,6 +303,13 @@ def test_report_cut_inside_its_statistics_is_skipped(tmp_path, caplog):
     assert "step 7" in messages and "statistics" in messages
 
 
+def test_reader_rejects_a_missing_directory(tmp_path):
+    with pytest.raises(ValueError, match="run_dir="):
+        tb.read_reports(tmp_path / "nope")
+    with pytest.raises(ValueError, match="logdir="):
+        tb.find_runs(tmp_path / "nope")
+
+
 def test_find_runs_finds_only_our_runs(tmp_path):
     import tensorflow as tf
 
