@@ -5,7 +5,6 @@ Importing the package registers every serializable class with Keras, so
 `safe_mode=True` without any extra call.
 
 Example:
-
 ```python
 import keras
 import keras_initdiag
@@ -31,3 +30,11 @@ from keras_initdiag.initializers import gain as gain
 # isort: split
 from keras_initdiag import layers as layers
 from keras_initdiag.layers import Whitening as Whitening
+
+# Diagnostics.
+from keras_initdiag.diagnostics.engine import diagnose as diagnose
+from keras_initdiag.diagnostics.report import DiagnosticReport as DiagnosticReport
+from keras_initdiag.diagnostics.report import Flag as Flag
+from keras_initdiag.diagnostics.rules import Thresholds as Thresholds
+from keras_initdiag import callbacks as callbacks
+from keras_initdiag.callbacks import InitDiagnostics as InitDiagnostics

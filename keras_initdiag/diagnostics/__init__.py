@@ -1,0 +1,1 @@
+"""Diagnostics engine: taps, statistics, probe, rules, report and `diagnose`."""

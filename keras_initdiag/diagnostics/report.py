@@ -1,0 +1,190 @@
+"""The result of one diagnosis: per-layer statistics, layer facts and flags.
+
+Plain Python, no TensorFlow: a report can be built from literal numbers in tests
+and read back from TensorBoard events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+#: The statistics measured for every tapped layer, in display order. These
+#: names are part of the public contract (they are the TensorBoard tag prefixes).
+STAT_NAMES: tuple[str, ...] = (
+    "activation_mean",
+    "activation_variance",
+    "activation_gradient_rms",
+    "weight_variance",
+    "gradient_norm",
+    "gradient_to_weight_ratio",
+    "dead_fraction",
+    "saturation_fraction",
+    "duplicate_unit_fraction",
+    "nonfinite_activations",
+    "nonfinite_weights",
+    "nonfinite_gradients",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    """One problem found by a diagnosis, naming the layer where it was seen.
+
+    Args:
+        kind: One of `"symmetry"`, `"vanishing"`, `"exploding"`, `"dead"`,
+            `"saturation"`, `"nonfinite"` or `"init_mismatch"` (advisory).
+        layer: Name of the layer where the problem was seen.
+        step: Global training step of the diagnosis (0 = before training).
+        value: The measured value that triggered the flag.
+        threshold: The threshold it was compared against.
+        message: What was seen, where, and what to try.
+
+    Example:
+    >>> flag = keras_initdiag.Flag("dead", "dense_3", 0, 1.0, 0.5, "...")
+    >>> flag.kind
+    'dead'
+    """
+
+    kind: str
+    layer: str
+    step: int
+    value: float
+    threshold: float
+    message: str
+
+    def __str__(self) -> str:
+        return f"[{self.kind}] {self.layer} (step {self.step}): {self.message}"
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerInfo:
+    """Static facts about a tapped layer that the rules need.
+
+    Args:
+        name: The layer's name.
+        class_name: The layer's class name, e.g. `"Dense"`.
+        activation: Canonical activation name (`""` when the layer has none).
+        initializer: Initializer family of the main weight (`""` when none).
+        weight_shape: Shape of the main weight, `()` when there is none.
+        is_output: Whether the layer produces one of the model's outputs.
+        tapped_output: Whether the layer's output could be exposed.
+        feeds_residual: Whether the layer's output enters a merge (e.g. `Add`)
+            with another branch, so all-zero weights there are by design.
+        recommended: Initializer families that suit the activation (`()` when
+            no rule applies).
+        same_kernel_as: Earlier layers whose initial kernel is identical.
+    """
+
+    name: str
+    class_name: str = ""
+    activation: str = ""
+    initializer: str = ""
+    weight_shape: tuple[int, ...] = ()
+    is_output: bool = False
+    tapped_output: bool = True
+    feeds_residual: bool = False
+    recommended: tuple[str, ...] = ()
+    same_kernel_as: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass
+class DiagnosticReport:
+    """Per-layer statistics of one diagnosis, and the flags raised from them.
+
+    Args:
+        step: Global training step (0 = before any update).
+        layers: Tapped layer names in forward order.
+        stats: Layer name -> {statistic name -> float}; NaN where a statistic
+            does not apply to the layer.
+        flags: The flags raised for this diagnosis.
+        info: Layer name -> `LayerInfo` (static facts used by the rules).
+        loss: The loss on the probe batch, NaN when no loss was available.
+
+    Example:
+    >>> report = keras_initdiag.diagnose(model, x, y)
+    >>> print(report.table())
+    >>> report.stats["dense_1"]["activation_variance"]
+    """
+
+    step: int
+    layers: list[str]
+    stats: dict[str, dict[str, float]]
+    flags: list = dataclasses.field(default_factory=list)
+    info: dict[str, LayerInfo] = dataclasses.field(default_factory=dict)
+    loss: float = math.nan
+
+    def stat(self, name: str) -> list[float]:
+        """Return one statistic for every layer, in forward order.
+
+        Args:
+            name: A statistic name from `STAT_NAMES`.
+
+        Returns:
+            A list of floats, one per layer in `layers`.
+        """
+        if name not in STAT_NAMES:
+            raise ValueError(
+                f"Argument `name` must be one of {list(STAT_NAMES)}. Received: "
+                f"name={name!r}"
+            )
+        return [self.stats[layer].get(name, math.nan) for layer in self.layers]
+
+    def table(self, stats: tuple[str, ...] | None = None) -> str:
+        """Render the statistics and flags as a fixed-width text table.
+
+        Args:
+            stats: Which statistics to show as columns. Defaults to the
+                main ones (`activation_variance`, `activation_gradient_rms`,
+                `weight_variance`, `gradient_norm`, `dead_fraction`,
+                `saturation_fraction`, `duplicate_unit_fraction`).
+
+        Returns:
+            The table as one string, flags listed below it.
+        """
+        columns = stats or (
+            "activation_variance",
+            "activation_gradient_rms",
+            "weight_variance",
+            "gradient_norm",
+            "dead_fraction",
+            "saturation_fraction",
+            "duplicate_unit_fraction",
+        )
+        short = {
+            "activation_variance": "act_var",
+            "activation_gradient_rms": "act_grad_rms",
+            "weight_variance": "w_var",
+            "gradient_norm": "grad_norm",
+            "gradient_to_weight_ratio": "grad/w",
+            "dead_fraction": "dead",
+            "saturation_fraction": "satur",
+            "duplicate_unit_fraction": "dup",
+            "activation_mean": "act_mean",
+        }
+        headers = ["layer"] + [short.get(c, c) for c in columns]
+        rows = [
+            [layer]
+            + [format_value(self.stats[layer].get(c, math.nan)) for c in columns]
+            for layer in self.layers
+        ]
+        widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+        lines = [f"Diagnosis at step {self.step} (loss {format_value(self.loss)})"]
+        lines.append("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+        lines.append("  ".join("-" * w for w in widths))
+        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+        if self.flags:
+            lines.append(f"{len(self.flags)} flag(s):")
+            lines += [f"  {flag}" for flag in self.flags]
+        else:
+            lines.append("No flags.")
+        return "\n".join(lines)
+
+
+def format_value(value: float) -> str:
+    """Format a statistic compactly: `-` for NaN, 3 significant digits otherwise."""
+    if isinstance(value, float) and math.isnan(value):
+        return "-"
+    if value == 0 or (1e-3 <= abs(value) < 1e4):
+        return f"{value:.3g}"
+    return f"{value:.2e}"

@@ -1,0 +1,152 @@
+"""Pure tensor reductions: every statistic the probe computes on the device.
+
+Each function takes float32 tensors and returns a float32 scalar tensor. Units
+are the last axis; every other axis (batch, space, time) is a sample axis.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+#: Outputs within this fraction of the half-range of a bounded activation from
+#: either limit count as saturated (tanh: |a| > 0.99).
+SATURATION_MARGIN = 0.01
+
+#: Bounded activations and their limits.
+BOUNDS: dict[str, tuple[float, float]] = {
+    "tanh": (-1.0, 1.0),
+    "sigmoid": (0.0, 1.0),
+    "hard_sigmoid": (0.0, 1.0),
+    "hard_tanh": (-1.0, 1.0),
+    "softsign": (-1.0, 1.0),
+}
+
+# Two units count as identical when their random projections agree to this
+# relative tolerance (three independent projections must all agree).
+_DUPLICATE_RTOL = 1e-5
+_PROJECTIONS = 3
+NAN = float("nan")
+
+
+def mean(x: tf.Tensor) -> tf.Tensor:
+    """Mean over every element."""
+    return tf.reduce_mean(x)
+
+
+def variance(x: tf.Tensor) -> tf.Tensor:
+    """Population variance over every element (two-pass, not E[x^2]-E[x]^2)."""
+    return tf.reduce_mean(tf.square(x - tf.reduce_mean(x)))
+
+
+def rms(x: tf.Tensor) -> tf.Tensor:
+    """Root mean square over every element."""
+    return tf.sqrt(tf.reduce_mean(tf.square(x)))
+
+
+def global_norm(tensors: list[tf.Tensor]) -> tf.Tensor:
+    """L2 norm of all elements of several tensors together."""
+    return tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(t)) for t in tensors]))
+
+
+def ratio(numerator: tf.Tensor, denominator: tf.Tensor) -> tf.Tensor:
+    """`numerator / denominator`, NaN where the denominator is zero."""
+    return tf.where(denominator > 0, numerator / denominator, NAN)
+
+
+def nonfinite_count(tensors: list[tf.Tensor]) -> tf.Tensor:
+    """How many elements of the tensors are NaN or +-Inf."""
+    counts = [
+        tf.reduce_sum(tf.cast(tf.logical_not(tf.math.is_finite(t)), tf.float32))
+        for t in tensors
+    ]
+    return tf.add_n(counts) if counts else tf.constant(0.0)
+
+
+def units_view(x: tf.Tensor) -> tf.Tensor:
+    """Reshape to (samples, units): the last axis is the unit axis."""
+    return tf.reshape(x, [-1, tf.shape(x)[-1]])
+
+
+def constant_units(columns: tf.Tensor) -> tf.Tensor:
+    """Boolean (..., units): units whose value never changes over the samples.
+
+    Args:
+        columns: (..., samples, units).
+    """
+    spread = tf.reduce_max(columns, axis=-2) - tf.reduce_min(columns, axis=-2)
+    return spread <= 1e-6 * tf.reduce_max(tf.abs(columns), axis=-2)
+
+
+def dead_fraction(columns: tf.Tensor) -> tf.Tensor:
+    """Fraction of units that are zero or constant over the whole probe batch.
+
+    Args:
+        columns: (..., samples, units), e.g. `units_view` of a layer output.
+    """
+    return tf.reduce_mean(tf.cast(constant_units(columns), tf.float32), axis=-1)
+
+
+def saturation_fraction(x: tf.Tensor, low: float, high: float) -> tf.Tensor:
+    """Fraction of outputs within `SATURATION_MARGIN` of a bounded range's limits."""
+    margin = SATURATION_MARGIN * (high - low) / 2.0
+    pinned = tf.logical_or(x <= low + margin, x >= high - margin)
+    return tf.reduce_mean(tf.cast(pinned, tf.float32))
+
+
+def duplicate_units(columns: tf.Tensor, candidates: tf.Tensor) -> tf.Tensor:
+    """Boolean (groups, units): candidate columns equal to another candidate.
+
+    Each column is reduced to `_PROJECTIONS` random projections (the same
+    arithmetic for every column, so identical columns give identical values);
+    columns are sorted by the first projection and compared with their
+    neighbours on all of them. Cost: O(samples * units + units log units).
+
+    Args:
+        columns: (groups, samples, units): several layers of one shape at once.
+        candidates: (groups, units) boolean: which units may match.
+    """
+    n = tf.shape(columns)[1]
+    projections = tf.random.stateless_normal([n, _PROJECTIONS], seed=[17, 5])
+    keys = tf.einsum("gnu,nk->gku", columns, projections)
+    big = tf.reduce_max(tf.abs(keys), axis=[1, 2], keepdims=True) + 1.0
+    units = tf.shape(keys)[2]
+    # Non-candidates get distinct far-away keys so they never match.
+    far = 4.0 * big * (1.0 + tf.cast(tf.range(units), keys.dtype))[None, None, :]
+    keys = tf.where(candidates[:, None, :], keys, far)
+    order = tf.argsort(keys[:, 0, :], axis=-1)
+    ordered = tf.gather(keys, order, axis=2, batch_dims=1)
+    tol = _DUPLICATE_RTOL * tf.reduce_max(tf.abs(ordered), axis=1)
+    tol = tf.maximum(tol[:, :-1], tol[:, 1:])
+    gaps = tf.abs(ordered[:, :, 1:] - ordered[:, :, :-1])
+    same = tf.reduce_all(gaps <= tol[:, None, :], axis=1)
+    pad = tf.zeros_like(same[:, :1])
+    dup_ordered = tf.logical_or(
+        tf.concat([same, pad], axis=1), tf.concat([pad, same], axis=1)
+    )
+    inverse = tf.argsort(order, axis=-1)
+    return tf.gather(dup_ordered, inverse, axis=1, batch_dims=1)
+
+
+def duplicate_weight_units(kernels: tf.Tensor) -> tf.Tensor:
+    """Boolean (groups, units): units with the same incoming weights as another.
+
+    Args:
+        kernels: (groups, fan_in, units).
+    """
+    return duplicate_units(kernels, tf.ones_like(kernels[:, 0, :], tf.bool))
+
+
+def duplicate_output_units(columns: tf.Tensor) -> tf.Tensor:
+    """Boolean (groups, units): non-constant units with the same outputs.
+
+    Args:
+        columns: (groups, samples, units).
+    """
+    return duplicate_units(columns, tf.logical_not(constant_units(columns)))
+
+
+def kernel_signature(kernel: tf.Tensor) -> tf.Tensor:
+    """A scalar that identical kernels share: a fixed random projection."""
+    flat = tf.reshape(kernel, [-1])
+    weights = tf.random.stateless_normal(tf.shape(flat), seed=[29, 3], dtype=flat.dtype)
+    return tf.reduce_sum(flat * weights)
