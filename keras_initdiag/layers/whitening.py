@@ -228,6 +228,7 @@ class Whitening(keras.layers.Layer):
 
     Raises:
         ValueError: If `mode`, `epsilon`, `axis`, `mean` or `matrix` is invalid.
+        TypeError: If `axis` is not an int.
 
     Example:
     ```python
