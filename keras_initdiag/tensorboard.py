@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import re
 import uuid
 from collections.abc import Mapping
 from typing import NamedTuple
@@ -201,7 +202,7 @@ def _layout() -> layout_pb2.Layout:
     charts = [
         layout_pb2.Chart(
             title=name,
-            multiline=layout_pb2.MultilineChartContent(tag=[f"^{name}/"]),
+            multiline=layout_pb2.MultilineChartContent(tag=[f"^{re.escape(name)}/"]),
         )
         for name in (*STAT_NAMES, "loss")
     ]
