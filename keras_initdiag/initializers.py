@@ -810,6 +810,15 @@ _OUR_FAMILIES = (
 )
 
 
+# `Identity` is a (semi-)orthogonal matrix times `gain`; look it up by name
+# so an older Keras 3 without it still imports.
+_KERAS_ORTHOGONAL = tuple(
+    getattr(keras.initializers, name)
+    for name in ("Orthogonal", "Identity")
+    if hasattr(keras.initializers, name)
+)
+
+
 def _variance_scaling_family(scale: float, mode: str) -> str:
     for target, target_mode, family in (
         (2.0, "fan_in", "he"),
@@ -862,7 +871,7 @@ def initializer_family(initializer) -> str:
     inits = keras.initializers
     if isinstance(initializer, (inits.Zeros, inits.Ones, inits.Constant)):
         return "constant"
-    if isinstance(initializer, (inits.Orthogonal, inits.Identity)):
+    if isinstance(initializer, _KERAS_ORTHOGONAL):
         return "orthogonal"
     if isinstance(initializer, inits.VarianceScaling):
         return _variance_scaling_family(initializer.scale, initializer.mode)
