@@ -1,0 +1,85 @@
+"""Statistics against closed forms on literal tensors."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_initdiag.diagnostics import stats
+
+
+def test_moments_match_numpy():
+    x = np.random.default_rng(0).normal(3.0, 2.0, size=(64, 10)).astype("float32")
+    assert float(stats.mean(tf.constant(x))) == pytest.approx(x.mean(), rel=1e-6)
+    assert float(stats.variance(tf.constant(x))) == pytest.approx(x.var(), rel=1e-5)
+    assert float(stats.rms(tf.constant(x))) == pytest.approx(
+        np.sqrt((x**2).mean()), rel=1e-6
+    )
+
+
+def test_variance_is_two_pass_for_large_offsets():
+    # E[x^2] - E[x]^2 loses everything here in float32; two-pass keeps it.
+    x = tf.constant(1e4 + np.array([-1.0, 1.0] * 50, dtype="float32"))
+    assert float(stats.variance(x)) == pytest.approx(1.0, rel=1e-3)
+
+
+def test_global_norm_and_ratio():
+    a, b = tf.constant([3.0]), tf.constant([[4.0]])
+    assert float(stats.global_norm([a, b])) == pytest.approx(5.0)
+    assert float(stats.ratio(tf.constant(1.0), tf.constant(4.0))) == 0.25
+    assert np.isnan(float(stats.ratio(tf.constant(1.0), tf.constant(0.0))))
+
+
+def test_nonfinite_count():
+    x = tf.constant([1.0, np.nan, np.inf, -np.inf, 0.0])
+    assert float(stats.nonfinite_count([x, tf.constant([np.nan])])) == 4.0
+
+
+def test_dead_fraction_counts_constant_units():
+    x = np.random.default_rng(1).normal(size=(32, 8)).astype("float32")
+    x[:, 0] = 0.0  # dead ReLU unit
+    x[:, 1] = 0.7  # constant unit
+    x[:, 2] = np.maximum(x[:, 2], 0)  # alive ReLU unit
+    assert float(stats.dead_fraction(tf.constant(x[None]))[0]) == pytest.approx(2 / 8)
+
+
+def test_saturation_fraction():
+    x = tf.constant([-0.995, -0.5, 0.0, 0.5, 0.991, 1.0])
+    assert float(stats.saturation_fraction(x, -1.0, 1.0)) == pytest.approx(3 / 6)
+    s = tf.constant([0.001, 0.5, 0.999, 0.2])
+    assert float(stats.saturation_fraction(s, 0.0, 1.0)) == pytest.approx(2 / 4)
+
+
+def test_duplicate_weight_units_finds_exact_copies_only():
+    w = np.random.default_rng(2).normal(size=(50, 6)).astype("float32")
+    w[:, 4] = w[:, 1]
+    w[:, 5] = w[:, 1]
+    mask = stats.duplicate_weight_units(tf.constant(w[None]))[0].numpy()
+    assert mask.tolist() == [False, True, False, False, True, True]
+    w[0, 5] += 1e-2  # A small but real difference is not a duplicate.
+    mask = stats.duplicate_weight_units(tf.constant(w[None]))[0].numpy()
+    assert mask.tolist() == [False, True, False, False, True, False]
+
+
+def test_duplicate_output_units_ignore_constant_units():
+    x = np.random.default_rng(3).normal(size=(40, 5)).astype("float32")
+    x[:, 3] = x[:, 0]
+    x[:, 1] = 0.0
+    x[:, 2] = 0.0  # Two dead units are identical but left to the dead rule.
+    mask = stats.duplicate_output_units(tf.constant(x[None]))[0].numpy()
+    assert mask.tolist() == [True, False, False, True, False]
+
+
+def test_all_zero_kernel_is_fully_duplicate():
+    mask = stats.duplicate_weight_units(tf.zeros([2, 16, 8]))
+    assert mask.numpy().all()
+
+
+def test_random_kernels_have_no_duplicates():
+    w = tf.random.stateless_normal([3, 256, 512], seed=[1, 2])
+    assert not stats.duplicate_weight_units(w).numpy().any()
+
+
+def test_kernel_signature_equal_for_equal_kernels():
+    w = tf.random.stateless_normal([8, 4], seed=[0, 1])
+    assert float(stats.kernel_signature(w)) == float(stats.kernel_signature(w + 0.0))
+    assert float(stats.kernel_signature(w)) != float(stats.kernel_signature(w * 1.01))
