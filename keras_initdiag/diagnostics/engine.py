@@ -22,6 +22,7 @@ from keras_initdiag.diagnostics.report import DiagnosticReport
 from keras_initdiag.diagnostics.taps import build_taps, check_model
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def as_batch(value, name: str) -> list[np.ndarray] | None:
@@ -58,6 +59,13 @@ def as_batch(value, name: str) -> list[np.ndarray] | None:
             raise ValueError(
                 f"Argument `{name}` must be finite, but {bad} of its {array.size} "
                 f"values are NaN or Inf. Received: {name}={_short(array)}"
+            )
+        if array.dtype.itemsize > 4 and np.any(np.abs(array) > _FLOAT32_MAX):
+            # Diagnoses run in float32: these values would become Inf.
+            raise ValueError(
+                f"Argument `{name}` must fit in float32 (|value| <= {_FLOAT32_MAX:.3g})"
+                f", but its largest magnitude is {np.max(np.abs(array)):.3g}. "
+                f"Received: {name}={_short(array)}"
             )
         arrays.append(array)
     return arrays
@@ -150,7 +158,9 @@ class Diagnoser:
             check_fits(self.model, xs, ys)
             x = _restructure(x, xs)
             y = None if y is None else _restructure(y, ys)
-        result = self.probe(x, y)
+            result = self._checked_call(x, y, xs, ys)
+        else:
+            result = self.probe(x, y)
         if self.probe.histograms:
             vector, self.last_histograms = result
         else:
@@ -166,6 +176,28 @@ class Diagnoser:
         )
         report.flags = rules.judge(report, self.thresholds)
         return report
+
+    def _checked_call(self, x, y, xs, ys):
+        """Run the probe; a batch the model rejects is the caller's ValueError.
+
+        What `check_fits` cannot see (a subclassed model's input shape, a dict
+        with other keys, targets shaped unlike the outputs) fails inside
+        Keras or TensorFlow; say which argument was wrong instead.
+        """
+        try:
+            return self.probe(x, y)
+        except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
+            received = f"x with shapes {[a.shape for a in xs]}"
+            if ys is not None:
+                received += f", y with shapes {[a.shape for a in ys]}"
+            # One line, without Keras's terminal colour codes.
+            detail = " ".join(str(error).replace("\x1b[1m", "").split())
+            detail = detail.replace("\x1b[0m", "")[:400]
+            raise ValueError(
+                f"Arguments `x` and `y` must fit model {self.model.name!r} and its "
+                f"loss, but running it failed ({type(error).__name__}: {detail}). "
+                f"Received: {received}"
+            ) from error
 
     def _info_with_signatures(self, per_layer, signatures):
         info, seen = {}, {}
