@@ -114,8 +114,11 @@ def test_8_nan_in_a_kernel_is_named_first():
 def test_statistics_match_numpy_on_a_small_net():
     x, y = batch(d_in=6, n=16)
     model = keras.Sequential(
-        [keras.Input((6,)), keras.layers.Dense(5, activation="tanh", name="a"),
-         keras.layers.Dense(4, name="b")]
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(5, activation="tanh", name="a"),
+            keras.layers.Dense(4, name="b"),
+        ]
     )
     logits_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     report = keras_initdiag.diagnose(model, x, y, loss=logits_loss)
@@ -161,9 +164,7 @@ def test_uses_the_compiled_loss_and_leaves_weights_and_metrics_alone():
     before = [v.numpy().copy() for v in model.variables]
     report = keras_initdiag.diagnose(model, x, y)
     assert np.isfinite(report.loss)
-    assert all(
-        np.array_equal(a, v.numpy()) for a, v in zip(before, model.variables)
-    )
+    assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, model.variables))
 
 
 def test_repeated_diagnoses_do_not_retrace():
@@ -189,7 +190,9 @@ def test_residual_branch_zero_init_is_not_flagged():
     inp = keras.Input((32,))
     h = keras.layers.Dense(32, activation="relu", kernel_initializer="he_normal")(inp)
     for i in range(4):
-        branch = keras.layers.Dense(32, activation="relu", kernel_initializer="he_normal")(h)
+        branch = keras.layers.Dense(
+            32, activation="relu", kernel_initializer="he_normal"
+        )(h)
         branch = keras.layers.Dense(32, kernel_initializer="zeros", name=f"zero_{i}")(
             branch
         )

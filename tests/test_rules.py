@@ -77,9 +77,15 @@ def test_output_layer_is_left_out_of_depth():
 def test_zero_by_design_residual_branch_is_not_vanishing_or_dead():
     # d1 is the zero-initialized last layer of a residual branch: its output is
     # exactly zero and the gradient upstream of it too.
-    extra = {"d1": {"activation_variance": 0.0, "weight_variance": 0.0,
-                    "dead_fraction": 1.0, "duplicate_unit_fraction": 1.0},
-             "d0": {"activation_gradient_rms": 0.0}}
+    extra = {
+        "d1": {
+            "activation_variance": 0.0,
+            "weight_variance": 0.0,
+            "dead_fraction": 1.0,
+            "duplicate_unit_fraction": 1.0,
+        },
+        "d0": {"activation_gradient_rms": 0.0},
+    }
     info = {"d1": LayerInfo("d1", weight_shape=(100, 100), feeds_residual=True)}
     assert kinds(make_report([1.0, 0.0, 1.0], extra=extra, info=info)) == []
     # The same zeros without the residual connection are a defect.
@@ -133,11 +139,17 @@ def test_nonfinite_loss_is_flagged_at_output():
 
 def test_init_mismatch_only_while_weights_look_initialized():
     shape = (256, 256)
-    he = LayerInfo("d0", weight_shape=shape, activation="relu",
-                   initializer="xavier", recommended=("he",))
+    he = LayerInfo(
+        "d0",
+        weight_shape=shape,
+        activation="relu",
+        initializer="xavier",
+        recommended=("he",),
+    )
     xavier_var = expected_variance("xavier", shape)
-    report = make_report([1.0], extra={"d0": {"weight_variance": xavier_var}},
-                         info={"d0": he})
+    report = make_report(
+        [1.0], extra={"d0": {"weight_variance": xavier_var}}, info={"d0": he}
+    )
     flags = judge(report)
     assert [f.kind for f in flags] == ["init_mismatch"]
     assert "He" in flags[0].message
