@@ -4,13 +4,13 @@ import os
 import time
 import warnings
 
+import keras
 import numpy as np
 import pytest
+from helpers import TensorBoardServer, event_accumulator, poll_json, tensor_tags
 
-import keras
 import keras_initdiag
 from keras_initdiag.callbacks import FlagError, InitDiagnosticsWarning
-from helpers import TensorBoardServer, event_accumulator, poll_json, tensor_tags
 
 LOSS = "sparse_categorical_crossentropy"
 

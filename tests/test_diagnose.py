@@ -1,9 +1,9 @@
 """`diagnose()`: the default thresholds on the eight reference scenarios."""
 
+import keras
 import numpy as np
 import pytest
 
-import keras
 import keras_initdiag
 
 LOSS = "sparse_categorical_crossentropy"
