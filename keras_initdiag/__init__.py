@@ -38,3 +38,7 @@ from keras_initdiag.diagnostics.report import Flag as Flag
 from keras_initdiag.diagnostics.rules import Thresholds as Thresholds
 from keras_initdiag import callbacks as callbacks
 from keras_initdiag.callbacks import InitDiagnostics as InitDiagnostics
+
+# LSUV (issue 5).
+from keras_initdiag.lsuv import LSUVResult as LSUVResult
+from keras_initdiag.lsuv import lsuv as lsuv

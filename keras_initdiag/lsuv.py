@@ -1,0 +1,381 @@
+"""LSUV: layer-sequential unit-variance initialization (Mishkin & Matas, 2016).
+
+`lsuv(model, x)` first replaces each eligible kernel with an orthonormal one,
+then visits the layers in forward order and divides each kernel by the
+standard deviation of the layer's pre-activation output on `x`, until that
+variance is within `tol` of 1. Layer inputs are measured through
+`diagnostics.taps` (`which="input"`); the pre-activation is recomputed by
+calling the layer on its input with its activation switched off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_initdiag import initializers
+from keras_initdiag.diagnostics.engine import as_batch, check_fits
+from keras_initdiag.diagnostics.taps import build_taps, check_model
+
+# Layers whose output is linear in one kernel: (class, kernel attribute,
+# whether that kernel is in the `(*receptive field, in, out)` layout that the
+# orthonormal pre-initialization flattens to `(fan_in, out)`).
+_SUPPORTED = (
+    (keras.layers.Dense, "kernel", True),
+    (keras.layers.Conv1D, "kernel", True),
+    (keras.layers.Conv2D, "kernel", True),
+    (keras.layers.Conv3D, "kernel", True),
+    (keras.layers.SeparableConv1D, "pointwise_kernel", True),
+    (keras.layers.SeparableConv2D, "pointwise_kernel", True),
+    (keras.layers.DepthwiseConv1D, "kernel", False),
+    (keras.layers.DepthwiseConv2D, "kernel", False),
+    (keras.layers.Conv1DTranspose, "kernel", False),
+    (keras.layers.Conv2DTranspose, "kernel", False),
+    (keras.layers.Conv3DTranspose, "kernel", False),
+    (keras.layers.EinsumDense, "kernel", False),
+)
+
+
+class LSUVWarning(UserWarning):
+    """A layer's pre-activation variance did not reach 1 within `max_iter`."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LSUVLayer:
+    """What `lsuv` did to one layer.
+
+    Args:
+        name: The layer's name.
+        class_name: The layer's class name, e.g. `"Dense"`.
+        iterations: How many rescales were applied (0 if the variance was
+            already within `tol` of 1).
+        variance_before: Pre-activation variance on `x` before the first
+            rescale (after the orthonormal pre-initialization, with the
+            earlier layers already fixed).
+        variance_after: Pre-activation variance on `x` after the last rescale.
+        scale: The total factor the kernel was multiplied by.
+        converged: Whether `|variance_after - 1| < tol`.
+        orthogonal: Whether the kernel was replaced by an orthonormal one first.
+    """
+
+    name: str
+    class_name: str
+    iterations: int
+    variance_before: float
+    variance_after: float
+    scale: float
+    converged: bool
+    orthogonal: bool
+
+
+@dataclasses.dataclass
+class LSUVResult:
+    """Per-layer record of one `lsuv` run.
+
+    Args:
+        layers: One `LSUVLayer` per rescaled layer, in forward order.
+        skipped: `(layer name, reason)` for the layers left untouched.
+        tol: The tolerance the run used.
+
+    Example:
+    >>> result = keras_initdiag.lsuv(model, x, verbose=0)
+    >>> print(result.table())
+    >>> result["dense_3"].variance_after
+    1.0
+    """
+
+    layers: list[LSUVLayer]
+    skipped: list[tuple[str, str]]
+    tol: float
+
+    @property
+    def converged(self) -> bool:
+        """Whether every rescaled layer reached variance 1 within `tol`."""
+        return all(record.converged for record in self.layers)
+
+    def __getitem__(self, name: str) -> LSUVLayer:
+        for record in self.layers:
+            if record.name == name:
+                return record
+        raise KeyError(
+            f"No layer named {name!r} was rescaled. Rescaled layers: "
+            f"{[record.name for record in self.layers]}"
+        )
+
+    def table(self) -> str:
+        """Render the per-layer records and the skipped layers as text.
+
+        Returns:
+            A fixed-width table as one string, skipped layers listed below it.
+        """
+        width = max([len("layer")] + [len(r.name) for r in self.layers])
+        header = (
+            f"{'layer':<{width}}  {'class':<16} {'iters':>5} {'var_before':>11} "
+            f"{'var_after':>11} {'scale':>10}  ortho  converged"
+        )
+        lines = [header, "-" * len(header)]
+        for r in self.layers:
+            lines.append(
+                f"{r.name:<{width}}  {r.class_name:<16} {r.iterations:>5} "
+                f"{r.variance_before:>11.4g} {r.variance_after:>11.4g} "
+                f"{r.scale:>10.4g}  {'yes' if r.orthogonal else 'no':<5}  "
+                f"{'yes' if r.converged else 'NO'}"
+            )
+        if self.skipped:
+            lines.append(f"Skipped {len(self.skipped)} layer(s):")
+            lines += [f"  {name}: {reason}" for name, reason in self.skipped]
+        return "\n".join(lines)
+
+
+def lsuv(
+    model: keras.Model,
+    x,
+    *,
+    tol: float = 0.1,
+    max_iter: int = 10,
+    orthogonal: bool = True,
+    layers: Sequence[str] | None = None,
+    seed: int | None = None,
+    verbose: int = 1,
+) -> LSUVResult:
+    """Layer-sequential unit-variance initialization, in place.
+
+    First, every eligible kernel is replaced by an orthonormal one (over its
+    `(fan_in, out)` view: orthonormal columns when `fan_in >= out`, rows
+    otherwise). Then the layers are visited in forward order; each one's
+    pre-activation output (the output before a fused activation) is measured
+    on `x`, with the earlier layers already fixed, and its kernel is divided
+    by the standard deviation until the variance is within `tol` of 1 or
+    `max_iter` rescales were made. Biases and every other weight are left as
+    they are. With zero biases one rescale is exact, since the pre-activation
+    is linear in the kernel.
+
+    Supported layers: Dense, EinsumDense, Conv1D/2D/3D, their transposed
+    versions, SeparableConv1D/2D (the pointwise kernel is rescaled) and
+    DepthwiseConv1D/2D. The orthonormal pre-initialization is applied to
+    Dense, Conv and the pointwise kernel of SeparableConv; the other kernels
+    are only rescaled. Layers without a kernel, recurrent layers, layers in a
+    nested model and layers with several inputs are skipped and listed.
+
+    Args:
+        model: A built functional or Sequential Keras model.
+        x: A batch of inputs (array, tensor, or a list/dict for several
+            inputs). A few hundred samples are enough.
+        tol: Stop when `|variance - 1| < tol`. Defaults to `0.1`.
+        max_iter: Most rescales per layer. Defaults to `10`.
+        orthogonal: Replace the kernels by orthonormal ones first. Defaults
+            to `True`.
+        layers: Names of the layers to initialize; the others are untouched.
+            Defaults to `None` (every eligible layer).
+        seed: Seed of the orthonormal kernels. Defaults to `None` (drawn from
+            NumPy's global generator, so `keras.utils.set_random_seed` makes
+            it reproducible).
+        verbose: 0 is silent, 1 prints the table and the skipped layers, 2
+            also prints every iteration. Defaults to `1`.
+
+    Returns:
+        An `LSUVResult`.
+
+    Raises:
+        TypeError: `model` is not a Keras model, `x` is not numeric, or `tol`,
+            `max_iter` or `verbose` has the wrong type.
+        ValueError: `x` is empty, non-finite or does not fit the model; `tol`
+            is not positive; `max_iter < 1`; no layer is eligible; or a
+            layer's pre-activation variance is zero or not finite. The model's
+            weights are restored before any error is raised.
+
+    Warns:
+        LSUVWarning: for each layer that did not converge (its record has
+            `converged=False`).
+
+    Example:
+    >>> model = keras.Sequential([keras.Input((32,))] + [
+    ...     keras.layers.Dense(64, activation="relu") for _ in range(20)])
+    >>> x = np.random.normal(size=(256, 32))
+    >>> result = keras_initdiag.lsuv(model, x, verbose=0)
+    >>> print(result.table())
+
+    Reference:
+
+    - [Mishkin & Matas, 2016](https://arxiv.org/abs/1511.06422)
+    """
+    check_model(model)
+    tol, max_iter, verbose = _check_options(tol, max_iter, orthogonal, verbose)
+    xs = as_batch(x, "x")
+    if xs is None:
+        raise ValueError("Argument `x` must be a batch of inputs. Received: x=None")
+    check_fits(model, xs, None)
+    x = [tf.constant(a.astype(np.float32) if a.dtype.kind == "f" else a) for a in xs]
+    tapset = build_taps(model, layers, which="input")
+    plan, skipped = _plan(tapset)
+    if not plan:
+        raise ValueError(
+            f"Model {model.name!r} has no layer LSUV can initialize"
+            + (f" among layers={list(layers)!r}" if layers is not None else "")
+            + ". LSUV needs a Dense, EinsumDense or convolution layer reachable "
+            f"in the model's functional graph. Skipped: {skipped}"
+        )
+    kernels = [kernel for _, kernel, _ in plan]
+    saved = [kernel.numpy() for kernel in kernels]
+    try:
+        base = _base_seed(seed)
+        # One trace per call: layer inputs are read through the view again
+        # after each layer is fixed (kernels are variables, so no retrace).
+        forward = tf.function(lambda inputs: tapset.view(inputs, training=False))
+        records = []
+        for index, (tap, kernel, ortho) in enumerate(plan):
+            if orthogonal and ortho:
+                init = initializers.Orthogonal(seed=base + index)
+                kernel.assign(init(kernel.shape, dtype=kernel.dtype))
+            records.append(
+                _fit_layer(forward, tap, kernel, x, tol, max_iter, verbose)
+                | {"orthogonal": bool(orthogonal and ortho)}
+            )
+    except BaseException:
+        for kernel, value in zip(kernels, saved):
+            kernel.assign(value)
+        raise
+    result = LSUVResult([LSUVLayer(**r) for r in records], skipped, tol)
+    for record in result.layers:
+        if not record.converged:
+            warnings.warn(
+                LSUVWarning(
+                    f"LSUV did not converge for layer {record.name!r}: its "
+                    f"pre-activation variance is {record.variance_after:.4g} after "
+                    f"{record.iterations} rescale(s) (target 1 +/- {tol:g}). "
+                    "Raise `max_iter` or `tol`, or zero this layer's bias."
+                ),
+                stacklevel=2,
+            )
+    if verbose:
+        print(result.table())
+    return result
+
+
+def _check_options(tol, max_iter, orthogonal, verbose):
+    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.number)):
+        raise TypeError(
+            f"Argument `tol` must be a positive float. Received: tol={tol!r}"
+        )
+    if not math.isfinite(tol) or tol <= 0:
+        raise ValueError(
+            f"Argument `tol` must be a positive float. Received: tol={tol!r}"
+        )
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)):
+        raise TypeError(
+            f"Argument `max_iter` must be an int >= 1. Received: max_iter={max_iter!r}"
+        )
+    if max_iter < 1:
+        raise ValueError(
+            f"Argument `max_iter` must be an int >= 1. Received: max_iter={max_iter!r}"
+        )
+    if not isinstance(orthogonal, (bool, np.bool_)):
+        raise TypeError(
+            f"Argument `orthogonal` must be a bool. Received: orthogonal={orthogonal!r}"
+        )
+    if not isinstance(verbose, (int, np.integer)) or verbose not in (0, 1, 2):
+        raise TypeError(
+            f"Argument `verbose` must be 0, 1 or 2. Received: verbose={verbose!r}"
+        )
+    return float(tol), int(max_iter), int(verbose)
+
+
+def _base_seed(seed) -> int:
+    if seed is None:
+        return int(np.random.randint(0, 2**30))
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(
+            f"Argument `seed` must be an int or None. Received: seed={seed!r}"
+        )
+    return int(seed)
+
+
+def _kernel(layer):
+    """`(kernel variable, orthonormal pre-init applies)` or a skip reason."""
+    for cls, attr, ortho in _SUPPORTED:
+        if isinstance(layer, cls):
+            kernel = getattr(layer, attr, None)
+            if isinstance(kernel, keras.Variable):
+                return kernel, ortho
+            return f"it has no `{attr}` weight"
+    if isinstance(layer, keras.Model):
+        return "a nested model (its layers are listed on their own)"
+    if isinstance(layer, keras.layers.RNN):
+        return "recurrent layers are not supported by LSUV"
+    if not layer.weights:
+        return "no kernel (no weights)"
+    names = sorted({w.path.split("/")[-1] for w in layer.weights})
+    return f"no kernel LSUV can rescale (its weights: {names})"
+
+
+def _plan(tapset):
+    """`[(tap, kernel, ortho)]` to fit, and `[(name, reason)]` skipped."""
+    untapped = dict(tapset.skipped)
+    plan, skipped = [], []
+    for tap in tapset.taps:
+        found = _kernel(tap.layer)
+        if isinstance(found, str):
+            skipped.append((tap.name, found))
+        elif tap.output_index is None:
+            reason = untapped.get(tap.name, "its input is not in the model's graph")
+            skipped.append((tap.name, f"its input cannot be measured ({reason})"))
+        else:
+            plan.append((tap, *found))
+    return plan, skipped
+
+
+def _fit_layer(forward, tap, kernel, x, tol, max_iter, verbose) -> dict:
+    """Rescale one kernel until its pre-activation variance is 1 +/- tol."""
+    inputs = forward(x)[tap.output_index]
+    variance = before = _preactivation_variance(tap.layer, inputs)
+    scale, iterations = 1.0, 0
+    while abs(variance - 1.0) >= tol and iterations < max_iter:
+        factor = 1.0 / math.sqrt(variance)
+        kernel.assign(kernel * keras.ops.cast(factor, kernel.dtype))
+        scale *= factor
+        iterations += 1
+        variance = _preactivation_variance(tap.layer, inputs)
+        if verbose >= 2:
+            print(f"lsuv {tap.name}: iteration {iterations}, variance {variance:.6g}")
+    return {
+        "name": tap.name,
+        "class_name": type(tap.layer).__name__,
+        "iterations": iterations,
+        "variance_before": before,
+        "variance_after": variance,
+        "scale": scale,
+        "converged": abs(variance - 1.0) < tol,
+    }
+
+
+def _preactivation_variance(layer, inputs) -> float:
+    """Variance of `layer(inputs)` with its fused activation switched off."""
+    activation = getattr(layer, "activation", None)
+    try:
+        if activation is not None:
+            layer.activation = keras.activations.linear
+        outputs = layer(inputs, training=False)
+    finally:
+        if activation is not None:
+            layer.activation = activation
+    variance = float(keras.ops.var(keras.ops.cast(outputs, "float32")))
+    if variance == 0.0 or not math.isfinite(variance):
+        why = (
+            "its output is constant over `x` (a zero kernel, or an input that is "
+            "constant because earlier units are dead or `x` does not vary)"
+            if variance == 0.0
+            else "its output is not finite (the earlier layers overflow)"
+        )
+        raise ValueError(
+            f"LSUV cannot rescale layer {layer.name!r}: its pre-activation "
+            f"variance on `x` is {variance}, because {why}. Check this layer and "
+            "the ones before it, pass a more varied `x`, or leave the layer out "
+            "with `layers=`."
+        )
+    return variance
