@@ -1,0 +1,19 @@
+import importlib.util
+import pathlib
+
+EXAMPLE = pathlib.Path(__file__).parents[1] / "examples" / "lsuv_deep_net.py"
+
+
+def test_example_runs_and_lsuv_removes_vanishing(capsys):
+    spec = importlib.util.spec_from_file_location("lsuv_deep_net", EXAMPLE)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    results = example.main(depth=12, width=32, samples=128)
+    assert "vanishing" in results["flags_before"]
+    assert "vanishing" not in results["flags_after"]
+    assert results["result"].converged
+    assert results["ratio_before"] < 1e-3
+    assert 0.1 < results["ratio_after"] < 10
+    out = capsys.readouterr().out
+    assert "flags before LSUV" in out and "flags after LSUV" in out
+    assert "var_before" in out
