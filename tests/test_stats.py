@@ -22,16 +22,17 @@ def test_variance_is_two_pass_for_large_offsets():
     assert float(stats.variance(x)) == pytest.approx(1.0, rel=1e-3)
 
 
-def test_global_norm_and_ratio():
-    a, b = tf.constant([3.0]), tf.constant([[4.0]])
-    assert float(stats.global_norm([a, b])) == pytest.approx(5.0)
+def test_row_reductions_and_ratio():
+    x = tf.constant([[3.0, 4.0], [1.0, 1.0]])
+    assert stats.sum_of_squares(x, axis=1).numpy().tolist() == [25.0, 2.0]
+    assert stats.variance(x, axis=1).numpy().tolist() == [0.25, 0.0]
     assert float(stats.ratio(tf.constant(1.0), tf.constant(4.0))) == 0.25
     assert np.isnan(float(stats.ratio(tf.constant(1.0), tf.constant(0.0))))
 
 
 def test_nonfinite_count():
     x = tf.constant([1.0, np.nan, np.inf, -np.inf, 0.0])
-    assert float(stats.nonfinite_count([x, tf.constant([np.nan])])) == 4.0
+    assert float(stats.nonfinite_count(x)) == 3.0
 
 
 def test_dead_fraction_counts_constant_units():
@@ -45,6 +46,10 @@ def test_dead_fraction_counts_constant_units():
 def test_saturation_fraction():
     x = tf.constant([-0.995, -0.5, 0.0, 0.5, 0.991, 1.0])
     assert float(stats.saturation_fraction(x, -1.0, 1.0)) == pytest.approx(3 / 6)
+    rows = tf.constant([[-0.995, 0.0], [0.001, 0.5]])
+    low, high = tf.constant([[-1.0], [0.0]]), tf.constant([[1.0], [1.0]])
+    fractions = stats.saturation_fraction(rows, low, high, axis=1)
+    assert fractions.numpy().tolist() == [0.5, 0.5]
     s = tf.constant([0.001, 0.5, 0.999, 0.2])
     assert float(stats.saturation_fraction(s, 0.0, 1.0)) == pytest.approx(2 / 4)
 
@@ -80,6 +85,7 @@ def test_random_kernels_have_no_duplicates():
 
 
 def test_kernel_signature_equal_for_equal_kernels():
-    w = tf.random.stateless_normal([8, 4], seed=[0, 1])
-    assert float(stats.kernel_signature(w)) == float(stats.kernel_signature(w + 0.0))
-    assert float(stats.kernel_signature(w)) != float(stats.kernel_signature(w * 1.01))
+    w = tf.random.stateless_normal([1, 32], seed=[0, 1])
+    rows = tf.concat([w, w, w * 1.01], axis=0)
+    a, b, c = stats.kernel_signature(rows).numpy()
+    assert a == b and a != c

@@ -146,130 +146,194 @@ class Probe:
             out_grads, weight_grads = grads[: len(tapped)], grads[len(tapped) :]
         else:
             out_grads, weight_grads = [None] * len(tapped), [None] * len(variables)
-        rows, hist, start = [], {}, 0
-        outputs, kernels = [], []
+        table = _Table(len(taps))
+        outputs, gradients, kernels, hist = [], [], [], {}
         for tap in taps:
-            n = len(tap.weights)
             output = out_grad = None
             if tap.output_index is not None:
-                output = tf.cast(tapped[tap.output_index], tf.float32)
-                g = out_grads[tap.output_index]
-                out_grad = None if g is None else tf.cast(g, tf.float32)
-            w_grads = [
-                tf.cast(g, tf.float32)
-                for g in weight_grads[start : start + n]
-                if g is not None
-            ]
-            start += n
-            rows.append(self._scalars(tap, output, out_grad, w_grads))
-            outputs.append(
-                output if output is not None and output.shape.rank >= 2 else None
-            )
-            kernels.append(
-                tf.cast(tap.main_weight, tf.float32)
-                if _kernel_has_shared_inputs(tap)
-                else None
-            )
+                output = _f32(tapped[tap.output_index])
+                out_grad = _f32(out_grads[tap.output_index])
+            outputs.append(output)
+            gradients.append(out_grad)
+            kernels.append(_f32(tap.main_weight))
             if self.histograms:
-                hist.update(_histogram_tensors(tap, output, w_grads))
-        _unit_fractions(rows, outputs, kernels)
-        table = tf.stack(
-            [
-                tf.stack([tf.cast(row[f], tf.float32) for f in VECTOR_FIELDS])
-                for row in rows
-            ]
-        )
+                hist.update(_histogram_tensors(tap, output, weight_grads, variables))
+        _output_stats(table, taps, outputs)
+        _gradient_stats(table, gradients)
+        _kernel_stats(table, taps, kernels)
+        _weight_stats(table, taps, weight_grads, gradients)
         loss_value = tf.constant(_NAN) if loss is None else tf.cast(loss, tf.float32)
-        vector = tf.concat([tf.reshape(table, [-1]), [loss_value]], axis=0)
+        vector = tf.concat([table.vector(), [loss_value]], axis=0)
         return (vector, hist) if self.histograms else vector
 
-    def _scalars(self, tap: Tap, output, out_grad, w_grads) -> dict:
-        """The per-tap statistics that are single reductions."""
-        weights = [tf.cast(w, tf.float32) for w in tap.weights]
-        kernel = (
-            None if tap.main_weight is None else tf.cast(tap.main_weight, tf.float32)
-        )
-        values = dict.fromkeys(VECTOR_FIELDS, tf.constant(_NAN))
-        if output is not None:
-            values["activation_mean"] = stats.mean(output)
-            values["activation_variance"] = stats.variance(output)
-            values["nonfinite_activations"] = stats.nonfinite_count([output])
-            bounds = stats.BOUNDS.get(tap.info.activation)
-            if bounds is not None:
-                values["saturation_fraction"] = stats.saturation_fraction(
-                    output, *bounds
-                )
-        if out_grad is not None:
-            values["activation_gradient_rms"] = stats.rms(out_grad)
-        if weights:
-            values["nonfinite_weights"] = stats.nonfinite_count(weights)
-        if kernel is not None:
-            values["weight_variance"] = stats.variance(kernel)
-            values["kernel_signature"] = stats.kernel_signature(kernel)
-        if w_grads:
-            norm = stats.global_norm(w_grads)
-            values["gradient_norm"] = norm
-            values["gradient_to_weight_ratio"] = stats.ratio(
-                norm, stats.global_norm(weights)
-            )
-            values["nonfinite_gradients"] = stats.nonfinite_count(w_grads)
-        elif out_grad is not None:
-            values["nonfinite_gradients"] = stats.nonfinite_count([out_grad])
-        return values
+
+class _Table:
+    """Collects per-tap values computed in stacked groups; emits one vector.
+
+    Each statistic is filled from a few stacked tensors (one per shape group)
+    and assembled with one static gather, so the graph grows with the number
+    of distinct layer shapes rather than with depth.
+    """
+
+    def __init__(self, n_taps: int):
+        self.n_taps = n_taps
+        self.parts = {field: [] for field in VECTOR_FIELDS}
+        # Tap index -> boolean unit mask of outputs equal to another unit's.
+        self.output_duplicates: dict[int, tf.Tensor] = {}
+
+    def put(self, field: str, indices: list[int], values: tf.Tensor) -> None:
+        self.parts[field].append((list(indices), tf.reshape(values, [-1])))
+
+    def vector(self) -> tf.Tensor:
+        columns = []
+        for field in VECTOR_FIELDS:
+            where = np.full(self.n_taps, -1)
+            tensors, offset = [], 0
+            for indices, values in self.parts[field]:
+                where[indices] = offset + np.arange(len(indices))
+                offset += len(indices)
+                tensors.append(values)
+            where[where < 0] = offset  # The NaN appended below.
+            pool = tf.concat(tensors + [tf.constant([_NAN])], axis=0)
+            columns.append(tf.gather(pool, where))
+        return tf.reshape(tf.stack(columns, axis=1), [-1])  # tap-major rows
 
 
-def _groups(tensors: list) -> dict:
-    """Indices of tensors with one static shape: they are reduced stacked."""
+def _f32(tensor):
+    return None if tensor is None else tf.cast(tensor, tf.float32)
+
+
+def _groups(tensors: list, key=lambda i, t: ()) -> dict:
+    """Indices of tensors with one static shape (and key): reduced stacked."""
     groups: dict = {}
     for i, t in enumerate(tensors):
         if t is None:
             continue
         shape = tuple(t.shape)
-        key = shape if None not in shape else ("single", i)
-        groups.setdefault(key, []).append(i)
+        group = (shape, key(i, t)) if None not in shape else ("single", i)
+        groups.setdefault(group, []).append(i)
     return groups
 
 
-def _unit_fractions(rows: list[dict], outputs: list, kernels: list) -> None:
-    """Dead and duplicate unit fractions, one stacked reduction per shape group.
+def _stacked(tensors: list, indices: list[int]) -> tf.Tensor:
+    return tf.stack([tensors[i] for i in indices])
 
-    Layers of one shape (the usual case in deep nets) share one set of ops, so
-    the graph grows with the number of distinct shapes, not with depth.
-    """
-    out_dup, kernel_dup = {}, {}
-    for indices in _groups(outputs).values():
-        columns = tf.stack([stats.units_view(outputs[i]) for i in indices])
-        dead = stats.dead_fraction(columns)
-        dup = _duplicates(stats.duplicate_output_units, columns, outputs[indices[0]])
+
+def _output_stats(table: _Table, taps: list[Tap], outputs: list) -> None:
+    """Activation moments, non-finite counts, dead, saturated, duplicate units."""
+    for (shape, _), indices in _groups(outputs).items():
+        stacked = _stacked(outputs, indices)
+        flat = tf.reshape(stacked, [len(indices), -1])
+        table.put("activation_mean", indices, stats.mean(flat, axis=1))
+        table.put("activation_variance", indices, stats.variance(flat, axis=1))
+        table.put("nonfinite_activations", indices, stats.nonfinite_count(flat, 1))
+        bounded = [
+            (j, stats.BOUNDS[taps[i].info.activation])
+            for j, i in enumerate(indices)
+            if taps[i].info.activation in stats.BOUNDS
+        ]
+        if bounded:
+            rows = tf.gather(flat, [j for j, _ in bounded])
+            low = tf.constant([[b[0]] for _, b in bounded], tf.float32)
+            high = tf.constant([[b[1]] for _, b in bounded], tf.float32)
+            table.put(
+                "saturation_fraction",
+                [indices[j] for j, _ in bounded],
+                stats.saturation_fraction(rows, low, high, axis=1),
+            )
+        if shape == "single" or len(shape) < 2:
+            continue
+        columns = tf.reshape(stacked, [len(indices), -1, shape[-1]])
+        table.put("dead_fraction", indices, stats.dead_fraction(columns))
+        duplicates = stats.duplicate_output_units(columns)
         for j, i in enumerate(indices):
-            rows[i]["dead_fraction"] = dead[j]
-            out_dup[i] = dup[j]
-    for indices in _groups(kernels).values():
-        columns = tf.stack([stats.units_view(kernels[i]) for i in indices])
-        dup = _duplicates(stats.duplicate_weight_units, columns, kernels[indices[0]])
-        for j, i in enumerate(indices):
-            kernel_dup[i] = dup[j]
-    for i, row in enumerate(rows):
-        masks = [m for m in (kernel_dup.get(i), out_dup.get(i)) if m is not None]
+            table.output_duplicates[i] = duplicates[j]
+
+
+def _gradient_stats(table: _Table, gradients: list) -> None:
+    """RMS of the back-propagated gradient at each tapped output."""
+    for _, indices in _groups(gradients).items():
+        flat = tf.reshape(_stacked(gradients, indices), [len(indices), -1])
+        table.put("activation_gradient_rms", indices, stats.rms(flat, axis=1))
+
+
+def _kernel_stats(table: _Table, taps: list[Tap], kernels: list) -> None:
+    """Weight variance, kernel signature, duplicate units by incoming weights."""
+    duplicates = {}
+    for (shape, _), indices in _groups(kernels).items():
+        stacked = _stacked(kernels, indices)
+        flat = tf.reshape(stacked, [len(indices), -1])
+        table.put("weight_variance", indices, stats.variance(flat, axis=1))
+        table.put("kernel_signature", indices, stats.kernel_signature(flat))
+        shared = [i for i in indices if _kernel_has_shared_inputs(taps[i])]
+        if shared and shape != "single":
+            columns = tf.reshape(
+                _stacked(kernels, shared), [len(shared), -1, shape[-1]]
+            )
+            mask = stats.duplicate_weight_units(columns)
+            duplicates.update({i: mask[j] for j, i in enumerate(shared)})
+    outputs = table.output_duplicates
+    for i in sorted(set(duplicates) | set(outputs)):
+        masks = [m for m in (duplicates.get(i), outputs.get(i)) if m is not None]
         if len(masks) == 2 and masks[0].shape[0] != masks[1].shape[0]:
             masks = masks[1:]  # Unit counts differ: trust the outputs.
-        if masks:
-            unit_mask = tf.logical_or(*masks) if len(masks) == 2 else masks[0]
-            row["duplicate_unit_fraction"] = tf.reduce_mean(
-                tf.cast(unit_mask, tf.float32)
-            )
+        mask = tf.logical_or(*masks) if len(masks) == 2 else masks[0]
+        table.put(
+            "duplicate_unit_fraction", [i], tf.reduce_mean(tf.cast(mask, tf.float32))
+        )
 
 
-def _duplicates(reduction, columns: tf.Tensor, example: tf.Tensor) -> tf.Tensor:
-    """`reduction(columns)`, or no duplicates when a layer has a single unit.
+def _weight_stats(table: _Table, taps: list[Tap], weight_grads, gradients) -> None:
+    """Per-layer weight and gradient norms, from per-variable reductions.
 
-    One unit cannot duplicate another (and the sort-and-compare reduction
-    needs two), e.g. a `Dense(1)` regression head.
+    Variables of one shape are reduced stacked; a static (taps x variables)
+    0/1 matrix then sums them per layer in one matmul.
     """
-    units = example.shape[-1]
-    if units is not None and units < 2:
-        return tf.zeros([tf.shape(columns)[0], units], tf.bool)
-    return reduction(columns)
+    weights = [_f32(w) for tap in taps for w in tap.weights]
+    grads = [_f32(g) for g in weight_grads]
+    owner = [t for t, tap in enumerate(taps) for _ in tap.weights]
+    if not weights:
+        return
+    per_var = {}
+    for name, tensors in (("w", weights), ("g", grads)):
+        squares = [None] * len(tensors)
+        bad = [None] * len(tensors)
+        for _, indices in _groups(tensors).items():
+            flat = tf.reshape(_stacked(tensors, indices), [len(indices), -1])
+            sq, nf = stats.sum_of_squares(flat, 1), stats.nonfinite_count(flat, 1)
+            for j, i in enumerate(indices):
+                squares[i], bad[i] = sq[j], nf[j]
+        per_var[name] = (squares, bad)
+
+    def per_tap(values, present):
+        members = np.zeros((len(taps), len(values)), np.float32)
+        for v, t in enumerate(owner):
+            members[t, v] = 1.0 if present[v] else 0.0
+        stacked = tf.stack([v if v is not None else 0.0 for v in values])
+        return tf.linalg.matvec(tf.constant(members), stacked), members.sum(1) > 0
+
+    w_sq, w_has = per_tap(per_var["w"][0], [True] * len(weights))
+    w_bad, _ = per_tap(per_var["w"][1], [True] * len(weights))
+    g_present = [g is not None for g in grads]
+    g_sq, g_has = per_tap(per_var["g"][0], g_present)
+    g_bad, _ = per_tap(per_var["g"][1], g_present)
+    with_weights = [t for t in range(len(taps)) if w_has[t]]
+    with_grads = [t for t in range(len(taps)) if g_has[t]]
+    table.put("nonfinite_weights", with_weights, tf.gather(w_bad, with_weights))
+    if with_grads:
+        norm = tf.sqrt(tf.gather(g_sq, with_grads))
+        table.put("gradient_norm", with_grads, norm)
+        ratio = stats.ratio(norm, tf.sqrt(tf.gather(w_sq, with_grads)))
+        table.put("gradient_to_weight_ratio", with_grads, ratio)
+        table.put("nonfinite_gradients", with_grads, tf.gather(g_bad, with_grads))
+    # Layers without weight gradients: count non-finite output gradients.
+    rest = [t for t in range(len(taps)) if t not in set(with_grads)]
+    for _, indices in _groups([gradients[t] for t in rest]).items():
+        taps_here = [rest[i] for i in indices]
+        flat = tf.reshape(
+            tf.stack([gradients[t] for t in taps_here]), [len(taps_here), -1]
+        )
+        table.put("nonfinite_gradients", taps_here, stats.nonfinite_count(flat, 1))
 
 
 def _tf_variable(weight):
@@ -286,16 +350,20 @@ def _kernel_has_shared_inputs(tap: Tap) -> bool:
     return "depthwise" not in path
 
 
-def _histogram_tensors(tap: Tap, output, w_grads) -> dict:
+def _histogram_tensors(tap: Tap, output, weight_grads, variables) -> dict:
     hist = {}
     if tap.main_weight is not None:
         hist[f"weights/{tap.name}"] = tf.cast(tap.main_weight, tf.float32)
     if output is not None:
         hist[f"activations/{tap.name}"] = output
-    if w_grads:
-        hist[f"gradients/{tap.name}"] = tf.concat(
-            [tf.reshape(g, [-1]) for g in w_grads], 0
-        )
+    own = {id(_tf_variable(w)) for w in tap.weights}
+    grads = [
+        tf.reshape(tf.cast(g, tf.float32), [-1])
+        for g, v in zip(weight_grads, variables)
+        if g is not None and id(v) in own
+    ]
+    if grads:
+        hist[f"gradients/{tap.name}"] = tf.concat(grads, 0)
     return hist
 
 

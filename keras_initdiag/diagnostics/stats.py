@@ -28,38 +28,47 @@ _PROJECTIONS = 3
 NAN = float("nan")
 
 
-def mean(x: tf.Tensor) -> tf.Tensor:
-    """Mean over every element."""
-    return tf.reduce_mean(x)
+def mean(x: tf.Tensor, axis=None) -> tf.Tensor:
+    """Mean over `axis` (every element by default)."""
+    return tf.reduce_mean(x, axis=axis)
 
 
-def variance(x: tf.Tensor) -> tf.Tensor:
-    """Population variance over every element (two-pass, not E[x^2]-E[x]^2)."""
-    return tf.reduce_mean(tf.square(x - tf.reduce_mean(x)))
+def variance(x: tf.Tensor, axis=None) -> tf.Tensor:
+    """Population variance over `axis` (two-pass, not E[x^2]-E[x]^2)."""
+    centred = x - tf.reduce_mean(x, axis=axis, keepdims=True)
+    return tf.reduce_mean(tf.square(centred), axis=axis)
 
 
-def rms(x: tf.Tensor) -> tf.Tensor:
-    """Root mean square over every element."""
-    return tf.sqrt(tf.reduce_mean(tf.square(x)))
+def rms(x: tf.Tensor, axis=None) -> tf.Tensor:
+    """Root mean square over `axis`."""
+    return tf.sqrt(tf.reduce_mean(tf.square(x), axis=axis))
 
 
-def global_norm(tensors: list[tf.Tensor]) -> tf.Tensor:
-    """L2 norm of all elements of several tensors together."""
-    return tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(t)) for t in tensors]))
+def sum_of_squares(x: tf.Tensor, axis=None) -> tf.Tensor:
+    """Sum of squares over `axis` (the squared L2 norm)."""
+    return tf.reduce_sum(tf.square(x), axis=axis)
 
 
 def ratio(numerator: tf.Tensor, denominator: tf.Tensor) -> tf.Tensor:
     """`numerator / denominator`, NaN where the denominator is zero."""
-    return tf.where(denominator > 0, numerator / denominator, NAN)
+    safe = tf.where(denominator > 0, denominator, tf.ones_like(denominator))
+    return tf.where(denominator > 0, numerator / safe, NAN)
 
 
-def nonfinite_count(tensors: list[tf.Tensor]) -> tf.Tensor:
-    """How many elements of the tensors are NaN or +-Inf."""
-    counts = [
-        tf.reduce_sum(tf.cast(tf.logical_not(tf.math.is_finite(t)), tf.float32))
-        for t in tensors
-    ]
-    return tf.add_n(counts) if counts else tf.constant(0.0)
+def nonfinite_count(x: tf.Tensor, axis=None) -> tf.Tensor:
+    """How many elements are NaN or +-Inf, over `axis`."""
+    bad = tf.logical_not(tf.math.is_finite(x))
+    return tf.reduce_sum(tf.cast(bad, tf.float32), axis=axis)
+
+
+def saturation_fraction(x: tf.Tensor, low, high, axis=None) -> tf.Tensor:
+    """Fraction of outputs within `SATURATION_MARGIN` of a bounded range's limits.
+
+    `low` and `high` broadcast against `x` (one pair per row when stacked).
+    """
+    margin = SATURATION_MARGIN * (high - low) / 2.0
+    pinned = tf.logical_or(x <= low + margin, x >= high - margin)
+    return tf.reduce_mean(tf.cast(pinned, tf.float32), axis=axis)
 
 
 def units_view(x: tf.Tensor) -> tf.Tensor:
@@ -84,13 +93,6 @@ def dead_fraction(columns: tf.Tensor) -> tf.Tensor:
         columns: (..., samples, units), e.g. `units_view` of a layer output.
     """
     return tf.reduce_mean(tf.cast(constant_units(columns), tf.float32), axis=-1)
-
-
-def saturation_fraction(x: tf.Tensor, low: float, high: float) -> tf.Tensor:
-    """Fraction of outputs within `SATURATION_MARGIN` of a bounded range's limits."""
-    margin = SATURATION_MARGIN * (high - low) / 2.0
-    pinned = tf.logical_or(x <= low + margin, x >= high - margin)
-    return tf.reduce_mean(tf.cast(pinned, tf.float32))
 
 
 def duplicate_units(columns: tf.Tensor, candidates: tf.Tensor) -> tf.Tensor:
@@ -145,8 +147,11 @@ def duplicate_output_units(columns: tf.Tensor) -> tf.Tensor:
     return duplicate_units(columns, tf.logical_not(constant_units(columns)))
 
 
-def kernel_signature(kernel: tf.Tensor) -> tf.Tensor:
-    """A scalar that identical kernels share: a fixed random projection."""
-    flat = tf.reshape(kernel, [-1])
-    weights = tf.random.stateless_normal(tf.shape(flat), seed=[29, 3], dtype=flat.dtype)
-    return tf.reduce_sum(flat * weights)
+def kernel_signature(kernels: tf.Tensor) -> tf.Tensor:
+    """One scalar per row that identical kernels share: a fixed random projection.
+
+    Args:
+        kernels: (groups, elements): flattened kernels of one shape.
+    """
+    weights = tf.random.stateless_normal(tf.shape(kernels)[1:], seed=[29, 3])
+    return tf.reduce_sum(kernels * weights[None, :], axis=1)
