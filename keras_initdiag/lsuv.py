@@ -154,7 +154,8 @@ def lsuv(
     by the standard deviation until the variance is within `tol` of 1 or
     `max_iter` rescales were made. Biases and every other weight are left as
     they are. With zero biases one rescale is exact, since the pre-activation
-    is linear in the kernel.
+    is linear in the kernel. Everything is measured in inference mode
+    (Dropout is off, BatchNormalization uses its moving statistics).
 
     Supported layers: Dense, EinsumDense, Conv1D/2D/3D, their transposed
     versions, SeparableConv1D/2D (the pointwise kernel is rescaled) and
@@ -218,8 +219,9 @@ def lsuv(
         raise ValueError(
             f"Model {model.name!r} has no layer LSUV can initialize"
             + (f" among layers={list(layers)!r}" if layers is not None else "")
-            + ". LSUV needs a Dense, EinsumDense or convolution layer reachable "
-            f"in the model's functional graph. Skipped: {skipped}"
+            + ". LSUV needs a Dense, EinsumDense or convolution layer in the "
+            "model's own functional graph (a Sequential or functional model; "
+            f"subclassed models expose none). Skipped: {skipped}"
         )
     kernels = [kernel for _, kernel, _ in plan]
     saved = [kernel.numpy() for kernel in kernels]
