@@ -7,182 +7,13 @@ import math
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from keras_initdiag.layers import moments
+from keras_initdiag.layers.adapt_data import iter_batches, resolve_axis, to_rows
+from keras_initdiag.layers.linalg import condition_number, whitening_matrices
 
 MODES = ("standardize", "pca", "zca")
-
-
-def _scales(variances: np.ndarray, reference: float, epsilon: float) -> np.ndarray:
-    """`1/sqrt(variance)`, or `1/sqrt(reference)` where variance is degenerate."""
-    degenerate = variances <= epsilon * reference
-    fallback = 1.0 / math.sqrt(reference) if reference > 0 else 1.0
-    safe = np.where(degenerate, 1.0, variances)
-    return np.where(degenerate, fallback, 1.0 / np.sqrt(safe))
-
-
-def whitening_matrices(
-    cov: np.ndarray, mode: str, epsilon: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Computes the whitening matrix `W` and its inverse from a covariance.
-
-    Rows are samples: `y = (x - mean) @ W` whitens and `x = y @ W_inv + mean`
-    colors back. Variances are compared with the mean variance
-    `trace(cov) / d`; see `Whitening` for the meaning of `epsilon`.
-
-    Args:
-        cov: Symmetric `(d, d)` covariance in float64.
-        mode: One of `"standardize"`, `"pca"`, `"zca"`.
-        epsilon: Relative variance below which a direction is degenerate.
-
-    Returns:
-        `(W, W_inv)`, both `(d, d)` float64.
-
-    Example:
-    ```python
-    import numpy as np
-    from keras_initdiag.layers.whitening import whitening_matrices
-
-    x = np.random.normal(size=(100, 3)) @ np.array([[1, 0, 0], [1, 1, 0], [0, 0, 9]])
-    w, w_inv = whitening_matrices(np.cov(x.T, ddof=0), "zca", 1e-6)
-    # np.cov(((x - x.mean(0)) @ w).T, ddof=0) is the identity
-    ```
-    """
-    d = cov.shape[0]
-    reference = max(float(np.trace(cov)) / d, 0.0)
-    if mode == "standardize":
-        scale = _scales(np.diag(cov), reference, epsilon)
-        return np.diag(scale), np.diag(1.0 / scale)
-    eigvals, eigvecs = np.linalg.eigh(cov)
-    eigvals, eigvecs = eigvals[::-1], eigvecs[:, ::-1]  # largest variance first
-    # Deterministic signs: the largest component of each axis is positive.
-    pivots = eigvecs[np.argmax(np.abs(eigvecs), axis=0), np.arange(d)]
-    eigvecs = eigvecs * np.where(pivots < 0, -1.0, 1.0)
-    scale = _scales(eigvals, reference, epsilon)
-    matrix, inverse = eigvecs * scale, (eigvecs / scale).T
-    if mode == "zca":
-        matrix, inverse = matrix @ eigvecs.T, eigvecs @ inverse
-    return matrix, inverse
-
-
-def condition_number(cov: np.ndarray, epsilon: float) -> float:
-    """Largest over smallest variance among the non-degenerate directions.
-
-    Args:
-        cov: Symmetric `(d, d)` covariance.
-        epsilon: Directions with variance at most `epsilon` times the mean
-            variance are left out (they carry no spread to compare).
-
-    Returns:
-        The condition number (1.0 is round), or NaN if no direction has spread.
-
-    Example:
-    ```python
-    import numpy as np
-    from keras_initdiag.layers.whitening import condition_number
-
-    condition_number(np.diag([100.0, 1.0]), 1e-6)  # 100.0
-    ```
-    """
-    eigvals = np.linalg.eigvalsh(0.5 * (cov + cov.T))
-    kept = eigvals[eigvals > epsilon * max(float(eigvals.mean()), 0.0)]
-    if kept.size == 0:
-        return float("nan")
-    return float(kept.max() / kept.min())
-
-
-def _first(element):
-    """The `x` of an `(x, y)` or `(x, y, sample_weight)` element."""
-    return element[0] if isinstance(element, tuple) else element
-
-
-def _iter_batches(data, batch_size, built_rank):
-    """Yields the batches of any supported `adapt()` input, unconverted."""
-    if isinstance(data, (str, bytes)):
-        raise TypeError(f"Argument `data` must be numeric. Received: data={data!r}")
-    if isinstance(data, (list, tuple)) and not any(hasattr(e, "shape") for e in data):
-        data = np.asarray(data)  # plain nested lists of numbers: one array
-    if isinstance(data, np.ndarray) or tf.is_tensor(data):
-        if len(data.shape) == 0:
-            return iter([data])  # rejected with a clear axis error
-        n = int(data.shape[0])
-        step = batch_size or max(n, 1)
-        return (data[i : i + step] for i in range(0, n, step))
-    if batch_size is not None and not isinstance(data, tf.data.Dataset):
-        raise ValueError(
-            "Argument `batch_size` only applies to arrays, tensors and unbatched "
-            f"datasets. Received: batch_size={batch_size} with data of type "
-            f"{type(data).__name__}, which is already batched."
-        )
-    if isinstance(data, tf.data.Dataset):
-        rank = _first(data.element_spec).shape.rank
-        if rank == 1 or (built_rank is not None and rank == built_rank - 1):
-            data = data.batch(batch_size or 256)
-        elif batch_size is not None:
-            raise ValueError(
-                "Argument `batch_size` must be None for a batched dataset. "
-                f"Received: batch_size={batch_size}"
-            )
-        return (_first(e) for e in data)
-    if isinstance(data, keras.utils.PyDataset):
-        return (_first(data[i]) for i in range(len(data)))
-    if hasattr(data, "__iter__"):
-        return (_first(e) for e in data)
-    raise TypeError(
-        "Argument `data` must be a numpy array, a tensor, a `tf.data.Dataset`, "
-        f"a `keras.utils.PyDataset` or an iterable of batches. Received: "
-        f"data of type {type(data).__name__}"
-    )
-
-
-def _check_finite(array, index, offset, axis):
-    """Raises a ValueError that says how many values are NaN/Inf, and where."""
-    if array.dtype.kind != "f":
-        return
-    bad = ~np.isfinite(array)
-    if bad.any():
-        first = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(
-            f"Argument `data` contains {int(bad.sum())} non-finite value(s) (NaN "
-            f"or Inf) in batch {index}. The first is at sample {offset + first[0]} "
-            f"(counting from the start of `data`), feature {first[axis]} "
-            f"(index {first} in a batch of shape {array.shape}). Drop or impute "
-            "them before calling `adapt()`."
-        )
-
-
-def _to_rows(batch, index, offset, axis, features):
-    """Validates one batch; returns float64 rows `(n, d)` and the batch array."""
-    try:
-        array = np.asarray(batch)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"Argument `data` must be numeric. Batch {index}: {e}") from e
-    if array.dtype.kind not in "biuf":
-        raise TypeError(
-            "Argument `data` must be numeric. Received: batch "
-            f"{index} with dtype={array.dtype}"
-        )
-    axis = _resolve_axis(axis, array.ndim, f"data of shape {array.shape}")
-    if features is not None and array.shape[axis] != features:
-        raise ValueError(
-            f"The feature size along axis {axis} must stay {features}. Received: "
-            f"batch {index} of `data` with shape {array.shape}"
-        )
-    _check_finite(array, index, offset, axis)
-    rows = np.moveaxis(array, axis, -1).reshape(-1, array.shape[axis])
-    return rows.astype(np.float64), array
-
-
-def _resolve_axis(axis, ndim, what):
-    """Returns `axis` as a non-negative index; it must not be the batch axis."""
-    if ndim < 2 or not -ndim <= axis < ndim or axis % ndim == 0:
-        raise ValueError(
-            "Argument `axis` must index a feature axis (not the batch axis 0) of "
-            f"inputs of rank >= 2. Received: axis={axis} for {what}"
-        )
-    return axis % ndim
 
 
 @keras.saving.register_keras_serializable(package="keras_initdiag")
@@ -276,7 +107,7 @@ class Whitening(keras.layers.Layer):
         if isinstance(axis, bool) or not isinstance(axis, int):
             raise TypeError(f"Argument `axis` must be an int. Received: axis={axis!r}")
         if axis == 0:
-            _resolve_axis(axis, 2, "any input (axis 0 is the batch axis)")
+            resolve_axis(axis, 2, "any input (axis 0 is the batch axis)")
         self.mode = mode
         self.epsilon = float(epsilon)
         self.axis = axis
@@ -295,7 +126,7 @@ class Whitening(keras.layers.Layer):
     def build(self, input_shape):
         """Creates the statistics and matrix weights for `input_shape`."""
         ndim = len(input_shape)
-        axis = _resolve_axis(self.axis, ndim, f"inputs of shape {input_shape}")
+        axis = resolve_axis(self.axis, ndim, f"inputs of shape {input_shape}")
         d = input_shape[axis]
         if d is None or (self._features is not None and d != self._features):
             raise ValueError(
@@ -359,11 +190,11 @@ class Whitening(keras.layers.Layer):
                     f"Received: {name}={value!r}"
                 )
         rank = len(self._build_input_shape) if self.built else None
-        batches = _iter_batches(data, batch_size, rank)
+        batches = iter_batches(data, batch_size, rank)
         total, shape, offset = None, None, 0
         for index, batch in enumerate(itertools.islice(batches, steps)):
             features = self._features if total is None else total.features
-            rows, array = _to_rows(batch, index, offset, self.axis, features)
+            rows, array = to_rows(batch, index, offset, self.axis, features)
             if total is None:
                 total, shape = moments.empty(rows.shape[1]), array.shape
             total = moments.merge(total, moments.from_batch(rows))
@@ -445,7 +276,7 @@ class Whitening(keras.layers.Layer):
                 f"Layer '{self.name}' is not adapted. Call `adapt(data)` before "
                 "using it, or pass explicit `mean` and `matrix`."
             )
-        axis = _resolve_axis(self.axis, len(inputs.shape), f"shape {inputs.shape}")
+        axis = resolve_axis(self.axis, len(inputs.shape), f"shape {inputs.shape}")
         if inputs.shape[axis] not in (None, self._features):
             raise ValueError(
                 f"Layer '{self.name}' was adapted on {self._features} features "
