@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from keras_initdiag.diagnostics import stats
 from keras_initdiag.diagnostics.report import STAT_NAMES
-from keras_initdiag.diagnostics.taps import Tap, TapSet
+from keras_initdiag.diagnostics.taps import Tap, TapSet, walk
 
 #: Values computed per tap, in vector order: the public statistics, then the
 #: kernel signature used to spot identical kernels in different layers.
@@ -130,19 +130,23 @@ class Probe:
         self.traces += 1  # Python side effect: counts traces, not calls.
         taps = self.tapset.taps
         variables = [_tf_variable(w) for tap in taps for w in tap.weights]
+        scale = _loss_scale(self.tapset.model)
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(variables)
             tapped, preds = self._forward(x)
             tape.watch(tapped)
-            loss = None
+            loss = scaled_loss = None
             if self.loss is not None and y is not None:
                 loss = self.loss(tf.nest.flatten(y), preds)
+                scaled_loss = loss * scale if scale != 1.0 else loss
         if loss is not None:
             grads = tape.gradient(
-                loss,
+                scaled_loss,
                 tapped + variables,
                 unconnected_gradients=tf.UnconnectedGradients.NONE,
             )
+            if scale != 1.0:
+                grads = [_unscale(g, scale) for g in grads]
             out_grads, weight_grads = grads[: len(tapped)], grads[len(tapped) :]
         else:
             out_grads, weight_grads = [None] * len(tapped), [None] * len(variables)
@@ -245,7 +249,7 @@ def _output_stats(table: _Table, taps: list[Tap], outputs: list) -> None:
             continue
         columns = tf.reshape(stacked, [len(indices), -1, shape[-1]])
         table.put("dead_fraction", indices, stats.dead_fraction(columns))
-        duplicates = stats.duplicate_output_units(columns)
+        duplicates = _duplicates(stats.duplicate_output_units, columns, shape[-1])
         for j, i in enumerate(indices):
             table.output_duplicates[i] = duplicates[j]
 
@@ -270,7 +274,7 @@ def _kernel_stats(table: _Table, taps: list[Tap], kernels: list) -> None:
             columns = tf.reshape(
                 _stacked(kernels, shared), [len(shared), -1, shape[-1]]
             )
-            mask = stats.duplicate_weight_units(columns)
+            mask = _duplicates(stats.duplicate_weight_units, columns, shape[-1])
             duplicates.update({i: mask[j] for j, i in enumerate(shared)})
     outputs = table.output_duplicates
     for i in sorted(set(duplicates) | set(outputs)):
@@ -334,6 +338,43 @@ def _weight_stats(table: _Table, taps: list[Tap], weight_grads, gradients) -> No
             tf.stack([gradients[t] for t in taps_here]), [len(taps_here), -1]
         )
         table.put("nonfinite_gradients", taps_here, stats.nonfinite_count(flat, 1))
+
+
+#: Under float16 compute, the probe's loss is multiplied by this power of two
+#: (exact in binary) and the gradients divided back in float32, so that small
+#: back-propagated gradients do not underflow float16 (smallest subnormal
+#: 6e-8). Gradients above 65504 / 2**10 = 64 per element would overflow; a
+#: probe batch with the usual mean-reduced losses stays far below that.
+FLOAT16_LOSS_SCALE = 2.0**10
+
+
+def _duplicates(reduction, columns: tf.Tensor, units) -> tf.Tensor:
+    """`reduction(columns)`, or no duplicates when a layer has a single unit.
+
+    One unit cannot duplicate another (and the sort-and-compare reduction
+    needs two), e.g. a `Dense(1)` regression head.
+    """
+    if units is not None and units < 2:
+        return tf.zeros([tf.shape(columns)[0], units], tf.bool)
+    return reduction(columns)
+
+
+def _loss_scale(model: keras.Model) -> float:
+    """`FLOAT16_LOSS_SCALE` if any layer computes in float16, else 1."""
+    layers = [model] + [layer for layer, _ in walk(model)]
+    if any(getattr(layer, "compute_dtype", None) == "float16" for layer in layers):
+        return FLOAT16_LOSS_SCALE
+    return 1.0
+
+
+def _unscale(gradient, scale: float):
+    """A gradient of the scaled loss, cast to float32 and divided by `scale`."""
+    if gradient is None:
+        return None
+    if isinstance(gradient, tf.IndexedSlices):
+        values = tf.cast(gradient.values, tf.float32) / scale
+        return tf.IndexedSlices(values, gradient.indices, gradient.dense_shape)
+    return tf.cast(gradient, tf.float32) / scale
 
 
 def _tf_variable(weight):
