@@ -1,0 +1,47 @@
+"""Keeps `benchmarks/overhead.py` working: a tiny run, no timing assertions."""
+
+import importlib.util
+import json
+import pathlib
+
+import pytest
+
+SCRIPT = pathlib.Path(__file__).parents[1] / "benchmarks" / "overhead.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("overhead", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_quick_run_writes_every_configuration(tmp_path, capsys):
+    overhead = _load()
+    output = tmp_path / "quick.json"
+    overhead.main(["--quick", "--name", "quick", "--output", str(output)])
+    results = json.loads(output.read_text())
+
+    (fit,) = results["fit"]
+    assert set(fit["configs"]) == set(overhead.FIT_CONFIGS)
+    for config, row in fit["configs"].items():
+        assert row["fit_seconds"]["n"] == 1
+        assert row["ratio_to_plain"]["median"] > 0
+        if config.startswith("initdiag"):
+            # One trace of the diagnosis function per model, across every fit.
+            assert row["traces"] == 1, config
+
+    (diagnosis,) = results["diagnosis"]
+    assert diagnosis["traces"] == 1
+    assert diagnosis["tapped_layers"] == 3  # Two hidden layers and the head.
+    for key in (
+        "diagnosis_seconds",
+        "train_step_seconds",
+        "eager_reference_seconds",
+        "write_seconds",
+        "write_no_image_seconds",
+    ):
+        assert diagnosis[key]["median"] > 0, key
+    assert results["machine"]["tensorflow"]
+    assert "| initdiag_freq1 |" in capsys.readouterr().out
