@@ -198,6 +198,10 @@ def test_skipped_layers_are_listed_and_printed(capsys):
     np.testing.assert_array_equal(model.get_layer("bn").gamma.numpy(), gamma)
     out = capsys.readouterr().out
     assert "var_before" in out and "dropout: no kernel" in out
+    keras_initdiag.lsuv(model, _x(), tol=1e-4, verbose=2)
+    out = capsys.readouterr().out
+    assert "lsuv dense: iteration 1, variance 1" in out
+    assert "lsuv out: iteration 1, variance 1" in out
 
 
 def test_non_convergence_warns_and_is_recorded():
@@ -214,16 +218,27 @@ def test_non_convergence_warns_and_is_recorded():
     assert "NO" in result.table()
 
 
-def test_zero_variance_names_the_layer_and_restores_the_weights():
+@pytest.mark.parametrize(
+    "kernel, match",
+    [
+        ("zeros", "'dead'.*variance on `x` is 0.0.*constant"),
+        (
+            keras.initializers.Constant(1e30),
+            "'dead'.*variance on `x` is inf.*not finite",
+        ),
+    ],
+    ids=["zero", "overflow"],
+)
+def test_zero_or_inf_variance_names_the_layer_and_restores_the_weights(kernel, match):
     model = keras.Sequential(
         [
             keras.Input((16,)),
             keras.layers.Dense(16, activation="relu", name="fine"),
-            keras.layers.Dense(16, kernel_initializer="zeros", name="dead"),
+            keras.layers.Dense(16, kernel_initializer=kernel, name="dead"),
         ]
     )
     kernels = _kernels(model)
-    with pytest.raises(ValueError, match="'dead'.*variance on `x` is 0.0.*constant"):
+    with pytest.raises(ValueError, match=match):
         keras_initdiag.lsuv(model, _x(), orthogonal=False, verbose=0)
     for name, kernel in kernels.items():
         np.testing.assert_array_equal(model.get_layer(name).kernel.numpy(), kernel)
