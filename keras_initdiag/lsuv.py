@@ -185,9 +185,10 @@ def lsuv(
 
     Raises:
         TypeError: `model` is not a Keras model, `x` is not numeric, or `tol`,
-            `max_iter` or `verbose` has the wrong type.
+            `max_iter`, `orthogonal`, `seed` or `verbose` has the wrong type.
         ValueError: `x` is empty, non-finite or does not fit the model; `tol`
-            is not positive; `max_iter < 1`; no layer is eligible; or a
+            is not positive; `max_iter < 1`; `verbose` is not 0, 1 or 2;
+            `layers` names an unknown layer; no layer is eligible; or a
             layer's pre-activation variance is zero or not finite. The model's
             weights are restored before any error is raised.
 
@@ -208,6 +209,7 @@ def lsuv(
     """
     check_model(model)
     tol, max_iter, verbose = _check_options(tol, max_iter, orthogonal, verbose)
+    base = _base_seed(seed)
     xs = as_batch(x, "x")
     if xs is None:
         raise ValueError("Argument `x` must be a batch of inputs. Received: x=None")
@@ -226,7 +228,6 @@ def lsuv(
     kernels = [kernel for _, kernel, _ in plan]
     saved = [kernel.numpy() for kernel in kernels]
     try:
-        base = _base_seed(seed)
         # One trace per call: layer inputs are read through the view again
         # after each layer is fixed (kernels are variables, so no retrace).
         forward = tf.function(lambda inputs: tapset.view(inputs, training=False))
@@ -282,7 +283,8 @@ def _check_options(tol, max_iter, orthogonal, verbose):
             f"Argument `orthogonal` must be a bool. Received: orthogonal={orthogonal!r}"
         )
     if not isinstance(verbose, (int, np.integer)) or verbose not in (0, 1, 2):
-        raise TypeError(
+        error = TypeError if not isinstance(verbose, (int, np.integer)) else ValueError
+        raise error(
             f"Argument `verbose` must be 0, 1 or 2. Received: verbose={verbose!r}"
         )
     return float(tol), int(max_iter), int(verbose)
