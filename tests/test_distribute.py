@@ -118,7 +118,7 @@ def test_mirrored_strategy_two_cpus(tmp_path):
                 )
 
 
-@pytest.mark.parametrize("steps_per_execution, update_freq", [(2, 4), (4, 4), (1, 3)])
+@pytest.mark.parametrize("steps_per_execution, update_freq", [(2, 4), (4, 4)])
 def test_steps_per_execution_schedule(tmp_path, steps_per_execution, update_freq):
     model = keras.Sequential(
         [keras.Input((6,)), keras.layers.Dense(8, kernel_initializer="he_normal")]
