@@ -1,0 +1,528 @@
+"""The `keras-initdiag` command line: demo, report and check.
+
+Every subcommand returns an exit code: 0 when all is well, 1 when flags were
+found (`report --fail-on`, `check`), 2 for a usage or input error. Errors are
+one line on stderr; `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+EXIT_OK = 0
+EXIT_FLAGS = 1
+EXIT_USAGE = 2
+
+_EPILOG = """\
+exit codes:
+  0  success (no flags of the kinds asked about)
+  1  flags found: `report --fail-on KINDS` saw one of KINDS, or `check` found
+     a non-advisory flag
+  2  usage or input error (bad option, missing or unreadable file, data that
+     does not fit the model)
+
+examples:
+  keras-initdiag demo                       # compare 9 initialization regimes
+  keras-initdiag report runs/demo --format markdown
+  keras-initdiag report logs --fail-on vanishing,exploding
+  keras-initdiag check model.keras --data sample.npz --loss mse
+"""
+
+
+class InputError(Exception):
+    """A usage or input error: reported in one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line and raise `InputError`."""
+
+    def error(self, message):
+        raise InputError(f"{message} (see `{self.prog} --help`)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `keras-initdiag` with its three subcommands."""
+    from keras_initdiag import __version__
+
+    parser = _Parser(
+        prog="keras-initdiag",
+        description=(
+            "Initialization diagnostics for Keras: run the demo, read the "
+            "diagnostics written by InitDiagnostics, or check a saved model."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}"
+    )
+    debug = _Parser(add_help=False)
+    debug.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show tracebacks and TensorFlow's log messages",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show tracebacks and TensorFlow's log messages",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    demo = sub.add_parser(
+        "demo",
+        parents=[debug],
+        help="train one deep ReLU MLP under every initialization regime",
+        description=(
+            "Train the same deep ReLU MLP on a synthetic task with elongated, "
+            "correlated features under each initialization regime, write "
+            "TensorBoard runs and a summary PNG, and print a comparison."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.add_argument(
+        "--logdir", default="runs/demo", help="output directory (default: %(default)s)"
+    )
+    demo.add_argument("--epochs", type=_positive_int, help="epochs per regime")
+    demo.add_argument("--depth", type=_positive_int, help="hidden ReLU layers")
+    demo.add_argument(
+        "--quick", action="store_true", help="small sizes: finishes in seconds"
+    )
+    demo.add_argument(
+        "--regimes",
+        type=_regimes,
+        help="comma-separated subset of the regimes (default: all)",
+    )
+    demo.set_defaults(func=_cmd_demo)
+
+    report = sub.add_parser(
+        "report",
+        parents=[debug],
+        help="summarize the InitDiagnostics events under a log directory",
+        description=(
+            "Read the event files written by InitDiagnostics under LOGDIR and "
+            "print, per run, the flags and the per-layer statistics at the "
+            "first and last diagnosis. Corrupt files are reported and skipped."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    report.add_argument("logdir", metavar="LOGDIR", help="TensorBoard log directory")
+    report.add_argument(
+        "--format",
+        choices=("text", "markdown", "json", "csv"),
+        default="text",
+        help="output format (default: %(default)s)",
+    )
+    report.add_argument(
+        "--fail-on",
+        type=_kinds,
+        default=(),
+        metavar="KINDS",
+        help="exit 1 when a flag of these comma-separated kinds was raised "
+        f"({', '.join(_flag_kinds())}, or 'any')",
+    )
+    report.set_defaults(func=_cmd_report)
+
+    check = sub.add_parser(
+        "check",
+        parents=[debug],
+        help="diagnose a saved .keras model on a sample of data",
+        description=(
+            "Load a .keras model (safe mode) and a data sample (.npy or .npz, "
+            "no pickles), diagnose it once and print the table. Exits 1 when "
+            "there are non-advisory flags."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument("model", metavar="MODEL.keras", help="a saved Keras model")
+    check.add_argument(
+        "--data",
+        required=True,
+        metavar="SAMPLE",
+        help=".npy array, or .npz with key 'x' (else its first array)",
+    )
+    check.add_argument(
+        "--labels",
+        metavar="LABELS",
+        help=".npy array or .npz (key 'y', else its first array); defaults to "
+        "the key 'y' of a --data .npz",
+    )
+    check.add_argument(
+        "--loss",
+        help="Keras loss name for the gradient statistics (default: the "
+        "model's compiled loss)",
+    )
+    check.add_argument(
+        "--samples",
+        type=_positive_int,
+        default=256,
+        help="diagnose on the first N samples (default: %(default)s)",
+    )
+    check.set_defaults(func=_cmd_check)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _flag_kinds() -> tuple[str, ...]:
+    from keras_initdiag.diagnostics.rules import FLAG_KINDS
+
+    return FLAG_KINDS
+
+
+def _kinds(text: str) -> tuple[str, ...]:
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    if kinds == ("any",):
+        return _flag_kinds()
+    unknown = [k for k in kinds if k not in _flag_kinds()]
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(
+            f"unknown flag kind(s) {unknown or [text]}; choose from "
+            f"{', '.join(_flag_kinds())} or 'any'"
+        )
+    return kinds
+
+
+def _regimes(text: str) -> tuple[str, ...]:
+    from keras_initdiag.demo import REGIMES
+
+    regimes = tuple(r.strip() for r in text.split(",") if r.strip())
+    unknown = [r for r in regimes if r not in REGIMES]
+    if unknown or not regimes:
+        raise argparse.ArgumentTypeError(
+            f"unknown regime(s) {unknown or [text]}; choose from {', '.join(REGIMES)}"
+        )
+    return regimes
+
+
+# -- demo ---------------------------------------------------------------------
+
+
+def _cmd_demo(args) -> int:
+    import dataclasses
+
+    from keras_initdiag import demo
+
+    config = demo.QUICK if args.quick else demo.DemoConfig()
+    changes = {"epochs": args.epochs, "depth": args.depth}
+    config = dataclasses.replace(
+        config, **{k: v for k, v in changes.items() if v is not None}
+    )
+    demo.run_demo(args.logdir, config, args.regimes)
+    return EXIT_OK
+
+
+# -- report -------------------------------------------------------------------
+
+
+def _collect_runs(logdir: str):
+    """(name, run_dir, reports) per run under `logdir`, and the read problems."""
+    from keras_initdiag import tensorboard
+
+    if not os.path.isdir(logdir):
+        raise InputError(f"log directory not found: {logdir}")
+    problems = []
+    runs = []
+    for directory, _, files in sorted(os.walk(logdir)):
+        if not any("tfevents" in name for name in files):
+            continue
+        reports = tensorboard.read_reports(directory, problems)
+        if reports:
+            name = os.path.relpath(directory, logdir)
+            runs.append((name, directory, reports))
+    return runs, problems
+
+
+def _cmd_report(args) -> int:
+    runs, problems = _collect_runs(args.logdir)
+    for path, reason in problems:
+        print(f"keras-initdiag: warning: skipped {path}: {reason}", file=sys.stderr)
+    if not runs:
+        raise InputError(
+            f"no InitDiagnostics reports found under {args.logdir} (look for "
+            "event files written by keras_initdiag.InitDiagnostics)"
+        )
+    render = {
+        "text": _report_text,
+        "markdown": _report_markdown,
+        "json": _report_json,
+        "csv": _report_csv,
+    }[args.format]
+    sys.stdout.write(render(runs, problems))
+    raised = {f.kind for _, _, reports in runs for r in reports for f in r.flags}
+    return EXIT_FLAGS if raised & set(args.fail_on) else EXIT_OK
+
+
+def _ends(reports):
+    """The first and, when different, the last report."""
+    return reports[:1] if len(reports) == 1 else [reports[0], reports[-1]]
+
+
+def _report_text(runs, problems) -> str:
+    lines = []
+    for name, run_dir, reports in runs:
+        steps = [r.step for r in reports]
+        lines.append(f"== {name} ({run_dir}): {len(reports)} diagnoses, steps {steps}")
+        first, last = reports[0], reports[-1]
+        lines.append(first.table())
+        for report in reports[1:-1]:
+            kinds = sorted({f.kind for f in report.flags})
+            summary = ", ".join(kinds) if kinds else "no flags"
+            lines.append(f"step {report.step}: {len(report.flags)} flag(s): {summary}")
+        if last is not first:
+            lines.append(last.table())
+        lines.append("")
+    if problems:
+        lines.append(f"{len(problems)} file(s) or report(s) skipped (see stderr).")
+    return "\n".join(lines) + "\n"
+
+
+_MD_STATS = (
+    "activation_variance",
+    "activation_gradient_rms",
+    "weight_variance",
+    "gradient_norm",
+    "dead_fraction",
+    "saturation_fraction",
+    "duplicate_unit_fraction",
+)
+
+
+def _report_markdown(runs, problems) -> str:
+    from keras_initdiag.diagnostics.report import format_value
+    from keras_initdiag.tensorboard import escape_markdown
+
+    out = []
+    for name, _, reports in runs:
+        out.append(f"## {escape_markdown(name)}\n")
+        flags = [f for r in reports for f in r.flags]
+        if flags:
+            out.append("| step | kind | layer | value | threshold | message |")
+            out.append("| --- | --- | --- | --- | --- | --- |")
+            for f in flags:
+                cells = (f.step, f.kind, f.layer, format_value(f.value))
+                cells += (format_value(f.threshold), f.message)
+                out.append("| " + " | ".join(escape_markdown(c) for c in cells) + " |")
+        else:
+            out.append("No flags.")
+        out.append("")
+        for report in _ends(reports):
+            out.append(f"### Step {report.step} (loss {format_value(report.loss)})\n")
+            out.append("| layer | " + " | ".join(_MD_STATS) + " |")
+            out.append("| --- |" + " --- |" * len(_MD_STATS))
+            for layer in report.layers:
+                values = [
+                    format_value(report.stats[layer].get(s, math.nan))
+                    for s in _MD_STATS
+                ]
+                out.append(f"| {escape_markdown(layer)} | " + " | ".join(values) + " |")
+            out.append("")
+    if problems:
+        out.append(f"_{len(problems)} file(s) or report(s) skipped._\n")
+    return "\n".join(out)
+
+
+def _number(value: float):
+    """JSON-safe float: non-finite values become "nan", "inf" or "-inf"."""
+    value = float(value)
+    return value if math.isfinite(value) else str(value)
+
+
+def _flag_dict(flag) -> dict:
+    return {
+        "step": flag.step,
+        "kind": flag.kind,
+        "layer": flag.layer,
+        "value": _number(flag.value),
+        "threshold": _number(flag.threshold),
+        "message": flag.message,
+    }
+
+
+def _report_json(runs, problems) -> str:
+    payload = {
+        "runs": [
+            {
+                "name": name,
+                "path": run_dir,
+                "steps": [r.step for r in reports],
+                "flags": [_flag_dict(f) for r in reports for f in r.flags],
+                "diagnoses": [
+                    {
+                        "step": r.step,
+                        "loss": _number(r.loss),
+                        "layers": {
+                            layer: {s: _number(v) for s, v in r.stats[layer].items()}
+                            for layer in r.layers
+                        },
+                    }
+                    for r in _ends(reports)
+                ],
+            }
+            for name, run_dir, reports in runs
+        ],
+        "skipped": [{"path": p, "reason": why} for p, why in problems],
+    }
+    return json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
+
+
+def _report_csv(runs, problems) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(
+        ["run", "step", "record", "layer", "name", "value", "threshold", "message"]
+    )
+    for name, _, reports in runs:
+        for r in reports:
+            for f in r.flags:
+                row = [name, r.step, "flag", f.layer, f.kind, f.value, f.threshold]
+                writer.writerow(row + [f.message])
+        for r in _ends(reports):
+            writer.writerow([name, r.step, "loss", "", "loss", r.loss, "", ""])
+            for layer in r.layers:
+                for stat, value in r.stats[layer].items():
+                    writer.writerow([name, r.step, "stat", layer, stat, value, "", ""])
+    return buffer.getvalue()
+
+
+# -- check --------------------------------------------------------------------
+
+
+def _load_array(path: str, key: str, what: str):
+    import numpy as np
+
+    if not os.path.isfile(path):
+        raise InputError(f"{what} file not found: {path}")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise InputError(
+                f"{what} file {path} holds Python objects (pickled); save plain "
+                "numeric arrays with numpy.save or numpy.savez"
+            ) from e
+        raise InputError(f"cannot read {what} file {path}: {e}") from e
+    except (OSError, EOFError) as e:
+        raise InputError(f"cannot read {what} file {path}: {e}") from e
+    if isinstance(loaded, np.ndarray):
+        return loaded
+    with loaded:
+        if not loaded.files:
+            raise InputError(f"{what} file {path} holds no arrays")
+        name = key if key in loaded.files else loaded.files[0]
+        try:
+            return loaded[name]
+        except ValueError as e:
+            raise InputError(
+                f"{what} file {path}: array {name!r} holds Python objects "
+                "(pickled); save plain numeric arrays"
+            ) from e
+
+
+def _cmd_check(args) -> int:
+    import keras
+
+    from keras_initdiag import diagnose
+    from keras_initdiag.callbacks import ADVISORY
+
+    if not os.path.isfile(args.model):
+        raise InputError(f"model file not found: {args.model}")
+    try:
+        model = keras.saving.load_model(args.model, safe_mode=True)
+    except Exception as e:  # noqa: BLE001 - any load failure is an input error.
+        raise InputError(
+            f"cannot load a Keras model from {args.model}: {type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}"
+        ) from e
+    x = _load_array(args.data, "x", "data")
+    y = None
+    if args.labels:
+        y = _load_array(args.labels, "y", "labels")
+    elif args.data.endswith(".npz"):
+        import numpy as np
+
+        with np.load(args.data, allow_pickle=False) as archive:
+            if "y" in archive.files:
+                y = _load_array(args.data, "y", "labels")
+    if x.ndim == 0 or (y is not None and y.ndim == 0):
+        raise InputError("data and labels must be arrays with a sample axis")
+    x = x[: args.samples]
+    y = None if y is None else y[: args.samples]
+    try:
+        report = diagnose(model, x, y, loss=args.loss)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"cannot diagnose {args.model} on {args.data}: {e}") from e
+    print(report.table())
+    serious = [f for f in report.flags if f.kind not in ADVISORY]
+    return EXIT_FLAGS if serious else EXIT_OK
+
+
+# -- entry point --------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `keras-initdiag` and return its exit code.
+
+    Args:
+        argv: The arguments without the program name. Defaults to
+            `sys.argv[1:]`.
+
+    Returns:
+        0 on success, 1 when flags were found, 2 for a usage or input error.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    restore = None if debug else _quiet_tensorflow()
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        return args.func(args)
+    except SystemExit as e:  # --help and --version exit through argparse.
+        return e.code if isinstance(e.code, int) else EXIT_OK
+    except KeyboardInterrupt:
+        print("keras-initdiag: interrupted", file=sys.stderr)
+        return 130
+    except InputError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"keras-initdiag: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except (OSError, ValueError, TypeError) as e:
+        if debug:
+            traceback.print_exc()
+        print(f"keras-initdiag: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        if restore is not None:
+            restore()
+
+
+def _quiet_tensorflow():
+    """Silence TensorFlow's Python logger; return a function that restores it."""
+    import tensorflow as tf
+
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    return lambda: logger.setLevel(level)

@@ -1,0 +1,307 @@
+"""The `keras-initdiag` command line: report, check, exit codes, bad input."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import keras_initdiag
+from keras_initdiag.cli import main
+
+WIDTH = 16
+
+
+def _mlp(init, name):
+    layers = [keras.Input((8,))]
+    layers += [
+        keras.layers.Dense(WIDTH, "relu", kernel_initializer=init(i), name=f"d{i}")
+        for i in range(4)
+    ]
+    layers.append(keras.layers.Dense(3, "softmax", name="out"))
+    model = keras.Sequential(layers, name=name)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    return model
+
+
+def _he(i):
+    return keras_initdiag.He(seed=i)
+
+
+def _zeros(i):
+    return "zeros"
+
+
+def _data(n=64):
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(n, 8)).astype("float32"), rng.integers(0, 3, n)
+
+
+@pytest.fixture(scope="module")
+def logdir(tmp_path_factory):
+    """Two short runs written by InitDiagnostics: a healthy one and all-zeros."""
+    root = tmp_path_factory.mktemp("logs")
+    x, y = _data()
+    for name, init in (("he", _he), ("zeros", _zeros)):
+        keras.utils.set_random_seed(0)
+        callback = keras_initdiag.InitDiagnostics(
+            log_dir=str(root / name), probe_data=(x, y), on_flag="ignore", verbose=0
+        )
+        _mlp(init, name).fit(
+            x, y, epochs=1, batch_size=32, callbacks=[callback], verbose=0
+        )
+    return root
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A healthy and an all-zeros model saved as .keras, and data files."""
+    root = tmp_path_factory.mktemp("models")
+    x, y = _data()
+    _mlp(_he, "he").save(root / "he.keras")
+    _mlp(_zeros, "zeros").save(root / "zeros.keras")
+    np.save(root / "x.npy", x)
+    np.save(root / "y.npy", y)
+    np.savez(root / "xy.npz", x=x, y=y)
+    return root
+
+
+def _run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _assert_one_line_error(code, err):
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("keras-initdiag: error:")
+    assert "Traceback" not in err
+
+
+# -- report -------------------------------------------------------------------
+
+
+def test_report_text_shows_flags_and_first_and_last_tables(logdir, capsys):
+    code, out, _ = _run(capsys, "report", logdir)
+    assert code == 0
+    assert "== he" in out and "== zeros" in out
+    assert out.count("Diagnosis at step 0") == 2
+    assert "Diagnosis at step 2" in out  # The last diagnosis (after 2 batches).
+    zeros_part = out.split("== zeros")[1]
+    assert "symmetry" in zeros_part
+    assert "symmetry" not in out.split("== zeros")[0]
+
+
+def test_report_json_parses(logdir, capsys):
+    code, out, _ = _run(capsys, "report", logdir, "--format", "json")
+    assert code == 0
+    payload = json.loads(out)
+    runs = {run["name"]: run for run in payload["runs"]}
+    assert set(runs) == {
+        os.path.join("he", "initdiag"),
+        os.path.join("zeros", "initdiag"),
+    }
+    zeros = runs[os.path.join("zeros", "initdiag")]
+    assert zeros["steps"] == [0, 2]
+    assert {"symmetry", "dead"} <= {f["kind"] for f in zeros["flags"]}
+    first = zeros["diagnoses"][0]
+    assert first["step"] == 0
+    assert first["layers"]["d1"]["duplicate_unit_fraction"] == 1.0
+    assert payload["skipped"] == []
+
+
+def test_report_csv_has_header_and_rows(logdir, capsys):
+    code, out, _ = _run(capsys, "report", logdir, "--format", "csv")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "run,step,record,layer,name,value,threshold,message"
+    assert any(",flag,d0,symmetry," in line for line in lines)
+    assert any(",stat,d0,activation_variance," in line for line in lines)
+
+
+def test_report_markdown_has_tables(logdir, capsys):
+    code, out, _ = _run(capsys, "report", logdir, "--format", "markdown")
+    assert code == 0
+    assert "## he/initdiag" in out
+    assert "| layer | activation_variance |" in out
+    assert "| 0 | symmetry | d0 |" in out
+
+
+@pytest.mark.parametrize(
+    "kinds, expected",
+    [("vanishing,exploding", 0), ("symmetry", 1), ("vanishing,dead", 1), ("any", 1)],
+)
+def test_report_fail_on_exit_codes(logdir, capsys, kinds, expected):
+    code, _, _ = _run(capsys, "report", logdir, "--fail-on", kinds)
+    assert code == expected
+
+
+def test_report_fail_on_healthy_run_only_is_zero(logdir, capsys):
+    code, _, _ = _run(capsys, "report", logdir / "he", "--fail-on", "any")
+    assert code == 0
+
+
+def test_report_unknown_kind_is_a_usage_error(logdir, capsys):
+    code, _, err = _run(capsys, "report", logdir, "--fail-on", "vanishing,bogus")
+    _assert_one_line_error(code, err)
+    assert "bogus" in err
+
+
+def test_report_skips_corrupt_and_truncated_files(logdir, tmp_path, capsys):
+    copy = tmp_path / "logs"
+    shutil.copytree(logdir, copy)
+    (event,) = (copy / "he" / "initdiag").glob("*tfevents*")
+    data = event.read_bytes()
+    event.write_bytes(data[: len(data) - 50])  # Truncated in the last record.
+    garbage = copy / "broken" / "initdiag"
+    garbage.mkdir(parents=True)
+    (garbage / "events.out.tfevents.1.host").write_bytes(b"\x00garbage" * 20)
+    code, out, err = _run(capsys, "report", copy, "--format", "json")
+    assert code == 0
+    assert "Traceback" not in err
+    payload = json.loads(out)
+    skipped = {
+        os.path.basename(os.path.dirname(os.path.dirname(p["path"])))
+        for p in payload["skipped"]
+    }
+    assert skipped == {"he", "broken"}
+    assert "warning: skipped" in err
+    names = [run["name"] for run in payload["runs"]]
+    assert os.path.join("zeros", "initdiag") in names
+
+
+@pytest.mark.parametrize("what", ["missing", "empty"])
+def test_report_without_runs_is_an_input_error(tmp_path, capsys, what):
+    path = tmp_path / "nothing" if what == "missing" else tmp_path
+    code, _, err = _run(capsys, "report", path)
+    _assert_one_line_error(code, err)
+
+
+# -- check --------------------------------------------------------------------
+
+
+def test_check_healthy_model_exits_zero(saved, capsys):
+    code, out, _ = _run(
+        capsys,
+        "check",
+        saved / "he.keras",
+        "--data",
+        saved / "x.npy",
+        "--labels",
+        saved / "y.npy",
+    )
+    assert code == 0, out
+    assert "Diagnosis at step 0" in out
+    assert "act_grad_rms" in out
+
+
+def test_check_zeros_model_exits_one(saved, capsys):
+    code, out, _ = _run(
+        capsys, "check", saved / "zeros.keras", "--data", saved / "xy.npz"
+    )
+    assert code == 1
+    assert "symmetry" in out
+
+
+def test_check_npz_labels_give_gradient_statistics(saved, capsys):
+    code, out, _ = _run(
+        capsys,
+        "check",
+        saved / "he.keras",
+        "--data",
+        saved / "xy.npz",
+        "--loss",
+        "sparse_categorical_crossentropy",
+    )
+    assert code == 0
+    row = next(line for line in out.splitlines() if line.startswith("d0 "))
+    assert row.split()[4] != "-"  # grad_norm is measured with the npz's `y`.
+    code, out, _ = _run(capsys, "check", saved / "he.keras", "--data", saved / "x.npy")
+    assert code == 0
+    row = next(line for line in out.splitlines() if line.startswith("d0 "))
+    assert row.split()[4] == "-"  # No labels: no gradient statistics.
+
+
+# -- bad input ----------------------------------------------------------------
+
+
+def test_bad_inputs_are_one_line_errors(saved, tmp_path, capsys):
+    not_a_model = tmp_path / "fake.keras"
+    not_a_model.write_text("this is not a zip file")
+    pickled = tmp_path / "objects.npy"
+    np.save(pickled, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.zeros((4, 5), "float32"))
+    unreadable = tmp_path / "bad.npy"
+    unreadable.write_bytes(b"not numpy")
+    model, data = saved / "he.keras", saved / "x.npy"
+    cases = {
+        "unknown subcommand": ["bogus"],
+        "no subcommand": [],
+        "unknown option": ["report", saved, "--colour"],
+        "bad format": ["report", saved, "--format", "xml"],
+        "bad epochs": ["demo", "--epochs", "0"],
+        "bad regime": ["demo", "--regimes", "he,magic"],
+        "missing model": ["check", tmp_path / "missing.keras", "--data", data],
+        "not a model": ["check", not_a_model, "--data", data],
+        "missing data": ["check", model, "--data", tmp_path / "missing.npy"],
+        "missing --data": ["check", model],
+        "pickled data": ["check", model, "--data", pickled],
+        "unreadable data": ["check", model, "--data", unreadable],
+        "data does not fit": ["check", model, "--data", wrong],
+        "labels do not fit": ["check", model, "--data", data, "--labels", wrong],
+        "unknown loss": ["check", model, "--data", data, "--loss", "nonsense_loss"],
+    }
+    for label, argv in cases.items():
+        code, _, err = _run(capsys, *argv)
+        assert code == 2, label
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("keras-initdiag: error:"), (
+            label,
+            err,
+        )
+
+
+def test_debug_shows_the_traceback(saved, tmp_path, capsys):
+    fake = tmp_path / "fake.keras"
+    fake.write_text("not a model")
+    code, _, err = _run(capsys, "--debug", "check", fake, "--data", saved / "x.npy")
+    assert code == 2
+    assert "Traceback" in err
+
+
+def test_version_and_help(capsys):
+    code, out, _ = _run(capsys, "--version")
+    assert code == 0 and keras_initdiag.__version__ in out
+    code, out, _ = _run(capsys, "--help")
+    assert code == 0 and "exit codes:" in out and "{demo,report,check}" not in out
+    assert "report" in out and "check" in out
+    code, out, _ = _run(capsys, "report", "--help")
+    assert code == 0 and "--fail-on KINDS" in out and "LOGDIR" in out
+
+
+def test_python_dash_m_runs_the_cli(logdir):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    process = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "keras_initdiag",
+            "report",
+            str(logdir),
+            "--fail-on",
+            "symmetry",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert process.returncode == 1, process.stderr
+    assert "== zeros" in process.stdout

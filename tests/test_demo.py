@@ -1,0 +1,109 @@
+"""The demo: data, models, and `keras-initdiag demo --quick` end to end."""
+
+import contextlib
+import io
+import os
+
+import numpy as np
+import pytest
+
+from keras_initdiag import Flag, demo
+from keras_initdiag.cli import main
+from keras_initdiag.tensorboard import read_reports
+
+RUN = ("zeros", "he", "lsuv", "he_whitening")
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    """`keras-initdiag demo --quick` on four regimes; (exit code, stdout, logdir)."""
+    logdir = tmp_path_factory.mktemp("demo") / "runs"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(
+            ["demo", "--quick", "--logdir", str(logdir), "--regimes", ",".join(RUN)]
+        )
+    return code, out.getvalue(), logdir
+
+
+def test_demo_prints_progress_table_and_tensorboard_command(quick_demo):
+    code, out, logdir = quick_demo
+    assert code == 0
+    for i, regime in enumerate(RUN, start=1):
+        assert f"[{i}/{len(RUN)}] {regime:<15} started" in out
+        assert f"[{i}/{len(RUN)}] {regime:<15} done in" in out
+    table = out.split("flags at step 0")[1]
+    for regime in RUN:
+        assert f"\n{regime} " in table
+    assert out.rstrip().splitlines()[-1].strip() == f"tensorboard --logdir {logdir}"
+
+
+def test_demo_writes_runs_and_summary_png(quick_demo):
+    _, _, logdir = quick_demo
+    for regime in RUN:
+        events = os.listdir(logdir / regime / "initdiag")
+        assert any("tfevents" in name for name in events), regime
+    png = logdir / "summary.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_flags_zeros_symmetry_and_he_healthy(quick_demo):
+    _, _, logdir = quick_demo
+    zeros = read_reports(logdir / "zeros" / "initdiag")
+    assert zeros[0].step == 0
+    assert "symmetry" in {flag.kind for flag in zeros[0].flags}
+    for regime in ("he", "lsuv", "he_whitening"):
+        reports = read_reports(logdir / regime / "initdiag")
+        assert len(reports) == 2  # Step 0 and after the one epoch.
+        kinds = {flag.kind for report in reports for flag in report.flags}
+        assert not kinds & {"vanishing", "exploding", "symmetry", "nonfinite"}, regime
+
+
+def test_make_data_is_elongated_correlated_and_seeded():
+    x, y = demo.make_data(2000, features=16, classes=4, seed=0)
+    assert x.shape == (2000, 16) and x.dtype == np.float32
+    assert y.shape == (2000,) and set(np.unique(y)) == {0, 1, 2, 3}
+    scales = x.std(axis=0)
+    assert scales.max() / scales.min() > 1e3
+    correlation = np.corrcoef(x, rowvar=False)
+    assert correlation[np.triu_indices(16, 1)].min() > 0.8
+    np.testing.assert_array_equal(x, demo.make_data(2000, seed=0)[0])
+
+
+@pytest.mark.parametrize("regime", demo.REGIMES)
+def test_build_model_uses_the_regime(regime):
+    config = demo.DemoConfig(depth=3, width=8)
+    model = demo.build_model(regime, config)
+    hidden = [layer for layer in model.layers if layer.name.startswith("dense_")]
+    assert len(hidden) == 3
+    kernels = [layer.kernel.numpy() for layer in hidden]
+    if regime == "zeros":
+        assert all(not k.any() for k in kernels)
+    else:
+        assert not np.array_equal(kernels[1], kernels[2])  # One seed per layer.
+    if regime == "large_random":
+        assert kernels[1].std() > 0.5
+    if regime == "small_random":
+        assert kernels[1].std() < 0.05
+
+
+def test_missing_lsuv_skips_the_regime_with_a_note(monkeypatch, tmp_path):
+    monkeypatch.setattr(demo, "_find_lsuv", lambda: None)
+    x, y = demo.make_data(32)
+    result = demo.run_regime("lsuv", x, y, demo.QUICK, str(tmp_path))
+    assert "not available" in result.note
+    assert "not available" in demo.comparison_table([result])
+    assert not result.reports
+
+
+def test_run_demo_rejects_unknown_regimes(tmp_path):
+    with pytest.raises(ValueError, match="regimes"):
+        demo.run_demo(str(tmp_path), regimes=["he", "bogus"])
+
+
+def test_flag_summary_counts_and_marks_advisory():
+    flags = [Flag("vanishing", "a", 0, 0.0, 1e-3, "m")] + [
+        Flag("init_mismatch", n, 0, 0.0, 1.0, "m") for n in "bc"
+    ]
+    assert demo.flag_summary(flags) == "vanishing, init_mismatch* x2"
+    assert demo.flag_summary([]) == "-"
