@@ -20,8 +20,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_initdiag import initializers
-from keras_initdiag.diagnostics.engine import as_batch, check_fits
-from keras_initdiag.diagnostics.taps import build_taps, check_model
+from keras_initdiag.diagnostics.engine import as_batch, check_fits, forget
+from keras_initdiag.diagnostics.taps import DATA_DEPENDENT, build_taps, check_model
 
 # Layers whose output is linear in one kernel: (class, kernel attribute,
 # whether that kernel is in the `(*receptive field, in, out)` layout that the
@@ -245,6 +245,9 @@ def lsuv(
             kernel.assign(value)
         raise
     result = LSUVResult([LSUVLayer(**r) for r in records], skipped, tol)
+    for tap, _, _ in plan:  # Their kernels no longer are what the initializer drew.
+        DATA_DEPENDENT.add(tap.layer)
+    forget(model)  # Cached diagnoses described the old initializers.
     for record in result.layers:
         if not record.converged:
             warnings.warn(

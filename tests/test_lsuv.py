@@ -323,3 +323,18 @@ def test_functional_model_with_two_inputs_and_a_nested_model():
     assert result["db"].variance_before > 10 * result["da"].variance_before
     assert [name for name, _ in result.skipped] == ["concat", "inner", "inner_dense"]
     np.testing.assert_array_equal(inner.layers[0].kernel.numpy(), inner_kernel)
+
+
+def test_lsuv_layers_get_no_initializer_advice_afterwards():
+    model = keras.Sequential(
+        [keras.Input((16,))]
+        + [keras.layers.Dense(32, activation="relu") for _ in range(4)]
+        + [keras.layers.Dense(3)]
+    )
+    x = np.random.default_rng(0).standard_normal((64, 16)).astype("float32")
+    before = keras_initdiag.diagnose(model, x)
+    assert any(f.kind == "init_mismatch" for f in before.flags)
+    keras_initdiag.lsuv(model, x, verbose=0)
+    after = keras_initdiag.diagnose(model, x)
+    assert not any(f.kind == "init_mismatch" for f in after.flags)
+    assert after.info[model.layers[0].name].initializer == "lsuv"

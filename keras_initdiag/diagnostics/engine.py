@@ -283,6 +283,11 @@ def diagnose(
     return diagnoser.run(x, y, step=0)
 
 
+def forget(model: keras.Model) -> None:
+    """Drop the cached diagnosers of `model` (its layers' facts changed)."""
+    _CACHE.pop(model, None)
+
+
 def _checked_thresholds(thresholds):
     if thresholds is None:
         return rules.Thresholds()

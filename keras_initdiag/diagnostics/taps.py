@@ -9,12 +9,17 @@ forward order and builds, once per model, a functional view
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections.abc import Sequence
 
 import keras
 
 from keras_initdiag import initializers
 from keras_initdiag.diagnostics.report import LayerInfo
+
+#: Layers whose kernels were set from data (by `lsuv`): their declared
+#: initializer no longer describes them, so their family reads as "lsuv".
+DATA_DEPENDENT: weakref.WeakSet = weakref.WeakSet()
 
 _MAIN_WEIGHTS = ("kernel", "depthwise_kernel", "embeddings")
 _INITIALIZER_ATTRS = {
@@ -120,6 +125,8 @@ def main_weight(layer: keras.layers.Layer):
 
 
 def _initializer(layer: keras.layers.Layer) -> str:
+    if layer in DATA_DEPENDENT:
+        return "lsuv"
     owner = getattr(layer, "cell", layer)
     for attr in _MAIN_WEIGHTS:
         if isinstance(getattr(owner, attr, None), keras.Variable):
