@@ -18,7 +18,8 @@ import tensorflow as tf
 from keras_initdiag.diagnostics import rules
 from keras_initdiag.diagnostics.engine import Diagnoser, as_batch, check_fits
 from keras_initdiag.diagnostics.report import DiagnosticReport, Flag
-from keras_initdiag.tensorboard import DiagnosticsWriter
+from keras_initdiag.diagnostics.train_grads import GradientRecorder
+from keras_initdiag.tensorboard import TRAIN_GRADIENT_TAG, DiagnosticsWriter
 
 ON_FLAG = ("warn", "stop", "raise", "ignore")
 #: Flag kinds that are advice, never a reason to stop or raise.
@@ -73,11 +74,19 @@ class InitDiagnostics(keras.callbacks.Callback):
             gradients (copies those tensors to the host). Defaults to `False`.
         verbose: 0 silent, 1 one line per diagnosis with flags, 2 the full
             table. Defaults to `1`.
+        batch_gradients: Also record every batch's per-layer gradient norms
+            from the real training step (no extra pass: taken from the
+            gradients the optimizer applies, unscaled under mixed precision),
+            as `train_gradient_norm/<layer>`. Retraces the train function once.
+            Not yet supported under `tf.distribute` strategies (it warns and
+            stays off). Defaults to `False`.
 
     Attributes:
         reports: One `DiagnosticReport` per diagnosis, in order (kept across
             `fit` calls, like the event files).
         flags: Every flag raised so far.
+        batch_gradient_norms: `(step, {layer: norm})` per recorded batch, with
+            `batch_gradients=True`.
 
     Example:
     >>> callback = keras_initdiag.InitDiagnostics(
@@ -96,6 +105,7 @@ class InitDiagnostics(keras.callbacks.Callback):
         on_flag: str = "warn",
         histograms: bool = False,
         verbose: int = 1,
+        batch_gradients: bool = False,
     ):
         super().__init__()
         if not (
@@ -116,6 +126,11 @@ class InitDiagnostics(keras.callbacks.Callback):
             raise TypeError(
                 "Argument `thresholds` must be a `keras_initdiag.Thresholds` or None. "
                 f"Received: thresholds={thresholds!r}"
+            )
+        if not isinstance(batch_gradients, bool):
+            raise TypeError(
+                "Argument `batch_gradients` must be a bool. "
+                f"Received: batch_gradients={batch_gradients!r}"
             )
         if not isinstance(histograms, bool):
             raise TypeError(
@@ -148,6 +163,10 @@ class InitDiagnostics(keras.callbacks.Callback):
         self.on_flag = on_flag
         self.histograms = histograms
         self.verbose = verbose
+        self.batch_gradients = batch_gradients
+        self.batch_gradient_norms: list[tuple[int, dict[str, float]]] = []
+        self._recorder: GradientRecorder | None = None
+        self._series: list = []  # recorded norms not yet written
         self.reports: list[DiagnosticReport] = []
         self.flags: list[Flag] = []
         self._writer = None if log_dir is None else DiagnosticsWriter(log_dir)
@@ -165,9 +184,16 @@ class InitDiagnostics(keras.callbacks.Callback):
         self._failure_warned = False
         self._prepare()
         self._diagnose()
+        if self.batch_gradients:
+            self._start_recorder()
 
     def on_train_batch_end(self, batch, logs=None):
-        """With an int `update_freq`, diagnose every `update_freq` batches."""
+        """Collect the step's gradient norms; diagnose on an int schedule."""
+        if self._recorder is not None:
+            record = self._recorder.read()
+            if record is not None:
+                self.batch_gradient_norms.append(record)
+                self._series.append(record)
         if self.update_freq == "epoch" or self._diagnoser is None:
             return
         step = self._step()
@@ -179,11 +205,31 @@ class InitDiagnostics(keras.callbacks.Callback):
         """With `update_freq="epoch"`, diagnose after every epoch."""
         if self.update_freq == "epoch" and self._diagnoser is not None:
             self._diagnose()
+        self._write_series()
 
     def on_train_end(self, logs=None):
         """Flush and close the event file (a later `fit` reopens it)."""
+        self._write_series()
         if self._writer is not None:
             self._writer.close()
+
+    def _start_recorder(self):
+        if self._recorder is None or self._recorder.model is not self.model:
+            reason = GradientRecorder.supported(self.model)
+            if reason is not None:
+                self._warn_once(
+                    "batch-gradients",
+                    f"InitDiagnostics: batch_gradients=True stays off: {reason}.",
+                )
+                return
+            self._recorder = GradientRecorder(self.model, self._diagnoser.tapset.taps)
+        self._recorder.attach()
+
+    def _write_series(self):
+        if self._series and self._writer is not None and _is_chief(self.model):
+            self._writer.write_series(TRAIN_GRADIENT_TAG, self._series)
+            self._writer.flush()
+        self._series = []
 
     # -- steps ---------------------------------------------------------------
 

@@ -47,6 +47,8 @@ LOSS_TAG = "loss/probe"
 DEPTH_PROFILE_TAG = "depth_profile"
 #: Title of the custom-scalars category.
 LAYOUT_CATEGORY = "keras_initdiag"
+#: Prefix of the per-batch gradient norms taken from the real train step.
+TRAIN_GRADIENT_TAG = "train_gradient_norm"
 
 _REPORT_FORMAT = 1
 # A TFRecord frames each record with a uint64 length, a uint32 CRC of the
@@ -169,6 +171,24 @@ class DiagnosticsWriter:
             for tag, values in (histograms or {}).items():
                 tf.summary.histogram(tag, values)
 
+    def write_series(self, prefix: str, records) -> None:
+        """Write buffered per-step scalars as `<prefix>/<name>`.
+
+        Args:
+            prefix: Tag prefix, e.g. `"train_gradient_norm"`.
+            records: `(step, {name: value})` pairs; NaN values are skipped.
+
+        Example:
+        >>> writer.write_series("train_gradient_norm", [(1, {"dense": 0.3})])
+        """
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.run_dir)
+        with self._writer.as_default():
+            for step, values in records:
+                for name, value in values.items():
+                    if not math.isnan(value):
+                        tf.summary.scalar(f"{prefix}/{name}", value, step=int(step))
+
     def flush(self) -> None:
         """Flush pending events to disk (no-op before the first write)."""
         if self._writer is not None:
@@ -204,7 +224,7 @@ def _layout() -> layout_pb2.Layout:
             title=name,
             multiline=layout_pb2.MultilineChartContent(tag=[f"^{re.escape(name)}/"]),
         )
-        for name in (*STAT_NAMES, "loss")
+        for name in (*STAT_NAMES, TRAIN_GRADIENT_TAG, "loss")
     ]
     return layout_pb2.Layout(
         category=[layout_pb2.Category(title=LAYOUT_CATEGORY, chart=charts)]
