@@ -104,7 +104,13 @@ class Probe:
         self.tapset = tapset
         self.loss = loss
         self.histograms = histograms
-        self._function = tf.function(self._run, reduce_retracing=True, autograph=False)
+
+        # A closure per probe: TensorFlow's "excessive retracing" warning counts
+        # traces per Python function, and every model rightly traces its own.
+        def run(x, y):
+            return self._run(x, y)
+
+        self._function = tf.function(run, reduce_retracing=True, autograph=False)
         self.traces = 0
 
     @property
