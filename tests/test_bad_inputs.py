@@ -250,19 +250,34 @@ def test_lsuv_bad_input(kwargs, exc_type, name, received):
     _check(lambda: lsuv(model, x, verbose=0, **kwargs), exc_type, name, received)
 
 
+@pytest.mark.slow  # Each case starts Python and imports TensorFlow.
 @pytest.mark.skipif(not _HAS_CLI, reason="keras_initdiag.cli has not landed")
 @pytest.mark.parametrize(
-    "args",
-    [["no-such-command"], ["report"], ["report", "/no/such/dir/initdiag"]],
-    ids=["unknown-command", "report-missing-arg", "report-missing-dir"],
+    "args, needles",
+    [
+        (["no-such-command"], ["no-such-command"]),
+        (["report", "/no/such/dir/initdiag"], ["/no/such/dir/initdiag"]),
+        (
+            ["check", "/no/such/model.keras", "--data", "/no/x.npy"],
+            ["/no/such/model.keras"],
+        ),
+    ],
+    ids=[
+        "unknown-command",
+        "report-missing-dir",
+        "check-missing-model",
+    ],
 )
-def test_cli_bad_input(args):
+def test_cli_bad_input(args, needles):
     result = subprocess.run(
         [sys.executable, "-m", "keras_initdiag", *args],
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr, result.stderr
-    assert "InvalidArgumentError" not in result.stderr
+    assert result.returncode not in (0, 1), result  # 1 means "flags found".
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output, output
+    assert "InvalidArgumentError" not in output, output
+    for needle in needles:
+        assert needle in output, output
