@@ -16,7 +16,12 @@ import numpy as np
 import tensorflow as tf
 
 from keras_initdiag.diagnostics import rules
-from keras_initdiag.diagnostics.engine import Diagnoser, as_batch, check_fits
+from keras_initdiag.diagnostics.engine import (
+    Diagnoser,
+    ProbeInputError,
+    as_batch,
+    check_fits,
+)
 from keras_initdiag.diagnostics.report import DiagnosticReport, Flag
 from keras_initdiag.diagnostics.train_grads import GradientRecorder
 from keras_initdiag.tensorboard import TRAIN_GRADIENT_TAG, DiagnosticsWriter
@@ -183,7 +188,7 @@ class InitDiagnostics(keras.callbacks.Callback):
         """Validate everything (before any step), then diagnose at step 0."""
         self._failure_warned = False
         self._prepare()
-        self._diagnose()
+        self._diagnose(check_inputs=True)
         if self.batch_gradients:
             self._start_recorder()
 
@@ -285,17 +290,31 @@ class InitDiagnostics(keras.callbacks.Callback):
         iterations = getattr(optimizer, "iterations", None)
         return 0 if iterations is None else int(np.asarray(iterations))
 
-    def _diagnose(self, step: int | None = None):
+    def _diagnose(self, step: int | None = None, check_inputs: bool = False):
+        """Diagnose at `step`; `check_inputs` raises if the model rejects the batch.
+
+        `check_fits` cannot see a subclassed model's input shape, so the first
+        diagnosis of a `fit` lets the model itself reject `probe_data`, before
+        any training step, instead of warning and going on.
+        """
         step = self._step() if step is None else step
         if step == self._last_step:
             return  # Already diagnosed at this step (e.g. a resumed fit).
         self._last_step = step
         try:
-            report = self._diagnoser.run(*self._inputs, step=step, validate=False)
+            report = self._diagnoser.run(
+                *self._inputs, step=step, validate=check_inputs
+            )
             if self._writer is not None and _is_chief(self.model):
                 self._writer.write(report, self._diagnoser.last_histograms or None)
                 self._writer.flush()
         except Exception as error:  # noqa: BLE001 - never break the user's fit.
+            if check_inputs and isinstance(error, ProbeInputError):
+                self._last_step = None
+                raise ValueError(
+                    f"Argument `probe_data` does not fit model {self.model.name!r}: "
+                    f"{error}"
+                ) from error
             if self.on_flag == "raise":
                 raise
             if not self._failure_warned:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+import warnings
 
 import keras
 import numpy as np
@@ -19,6 +20,7 @@ import pytest
 import tensorflow as tf
 
 import keras_initdiag
+from keras_initdiag.callbacks import InitDiagnosticsWarning
 from keras_initdiag.diagnostics.rules import Thresholds
 
 RNG = np.random.default_rng(0)
@@ -209,6 +211,23 @@ FIT_CASES = [
 def test_bad_callback_input_at_fit_start(kwargs, exc_type, name, received, tmp_path):
     kwargs.setdefault("log_dir", str(tmp_path))
     _check(lambda: _fit_with(**kwargs), exc_type, name, received)
+
+
+def test_probe_data_a_subclassed_model_rejects_fails_at_fit_start(tmp_path):
+    model = _subclassed_model()
+    model.compile("sgd", "mse")
+    callback = keras_initdiag.InitDiagnostics(
+        log_dir=str(tmp_path), probe_data=(X[:, :4], Y), verbose=0
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InitDiagnosticsWarning)  # "no graph"
+        _check(
+            lambda: model.fit(X, Y, epochs=1, verbose=0, callbacks=[callback]),
+            ValueError,
+            "probe_data",
+            "(16, 4)",
+        )
+    assert int(model.optimizer.iterations.numpy()) == 0
 
 
 def test_unwritable_log_dir_fails_at_train_begin(tmp_path):

@@ -109,6 +109,10 @@ def check_fits(model: keras.Model, x: list[np.ndarray], y) -> None:
         )
 
 
+class ProbeInputError(ValueError):
+    """The model (or its loss) rejected the probe batch: a caller's error."""
+
+
 class Diagnoser:
     """Taps, compiled probe and rules for one model; reused across diagnoses.
 
@@ -193,7 +197,7 @@ class Diagnoser:
             # One line, without Keras's terminal colour codes.
             detail = " ".join(str(error).replace("\x1b[1m", "").split())
             detail = detail.replace("\x1b[0m", "")[:400]
-            raise ValueError(
+            raise ProbeInputError(
                 f"Arguments `x` and `y` must fit model {self.model.name!r} and its "
                 f"loss, but running it failed ({type(error).__name__}: {detail}). "
                 f"Received: {received}"
