@@ -393,6 +393,14 @@ def run_demo(
         os.makedirs(logdir, exist_ok=True)
     except OSError as e:
         raise ValueError(f"Cannot create the log directory {logdir!r}: {e}") from e
+    earlier = [r for r in regimes if os.path.isdir(os.path.join(logdir, r, "initdiag"))]
+    if earlier:
+        print(
+            f"Note: {logdir} already holds runs of {', '.join(earlier)}; their new "
+            "events are added next to the old ones (the latest write of a step "
+            "wins). Use a fresh --logdir for a clean comparison.",
+            file=out,
+        )
     x, y = make_data(config.samples, config.features, config.classes, config.seed)
     print(
         f"Demo: {config.depth} ReLU layers x {config.width} units, {config.samples} "

@@ -107,3 +107,14 @@ def test_flag_summary_counts_and_marks_advisory():
     ]
     assert demo.flag_summary(flags) == "vanishing, init_mismatch* x2"
     assert demo.flag_summary([]) == "-"
+
+
+def test_rerun_into_a_used_logdir_says_so(monkeypatch, tmp_path):
+    monkeypatch.setattr(demo, "_find_lsuv", lambda: None)
+    (tmp_path / "lsuv" / "initdiag").mkdir(parents=True)
+    out = io.StringIO()
+    results = demo.run_demo(str(tmp_path), demo.QUICK, ["lsuv"], out=out)
+    text = out.getvalue()
+    assert "already holds runs of lsuv" in text
+    assert "[1/1] lsuv            skipped" in text
+    assert results[0].note and "tensorboard --logdir" in text
