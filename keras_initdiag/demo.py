@@ -366,8 +366,11 @@ def write_summary_png(results: Sequence[RegimeResult], path: str) -> bool:
         )
     except ImportError:
         return False
+    # The loss panel is the last one; a diverged regime's loss (1e7 or more)
+    # would flatten every other curve on a linear axis.
+    fig.axes[-1].set_yscale("log")
     with open(path, "wb") as f:
-        f.write(plots.figure_to_png(fig, dpi=50))
+        f.write(plots.figure_to_png(fig, dpi=60))
     return True
 
 
