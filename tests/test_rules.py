@@ -181,11 +181,17 @@ def test_shared_kernel_advisory():
         {"symmetry": 0},
         {"saturation": math.nan},
         {"mismatch_tolerance": 0.5},
-        {"dead": "high"},
     ],
 )
 def test_bad_thresholds(kwargs):
     name, value = next(iter(kwargs.items()))
     with pytest.raises(ValueError, match=name) as info:
         Thresholds(**kwargs)
+    assert repr(value) in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["high", True, None])
+def test_threshold_of_wrong_type(value):
+    with pytest.raises(TypeError, match="dead") as info:
+        Thresholds(dead=value)
     assert repr(value) in str(info.value)

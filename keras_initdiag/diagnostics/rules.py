@@ -75,12 +75,12 @@ class Thresholds:
     def __post_init__(self):
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not math.isfinite(value)
-                or value <= 0
-            ):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(
+                    f"Argument `{field.name}` must be a number. "
+                    f"Received: {field.name}={value!r}"
+                )
+            if not math.isfinite(value) or value <= 0:
                 raise ValueError(
                     f"Argument `{field.name}` must be a positive finite number. "
                     f"Received: {field.name}={value!r}"
