@@ -43,8 +43,8 @@ def build(activation, factory, depth, width, features):
     return keras.Sequential(layers)
 
 
-def main(depth=30, width=64, samples=256):
-    """Diagnoses every case; returns {(activation, name): DiagnosticReport}."""
+def main(depth=30, width=64, samples=256, cases=CASES):
+    """Diagnoses each case; returns {(activation, name): DiagnosticReport}."""
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(samples, width)).astype("float32")
@@ -52,7 +52,7 @@ def main(depth=30, width=64, samples=256):
     reports = {}
     print(f"{depth} layers of {width} units, diagnosed on {samples} samples\n")
     print(f"{'activation':<10} {'initializer':<24} {'signal last/first':>18}  flags")
-    for activation, name, factory in CASES:
+    for activation, name, factory in cases:
         model = build(activation, factory, depth, width, x.shape[1])
         report = keras_initdiag.diagnose(model, x, y, loss="mse")
         variance = [v for v in report.stat("activation_variance")[:-1]]
