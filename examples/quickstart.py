@@ -6,7 +6,7 @@ everything to TensorBoard. Here the same MLP is trained twice: once with
 Keras's default Glorot kernels, whose signal halves at every ReLU layer, and
 once with `for_activation("relu")` (He), which keeps it steady.
 
-    python examples/quickstart.py          # about 20 seconds
+    python examples/quickstart.py          # about 30 seconds
     python examples/quickstart.py --quick  # a few seconds
     tensorboard --logdir logs/quickstart
 """

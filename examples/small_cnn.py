@@ -5,7 +5,7 @@ The callback measures every Conv2D and Dense layer at step 0 and after each
 epoch; the step-0 table and the flags are printed, the rest goes to
 TensorBoard.
 
-    python examples/small_cnn.py          # about 20 seconds
+    python examples/small_cnn.py          # about 15 seconds
     python examples/small_cnn.py --quick  # a few seconds
     tensorboard --logdir logs/small_cnn
 """
