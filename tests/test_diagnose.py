@@ -246,3 +246,23 @@ def test_unbuilt_model_is_a_clear_error():
     model = keras.Sequential([keras.layers.Dense(4)])
     with pytest.raises(ValueError, match="never built"):
         keras_initdiag.diagnose(model, np.zeros((2, 3), "float32"))
+
+
+def test_loaded_sequential_model_gives_the_same_statistics(tmp_path):
+    # A loaded Sequential model is built twice; its layers' first call is not
+    # on the path to the output, so taps must follow the model's own chain.
+    x, y = batch()
+    model = mlp(3, 16, "relu", "he_normal")
+    model.compile("sgd", LOSS)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    original = keras_initdiag.diagnose(model, x, y)
+    reloaded = keras_initdiag.diagnose(loaded, x, y)
+    for name, layer in zip(original.layers, reloaded.layers):
+        np.testing.assert_allclose(
+            list(original.stats[name].values()),
+            list(reloaded.stats[layer].values()),
+            rtol=1e-6,
+        )
+    assert np.isfinite(reloaded.stats[reloaded.layers[0]]["activation_gradient_rms"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 
@@ -177,9 +177,10 @@ def _residual_inputs(model: keras.Model) -> list:
     return tensors
 
 
-def _layer_info(layer, weight, exposed, outputs, residual) -> LayerInfo:
+def _layer_info(layer, weight, exposed, graph, residual) -> LayerInfo:
     activation = _activation(layer)
-    output = _symbolic_output(layer) if exposed else None
+    outputs = graph.outputs
+    output = graph.output_of(layer) if exposed else None
     return LayerInfo(
         name=layer.name,
         class_name=type(layer).__name__,
@@ -242,11 +243,8 @@ def build_taps(
     """
     check_model(model)
     pairs = select(model, layers)
-    try:
-        inputs, outputs = list(model.inputs), list(model.outputs)
-    except (AttributeError, ValueError):
-        inputs, outputs = [], []
-    residual = _residual_inputs(model) if outputs else []
+    graph = _graph(model)
+    residual = _residual_inputs(model) if graph.outputs else []
     taps, exposed_tensors, skipped = [], [], []
     seen = set()
     for layer, exposed in pairs:
@@ -254,23 +252,66 @@ def build_taps(
             continue
         seen.add(id(layer))
         weight = main_weight(layer)
-        info = _layer_info(layer, weight, exposed, outputs, residual)
+        info = _layer_info(layer, weight, exposed, graph, residual)
         own = [] if isinstance(layer, keras.Model) else list(layer.trainable_weights)
         tensor = None
-        if not outputs:
+        if not graph.outputs:
             skipped.append((layer.name, "the model exposes no functional graph"))
         elif not exposed:
             skipped.append((layer.name, "inside a nested model: weights only"))
         else:
-            tensor = (
-                _symbolic_output(layer) if which == "output" else _first_input(layer)
-            )
+            find = graph.output_of if which == "output" else graph.input_of
+            tensor = find(layer)
             if tensor is None:
                 skipped.append((layer.name, f"its {which} is not a single tensor"))
         taps.append(Tap(layer, info, weight, own, None))
         exposed_tensors.append(tensor)
-    view = _build_view(model, inputs, outputs, taps, exposed_tensors, skipped)
+    view = _build_view(
+        model, graph.inputs, graph.outputs, taps, exposed_tensors, skipped
+    )
     return TapSet(model, taps, view, skipped)
+
+
+@dataclasses.dataclass
+class _Graph:
+    """The symbolic graph the view is built from."""
+
+    inputs: list
+    outputs: list
+    output_of: Callable
+    input_of: Callable
+
+
+def _graph(model: keras.Model) -> _Graph:
+    try:
+        inputs, outputs = list(model.inputs), list(model.outputs)
+    except (AttributeError, ValueError):
+        return _Graph([], [], lambda layer: None, lambda layer: None)
+    if isinstance(model, keras.Sequential) and len(inputs) == 1 and outputs:
+        return _sequential_chain(model, inputs[0])
+    return _Graph(inputs, outputs, _symbolic_output, _first_input)
+
+
+def _sequential_chain(model: keras.Sequential, spec) -> _Graph:
+    """One connected chain through a Sequential model's layers.
+
+    A Sequential model's layers can hold calls from more than one graph (a
+    model loaded from a `.keras` file is built twice), and `layer.output`
+    names the first; calling the layers again on a fresh `keras.Input` gives
+    tensors that are certainly on the path to the model's output.
+    """
+    tensor = keras.Input(batch_shape=tuple(spec.shape), dtype=spec.dtype)
+    first, ins, outs = tensor, {}, {}
+    for layer in model.layers:
+        ins[id(layer)] = tensor
+        tensor = _first(layer(tensor))
+        outs[id(layer)] = tensor
+    return _Graph(
+        [first],
+        [tensor],
+        lambda layer: outs.get(id(layer)),
+        lambda layer: ins.get(id(layer)),
+    )
 
 
 def _first_input(layer):
