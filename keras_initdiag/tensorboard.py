@@ -130,6 +130,7 @@ class DiagnosticsWriter:
         self,
         report: DiagnosticReport,
         histograms: Mapping[str, object] | None = None,
+        depth_profile: bool | None = None,
     ) -> None:
         """Write one diagnosis at `step=report.step`.
 
@@ -145,6 +146,9 @@ class DiagnosticsWriter:
             histograms: Tag -> array or tensor, e.g.
                 `{"weights/dense_1": kernel}`, each written with
                 `tf.summary.histogram`. Defaults to `None` (no histograms).
+            depth_profile: Whether to draw the depth-profile image for this
+                diagnosis (it costs a few tenths of a second). Defaults to
+                `None`, which uses the writer's `depth_profile` setting.
 
         Example:
         >>> writer.write(report, histograms={"weights/dense_1": kernel})
@@ -165,7 +169,8 @@ class DiagnosticsWriter:
                 )
                 self._layout_written = True
             tf.summary.text(FLAGS_TAG, flags_markdown(report.flags))
-            image = _depth_profile_image(report) if self.depth_profile else None
+            draw = self.depth_profile if depth_profile is None else depth_profile
+            image = _depth_profile_image(report) if draw else None
             if image is not None:
                 tf.summary.image(DEPTH_PROFILE_TAG, image[np.newaxis])
             for tag, values in (histograms or {}).items():

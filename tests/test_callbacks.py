@@ -312,3 +312,21 @@ def test_tensorboard_server_serves_callback_logs(tmp_path):
         titles = [c["title"] for cat in layout["category"] for c in cat["chart"]]
         assert any("activation_variance" in t for t in titles)
     assert os.path.isdir(tmp_path / "logs" / "initdiag")
+
+
+def test_depth_profile_image_once_per_epoch_with_int_schedule(tmp_path):
+    model, x, y = model_and_data()
+    callback = keras_initdiag.InitDiagnostics(
+        log_dir=str(tmp_path),
+        probe_data=(x[:16], y[:16]),
+        update_freq=1,
+        verbose=0,
+        on_flag="ignore",
+    )
+    fit(model, x, y, callback)  # 2 epochs of 4 steps: diagnoses at 0..8
+    accumulator = event_accumulator(str(tmp_path / "initdiag"))
+    steps = [e.step for e in accumulator.Tensors("depth_profile")]
+    assert steps == [0, 5]  # step 0, then the first diagnosis of epoch 2
+    assert [e.step for e in accumulator.Tensors("activation_variance/dense")] == list(
+        range(9)
+    )
