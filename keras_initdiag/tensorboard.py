@@ -1,59 +1,40 @@
-"""TensorBoard I/O for diagnostic reports: a lazy writer and an event reader.
+"""TensorBoard I/O for diagnostic reports: a lazy writer (and the reader's names).
 
 The writer does I/O only: it turns a `DiagnosticReport` into summaries
 (scalars, a custom-scalars layout, a flag table, a depth-profile image and
-optional histograms). The reader rebuilds reports from the event files with
-TensorBoard's own record loader, so a run can be analyzed later without
-pickling anything.
+optional histograms). The reader, `read_reports` and `find_runs`, lives in
+`keras_initdiag.events` and is re-exported here, so all TensorBoard I/O is
+reached from one public module.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import math
 import os
 import re
 import uuid
 from collections.abc import Mapping
-from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
-from google.protobuf.message import DecodeError
-from tensorboard.backend.event_processing import event_file_loader
-from tensorboard.compat.proto import event_pb2
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.custom_scalar import summary as custom_scalar_summary
-from tensorboard.util import tensor_util
 
-from keras_initdiag.diagnostics.report import (
-    STAT_NAMES,
-    DiagnosticReport,
-    Flag,
-    LayerInfo,
-)
+from keras_initdiag.diagnostics.report import STAT_NAMES, DiagnosticReport, Flag
+from keras_initdiag.events import DEPTH_PROFILE_TAG as DEPTH_PROFILE_TAG
+from keras_initdiag.events import FLAGS_TAG as FLAGS_TAG
+from keras_initdiag.events import LAYOUT_CATEGORY as LAYOUT_CATEGORY
+from keras_initdiag.events import LOSS_TAG as LOSS_TAG
+from keras_initdiag.events import REPORT_TAG as REPORT_TAG
+from keras_initdiag.events import TRAIN_GRADIENT_TAG as TRAIN_GRADIENT_TAG
+from keras_initdiag.events import ReadProblem as ReadProblem
+from keras_initdiag.events import find_runs as find_runs
+from keras_initdiag.events import read_reports as read_reports
+from keras_initdiag.events import report_to_json
 
 logger = logging.getLogger("keras_initdiag")
 
-#: Tag of the text summary holding the machine-readable report (JSON).
-REPORT_TAG = "initdiag/report_json"
-#: Tag of the markdown flag table.
-FLAGS_TAG = "flags"
-#: Tag of the probe-batch loss scalar.
-LOSS_TAG = "loss/probe"
-#: Tag of the depth-profile image.
-DEPTH_PROFILE_TAG = "depth_profile"
-#: Title of the custom-scalars category.
-LAYOUT_CATEGORY = "keras_initdiag"
-#: Prefix of the per-batch gradient norms taken from the real train step.
-TRAIN_GRADIENT_TAG = "train_gradient_norm"
-
-_REPORT_FORMAT = 1
-# A TFRecord frames each record with a uint64 length, a uint32 CRC of the
-# length and a uint32 CRC of the data: 16 bytes around the payload.
-_RECORD_OVERHEAD = 16
 # Python-Markdown (which TensorBoard's text plugin uses) honours a backslash
 # before these characters; "|" is added by its tables extension.
 _MARKDOWN_ESCAPED = set("\\`*_{}[]()#+-.!|")
@@ -158,7 +139,7 @@ class DiagnosticsWriter:
         scalars = _scalar_values(report)
         with self._writer.as_default(step=int(report.step)):
             # The JSON goes first: the reader takes it as the start of a report.
-            tf.summary.text(REPORT_TAG, _report_json(report, len(scalars)))
+            tf.summary.text(REPORT_TAG, report_to_json(report, len(scalars)))
             for tag, value in scalars.items():
                 tf.summary.scalar(tag, value)
             if not math.isnan(report.loss):
@@ -304,250 +285,3 @@ def flags_markdown(flags: list[Flag]) -> str:
         row = [escape_markdown(c) for c in (*cells, flag.message)]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
-
-
-def _encode_float(value: float) -> float | str:
-    """JSON-safe float: non-finite values become "nan", "inf" or "-inf"."""
-    value = float(value)
-    return value if math.isfinite(value) else str(value)
-
-
-def _report_json(report: DiagnosticReport, num_scalars: int | None = None) -> str:
-    """Serialize everything but the statistics of `report` as JSON.
-
-    The statistics travel as scalars; `num_scalars` records how many were
-    written so the reader can tell a complete report from a truncated one.
-
-    Args:
-        report: The report to serialize.
-        num_scalars: Number of `<stat>/<layer>` scalars written with it.
-            Defaults to the number of non-NaN statistics in `report`.
-
-    Returns:
-        A JSON string (standard JSON: non-finite floats are strings).
-    """
-    if num_scalars is None:
-        num_scalars = len(_scalar_values(report))
-    flags = [
-        {
-            **dataclasses.asdict(flag),
-            "value": _encode_float(flag.value),
-            "threshold": _encode_float(flag.threshold),
-        }
-        for flag in report.flags
-    ]
-    payload = {
-        "format": _REPORT_FORMAT,
-        "step": int(report.step),
-        "layers": list(report.layers),
-        "info": {name: dataclasses.asdict(info) for name, info in report.info.items()},
-        "loss": _encode_float(report.loss),
-        "flags": flags,
-        "num_scalars": num_scalars,
-    }
-    return json.dumps(payload, ensure_ascii=False)
-
-
-def _report_from_json(text: str) -> tuple[DiagnosticReport, int]:
-    """Rebuild a report without statistics, and the expected scalar count."""
-    payload = json.loads(text)
-    known = {field.name for field in dataclasses.fields(LayerInfo)}
-    info = {}
-    for name, fields in payload["info"].items():
-        # JSON turns tuples (the only sequences in LayerInfo) into lists; keys
-        # from a newer writer that this version does not know are dropped.
-        fields = {
-            key: tuple(value) if isinstance(value, list) else value
-            for key, value in fields.items()
-            if key in known
-        }
-        info[name] = LayerInfo(**fields)
-    flags = [
-        Flag(**dict(f, value=float(f["value"]), threshold=float(f["threshold"])))
-        for f in payload["flags"]
-    ]
-    report = DiagnosticReport(
-        step=int(payload["step"]),
-        layers=list(payload["layers"]),
-        stats={layer: {} for layer in payload["layers"]},
-        flags=flags,
-        info=info,
-        loss=float(payload["loss"]),
-    )
-    return report, int(payload["num_scalars"])
-
-
-class ReadProblem(NamedTuple):
-    """An event file (or part of one) that could not be read.
-
-    Args:
-        path: The event file.
-        reason: What went wrong, e.g. a truncated or corrupt record.
-    """
-
-    path: str
-    reason: str
-
-
-def _event_files(run_dir: str) -> list[str]:
-    """Event files directly inside `run_dir`, sorted by name."""
-    if not tf.io.gfile.isdir(run_dir):
-        return []
-    names = tf.io.gfile.listdir(run_dir)
-    return [os.path.join(run_dir, n) for n in sorted(names) if "tfevents" in n]
-
-
-def _load_events(path: str, problems: list[ReadProblem], limit: int | None = None):
-    """Yield the events of one file with TensorBoard's record loader.
-
-    A file that ends in a partial or corrupt record (TensorBoard's loader stops
-    there silently) is detected by comparing the bytes read with the file size,
-    and reported in `problems`; the records before that point are kept.
-    """
-    consumed = 0
-    try:
-        size = tf.io.gfile.stat(path).length
-        loader = event_file_loader.RawEventFileLoader(path)
-        for count, record in enumerate(loader.Load()):
-            if limit is not None and count >= limit:
-                return
-            consumed += len(record) + _RECORD_OVERHEAD
-            yield event_pb2.Event.FromString(record)
-    except (OSError, tf.errors.OpError, DecodeError) as e:
-        problems.append(ReadProblem(path, f"unreadable: {type(e).__name__}: {e}"))
-        return
-    if consumed < size:
-        what = (
-            "corrupt (no readable record)" if consumed == 0 else "truncated or corrupt"
-        )
-        problems.append(
-            ReadProblem(path, f"{what}: read {consumed} of {size} bytes; rest skipped")
-        )
-
-
-def _scalar(value) -> float | None:
-    """The float in a scalar tensor summary value, `None` for anything else."""
-    if not value.HasField("tensor"):
-        return None
-    array = tensor_util.make_ndarray(value.tensor)
-    if array.ndim != 0 or array.dtype.kind != "f":
-        return None
-    return float(array)
-
-
-def _read_file(path: str, problems: list[ReadProblem]) -> dict[int, tuple]:
-    """Step -> (wall time, report) of the complete reports in one event file."""
-    pending = {}
-    for event in _load_events(path, problems):
-        for value in event.summary.value:
-            if value.tag == REPORT_TAG:
-                text = tensor_util.make_ndarray(value.tensor).item()
-                try:
-                    report, expected = _report_from_json(text.decode("utf-8"))
-                except (ValueError, KeyError, TypeError) as e:
-                    reason = f"step {event.step}: bad report JSON ({e!r}); skipped"
-                    problems.append(ReadProblem(path, reason))
-                    continue
-                report.step = int(event.step)
-                pending[event.step] = (event.wall_time, report, expected)
-            elif event.step in pending and value.tag != LOSS_TAG:
-                stat, _, layer = value.tag.partition("/")
-                report = pending[event.step][1]
-                number = _scalar(value)
-                if layer in report.stats and number is not None:
-                    report.stats[layer][stat] = number
-    complete = {}
-    for step, (wall_time, report, expected) in pending.items():
-        found = sum(len(s) for s in report.stats.values())
-        if found == expected:
-            complete[step] = (wall_time, report)
-        else:
-            reason = f"step {step}: {found} of {expected} statistics found; skipped"
-            problems.append(ReadProblem(path, reason))
-    return complete
-
-
-def read_reports(
-    run_dir: str | os.PathLike, problems: list[ReadProblem] | None = None
-) -> list[DiagnosticReport]:
-    """Rebuild the diagnostic reports written to one run directory.
-
-    Reads every event file in `run_dir` (e.g. `logs/initdiag`) with
-    TensorBoard's record loader. Nothing is unpickled or evaluated: the layer
-    facts and flags come from the report's JSON text, the statistics from the
-    scalars. A corrupt or truncated file, or a report whose statistics are
-    incomplete, is skipped and reported; when a step was written more than
-    once, the latest write wins.
-
-    Args:
-        run_dir: The run directory holding the event files.
-        problems: A list that receives a `ReadProblem(path, reason)` for every
-            file or report that was skipped. Defaults to `None`: problems are
-            logged as warnings on the `"keras_initdiag"` logger.
-
-    Returns:
-        The reports sorted by step. Statistics that were NaN ("does not
-        apply") when written are absent from `stats[layer]`.
-
-    Raises:
-        ValueError: If `run_dir` is not an existing directory.
-
-    Example:
-    >>> problems = []
-    >>> reports = keras_initdiag.tensorboard.read_reports("logs/initdiag", problems)
-    >>> [r.step for r in reports]
-    [0, 100, 200]
-    """
-    run_dir = os.fspath(run_dir)
-    if not tf.io.gfile.isdir(run_dir):
-        raise ValueError(
-            "Argument `run_dir` must be an existing directory, e.g. "
-            f"'logs/initdiag'. Received: run_dir={run_dir!r}"
-        )
-    collected = [] if problems is None else problems
-    start = len(collected)
-    latest = {}
-    for path in _event_files(run_dir):
-        for step, (wall_time, report) in _read_file(path, collected).items():
-            if step not in latest or wall_time >= latest[step][0]:
-                latest[step] = (wall_time, report)
-    if problems is None:
-        for problem in collected[start:]:
-            logger.warning("keras_initdiag: skipped %s: %s", *problem)
-    return [latest[step][1] for step in sorted(latest)]
-
-
-def find_runs(logdir: str | os.PathLike) -> list[str]:
-    """Find every run directory below `logdir` that holds diagnostic reports.
-
-    A directory counts when one of its event files starts with a report
-    (the writer puts the report JSON first). Unreadable files are ignored
-    here; `read_reports` reports them.
-
-    Args:
-        logdir: The TensorBoard log directory to search (recursively).
-
-    Returns:
-        The run directories, sorted.
-
-    Raises:
-        ValueError: If `logdir` is not an existing directory.
-
-    Example:
-    >>> keras_initdiag.tensorboard.find_runs("logs")
-    ['logs/relu_he/initdiag', 'logs/tanh_small/initdiag']
-    """
-    logdir = os.fspath(logdir)
-    if not tf.io.gfile.isdir(logdir):
-        raise ValueError(
-            "Argument `logdir` must be an existing directory. Received: "
-            f"logdir={logdir!r}"
-        )
-    runs = []
-    for directory, _, _ in tf.io.gfile.walk(logdir):
-        for path in _event_files(directory):
-            events = _load_events(path, [], limit=4)
-            if any(v.tag == REPORT_TAG for e in events for v in e.summary.value):
-                runs.append(directory)
-                break
-    return sorted(runs)
