@@ -476,6 +476,26 @@ def diagnosis_benchmark(kind: str, depth: int, args, log_root: str) -> dict:
 # -- report --------------------------------------------------------------------
 
 
+def _git_state() -> dict:
+    """The commit the package was measured at, and whether its files were dirty."""
+    import subprocess
+
+    root = pathlib.Path(__file__).parents[1]
+
+    def git(*cmd):
+        try:
+            return subprocess.run(
+                ["git", *cmd], cwd=root, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "dirty_package_files": git("status", "--short", "keras_initdiag").splitlines(),
+    }
+
+
 def machine() -> dict:
     cpu = ""
     try:
@@ -495,6 +515,7 @@ def machine() -> dict:
         "keras": keras.__version__,
         "keras_initdiag": keras_initdiag.__version__,
         "platform": platform.platform(),
+        "git": _git_state(),
     }
 
 
