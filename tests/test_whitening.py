@@ -1,3 +1,5 @@
+import itertools
+
 import keras
 import numpy as np
 import pytest
@@ -5,7 +7,8 @@ import tensorflow as tf
 from helpers import config_round_trip, save_and_reload
 
 import keras_initdiag
-from keras_initdiag.layers import Whitening
+from keras_initdiag.layers import Whitening, linalg
+from keras_initdiag.layers.whitening import MODES
 
 D = 16
 
@@ -40,9 +43,11 @@ def test_output_covariance_is_identity_on_adapt_data(x):
     for mode in ["zca", "pca"]:
         layer = _adapted(x, mode=mode)
         assert layer.condition_number == pytest.approx(1e4, rel=0.2)
-        assert layer.whitened_condition_number == pytest.approx(1.0, abs=1e-6)
+        # Of the float32 matrix: rounding (6e-8) times sqrt(1e4), a few times.
+        assert layer.whitened_condition_number == pytest.approx(1.0, abs=1e-5)
         np.testing.assert_allclose(_cov(layer(x)), np.eye(D), atol=2e-6)  # float32
         exact = _adapted(x, mode=mode, dtype="float64")
+        assert exact.whitened_condition_number == pytest.approx(1.0, abs=1e-9)
         np.testing.assert_allclose(
             _cov(exact(x.astype("float64"))), np.eye(D), atol=1e-9
         )
@@ -95,15 +100,77 @@ def test_epsilon_is_relative_to_the_data_scale(x):
 
 
 def test_constant_feature_stays_bounded(x):
-    for mode in ["standardize", "pca", "zca"]:
+    # Also with a floor below float64 rounding: zero variance is never amplified.
+    for mode, epsilon in itertools.product(MODES, [1e-10, 1e-30]):
         data = x[:, :4].copy()
         data[:, 2] = 7.0
-        layer = _adapted(data, mode=mode)
+        layer = _adapted(data, mode=mode, epsilon=epsilon)
         probe = data[:2].copy()
         probe[:, 2] += 1.0  # a deviation never seen during adapt
         assert np.abs(layer(probe).numpy()).max() < 50
         # keras.layers.Normalization would give about 1e7 here.
-        assert np.isfinite(layer.condition_number)
+        others = _adapted(data[:, [0, 1, 3]], mode=mode)  # the constant is left out
+        assert layer.condition_number == pytest.approx(others.condition_number)
+        assert layer.whitened_condition_number == pytest.approx(
+            others.whitened_condition_number, rel=1e-4
+        )
+
+
+def _scaled_correlated(n, seed):
+    """8 features on scales 1e-2..1e2, correlated: covariance spread ~1e10."""
+    rotation, _ = np.linalg.qr(np.random.default_rng(2).normal(size=(8, 8)))
+    latent = np.random.default_rng(seed).normal(size=(n, 8)) * np.logspace(0, -2, 8)
+    return ((latent @ rotation.T) * np.logspace(-2, 2, 8)).astype("float32")
+
+
+def test_default_epsilon_whitens_features_on_scales_1e_minus_2_to_1e2():
+    x = _scaled_correlated(2000, seed=0)
+    variances = np.linalg.eigvalsh(_cov(x))
+    assert variances.max() / variances.min() > 1e10  # the old 1e-6 floored some
+    assert variances.min() < 1e-6 * variances.mean()
+    for mode in ["zca", "pca"]:
+        layer = _adapted(x, mode=mode)
+        # float64 eigenvalue error: 2e-16 of the largest, 1e-5 of the smallest.
+        assert layer.condition_number == pytest.approx(
+            variances.max() / variances.min(), rel=1e-4
+        )
+        # float32 rounding (6e-8) amplified by up to sqrt(4e10) = 2e5.
+        assert layer.whitened_condition_number == pytest.approx(1.0, abs=1e-2)
+        np.testing.assert_allclose(_cov(layer(x)), np.eye(8), atol=1e-2)
+        # float64 eigenvectors: 2e-16 times the spread 4e10, about 1e-5.
+        exact = _adapted(x.astype("float64"), mode=mode, dtype="float64")
+        assert exact.whitened_condition_number == pytest.approx(1.0, abs=1e-6)
+        np.testing.assert_allclose(
+            _cov(exact(x.astype("float64"))), np.eye(8), atol=1e-4
+        )
+
+
+def test_whitened_condition_number_counts_floored_directions():
+    x = _scaled_correlated(2000, seed=0).astype("float64")
+    variances = np.linalg.eigvalsh(_cov(x))
+    # The old default, and a floor at 1% of the mean variance: real directions.
+    for mode, epsilon in itertools.product(["zca", "pca"], [1e-6, 1e-2]):
+        floored = variances[variances <= epsilon * variances.mean()]
+        assert 0 < len(floored) < 8
+        layer = _adapted(x, mode=mode, epsilon=epsilon, dtype="float64")
+        output = np.linalg.eigvalsh(_cov(layer(x)))
+        # Whitened directions have variance 1, floored ones variance / mean.
+        expected = variances.mean() / floored.min()  # relative error 1e-5
+        assert output.max() / output.min() == pytest.approx(expected, rel=1e-4)
+        assert layer.whitened_condition_number == pytest.approx(expected, rel=1e-4)
+        assert layer.whitened_condition_number > 1e3
+        inverse = _adapted(x, mode=mode, epsilon=epsilon, invert=True)
+        assert inverse.whitened_condition_number == pytest.approx(expected, rel=1e-3)
+
+
+def test_condition_numbers_leave_out_only_zero_variance():
+    assert linalg.condition_number(np.diag([100.0, 1.0, 0.0])) == 100.0
+    assert linalg.condition_number(np.diag([1.0, 1e-14])) == pytest.approx(1e14)
+    # A zero-variance direction is left out exactly, however much it is scaled.
+    cov, matrix = np.diag([4.0, 1.0, 0.0]), np.diag([0.5, 1.0, 1e9])
+    assert linalg.output_condition_number(cov, matrix) == pytest.approx(1.0)
+    assert linalg.output_condition_number(cov, np.eye(3)) == pytest.approx(4.0)
+    assert np.isnan(linalg.output_condition_number(np.zeros((2, 2)), np.eye(2)))
 
 
 def test_all_constant_data_is_only_centered():

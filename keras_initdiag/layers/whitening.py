@@ -9,9 +9,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_initdiag.layers import moments
+from keras_initdiag.layers import linalg, moments
 from keras_initdiag.layers.adapt_data import iter_batches, resolve_axis, to_rows
-from keras_initdiag.layers.linalg import condition_number, whitening_matrices
 
 MODES = ("standardize", "pca", "zca")
 
@@ -44,9 +43,16 @@ class Whitening(keras.layers.Layer):
             `"standardize"`, an eigenvector of the covariance otherwise) whose
             variance is at most `epsilon` times the mean variance
             `trace(cov) / d` is degenerate: it is centered and scaled by
-            `1 / sqrt(mean variance)`, like an average feature, instead of
-            being amplified. Being relative, it means the same for data in any
-            unit. Defaults to `1e-6`.
+            `1 / sqrt(mean variance)` instead of being amplified. Being
+            relative, it means the same in any unit. It is for numerical
+            safety only, so the default is as small as float32 allows: at the
+            floor a direction is amplified `1e5` times over an average one,
+            and float32 rounding (`6e-8`) amplified that much leaves whitened
+            outputs `6e-3 * sqrt(d)` accurate at worst. Float64 eigenvalue
+            error (`d**2 * 2e-16` at most) and float32 data rounding of a
+            feature (`(6e-8)**2 = 4e-15`) stay below it, so numerically zero
+            directions are floored. Variances that are zero up to float64
+            rounding always are, whatever `epsilon`. Defaults to `1e-10`.
         axis: The feature axis, any axis but the batch axis (e.g. the channel
             axis of images). Defaults to `-1`.
         mean: Optional centering vector of shape `(d,)`, given with `matrix`
@@ -83,7 +89,7 @@ class Whitening(keras.layers.Layer):
     def __init__(
         self,
         mode="zca",
-        epsilon=1e-6,
+        epsilon=1e-10,
         axis=-1,
         mean=None,
         matrix=None,
@@ -112,7 +118,7 @@ class Whitening(keras.layers.Layer):
         self.epsilon = float(epsilon)
         self.axis = axis
         self.invert = bool(invert)
-        self.input_mean, self.input_matrix = _check_explicit(mean, matrix)
+        self.input_mean, self.input_matrix = linalg.check_explicit(mean, matrix)
         self.supports_masking = True
         self._features = None if mean is None else len(self.input_mean)
         self._adapted = mean is not None
@@ -218,9 +224,8 @@ class Whitening(keras.layers.Layer):
         )
 
     def _assign(self, total):
-        matrix, inverse = whitening_matrices(
-            moments.covariance(total), self.mode, self.epsilon
-        )
+        cov = moments.covariance(total)
+        matrix, inverse = linalg.whitening_matrices(cov, self.mode, self.epsilon)
         self.adapted_count.assign(total.count)
         self.adapted_mean.assign(total.mean)
         self.adapted_comoment.assign(total.comoment)
@@ -253,21 +258,32 @@ class Whitening(keras.layers.Layer):
     def condition_number(self):
         """How elongated the adapted data is: largest over smallest variance.
 
-        Computed on the covariance of the `adapt` data, leaving out degenerate
-        directions (see `epsilon`). 1.0 is perfectly round.
+        The condition number of the covariance of the `adapt` data over all
+        directions, except those of zero variance (up to float64 rounding:
+        constant features, exact linear dependences), which have no spread to
+        compare. 1.0 is perfectly round; NaN if no direction has spread.
         """
-        return condition_number(self._covariance(), self.epsilon)
+        return linalg.condition_number(self._covariance())
 
     @property
     def whitened_condition_number(self):
         """The condition number of the layer's output on the adapted data.
 
-        About 1.0 for `"pca"` and `"zca"`. For `"standardize"` it shows how
-        elongated correlated features still are after per-feature scaling.
+        Of the covariance of `(x - mean) @ matrix` (the stored float32 or
+        float64 matrix) on the `adapt` data, in every direction but those of
+        zero variance (the same as `condition_number` leaves out). A real
+        direction floored by `epsilon` counts, so this exceeds 1.0 when
+        whitening left it unscaled. About 1.0 for `"pca"` and `"zca"`; for
+        `"standardize"` it shows the correlation left. With `invert=True`, of
+        the forward (whitening) transform.
         """
         cov = self._covariance()
-        matrix, _ = whitening_matrices(cov, self.mode, self.epsilon)
-        return condition_number(matrix.T @ cov @ matrix, self.epsilon)
+        if self.invert:
+            matrix, _ = linalg.whitening_matrices(cov, self.mode, self.epsilon)
+            matrix = matrix.astype(self.input_dtype)
+        else:
+            matrix = ops.convert_to_numpy(self.adapted_matrix)
+        return linalg.output_condition_number(cov, matrix.astype(np.float64))
 
     def call(self, inputs):
         """Whitens `inputs` (or colors them back if `invert`)."""
@@ -329,30 +345,3 @@ class Whitening(keras.layers.Layer):
         """Builds from `get_build_config()` output."""
         if config and not self.built:
             self.build(config["input_shape"])
-
-
-def _check_explicit(mean, matrix):
-    """Validates explicit `mean` `(d,)` and `matrix` `(d, d)`; float64 copies."""
-    if mean is None and matrix is None:
-        return None, None
-    if mean is None or matrix is None:
-        raise ValueError(
-            "Arguments `mean` and `matrix` must be given together. Received: "
-            f"mean={mean!r}, matrix={matrix!r}"
-        )
-    mean = np.asarray(mean, dtype=np.float64)
-    matrix = np.asarray(matrix, dtype=np.float64)
-    d = mean.shape[0] if mean.ndim == 1 else -1
-    if mean.ndim != 1 or matrix.shape != (d, d):
-        raise ValueError(
-            "Argument `mean` must have shape (d,) and `matrix` shape (d, d). "
-            f"Received: mean.shape={mean.shape}, matrix.shape={matrix.shape}"
-        )
-    if not (np.isfinite(mean).all() and np.isfinite(matrix).all()):
-        raise ValueError("Arguments `mean` and `matrix` must be finite.")
-    if np.linalg.matrix_rank(matrix) < d:
-        raise ValueError(
-            "Argument `matrix` must be invertible (a whitening matrix is). "
-            f"Received: matrix={matrix.tolist()}"
-        )
-    return mean, matrix
