@@ -16,6 +16,10 @@ from keras_initdiag.diagnostics.report import DiagnosticReport
 DEFAULT_STATS = ("activation_variance", "activation_gradient_rms", "weight_variance")
 # Up to this many layers, the x axis shows layer names instead of depth indices.
 _MAX_NAMED_TICKS = 12
+# summary_figure: depth-profile panels per row, and the size of one grid cell
+# with its margins (inches): a title above, rotated layer names below.
+PANELS_PER_ROW = 4
+_CELL, _TOP, _BOTTOM, _LEFT, _RIGHT = 4.5, 0.45, 1.35, 0.6, 0.2
 
 
 def _new_figure(**kwargs):
@@ -125,21 +129,56 @@ def figure_to_png(fig, dpi: int = 100) -> bytes:
     return buffer.getvalue()
 
 
+def _summary_grid(fig, panels: int):
+    """Axes for `panels` depth profiles in rows, then one for the losses.
+
+    Up to `PANELS_PER_ROW - 1` profiles share one row with the loss panel.
+    More wrap into rows of `PANELS_PER_ROW`, and the loss panel gets its own
+    row across the full width. Margins are fixed in inches, so every cell has
+    the same room for its title and tick labels whatever the grid.
+    """
+    single = panels < PANELS_PER_ROW
+    cols = panels + 1 if single else PANELS_PER_ROW
+    rows = 1 if single else -(-panels // cols) + 1
+    width, height = _CELL * cols, _CELL * rows
+    fig.set_size_inches(width, height)
+    axes_height = _CELL - _TOP - _BOTTOM
+    grid = fig.add_gridspec(
+        rows,
+        cols,
+        left=_LEFT / width,
+        right=1 - _RIGHT / width,
+        top=1 - _TOP / height,
+        bottom=_BOTTOM / height,
+        wspace=0.3,
+        hspace=(_TOP + _BOTTOM) / axes_height,
+    )
+    profiles = [fig.add_subplot(grid[i // cols, i % cols]) for i in range(panels)]
+    loss = fig.add_subplot(grid[0, -1] if single else grid[-1, :])
+    return profiles, loss
+
+
 def summary_figure(
     runs: dict[str, list[DiagnosticReport]],
     losses: dict[str, list[float]] | None = None,
 ):
-    """Compare runs: the first depth profile of each, side by side, and losses.
+    """Compare runs: the first depth profile of each, in a grid, and losses.
+
+    Up to three runs fit in one row with the loss panel on the right. More
+    runs wrap into rows of `PANELS_PER_ROW` (4) depth profiles, with the loss
+    panel in its own full-width row at the bottom, so the figure grows in both
+    directions (10 runs: 18 x 18 inches) instead of only in width. The loss
+    panel is always the last of `fig.axes`.
 
     Args:
         runs: Run name -> its reports sorted by step (the first one, usually
-            step 0, is drawn).
+            step 0, is drawn). Runs without reports get no panel.
         losses: Run name -> loss values, one per epoch. Defaults to `None`:
             the probe losses of the reports are drawn against their steps.
 
     Returns:
         A `matplotlib.figure.Figure` with one depth-profile panel per run and a
-        loss panel on the right.
+        loss panel.
 
     Raises:
         ImportError: If matplotlib is not installed.
@@ -149,14 +188,12 @@ def summary_figure(
     >>> fig = keras_initdiag.plots.summary_figure(runs)
     """
     names = [name for name, reports in runs.items() if reports]
-    fig = _new_figure(figsize=(4.5 * (len(names) + 1), 4.5))
-    fig.subplots_adjust(left=0.06, right=0.98, top=0.9, bottom=0.3, wspace=0.3)
-    axes = fig.subplots(1, len(names) + 1, squeeze=False)[0]
-    for ax, name in zip(axes[:-1], names, strict=True):
+    fig = _new_figure()
+    profile_axes, loss_ax = _summary_grid(fig, len(names))
+    for ax, name in zip(profile_axes, names, strict=True):
         first = runs[name][0]
         _plot_depth_profile(ax, first, DEFAULT_STATS)
         ax.set_title(f"{_text(name)}: step {first.step}, {len(first.flags)} flag(s)")
-    loss_ax = axes[-1]
     if losses is None:
         curves = {n: [(r.step, r.loss) for r in runs[n]] for n in names}
         loss_ax.set_xlabel("step")

@@ -93,6 +93,44 @@ def test_summary_figure_has_one_panel_per_run_and_loss_curves():
         lines_by_label(fig.axes[-1])["he"].get_xdata(), [1, 2, 3]
     )
     assert plots.figure_to_png(fig).startswith(b"\x89PNG")
+    # Up to three runs: one row, the loss panel on the right, same cell size.
+    np.testing.assert_array_equal(fig.get_size_inches(), [3 * 4.5, 4.5])
+    assert [grid_cell(ax) for ax in fig.axes] == [(0, 0, 1), (0, 1, 1), (0, 2, 1)]
+
+
+def grid_cell(ax):
+    """(row, first column, columns spanned) of an axes in its grid."""
+    spec = ax.get_subplotspec()
+    return spec.rowspan.start, spec.colspan.start, len(spec.colspan)
+
+
+def test_summary_figure_wraps_many_runs_into_rows_of_four():
+    layers = [f"dense_{i}" for i in range(8)]
+    runs = {f"run_{i}": [make_report(layers)] for i in range(10)}
+    fig = plots.summary_figure(runs, losses={name: [2.0, 1.0] for name in runs})
+    *profiles, loss = fig.axes
+    assert plots.PANELS_PER_ROW == 4
+    assert [grid_cell(ax) for ax in profiles] == [(i // 4, i % 4, 1) for i in range(10)]
+    assert [ax.get_title().split(":")[0] for ax in profiles] == list(runs)
+    assert grid_cell(loss) == (3, 0, 4)  # its own row, across the full width
+    assert loss.get_title() == "loss" and len(loss.get_lines()) == 10
+    # 4 cells wide, 3 rows of profiles and the loss row: square, not 45 x 4.5.
+    np.testing.assert_array_equal(fig.get_size_inches(), [18.0, 18.0])
+    widths = [ax.get_position().width * 18.0 for ax in fig.axes]
+    heights = [ax.get_position().height * 18.0 for ax in fig.axes]
+    assert min(widths[:-1]) > 3.0 and widths[-1] > 3.5 * min(widths[:-1])
+    assert min(heights) > 2.5 and max(heights) - min(heights) < 1e-9
+    # Panels do not overlap: each row's tick labels have their own margin.
+    boxes = [ax.get_position() for ax in fig.axes]
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            assert not a.overlaps(b)
+
+    fig = plots.summary_figure({name: runs[name] for name in list(runs)[:4]})
+    assert [grid_cell(ax) for ax in fig.axes][-1] == (1, 0, 4)
+    np.testing.assert_array_equal(fig.get_size_inches(), [18.0, 9.0])
+    fig = plots.summary_figure({"empty": []})
+    assert len(fig.axes) == 1 and fig.axes[0].get_title() == "loss"
 
 
 def test_missing_matplotlib_raises_import_error_naming_the_extra(monkeypatch):
