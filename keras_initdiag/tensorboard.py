@@ -82,6 +82,8 @@ class DiagnosticsWriter:
         self.depth_profile = depth_profile
         self._writer = None
         self._layout_written = False
+        self._scalar_functions: dict = {}
+        self._tag_set_writes: dict = {}
 
     @property
     def run_dir(self) -> str:
@@ -140,8 +142,11 @@ class DiagnosticsWriter:
         with self._writer.as_default(step=int(report.step)):
             # The JSON goes first: the reader takes it as the start of a report.
             tf.summary.text(REPORT_TAG, report_to_json(report, len(scalars)))
-            for tag, value in scalars.items():
-                tf.summary.scalar(tag, value)
+            if scalars:
+                self._scalar_writer(tuple(scalars))(
+                    tf.constant(list(scalars.values()), tf.float32),
+                    tf.constant(int(report.step), tf.int64),
+                )
             if not math.isnan(report.loss):
                 tf.summary.scalar(LOSS_TAG, report.loss)
             if not self._layout_written:
@@ -156,6 +161,32 @@ class DiagnosticsWriter:
                 tf.summary.image(DEPTH_PROFILE_TAG, image[np.newaxis])
             for tag, values in (histograms or {}).items():
                 tf.summary.histogram(tag, values)
+
+    def _scalar_writer(self, tags: tuple[str, ...]):
+        """A function writing one scalar per tag; compiled once a tag set recurs.
+
+        One eager `tf.summary.scalar` call costs ~0.5 ms, so a 100-layer
+        report took ~0.5 s to write; compiled, the writes run in C++ (~5 ms),
+        but tracing costs a few seconds. Diagnoses once per epoch write
+        eagerly; frequent ones switch to the compiled writer on the third
+        write of the same tag set.
+        """
+        function = self._scalar_functions.get(tags)
+        if function is not None:
+            return function
+        writer = self._writer
+
+        def write(values, step):
+            with writer.as_default(step=step):
+                for tag, value in zip(tags, tf.unstack(values, num=len(tags))):
+                    tf.summary.scalar(tag, value)
+
+        self._tag_set_writes[tags] = self._tag_set_writes.get(tags, 0) + 1
+        if self._tag_set_writes[tags] < 3:
+            return write
+        function = tf.function(write, autograph=False)
+        self._scalar_functions[tags] = function
+        return function
 
     def write_series(self, prefix: str, records) -> None:
         """Write buffered per-step scalars as `<prefix>/<name>`.
@@ -185,6 +216,7 @@ class DiagnosticsWriter:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+            self._scalar_functions = {}  # They captured the closed writer.
 
     def __enter__(self) -> DiagnosticsWriter:
         return self

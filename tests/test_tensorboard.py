@@ -355,3 +355,23 @@ def test_tensorboard_server_serves_our_tags(tmp_path):
         )
         points = poll_json(f"{url}/data/plugin/scalars/scalars?{query}", bool, deadline)
         assert [(p[1], p[2]) for p in points] == [(0, 1.0), (4, 1.0)]
+
+
+def test_repeated_writes_switch_to_the_compiled_writer_with_same_events(tmp_path):
+    # The third write of one tag set goes through a compiled function; what
+    # is read back must not depend on the path taken.
+    writer = tb.DiagnosticsWriter(str(tmp_path), depth_profile=False)
+    reports = [make_report(step=s, scale=1.0 + s) for s in range(5)]
+    for report in reports:
+        writer.write(report)
+    writer.close()
+    assert len(writer._scalar_functions) == 0  # closed: functions dropped
+    back = tb.read_reports(str(tmp_path / "initdiag"))
+    assert [r.step for r in back] == [0, 1, 2, 3, 4]
+    for original, restored in zip(reports, back):
+        for layer in original.layers:
+            for stat, value in original.stats[layer].items():
+                if math.isnan(value):
+                    assert stat not in restored.stats[layer]
+                else:
+                    assert restored.stats[layer][stat] == pytest.approx(value, rel=1e-6)
