@@ -181,14 +181,14 @@ class InitDiagnostics(keras.callbacks.Callback):
         self._printed: set = set()
         self._failure_warned = False
         self._last_step: int | None = None
-        self._image_due = True
+        self._full_due = True
 
     # -- lifecycle -----------------------------------------------------------
 
     def on_train_begin(self, logs=None):
         """Validate everything (before any step), then diagnose at step 0."""
         self._failure_warned = False
-        self._image_due = True
+        self._full_due = True
         self._prepare()
         self._diagnose(check_inputs=True)
         if self.batch_gradients:
@@ -210,7 +210,7 @@ class InitDiagnostics(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         """With `update_freq="epoch"`, diagnose after every epoch."""
-        self._image_due = True
+        self._full_due = True
         if self.update_freq == "epoch" and self._diagnoser is not None:
             self._diagnose()
         self._write_series()
@@ -305,19 +305,19 @@ class InitDiagnostics(keras.callbacks.Callback):
             return  # Already diagnosed at this step (e.g. a resumed fit).
         self._last_step = step
         try:
+            # Duplicate-unit searches and the depth-profile image are the
+            # costliest parts: run them at step 0 and once per epoch only.
             report = self._diagnoser.run(
-                *self._inputs, step=step, validate=check_inputs
+                *self._inputs, step=step, validate=check_inputs, full=self._full_due
             )
             if self._writer is not None and _is_chief(self.model):
-                # The depth-profile image costs a few tenths of a second: draw
-                # it at step 0 and at the first diagnosis of each epoch only.
                 self._writer.write(
                     report,
                     self._diagnoser.last_histograms or None,
-                    depth_profile=self._image_due,
+                    depth_profile=self._full_due,
                 )
-                self._image_due = False
                 self._writer.flush()
+            self._full_due = False
         except Exception as error:  # noqa: BLE001 - never break the user's fit.
             if check_inputs and isinstance(error, ProbeInputError):
                 self._last_step = None

@@ -266,3 +266,29 @@ def test_loaded_sequential_model_gives_the_same_statistics(tmp_path):
             rtol=1e-6,
         )
     assert np.isfinite(reloaded.stats[reloaded.layers[0]]["activation_gradient_rms"])
+
+
+def test_light_diagnosis_skips_duplicate_searches_in_the_same_trace():
+    x, y = batch()
+    model = mlp(3, 16, "relu", "zeros")
+    diagnoser = keras_initdiag.diagnostics.engine.Diagnoser(model, loss=LOSS)
+    full = diagnoser.run(x, y)
+    light = diagnoser.run(x, y, full=False)
+    assert full.stats["dense_1"]["duplicate_unit_fraction"] == 1.0
+    assert np.isnan(light.stats["dense_1"]["duplicate_unit_fraction"])
+    assert light.stats["dense_1"]["dead_fraction"] == 1.0
+    assert "symmetry" not in {f.kind for f in light.flags}
+    assert diagnoser.probe.traces == 1
+
+
+def test_nonfinite_counts_are_exact_when_present():
+    x, y = batch()
+    model = mlp(2, 8, "relu", "he_normal")
+    kernel = model.get_layer("dense_0").kernel
+    value = kernel.numpy()
+    value[0, :3] = [np.nan, np.inf, -np.inf]
+    kernel.assign(value)
+    report = keras_initdiag.diagnose(model, x, y, loss=LOSS)
+    assert report.stats["dense_0"]["nonfinite_weights"] == 3.0
+    assert report.stats["dense_1"]["nonfinite_weights"] == 0.0
+    assert report.stats["dense_0"]["nonfinite_activations"] > 0

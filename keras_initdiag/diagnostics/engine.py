@@ -155,16 +155,28 @@ class Diagnoser:
         """`(layer, reason)` for the layers whose outputs are not tapped."""
         return self.tapset.skipped
 
-    def run(self, x, y=None, step: int = 0, validate: bool = True) -> DiagnosticReport:
-        """Diagnose once: one compiled call, one host copy, then the rules."""
+    def run(
+        self,
+        x,
+        y=None,
+        step: int = 0,
+        validate: bool = True,
+        full: bool = True,
+    ) -> DiagnosticReport:
+        """Diagnose once: one compiled call, one host copy, then the rules.
+
+        `full=False` skips the duplicate-unit and identical-kernel searches
+        (reported as NaN), the costliest reductions; the callback asks for
+        them at step 0 and once per epoch.
+        """
         if validate:
             xs, ys = as_batch(x, "x"), as_batch(y, "y")
             check_fits(self.model, xs, ys)
             x = _restructure(x, xs)
             y = None if y is None else _restructure(y, ys)
-            result = self._checked_call(x, y, xs, ys)
+            result = self._checked_call(x, y, xs, ys, full)
         else:
-            result = self.probe(x, y)
+            result = self.probe(x, y, full)
         if self.probe.histograms:
             vector, self.last_histograms = result
         else:
@@ -181,7 +193,7 @@ class Diagnoser:
         report.flags = rules.judge(report, self.thresholds)
         return report
 
-    def _checked_call(self, x, y, xs, ys):
+    def _checked_call(self, x, y, xs, ys, full):
         """Run the probe; a batch the model rejects is the caller's ValueError.
 
         What `check_fits` cannot see (a subclassed model's input shape, a dict
@@ -189,7 +201,7 @@ class Diagnoser:
         Keras or TensorFlow; say which argument was wrong instead.
         """
         try:
-            return self.probe(x, y)
+            return self.probe(x, y, full)
         except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
             received = f"x with shapes {[a.shape for a in xs]}"
             if ys is not None:

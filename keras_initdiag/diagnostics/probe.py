@@ -107,8 +107,8 @@ class Probe:
 
         # A closure per probe: TensorFlow's "excessive retracing" warning counts
         # traces per Python function, and every model rightly traces its own.
-        def run(x, y):
-            return self._run(x, y)
+        def run(x, y, full):
+            return self._run(x, y, full)
 
         self._function = tf.function(run, reduce_retracing=True, autograph=False)
         self.traces = 0
@@ -118,9 +118,18 @@ class Probe:
         """Length of the returned vector: one row per tap, plus the loss."""
         return len(self.tapset.taps) * len(VECTOR_FIELDS) + 1
 
-    def __call__(self, x, y=None):
-        """Run the probe; returns the vector (and histogram tensors if asked)."""
-        return self._function(x, y)
+    def __call__(self, x, y=None, full: bool = True):
+        """Run the probe; returns the vector (and histogram tensors if asked).
+
+        Args:
+            x: Inputs.
+            y: Targets, or None for forward statistics only.
+            full: Also search for duplicate units and identical kernels (the
+                costliest reductions; symmetry is set at initialization, so
+                the callback asks for them at step 0 and once per epoch).
+                A tensor argument: both settings share one trace.
+        """
+        return self._function(x, y, tf.constant(bool(full)))
 
     def _forward(self, x):
         tapset = self.tapset
@@ -132,7 +141,7 @@ class Probe:
         preds = tapset.model(x, training=False)
         return [], list(tf.nest.flatten(preds))
 
-    def _run(self, x, y):
+    def _run(self, x, y, full):
         self.traces += 1  # Python side effect: counts traces, not calls.
         taps = self.tapset.taps
         variables = [_tf_variable(w) for tap in taps for w in tap.weights]
@@ -168,9 +177,9 @@ class Probe:
             kernels.append(_f32(tap.main_weight))
             if self.histograms:
                 hist.update(_histogram_tensors(tap, output, weight_grads, variables))
-        _output_stats(table, taps, outputs)
+        _output_stats(table, taps, outputs, full)
         _gradient_stats(table, gradients)
-        _kernel_stats(table, taps, kernels)
+        _kernel_stats(table, taps, kernels, full)
         _weight_stats(table, taps, weight_grads, gradients)
         loss_value = tf.constant(_NAN) if loss is None else tf.cast(loss, tf.float32)
         vector = tf.concat([table.vector(), [loss_value]], axis=0)
@@ -229,14 +238,15 @@ def _stacked(tensors: list, indices: list[int]) -> tf.Tensor:
     return tf.stack([tensors[i] for i in indices])
 
 
-def _output_stats(table: _Table, taps: list[Tap], outputs: list) -> None:
+def _output_stats(table: _Table, taps: list[Tap], outputs: list, full) -> None:
     """Activation moments, non-finite counts, dead, saturated, duplicate units."""
     for (shape, _), indices in _groups(outputs).items():
         stacked = _stacked(outputs, indices)
         flat = tf.reshape(stacked, [len(indices), -1])
         table.put("activation_mean", indices, stats.mean(flat, axis=1))
-        table.put("activation_variance", indices, stats.variance(flat, axis=1))
-        table.put("nonfinite_activations", indices, stats.nonfinite_count(flat, 1))
+        variance = stats.variance(flat, axis=1)
+        table.put("activation_variance", indices, variance)
+        table.put("nonfinite_activations", indices, _nonfinite(flat, variance))
         bounded = [
             (j, stats.BOUNDS[taps[i].info.activation])
             for j, i in enumerate(indices)
@@ -255,7 +265,7 @@ def _output_stats(table: _Table, taps: list[Tap], outputs: list) -> None:
             continue
         columns = tf.reshape(stacked, [len(indices), -1, shape[-1]])
         table.put("dead_fraction", indices, stats.dead_fraction(columns))
-        duplicates = _duplicates(stats.duplicate_output_units, columns, shape[-1])
+        duplicates = _duplicates(stats.duplicate_output_units, columns, shape[-1], full)
         for j, i in enumerate(indices):
             table.output_duplicates[i] = duplicates[j]
 
@@ -267,20 +277,25 @@ def _gradient_stats(table: _Table, gradients: list) -> None:
         table.put("activation_gradient_rms", indices, stats.rms(flat, axis=1))
 
 
-def _kernel_stats(table: _Table, taps: list[Tap], kernels: list) -> None:
+def _kernel_stats(table: _Table, taps: list[Tap], kernels: list, full) -> None:
     """Weight variance, kernel signature, duplicate units by incoming weights."""
     duplicates = {}
     for (shape, _), indices in _groups(kernels).items():
         stacked = _stacked(kernels, indices)
         flat = tf.reshape(stacked, [len(indices), -1])
         table.put("weight_variance", indices, stats.variance(flat, axis=1))
-        table.put("kernel_signature", indices, stats.kernel_signature(flat))
+        signature = tf.cond(
+            full,
+            lambda flat=flat: stats.kernel_signature(flat),
+            lambda flat=flat: tf.fill([tf.shape(flat)[0]], _NAN),
+        )
+        table.put("kernel_signature", indices, signature)
         shared = [i for i in indices if _kernel_has_shared_inputs(taps[i])]
         if shared and shape != "single":
             columns = tf.reshape(
                 _stacked(kernels, shared), [len(shared), -1, shape[-1]]
             )
-            mask = _duplicates(stats.duplicate_weight_units, columns, shape[-1])
+            mask = _duplicates(stats.duplicate_weight_units, columns, shape[-1], full)
             duplicates.update({i: mask[j] for j, i in enumerate(shared)})
     outputs = table.output_duplicates
     for i in sorted(set(duplicates) | set(outputs)):
@@ -288,9 +303,8 @@ def _kernel_stats(table: _Table, taps: list[Tap], kernels: list) -> None:
         if len(masks) == 2 and masks[0].shape[0] != masks[1].shape[0]:
             masks = masks[1:]  # Unit counts differ: trust the outputs.
         mask = tf.logical_or(*masks) if len(masks) == 2 else masks[0]
-        table.put(
-            "duplicate_unit_fraction", [i], tf.reduce_mean(tf.cast(mask, tf.float32))
-        )
+        fraction = tf.reduce_mean(tf.cast(mask, tf.float32))
+        table.put("duplicate_unit_fraction", [i], tf.where(full, fraction, _NAN))
 
 
 def _weight_stats(table: _Table, taps: list[Tap], weight_grads, gradients) -> None:
@@ -310,7 +324,8 @@ def _weight_stats(table: _Table, taps: list[Tap], weight_grads, gradients) -> No
         bad = [None] * len(tensors)
         for _, indices in _groups(tensors).items():
             flat = tf.reshape(_stacked(tensors, indices), [len(indices), -1])
-            sq, nf = stats.sum_of_squares(flat, 1), stats.nonfinite_count(flat, 1)
+            sq = stats.sum_of_squares(flat, 1)
+            nf = _nonfinite(flat, sq)
             for j, i in enumerate(indices):
                 squares[i], bad[i] = sq[j], nf[j]
         per_var[name] = (squares, bad)
@@ -354,15 +369,30 @@ def _weight_stats(table: _Table, taps: list[Tap], weight_grads, gradients) -> No
 FLOAT16_LOSS_SCALE = 2.0**10
 
 
-def _duplicates(reduction, columns: tf.Tensor, units) -> tf.Tensor:
-    """`reduction(columns)`, or no duplicates when a layer has a single unit.
+def _duplicates(reduction, columns: tf.Tensor, units, full) -> tf.Tensor:
+    """`reduction(columns)` when `full`; no duplicates for a single unit.
 
     One unit cannot duplicate another (and the sort-and-compare reduction
-    needs two), e.g. a `Dense(1)` regression head.
+    needs two), e.g. a `Dense(1)` regression head. Without `full` the search
+    is skipped on the device (and the fraction reported as NaN).
     """
+    none = tf.zeros([tf.shape(columns)[0], tf.shape(columns)[2]], tf.bool)
     if units is not None and units < 2:
-        return tf.zeros([tf.shape(columns)[0], units], tf.bool)
-    return reduction(columns)
+        return none
+    return tf.cond(full, lambda: reduction(columns), lambda: none)
+
+
+def _nonfinite(flat: tf.Tensor, check: tf.Tensor) -> tf.Tensor:
+    """Per-row non-finite counts, computed only when they can be non-zero.
+
+    `check` is a reduction of the rows (their variance or sum of squares): it
+    is finite whenever every value is, so the full scan runs only otherwise.
+    """
+    return tf.cond(
+        tf.reduce_all(tf.math.is_finite(check)),
+        lambda: tf.zeros([tf.shape(flat)[0]], tf.float32),
+        lambda: stats.nonfinite_count(flat, 1),
+    )
 
 
 def _loss_scale(model: keras.Model) -> float:
