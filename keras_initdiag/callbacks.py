@@ -183,6 +183,15 @@ class InitDiagnostics(keras.callbacks.Callback):
         self._last_step: int | None = None
         self._full_due = True
 
+    @property
+    def diagnoser(self) -> Diagnoser | None:
+        """The `Diagnoser` (taps, compiled probe, rules) once `fit` started.
+
+        Its `probe.traces` counts how often the diagnosis was traced (1 per
+        model); `skipped` lists the layers whose outputs are not tapped.
+        """
+        return self._diagnoser
+
     # -- lifecycle -----------------------------------------------------------
 
     def on_train_begin(self, logs=None):

@@ -330,3 +330,14 @@ def test_depth_profile_image_once_per_epoch_with_int_schedule(tmp_path):
     assert [e.step for e in accumulator.Tensors("activation_variance/dense")] == list(
         range(9)
     )
+
+
+def test_diagnoser_is_public_and_traced_once_across_fits():
+    model, x, y = model_and_data()
+    callback = keras_initdiag.InitDiagnostics(
+        log_dir=None, probe_data=(x[:16], y[:16]), update_freq=2, verbose=0
+    )
+    assert callback.diagnoser is None
+    fit(model, x, y, callback)
+    fit(model, x, y, callback)
+    assert callback.diagnoser.probe.traces == 1
