@@ -298,19 +298,8 @@ def _report_text(runs, problems) -> str:
     return "\n".join(lines) + "\n"
 
 
-_MD_STATS = (
-    "activation_variance",
-    "activation_gradient_rms",
-    "weight_variance",
-    "gradient_norm",
-    "dead_fraction",
-    "saturation_fraction",
-    "duplicate_unit_fraction",
-)
-
-
 def _report_markdown(runs, problems) -> str:
-    from keras_initdiag.diagnostics.report import format_value
+    from keras_initdiag.diagnostics.report import MAIN_STATS, format_value
     from keras_initdiag.tensorboard import escape_markdown
 
     out = []
@@ -329,12 +318,12 @@ def _report_markdown(runs, problems) -> str:
         out.append("")
         for report in _ends(reports):
             out.append(f"### Step {report.step} (loss {format_value(report.loss)})\n")
-            out.append("| layer | " + " | ".join(_MD_STATS) + " |")
-            out.append("| --- |" + " --- |" * len(_MD_STATS))
+            out.append("| layer | " + " | ".join(MAIN_STATS) + " |")
+            out.append("| --- |" + " --- |" * len(MAIN_STATS))
             for layer in report.layers:
                 values = [
                     format_value(report.stats[layer].get(s, math.nan))
-                    for s in _MD_STATS
+                    for s in MAIN_STATS
                 ]
                 out.append(f"| {escape_markdown(layer)} | " + " | ".join(values) + " |")
             out.append("")

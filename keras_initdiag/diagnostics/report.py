@@ -27,6 +27,18 @@ STAT_NAMES: tuple[str, ...] = (
 )
 
 
+#: The statistics shown by default in tables (`table()`, the CLI's report).
+MAIN_STATS: tuple[str, ...] = (
+    "activation_variance",
+    "activation_gradient_rms",
+    "weight_variance",
+    "gradient_norm",
+    "dead_fraction",
+    "saturation_fraction",
+    "duplicate_unit_fraction",
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class Flag:
     """One problem found by a diagnosis, naming the layer where it was seen.
@@ -134,23 +146,13 @@ class DiagnosticReport:
         """Render the statistics and flags as a fixed-width text table.
 
         Args:
-            stats: Which statistics to show as columns. Defaults to the
-                main ones (`activation_variance`, `activation_gradient_rms`,
-                `weight_variance`, `gradient_norm`, `dead_fraction`,
-                `saturation_fraction`, `duplicate_unit_fraction`).
+            stats: Which statistics to show as columns. Defaults to
+                `MAIN_STATS`.
 
         Returns:
             The table as one string, flags listed below it.
         """
-        columns = stats or (
-            "activation_variance",
-            "activation_gradient_rms",
-            "weight_variance",
-            "gradient_norm",
-            "dead_fraction",
-            "saturation_fraction",
-            "duplicate_unit_fraction",
-        )
+        columns = stats or MAIN_STATS
         short = {
             "activation_variance": "act_var",
             "activation_gradient_rms": "act_grad_rms",
