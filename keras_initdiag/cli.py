@@ -8,10 +8,6 @@ one line on stderr; `--debug` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
-import math
 import os
 import sys
 import traceback
@@ -263,139 +259,11 @@ def _cmd_report(args) -> int:
             f"no InitDiagnostics reports found under {args.logdir} (look for "
             "event files written by keras_initdiag.InitDiagnostics)"
         )
-    render = {
-        "text": _report_text,
-        "markdown": _report_markdown,
-        "json": _report_json,
-        "csv": _report_csv,
-    }[args.format]
-    sys.stdout.write(render(runs, problems))
+    from keras_initdiag import report_formats
+
+    sys.stdout.write(report_formats.FORMATS[args.format](runs, problems))
     raised = {f.kind for _, _, reports in runs for r in reports for f in r.flags}
     return EXIT_FLAGS if raised & set(args.fail_on) else EXIT_OK
-
-
-def _ends(reports):
-    """The first and, when different, the last report."""
-    return reports[:1] if len(reports) == 1 else [reports[0], reports[-1]]
-
-
-def _report_text(runs, problems) -> str:
-    lines = []
-    for name, run_dir, reports in runs:
-        steps = [r.step for r in reports]
-        lines.append(f"== {name} ({run_dir}): {len(reports)} diagnoses, steps {steps}")
-        first, last = reports[0], reports[-1]
-        lines.append(first.table())
-        for report in reports[1:-1]:
-            kinds = sorted({f.kind for f in report.flags})
-            summary = ", ".join(kinds) if kinds else "no flags"
-            lines.append(f"step {report.step}: {len(report.flags)} flag(s): {summary}")
-        if last is not first:
-            lines.append(last.table())
-        lines.append("")
-    if problems:
-        lines.append(f"{len(problems)} file(s) or report(s) skipped (see stderr).")
-    return "\n".join(lines) + "\n"
-
-
-def _report_markdown(runs, problems) -> str:
-    from keras_initdiag.diagnostics.report import MAIN_STATS, format_value
-    from keras_initdiag.tensorboard import escape_markdown
-
-    out = []
-    for name, _, reports in runs:
-        out.append(f"## {escape_markdown(name)}\n")
-        flags = [f for r in reports for f in r.flags]
-        if flags:
-            out.append("| step | kind | layer | value | threshold | message |")
-            out.append("| --- | --- | --- | --- | --- | --- |")
-            for f in flags:
-                cells = (f.step, f.kind, f.layer, format_value(f.value))
-                cells += (format_value(f.threshold), f.message)
-                out.append("| " + " | ".join(escape_markdown(c) for c in cells) + " |")
-        else:
-            out.append("No flags.")
-        out.append("")
-        for report in _ends(reports):
-            out.append(f"### Step {report.step} (loss {format_value(report.loss)})\n")
-            out.append("| layer | " + " | ".join(MAIN_STATS) + " |")
-            out.append("| --- |" + " --- |" * len(MAIN_STATS))
-            for layer in report.layers:
-                values = [
-                    format_value(report.stats[layer].get(s, math.nan))
-                    for s in MAIN_STATS
-                ]
-                out.append(f"| {escape_markdown(layer)} | " + " | ".join(values) + " |")
-            out.append("")
-    if problems:
-        out.append(f"_{len(problems)} file(s) or report(s) skipped._\n")
-    return "\n".join(out)
-
-
-def _number(value: float):
-    """JSON-safe float: non-finite values become "nan", "inf" or "-inf"."""
-    value = float(value)
-    return value if math.isfinite(value) else str(value)
-
-
-def _flag_dict(flag) -> dict:
-    return {
-        "step": flag.step,
-        "kind": flag.kind,
-        "layer": flag.layer,
-        "value": _number(flag.value),
-        "threshold": _number(flag.threshold),
-        "message": flag.message,
-    }
-
-
-def _report_json(runs, problems) -> str:
-    payload = {
-        "runs": [
-            {
-                "name": name,
-                "path": run_dir,
-                "steps": [r.step for r in reports],
-                "flags": [_flag_dict(f) for r in reports for f in r.flags],
-                "diagnoses": [
-                    {
-                        "step": r.step,
-                        "loss": _number(r.loss),
-                        "layers": {
-                            layer: {s: _number(v) for s, v in r.stats[layer].items()}
-                            for layer in r.layers
-                        },
-                    }
-                    for r in _ends(reports)
-                ],
-            }
-            for name, run_dir, reports in runs
-        ],
-        "skipped": [{"path": p, "reason": why} for p, why in problems],
-    }
-    return json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
-
-
-def _report_csv(runs, problems) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(
-        ["run", "step", "record", "layer", "name", "value", "threshold", "message"]
-    )
-    for name, _, reports in runs:
-        for r in reports:
-            for f in r.flags:
-                row = [name, r.step, "flag", f.layer, f.kind, f.value, f.threshold]
-                writer.writerow(row + [f.message])
-        for r in _ends(reports):
-            writer.writerow([name, r.step, "loss", "", "loss", r.loss, "", ""])
-            for layer in r.layers:
-                for stat, value in r.stats[layer].items():
-                    writer.writerow([name, r.step, "stat", layer, stat, value, "", ""])
-    return buffer.getvalue()
-
-
-# -- check --------------------------------------------------------------------
 
 
 def _load_array(path: str, key: str, what: str):

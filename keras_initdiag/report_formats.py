@@ -1,0 +1,145 @@
+"""Renderings of `keras-initdiag report`: text, markdown, JSON and CSV.
+
+Each renderer takes `runs`, a list of `(name, run directory, reports)` with
+the reports of one run in step order, and `problems`, the `(path, reason)`
+pairs of event files that were skipped, and returns the whole output.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+
+def _ends(reports):
+    """The first and, when different, the last report."""
+    return reports[:1] if len(reports) == 1 else [reports[0], reports[-1]]
+
+
+def text(runs, problems) -> str:
+    """Per run: the first and last tables, and a line per diagnosis between."""
+    lines = []
+    for name, run_dir, reports in runs:
+        steps = [r.step for r in reports]
+        lines.append(f"== {name} ({run_dir}): {len(reports)} diagnoses, steps {steps}")
+        first, last = reports[0], reports[-1]
+        lines.append(first.table())
+        for report in reports[1:-1]:
+            kinds = sorted({f.kind for f in report.flags})
+            summary = ", ".join(kinds) if kinds else "no flags"
+            lines.append(f"step {report.step}: {len(report.flags)} flag(s): {summary}")
+        if last is not first:
+            lines.append(last.table())
+        lines.append("")
+    if problems:
+        lines.append(f"{len(problems)} file(s) or report(s) skipped (see stderr).")
+    return "\n".join(lines) + "\n"
+
+
+def markdown(runs, problems) -> str:
+    """Per run: a flag table and the main statistics at the first and last step."""
+    from keras_initdiag.diagnostics.report import MAIN_STATS, format_value
+    from keras_initdiag.tensorboard import escape_markdown
+
+    out = []
+    for name, _, reports in runs:
+        out.append(f"## {escape_markdown(name)}\n")
+        flags = [f for r in reports for f in r.flags]
+        if flags:
+            out.append("| step | kind | layer | value | threshold | message |")
+            out.append("| --- | --- | --- | --- | --- | --- |")
+            for f in flags:
+                cells = (f.step, f.kind, f.layer, format_value(f.value))
+                cells += (format_value(f.threshold), f.message)
+                out.append("| " + " | ".join(escape_markdown(c) for c in cells) + " |")
+        else:
+            out.append("No flags.")
+        out.append("")
+        for report in _ends(reports):
+            out.append(f"### Step {report.step} (loss {format_value(report.loss)})\n")
+            out.append("| layer | " + " | ".join(MAIN_STATS) + " |")
+            out.append("| --- |" + " --- |" * len(MAIN_STATS))
+            for layer in report.layers:
+                values = [
+                    format_value(report.stats[layer].get(s, math.nan))
+                    for s in MAIN_STATS
+                ]
+                out.append(f"| {escape_markdown(layer)} | " + " | ".join(values) + " |")
+            out.append("")
+    if problems:
+        out.append(f"_{len(problems)} file(s) or report(s) skipped._\n")
+    return "\n".join(out)
+
+
+def _number(value: float):
+    """JSON-safe float: non-finite values become "nan", "inf" or "-inf"."""
+    value = float(value)
+    return value if math.isfinite(value) else str(value)
+
+
+def _flag_dict(flag) -> dict:
+    return {
+        "step": flag.step,
+        "kind": flag.kind,
+        "layer": flag.layer,
+        "value": _number(flag.value),
+        "threshold": _number(flag.threshold),
+        "message": flag.message,
+    }
+
+
+def as_json(runs, problems) -> str:
+    """Every run's flags and first/last statistics, and the skipped files."""
+    payload = {
+        "runs": [
+            {
+                "name": name,
+                "path": run_dir,
+                "steps": [r.step for r in reports],
+                "flags": [_flag_dict(f) for r in reports for f in r.flags],
+                "diagnoses": [
+                    {
+                        "step": r.step,
+                        "loss": _number(r.loss),
+                        "layers": {
+                            layer: {s: _number(v) for s, v in r.stats[layer].items()}
+                            for layer in r.layers
+                        },
+                    }
+                    for r in _ends(reports)
+                ],
+            }
+            for name, run_dir, reports in runs
+        ],
+        "skipped": [{"path": p, "reason": why} for p, why in problems],
+    }
+    return json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
+
+
+def as_csv(runs, problems) -> str:
+    """One row per flag, and per (layer, statistic) at the first and last step."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(
+        ["run", "step", "record", "layer", "name", "value", "threshold", "message"]
+    )
+    for name, _, reports in runs:
+        for r in reports:
+            for f in r.flags:
+                row = [name, r.step, "flag", f.layer, f.kind, f.value, f.threshold]
+                writer.writerow(row + [f.message])
+        for r in _ends(reports):
+            writer.writerow([name, r.step, "loss", "", "loss", r.loss, "", ""])
+            for layer in r.layers:
+                for stat, value in r.stats[layer].items():
+                    writer.writerow([name, r.step, "stat", layer, stat, value, "", ""])
+    return buffer.getvalue()
+
+
+# -- check --------------------------------------------------------------------
+
+
+#: Format name -> renderer.
+FORMATS = {"text": text, "markdown": markdown, "json": as_json, "csv": as_csv}
