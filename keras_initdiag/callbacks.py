@@ -16,12 +16,14 @@ import numpy as np
 import tensorflow as tf
 
 from keras_initdiag.diagnostics import rules
-from keras_initdiag.diagnostics.engine import (
-    Diagnoser,
-    ProbeInputError,
+from keras_initdiag.diagnostics.batches import (
     as_batch,
     check_fits,
+    restructure,
+    split_probe_data,
+    synthetic_inputs,
 )
+from keras_initdiag.diagnostics.engine import Diagnoser, ProbeInputError
 from keras_initdiag.diagnostics.report import DiagnosticReport, Flag
 from keras_initdiag.diagnostics.train_grads import GradientRecorder
 from keras_initdiag.tensorboard import TRAIN_GRADIENT_TAG, DiagnosticsWriter
@@ -161,7 +163,7 @@ class InitDiagnostics(keras.callbacks.Callback):
                 f"Received: log_dir={log_dir!r}"
             )
         self.log_dir = log_dir
-        self.probe_x, self.probe_y = _split_probe_data(probe_data)
+        self.probe_x, self.probe_y = split_probe_data(probe_data)
         self.update_freq = update_freq
         self.layers = None if layers is None else list(layers)
         self.thresholds = thresholds
@@ -271,7 +273,7 @@ class InitDiagnostics(keras.callbacks.Callback):
         if self._inputs is None:
             x = self.probe_x
             if x is None:
-                x = _synthetic_inputs(model)
+                x = synthetic_inputs(model)
                 self._warn_once(
                     "no-probe",
                     "InitDiagnostics: no `probe_data` given, so standard-normal "
@@ -287,12 +289,10 @@ class InitDiagnostics(keras.callbacks.Callback):
                     f"Argument `probe_data` does not fit model {model.name!r}: {error}"
                 ) from None
             self._inputs = (
-                tf.nest.pack_sequence_as(x, [_as_tensor(a) for a in xs]),
+                restructure(x, xs, tensors=True),
                 None
                 if self.probe_y is None
-                else tf.nest.pack_sequence_as(
-                    self.probe_y, [_as_tensor(a) for a in ys]
-                ),
+                else restructure(self.probe_y, ys, tensors=True),
             )
         if self._writer is not None and _is_chief(model):
             self._writer.check_writable()
@@ -391,56 +391,6 @@ class InitDiagnostics(keras.callbacks.Callback):
         if key not in self._warned:
             self._warned.add(key)
             warnings.warn(message, InitDiagnosticsWarning, stacklevel=3)
-
-
-def _split_probe_data(probe_data):
-    if probe_data is None:
-        return None, None
-    if isinstance(probe_data, tf.data.Dataset):
-        raise TypeError(
-            "Argument `probe_data` must be `x` or `(x, y)` arrays, not a dataset. "
-            "Take one batch first, e.g. `next(iter(dataset))`. "
-            f"Received: probe_data={probe_data!r}"
-        )
-    if isinstance(probe_data, tuple):
-        if len(probe_data) != 2:
-            raise ValueError(
-                "Argument `probe_data` must be `x` or a tuple `(x, y)`. Received: a "
-                f"tuple of length {len(probe_data)}"
-            )
-        x, y = probe_data
-    else:
-        x, y = probe_data, None
-    as_batch(x, "probe_data")  # Type, emptiness and finiteness, right away.
-    as_batch(y, "probe_data")
-    return x, y
-
-
-def _as_tensor(array: np.ndarray) -> tf.Tensor:
-    if array.dtype.kind == "f":
-        array = array.astype(np.float32)
-    return tf.constant(array)
-
-
-def _synthetic_inputs(model: keras.Model, batch: int = 32):
-    try:
-        inputs = list(model.inputs)
-    except (AttributeError, ValueError):
-        inputs = []
-    if not inputs:
-        raise ValueError(
-            f"Argument `probe_data` is required for model {model.name!r}, whose input "
-            "shape is unknown (subclassed model). Received: probe_data=None"
-        )
-    rng = np.random.default_rng(0)
-    arrays = []
-    for spec in inputs:
-        shape = [batch] + [d if d is not None else 8 for d in spec.shape[1:]]
-        if "int" in str(spec.dtype):
-            arrays.append(np.zeros(shape, dtype=str(spec.dtype)))
-        else:
-            arrays.append(rng.standard_normal(shape).astype(np.float32))
-    return arrays[0] if len(arrays) == 1 else arrays
 
 
 def _is_chief(model: keras.Model) -> bool:

@@ -20,7 +20,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_initdiag import initializers
-from keras_initdiag.diagnostics.engine import as_batch, check_fits, forget
+from keras_initdiag.diagnostics.batches import as_batch, check_fits
+from keras_initdiag.diagnostics.engine import forget
 from keras_initdiag.diagnostics.taps import DATA_DEPENDENT, build_taps, check_model
 
 # Layers whose output is linear in one kernel: (class, kernel attribute,

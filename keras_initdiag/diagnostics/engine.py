@@ -13,100 +13,15 @@ import weakref
 from collections.abc import Sequence
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from keras_initdiag.diagnostics import probe as probe_lib
 from keras_initdiag.diagnostics import rules
+from keras_initdiag.diagnostics.batches import as_batch, check_fits, restructure
 from keras_initdiag.diagnostics.report import DiagnosticReport
 from keras_initdiag.diagnostics.taps import build_taps, check_model
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
-def as_batch(value, name: str) -> list[np.ndarray] | None:
-    """Flatten `x` or `y` (array, tensor, list or dict of them) to float arrays."""
-    if value is None:
-        return None
-    flat = tf.nest.flatten(value)
-    arrays = []
-    for item in flat:
-        if isinstance(item, (tf.data.Dataset,)):
-            raise TypeError(
-                f"Argument `{name}` must be a batch of arrays, not a dataset. Take "
-                "one batch first, e.g. `next(iter(dataset))`. "
-                f"Received: {name}={item!r}"
-            )
-        try:
-            array = np.asarray(item)
-        except (TypeError, ValueError) as error:
-            raise TypeError(
-                f"Argument `{name}` must be numeric arrays. Received: {name}={item!r}"
-            ) from error
-        if array.dtype.kind not in "biuf":
-            raise TypeError(
-                f"Argument `{name}` must hold numbers, but has dtype {array.dtype}. "
-                f"Received: {name}={_short(array)}"
-            )
-        if array.ndim == 0 or array.shape[0] == 0:
-            raise ValueError(
-                f"Argument `{name}` must be a non-empty batch (at least one sample "
-                f"on axis 0). Received: {name} with shape {array.shape}"
-            )
-        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
-            bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
-            raise ValueError(
-                f"Argument `{name}` must be finite, but {bad} of its {array.size} "
-                f"values are NaN or Inf. Received: {name}={_short(array)}"
-            )
-        if array.dtype.itemsize > 4 and np.any(np.abs(array) > _FLOAT32_MAX):
-            # Diagnoses run in float32: these values would become Inf.
-            raise ValueError(
-                f"Argument `{name}` must fit in float32 (|value| <= {_FLOAT32_MAX:.3g})"
-                f", but its largest magnitude is {np.max(np.abs(array)):.3g}. "
-                f"Received: {name}={_short(array)}"
-            )
-        arrays.append(array)
-    return arrays
-
-
-def _short(array: np.ndarray) -> str:
-    return np.array2string(np.asarray(array).ravel()[:4], threshold=4) + (
-        f"... (shape {np.shape(array)})"
-    )
-
-
-def check_fits(model: keras.Model, x: list[np.ndarray], y) -> None:
-    """Raise a ValueError naming `x` when it does not fit the model's inputs."""
-    try:
-        inputs = list(model.inputs)
-    except (AttributeError, ValueError):
-        inputs = []
-    if inputs:
-        if len(x) != len(inputs):
-            raise ValueError(
-                f"Argument `x` must have one array per model input ({len(inputs)}). "
-                f"Received: {len(x)} array(s) with shapes {[a.shape for a in x]}"
-            )
-        for array, spec in zip(x, inputs):
-            expected = tuple(spec.shape)
-            fits = len(array.shape) == len(expected) and all(
-                e is None or e == a for e, a in zip(expected[1:], array.shape[1:])
-            )
-            if not fits:
-                raise ValueError(
-                    f"Argument `x` does not fit model {model.name!r}: the model "
-                    f"expects shape {expected}. Received: x with shape {array.shape}"
-                )
-    batch = {a.shape[0] for a in x}
-    if y is not None:
-        batch |= {a.shape[0] for a in y}
-    if len(batch) > 1:
-        raise ValueError(
-            "Arguments `x` and `y` must have the same number of samples. Received "
-            f"batch sizes {sorted(batch)}"
-        )
 
 
 class ProbeInputError(ValueError):
@@ -172,8 +87,8 @@ class Diagnoser:
         if validate:
             xs, ys = as_batch(x, "x"), as_batch(y, "y")
             check_fits(self.model, xs, ys)
-            x = _restructure(x, xs)
-            y = None if y is None else _restructure(y, ys)
+            x = restructure(x, xs)
+            y = None if y is None else restructure(y, ys)
             result = self._checked_call(x, y, xs, ys, full)
         else:
             result = self.probe(x, y, full)
@@ -235,12 +150,6 @@ class Diagnoser:
                     seen[key] = tap.name
             info[tap.name] = layer_info
         return info
-
-
-def _restructure(original, arrays):
-    """Rebuild the caller's structure with validated arrays (float32 floats)."""
-    arrays = [a.astype(np.float32) if a.dtype.kind == "f" else a for a in arrays]
-    return tf.nest.pack_sequence_as(original, arrays)
 
 
 def diagnose(
