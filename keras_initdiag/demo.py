@@ -24,7 +24,7 @@ import numpy as np
 
 from keras_initdiag import initializers as inits
 from keras_initdiag.callbacks import ADVISORY, InitDiagnostics
-from keras_initdiag.diagnostics.report import DiagnosticReport, Flag
+from keras_initdiag.diagnostics.report import DiagnosticReport, Flag, format_table
 from keras_initdiag.layers import Whitening
 
 #: Every regime, in the order the demo runs them.
@@ -337,14 +337,8 @@ def comparison_table(results: Sequence[RegimeResult]) -> str:
                 f"{r.seconds:.1f}s",
             ]
         )
-    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows
-    ]
-    lines.append("* advisory flag (a suggestion, not a defect)")
-    return "\n".join(lines)
+    table = format_table(headers, rows)
+    return table + "\n* advisory flag (a suggestion, not a defect)"
 
 
 def write_summary_png(results: Sequence[RegimeResult], path: str) -> bool:

@@ -170,17 +170,23 @@ class DiagnosticReport:
             + [format_value(self.stats[layer].get(c, math.nan)) for c in columns]
             for layer in self.layers
         ]
-        widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
         lines = [f"Diagnosis at step {self.step} (loss {format_value(self.loss)})"]
-        lines.append("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
-        lines.append("  ".join("-" * w for w in widths))
-        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+        lines.append(format_table(headers, rows))
         if self.flags:
             lines.append(f"{len(self.flags)} flag(s):")
             lines += [f"  {flag}" for flag in self.flags]
         else:
             lines.append("No flags.")
         return "\n".join(lines)
+
+
+def format_table(headers: list[str], rows: list[list[str]]) -> str:
+    """A fixed-width text table: headers, a rule of dashes, then the rows."""
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)
 
 
 def format_value(value: float) -> str:
