@@ -135,6 +135,9 @@ def test_nested_model_as_layer():
         _finite(report, layer, ("activation_variance", "activation_gradient_rms"))
     for layer in ("inner_a", "inner_b"):
         _finite(report, layer, ("weight_variance", "gradient_norm"))
+    # The report says which outputs it could not tap, and why.
+    assert [name for name, _ in report.skipped] == ["inner_a", "inner_b"]
+    assert "inner_a (inside a nested model" in report.table()
 
 
 def test_shared_layer():

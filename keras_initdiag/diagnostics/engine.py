@@ -104,6 +104,7 @@ class Diagnoser:
             stats=per_layer,
             info=info,
             loss=loss,
+            skipped=list(self.tapset.skipped),
         )
         report.flags = rules.judge(report, self.thresholds)
         return report

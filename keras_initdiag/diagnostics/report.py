@@ -112,6 +112,8 @@ class DiagnosticReport:
         flags: The flags raised for this diagnosis.
         info: Layer name -> `LayerInfo` (static facts used by the rules).
         loss: The loss on the probe batch, NaN when no loss was available.
+        skipped: `(layer, reason)` for layers whose outputs could not be
+            tapped (they still get weight statistics).
 
     Example:
     >>> report = keras_initdiag.diagnose(model, x, y)
@@ -125,6 +127,7 @@ class DiagnosticReport:
     flags: list = dataclasses.field(default_factory=list)
     info: dict[str, LayerInfo] = dataclasses.field(default_factory=dict)
     loss: float = math.nan
+    skipped: list = dataclasses.field(default_factory=list)
 
     def stat(self, name: str) -> list[float]:
         """Return one statistic for every layer, in forward order.
@@ -172,6 +175,11 @@ class DiagnosticReport:
         ]
         lines = [f"Diagnosis at step {self.step} (loss {format_value(self.loss)})"]
         lines.append(format_table(headers, rows))
+        if self.skipped:
+            lines.append(
+                "Outputs not tapped: "
+                + "; ".join(f"{name} ({why})" for name, why in self.skipped)
+            )
         if self.flags:
             lines.append(f"{len(self.flags)} flag(s):")
             lines += [f"  {flag}" for flag in self.flags]
