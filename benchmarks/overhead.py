@@ -3,12 +3,15 @@
 Measures in one run, with interleaved repetitions and warm-up excluded:
 
 * fit time of plain `fit`, `fit` + `InitDiagnostics` (update_freq "epoch",
-  10 and 1), `fit` + `keras.callbacks.TensorBoard(histogram_freq=1)` and `fit`
-  + a hand-rolled eager reference (eager `GradientTape`, one `.numpy()` per
-  statistic per layer) every 10 batches, as ratios to plain `fit`;
-* one diagnosis (`Diagnoser.run`, warm) against one `model.train_on_batch` on
-  the same batch size, per tapped layer, for 20, 50 and 100 layers, plus the
-  eager reference and the TensorBoard write that the callback adds;
+  10 and 1; and "epoch" with `batch_gradients=True`), `fit` +
+  `keras.callbacks.TensorBoard(histogram_freq=1)` and `fit` + a hand-rolled
+  eager reference (eager `GradientTape`, one `.numpy()` per statistic per
+  layer) every 10 batches, as ratios to plain `fit`;
+* one diagnosis (`Diagnoser.run`, warm; full, and light with `full=False` as
+  the callback's per-batch schedule runs it) against one
+  `model.train_on_batch` on the same batch size, per tapped layer, for 20, 50
+  and 100 layers, plus the eager reference and the TensorBoard writes that
+  the callback adds;
 * the number of traces of the diagnosis function (must stay 1 per model);
 * extra peak memory: resident set size (VmHWM, reset through
   `/proc/self/clear_refs`) and Python-heap peak (`tracemalloc`).
@@ -16,7 +19,7 @@ Measures in one run, with interleaved repetitions and warm-up excluded:
 Results go to `benchmarks/results/<name>.json`; a markdown table to stdout.
 
 Usage:
-    python benchmarks/overhead.py                 # the published run
+    python benchmarks/overhead.py --diag-reps 10  # the published run
     python benchmarks/overhead.py --quick --name quick   # a few seconds
 """
 
@@ -47,7 +50,12 @@ from keras_initdiag.tensorboard import DiagnosticsWriter  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 #: Per-epoch schedules: timed over whole epochs.
-EPOCH_GROUP = ("plain", "initdiag_epoch", "tensorboard_hist1")
+EPOCH_GROUP = (
+    "plain",
+    "initdiag_epoch",
+    "initdiag_batch_gradients",
+    "tensorboard_hist1",
+)
 #: Per-batch schedules: timed over `--steps` batches.
 BATCH_GROUP = (
     "plain_steps",
@@ -58,6 +66,7 @@ BATCH_GROUP = (
 FIT_CONFIGS = EPOCH_GROUP + BATCH_GROUP
 TARGETS = {
     "initdiag_epoch": 1.01,
+    "initdiag_batch_gradients": 1.05,
     "initdiag_freq10": 1.05,
     "initdiag_freq1": 1.4,
 }
@@ -280,29 +289,38 @@ def timed(fn) -> float:
 
 
 def _traces(callback) -> int | None:
-    """Traces of the callback's probe (no public handle yet: read defensively)."""
-    diagnoser = getattr(callback, "_diagnoser", None)
-    probe = getattr(diagnoser, "probe", None)
-    return getattr(probe, "traces", None)
+    """Traces of the callback's probe, through the public `diagnoser` handle."""
+    diagnoser = getattr(callback, "diagnoser", None)
+    return None if diagnoser is None else diagnoser.probe.traces
+
+
+def _batch_records(callback) -> int | None:
+    """Batches whose gradient norms the callback recorded (`batch_gradients`)."""
+    if not getattr(callback, "batch_gradients", False):
+        return None
+    return len(callback.batch_gradient_norms)
 
 
 # -- fit overhead --------------------------------------------------------------
 
 
 def _callbacks(config: str, probe, log_dir: str) -> list:
-    def initdiag(freq):
+    def initdiag(freq, batch_gradients=False):
         return keras_initdiag.InitDiagnostics(
             log_dir=log_dir,
             probe_data=probe,
             update_freq=freq,
             on_flag="ignore",
             verbose=0,
+            batch_gradients=batch_gradients,
         )
 
     if config.startswith("plain"):
         return []
     if config == "initdiag_epoch":
         return [initdiag("epoch")]
+    if config == "initdiag_batch_gradients":
+        return [initdiag("epoch", batch_gradients=True)]
     if config.startswith("initdiag_freq"):
         return [initdiag(int(config[len("initdiag_freq") :]))]
     if config == "tensorboard_hist1":
@@ -396,6 +414,9 @@ def fit_benchmark(kind: str, depth: int, samples: int, args, log_root: str) -> d
             "ratio_to_plain": summary(ratios),
             "extra_peak_rss_mib": summary(rss[group, config]),
             "traces": _traces(callbacks[0]) if callbacks else None,
+            "batch_gradient_records": _batch_records(callbacks[0])
+            if callbacks
+            else None,
         }
     return result
 
@@ -412,6 +433,7 @@ def diagnosis_benchmark(kind: str, depth: int, args, log_root: str) -> dict:
     diagnoser = Diagnoser(model, loss="sparse_categorical_crossentropy")
     report = diagnoser.run(x, y)
     cold = time.perf_counter() - cold_start
+    light = diagnoser.run(x, y, validate=False, full=False)
     reference = EagerReference(model)
     reference(x, y)
     model.train_on_batch(x, y)
@@ -420,18 +442,31 @@ def diagnosis_benchmark(kind: str, depth: int, args, log_root: str) -> dict:
         "write_no_image_seconds": DiagnosticsWriter(
             log_root, subdir=f"{model.name}_wn", depth_profile=False
         ),
+        # What the callback writes per batch with an int `update_freq`: a
+        # light report (no duplicate searches), no image.
+        "write_light_seconds": DiagnosticsWriter(
+            log_root, subdir=f"{model.name}_wl", depth_profile=False
+        ),
     }
-    for writer in writers.values():
-        writer.write(report)
-        writer.flush()
+    written = {key: report for key in writers}
+    written["write_light_seconds"] = light
+    # Three warm-up writes: the writer compiles a tag set's scalar function at
+    # its third write; the timed writes are the steady state.
+    for _ in range(3):
+        for key, writer in writers.items():
+            writer.write(written[key])
+            writer.flush()
     tasks = {
         "diagnosis_seconds": lambda: diagnoser.run(x, y),
         "diagnosis_unvalidated_seconds": lambda: diagnoser.run(x, y, validate=False),
+        "diagnosis_light_seconds": lambda: diagnoser.run(
+            x, y, validate=False, full=False
+        ),
         "train_step_seconds": lambda: model.train_on_batch(x, y),
         "eager_reference_seconds": lambda: reference(x, y),
     }
     for key, writer in writers.items():
-        tasks[key] = lambda w=writer: (w.write(report), w.flush())
+        tasks[key] = lambda w=writer, r=written[key]: (w.write(r), w.flush())
     samples = {key: [] for key in tasks}
     for rep in range(args.diag_reps):
         keys = list(tasks)
@@ -442,6 +477,8 @@ def diagnosis_benchmark(kind: str, depth: int, args, log_root: str) -> dict:
         writer.close()
     tapped = len(report.layers)
     diag, step = samples["diagnosis_seconds"], samples["train_step_seconds"]
+    full = samples["diagnosis_unvalidated_seconds"]
+    light_s = samples["diagnosis_light_seconds"]
     _, diag_rss, rss_method = peak_rss_delta(lambda: diagnoser.run(x, y))
     _, step_rss, _ = peak_rss_delta(lambda: model.train_on_batch(x, y))
     _, ref_rss, _ = peak_rss_delta(lambda: reference(x, y))
@@ -452,7 +489,12 @@ def diagnosis_benchmark(kind: str, depth: int, args, log_root: str) -> dict:
         "cold_first_diagnosis_seconds": cold,
         "traces": diagnoser.probe.traces,
         "ratio_to_train_step": summary([d / s for d, s in zip(diag, step)]),
+        # What the callback calls: unvalidated; full at step 0 and per epoch,
+        # light on the other diagnoses of an int `update_freq`.
+        "full_ratio_to_train_step": summary([d / s for d, s in zip(full, step)]),
+        "light_ratio_to_train_step": summary([d / s for d, s in zip(light_s, step)]),
         "seconds_per_tapped_layer": summary([d / tapped for d in diag]),
+        "light_seconds_per_tapped_layer": summary([d / tapped for d in light_s]),
         "eager_reference_ratio": summary(
             [r / d for r, d in zip(samples["eager_reference_seconds"], diag)]
         ),
@@ -549,28 +591,39 @@ def markdown(results: dict) -> str:
         "",
         "## One diagnosis vs one training step (same batch, warm)",
         "",
-        "| model | tapped layers | diagnosis ms | train step ms | ratio "
-        "(target <= 0.5) | us per layer | eager ref / diagnosis | write ms "
-        "(no image) | traces |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "Full = `run(validate=False)` (step 0 and once per epoch); light = "
+        "`run(validate=False, full=False)` (the other diagnoses of an int "
+        "`update_freq`). Ratios: median [min-max] of paired reps; target <= 0.5.",
+        "",
+        "| model | tapped layers | full ms | light ms | train step ms "
+        "| full / step | light / step | light us per layer "
+        "| eager ref / full (validated) | write ms: full (no image) / light "
+        "| traces |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for d in results["diagnosis"]:
         ms = {
             k: d[k]["median"] * 1e3
             for k in (
-                "diagnosis_seconds",
+                "diagnosis_unvalidated_seconds",
+                "diagnosis_light_seconds",
                 "train_step_seconds",
                 "write_seconds",
                 "write_no_image_seconds",
+                "write_light_seconds",
             )
         }
         lines.append(
-            f"| {d['model']} | {d['tapped_layers']} | {ms['diagnosis_seconds']:.1f} | "
-            f"{ms['train_step_seconds']:.1f} | {_fmt(d['ratio_to_train_step'], 2)} | "
-            f"{d['seconds_per_tapped_layer']['median'] * 1e6:.0f} | "
-            f"{d['eager_reference_ratio']['median']:.1f}x | "
-            f"{ms['write_seconds']:.1f} ({ms['write_no_image_seconds']:.1f}) | "
-            f"{d['traces']} |"
+            f"| {d['model']} | {d['tapped_layers']} "
+            f"| {ms['diagnosis_unvalidated_seconds']:.1f} "
+            f"| {ms['diagnosis_light_seconds']:.1f} "
+            f"| {ms['train_step_seconds']:.1f} "
+            f"| {_fmt(d['full_ratio_to_train_step'], 2)} "
+            f"| {_fmt(d['light_ratio_to_train_step'], 2)} "
+            f"| {d['light_seconds_per_tapped_layer']['median'] * 1e6:.0f} "
+            f"| {d['eager_reference_ratio']['median']:.1f}x "
+            f"| {ms['write_seconds']:.1f} ({ms['write_no_image_seconds']:.1f}) / "
+            f"{ms['write_light_seconds']:.1f} | {d['traces']} |"
         )
     return "\n".join(lines)
 

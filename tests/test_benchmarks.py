@@ -25,6 +25,10 @@ def test_quick_run_writes_every_configuration(tmp_path, capsys):
 
     (fit,) = results["fit"]
     assert set(fit["configs"]) == set(overhead.FIT_CONFIGS)
+    assert "initdiag_batch_gradients" in fit["configs"]
+    # Every timed batch recorded its gradient norms (warm-up 2 + timed 3).
+    batch_grads = fit["configs"]["initdiag_batch_gradients"]
+    assert batch_grads["batch_gradient_records"] == 2 + fit["epoch_group"]["steps"]
     for config, row in fit["configs"].items():
         assert row["fit_seconds"]["n"] == 1
         assert row["ratio_to_plain"]["median"] > 0
@@ -41,7 +45,12 @@ def test_quick_run_writes_every_configuration(tmp_path, capsys):
         "eager_reference_seconds",
         "write_seconds",
         "write_no_image_seconds",
+        "diagnosis_light_seconds",
+        "write_light_seconds",
     ):
         assert diagnosis[key]["median"] > 0, key
+    assert diagnosis["light_ratio_to_train_step"]["median"] > 0
     assert results["machine"]["tensorflow"]
-    assert "| initdiag_freq1 |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| initdiag_freq1 |" in out
+    assert "| initdiag_batch_gradients |" in out
