@@ -183,7 +183,7 @@ class InitDiagnostics(keras.callbacks.Callback):
         self._printed: set = set()
         self._failure_warned = False
         self._last_step: int | None = None
-        self._full_due = True
+        self._full_due = self._image_due = True
 
     @property
     def diagnoser(self) -> Diagnoser | None:
@@ -199,7 +199,7 @@ class InitDiagnostics(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         """Validate everything (before any step), then diagnose at step 0."""
         self._failure_warned = False
-        self._full_due = True
+        self._full_due = self._image_due = True
         self._prepare()
         self._diagnose(check_inputs=True)
         if self.batch_gradients:
@@ -227,7 +227,15 @@ class InitDiagnostics(keras.callbacks.Callback):
         self._write_series()
 
     def on_train_end(self, logs=None):
-        """Flush and close the event file (a later `fit` reopens it)."""
+        """Diagnose the final state, then flush and close the event file.
+
+        The depth-profile image (a few tenths of a second of matplotlib) is
+        drawn at step 0 and here; the scalars show every diagnosis. A later
+        `fit` reopens the file.
+        """
+        if self._diagnoser is not None:
+            self._image_due = True
+            self._diagnose()  # Once: skipped when this step was diagnosed.
         self._write_series()
         if self._writer is not None:
             self._writer.close()
@@ -297,6 +305,9 @@ class InitDiagnostics(keras.callbacks.Callback):
         if self._writer is not None and _is_chief(model):
             self._writer.check_writable()
 
+    def _writes_events(self) -> bool:
+        return self._writer is not None and _is_chief(self.model)
+
     def _step(self) -> int:
         optimizer = getattr(self.model, "optimizer", None)
         iterations = getattr(optimizer, "iterations", None)
@@ -310,8 +321,12 @@ class InitDiagnostics(keras.callbacks.Callback):
         any training step, instead of warning and going on.
         """
         step = self._step() if step is None else step
-        if step == self._last_step:
-            return  # Already diagnosed at this step (e.g. a resumed fit).
+        if step == self._last_step:  # Already diagnosed (e.g. a resumed fit).
+            if self._image_due and self.reports and self._writes_events():
+                self._writer.write_depth_profile(self.reports[-1])
+                self._writer.flush()
+                self._image_due = False
+            return
         self._last_step = step
         try:
             # Duplicate-unit searches and the depth-profile image are the
@@ -319,14 +334,14 @@ class InitDiagnostics(keras.callbacks.Callback):
             report = self._diagnoser.run(
                 *self._inputs, step=step, validate=check_inputs, full=self._full_due
             )
-            if self._writer is not None and _is_chief(self.model):
+            if self._writes_events():
                 self._writer.write(
                     report,
                     self._diagnoser.last_histograms or None,
-                    depth_profile=self._full_due,
+                    depth_profile=self._image_due,
                 )
                 self._writer.flush()
-            self._full_due = False
+            self._full_due = self._image_due = False
         except Exception as error:  # noqa: BLE001 - never break the user's fit.
             if check_inputs and isinstance(error, ProbeInputError):
                 self._last_step = None

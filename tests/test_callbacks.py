@@ -84,11 +84,11 @@ def test_int_update_freq_and_second_fit_continue_the_steps():
     callback = keras_initdiag.InitDiagnostics(
         log_dir=None, probe_data=(x[:16], y[:16]), update_freq=3, verbose=0
     )
-    fit(model, x, y, callback)  # 8 steps
-    assert [r.step for r in callback.reports] == [0, 3, 6]
-    fit(model, x, y, callback)  # steps 9..16, resumed at step 8
+    fit(model, x, y, callback)  # 8 steps; the final state is diagnosed too
+    assert [r.step for r in callback.reports] == [0, 3, 6, 8]
+    fit(model, x, y, callback)  # steps 9..16, resumed at step 8 (not repeated)
     steps = [r.step for r in callback.reports]
-    assert steps == [0, 3, 6, 8, 9, 12, 15]
+    assert steps == [0, 3, 6, 8, 9, 12, 15, 16]
     assert steps == sorted(set(steps))
 
 
@@ -314,7 +314,7 @@ def test_tensorboard_server_serves_callback_logs(tmp_path):
     assert os.path.isdir(tmp_path / "logs" / "initdiag")
 
 
-def test_depth_profile_image_once_per_epoch_with_int_schedule(tmp_path):
+def test_depth_profile_image_at_step_0_and_at_the_end(tmp_path):
     model, x, y = model_and_data()
     callback = keras_initdiag.InitDiagnostics(
         log_dir=str(tmp_path),
@@ -326,7 +326,7 @@ def test_depth_profile_image_once_per_epoch_with_int_schedule(tmp_path):
     fit(model, x, y, callback)  # 2 epochs of 4 steps: diagnoses at 0..8
     accumulator = event_accumulator(str(tmp_path / "initdiag"))
     steps = [e.step for e in accumulator.Tensors("depth_profile")]
-    assert steps == [0, 5]  # step 0, then the first diagnosis of epoch 2
+    assert steps == [0, 8]  # before training, and the final state
     assert [e.step for e in accumulator.Tensors("activation_variance/dense")] == list(
         range(9)
     )
@@ -341,3 +341,22 @@ def test_diagnoser_is_public_and_traced_once_across_fits():
     fit(model, x, y, callback)
     fit(model, x, y, callback)
     assert callback.diagnoser.probe.traces == 1
+
+
+def test_int_schedule_ends_with_a_diagnosis_of_the_final_state():
+    model, x, y = model_and_data()
+    callback = keras_initdiag.InitDiagnostics(
+        log_dir=None, probe_data=(x[:16], y[:16]), update_freq=3, verbose=0
+    )
+    fit(model, x, y, callback)  # 8 steps
+    assert [r.step for r in callback.reports] == [0, 3, 6, 8]
+
+
+def test_epoch_schedule_draws_the_image_at_step_0_and_the_last_epoch(tmp_path):
+    model, x, y = model_and_data()
+    callback = keras_initdiag.InitDiagnostics(
+        log_dir=str(tmp_path), probe_data=(x[:16], y[:16]), verbose=0
+    )
+    fit(model, x, y, callback, epochs=3)
+    accumulator = event_accumulator(str(tmp_path / "initdiag"))
+    assert [e.step for e in accumulator.Tensors("depth_profile")] == [0, 12]
