@@ -11,7 +11,10 @@ Measures in one run, with interleaved repetitions and warm-up excluded:
   the callback's per-batch schedule runs it) against one
   `model.train_on_batch` on the same batch size, per tapped layer, for 20, 50
   and 100 layers, plus the eager reference and the TensorBoard writes that
-  the callback adds;
+  the callback adds; the same diagnoses on a smaller probe batch
+  (`--small-probe`, 32 samples) against the same training step;
+* the diagnoses (report records) and depth-profile images each callback
+  wrote over all its fits, read back from its event files after timing;
 * the number of traces of the diagnosis function (must stay 1 per model);
 * extra peak memory: resident set size (VmHWM, reset through
   `/proc/self/clear_refs`) and Python-heap peak (`tracemalloc`).
@@ -301,6 +304,27 @@ def _batch_records(callback) -> int | None:
     return len(callback.batch_gradient_norms)
 
 
+def _event_counts(log_dir: str) -> dict | None:
+    """Diagnoses (report records) and depth-profile images written under `log_dir`.
+
+    Read after all timed fits of a configuration (not timed).
+    """
+    from keras_initdiag.events import DEPTH_PROFILE_TAG, REPORT_TAG
+
+    files = sorted(pathlib.Path(log_dir).rglob("events.out.tfevents*"))
+    if not files:
+        return None
+    counts = {"reports": 0, "depth_profile_images": 0}
+    for path in files:
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.tag == REPORT_TAG:
+                    counts["reports"] += 1
+                elif value.tag.startswith(DEPTH_PROFILE_TAG):
+                    counts["depth_profile_images"] += 1
+    return counts
+
+
 # -- fit overhead --------------------------------------------------------------
 
 
@@ -351,7 +375,7 @@ def fit_benchmark(kind: str, depth: int, samples: int, args, log_root: str) -> d
             model = build(kind, depth, args)
             log_dir = os.path.join(log_root, f"{model.name}_{group}_{config}")
             callbacks = _callbacks(config, probe, log_dir)
-            runs[group, config] = (model, callbacks)
+            runs[group, config] = (model, callbacks, log_dir)
             # Warm-up (excluded): traces the train step and the probe, opens
             # the writers; the same data and arguments as the timed fits.
             model.fit(
@@ -374,7 +398,7 @@ def fit_benchmark(kind: str, depth: int, samples: int, args, log_root: str) -> d
         if rep % 2:
             order = order[::-1]
         for key in order:
-            model, callbacks = runs[key]
+            model, callbacks, _ = runs[key]
             _, steps, epochs = groups[key[0]]
 
             def run(model=model, callbacks=callbacks, steps=steps, epochs=epochs):
@@ -407,7 +431,8 @@ def fit_benchmark(kind: str, depth: int, samples: int, args, log_root: str) -> d
     for group, config in keys:
         plain = times[group, "plain" if group == "epoch" else "plain_steps"]
         ratios = [t / p for t, p in zip(times[group, config], plain)]
-        callbacks = runs[group, config][1]
+        _, callbacks, log_dir = runs[group, config]
+        events = _event_counts(log_dir) if config.startswith("initdiag") else None
         result["configs"][config] = {
             "group": group,
             "fit_seconds": summary(times[group, config]),
@@ -417,6 +442,9 @@ def fit_benchmark(kind: str, depth: int, samples: int, args, log_root: str) -> d
             "batch_gradient_records": _batch_records(callbacks[0])
             if callbacks
             else None,
+            # Over the warm-up fit and every timed fit (1 + reps fits).
+            "fits": 1 + args.reps,
+            "events_written": events,
         }
     return result
 
@@ -434,6 +462,14 @@ def diagnosis_benchmark(kind: str, depth: int, args, log_root: str) -> dict:
     report = diagnoser.run(x, y)
     cold = time.perf_counter() - cold_start
     light = diagnoser.run(x, y, validate=False, full=False)
+    # The same model probed with a smaller batch (`--small-probe` samples), by
+    # its own Diagnoser so that the main probe keeps one trace.
+    small = None
+    if 0 < args.small_probe < len(x):
+        xs, ys = x[: args.small_probe], y[: args.small_probe]
+        small = Diagnoser(model, loss="sparse_categorical_crossentropy")
+        small.run(xs, ys)
+        small.run(xs, ys, validate=False, full=False)
     reference = EagerReference(model)
     reference(x, y)
     model.train_on_batch(x, y)
@@ -450,8 +486,9 @@ def diagnosis_benchmark(kind: str, depth: int, args, log_root: str) -> dict:
     }
     written = {key: report for key in writers}
     written["write_light_seconds"] = light
-    # Three warm-up writes: the writer compiles a tag set's scalar function at
-    # its third write; the timed writes are the steady state.
+    # Three warm-up writes (kept from the runs before the writer wrote one
+    # Summary protobuf per diagnosis, when it compiled at the third write);
+    # the timed writes are the steady state.
     for _ in range(3):
         for key, writer in writers.items():
             writer.write(written[key])
@@ -465,6 +502,11 @@ def diagnosis_benchmark(kind: str, depth: int, args, log_root: str) -> dict:
         "train_step_seconds": lambda: model.train_on_batch(x, y),
         "eager_reference_seconds": lambda: reference(x, y),
     }
+    if small is not None:
+        tasks["diagnosis_small_seconds"] = lambda: small.run(xs, ys, validate=False)
+        tasks["diagnosis_small_light_seconds"] = lambda: small.run(
+            xs, ys, validate=False, full=False
+        )
     for key, writer in writers.items():
         tasks[key] = lambda w=writer, r=written[key]: (w.write(r), w.flush())
     samples = {key: [] for key in tasks}
@@ -510,6 +552,17 @@ def diagnosis_benchmark(kind: str, depth: int, args, log_root: str) -> dict:
             "eager_reference": ref_rss,
         },
     }
+    if small is not None:
+        result["small_probe"] = {
+            "samples": args.small_probe,
+            "traces": small.probe.traces,
+            "full_ratio_to_train_step": summary(
+                [d / s for d, s in zip(samples["diagnosis_small_seconds"], step)]
+            ),
+            "light_ratio_to_train_step": summary(
+                [d / s for d, s in zip(samples["diagnosis_small_light_seconds"], step)]
+            ),
+        }
     for key, values in samples.items():
         result[key] = summary(values)
     return result
@@ -569,9 +622,9 @@ def markdown(results: dict) -> str:
     lines = ["## Fit time (ratio to plain fit: median [min-max] of paired reps)", ""]
     lines.append(
         "| model | config | timed | fit s | ratio | target | extra peak RSS MiB "
-        "| traces |"
+        "| traces | reports / images written (all fits) |"
     )
-    lines.append("|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
     for fit in results["fit"]:
         for config, r in fit["configs"].items():
             target = TARGETS.get(config)
@@ -585,7 +638,13 @@ def markdown(results: dict) -> str:
             lines.append(
                 f"| {fit['model']} | {config} | {span} | {_fmt(r['fit_seconds'], 2)} | "
                 f"{_fmt(r['ratio_to_plain'])} | {met} | "
-                f"{r['extra_peak_rss_mib']['median']:.1f} | {r['traces']} |"
+                f"{r['extra_peak_rss_mib']['median']:.1f} | {r['traces']} | "
+                + (
+                    f"{ev['reports']} / {ev['depth_profile_images']} "
+                    f"({r['fits']} fits) |"
+                    if (ev := r.get("events_written"))
+                    else " |"
+                )
             )
     lines += [
         "",
@@ -598,8 +657,8 @@ def markdown(results: dict) -> str:
         "| model | tapped layers | full ms | light ms | train step ms "
         "| full / step | light / step | light us per layer "
         "| eager ref / full (validated) | write ms: full (no image) / light "
-        "| traces |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| traces | small probe: full / step, light / step |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for d in results["diagnosis"]:
         ms = {
@@ -623,7 +682,13 @@ def markdown(results: dict) -> str:
             f"| {d['light_seconds_per_tapped_layer']['median'] * 1e6:.0f} "
             f"| {d['eager_reference_ratio']['median']:.1f}x "
             f"| {ms['write_seconds']:.1f} ({ms['write_no_image_seconds']:.1f}) / "
-            f"{ms['write_light_seconds']:.1f} | {d['traces']} |"
+            f"{ms['write_light_seconds']:.1f} | {d['traces']} | "
+            + (
+                f"{sp['samples']}: {_fmt(sp['full_ratio_to_train_step'], 2)}, "
+                f"{_fmt(sp['light_ratio_to_train_step'], 2)} |"
+                if (sp := d.get("small_probe"))
+                else " |"
+            )
         )
     return "\n".join(lines)
 
@@ -642,6 +707,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--probe-batch", type=int, default=128)
+    parser.add_argument(
+        "--small-probe",
+        type=int,
+        default=32,
+        help="also time the diagnosis on this many samples (0: skip)",
+    )
     parser.add_argument("--epochs", type=int, default=1, help="epochs per timed fit")
     parser.add_argument("--reps", type=int, default=3, help="timed fits per config")
     parser.add_argument(
@@ -670,6 +741,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.quick:
         args.samples = args.cnn_samples = args.deep_samples = 64
         args.batch_size = args.probe_batch = 16
+        args.small_probe = 4
         args.reps, args.diag_reps, args.epochs = 1, 2, 1
         args.width, args.features, args.image_size = 8, 8, 8
         args.depth, args.cnn_convs, args.deep = 3, 2, 4

@@ -35,6 +35,10 @@ def test_quick_run_writes_every_configuration(tmp_path, capsys):
         if config.startswith("initdiag"):
             # One trace of the diagnosis function per model, across every fit.
             assert row["traces"] == 1, config
+            # Read back from the event files: every fit wrote reports.
+            events = row["events_written"]
+            assert events["reports"] >= row["fits"], config
+            assert events["depth_profile_images"] >= 1, config
 
     (diagnosis,) = results["diagnosis"]
     assert diagnosis["traces"] == 1
@@ -50,6 +54,10 @@ def test_quick_run_writes_every_configuration(tmp_path, capsys):
     ):
         assert diagnosis[key]["median"] > 0, key
     assert diagnosis["light_ratio_to_train_step"]["median"] > 0
+    small = diagnosis["small_probe"]
+    assert small["samples"] == 4 and small["traces"] == 1
+    assert small["light_ratio_to_train_step"]["median"] > 0
+    assert diagnosis["diagnosis_small_seconds"]["n"] == 2
     assert results["machine"]["tensorflow"]
     out = capsys.readouterr().out
     assert "| initdiag_freq1 |" in out
