@@ -650,7 +650,8 @@ def markdown(results: dict) -> str:
         "",
         "## One diagnosis vs one training step (same batch, warm)",
         "",
-        "Full = `run(validate=False)` (step 0 and once per epoch); light = "
+        "Full = `run(validate=False)` (step 0, once per epoch, the end of "
+        "training); light = "
         "`run(validate=False, full=False)` (the other diagnoses of an int "
         "`update_freq`). Ratios: median [min-max] of paired reps; target <= 0.5.",
         "",
