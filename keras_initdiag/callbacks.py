@@ -184,6 +184,7 @@ class InitDiagnostics(keras.callbacks.Callback):
         self._failure_warned = False
         self._last_step: int | None = None
         self._full_due = self._image_due = True
+        self._image_step: int | None = None  # step of the last image drawn
 
     @property
     def diagnoser(self) -> Diagnoser | None:
@@ -322,10 +323,12 @@ class InitDiagnostics(keras.callbacks.Callback):
         """
         step = self._step() if step is None else step
         if step == self._last_step:  # Already diagnosed (e.g. a resumed fit).
-            if self._image_due and self.reports and self._writes_events():
-                self._writer.write_depth_profile(self.reports[-1])
-                self._writer.flush()
-                self._image_due = False
+            if self._image_due and self._image_step != step and self.reports:
+                if self._writes_events():
+                    self._writer.write_depth_profile(self.reports[-1])
+                    self._writer.flush()
+                self._image_step = step
+            self._image_due = False
             return
         self._last_step = step
         try:
@@ -340,6 +343,8 @@ class InitDiagnostics(keras.callbacks.Callback):
                     self._diagnoser.last_histograms or None,
                     depth_profile=self._image_due,
                 )
+                if self._image_due:
+                    self._image_step = step
                 self._writer.flush()
             self._full_due = self._image_due = False
         except Exception as error:  # noqa: BLE001 - never break the user's fit.

@@ -360,3 +360,14 @@ def test_epoch_schedule_draws_the_image_at_step_0_and_the_last_epoch(tmp_path):
     fit(model, x, y, callback, epochs=3)
     accumulator = event_accumulator(str(tmp_path / "initdiag"))
     assert [e.step for e in accumulator.Tensors("depth_profile")] == [0, 12]
+
+
+def test_a_second_fit_does_not_redraw_the_same_image(tmp_path):
+    model, x, y = model_and_data()
+    callback = keras_initdiag.InitDiagnostics(
+        log_dir=str(tmp_path), probe_data=(x[:16], y[:16]), verbose=0
+    )
+    fit(model, x, y, callback, epochs=1)  # images at steps 0 and 4
+    fit(model, x, y, callback, epochs=1)  # resumes at 4: only 8 is new
+    accumulator = event_accumulator(str(tmp_path / "initdiag"))
+    assert [e.step for e in accumulator.Tensors("depth_profile")] == [0, 4, 8]
