@@ -309,7 +309,7 @@ def _event_counts(log_dir: str) -> dict | None:
 
     Read after all timed fits of a configuration (not timed).
     """
-    from keras_initdiag.events import DEPTH_PROFILE_TAG, REPORT_TAG
+    from keras_initdiag.tensorboard.events import DEPTH_PROFILE_TAG, REPORT_TAG
 
     files = sorted(pathlib.Path(log_dir).rglob("events.out.tfevents*"))
     if not files:

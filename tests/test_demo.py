@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from keras_initdiag import Flag, demo
-from keras_initdiag.cli import main
+from keras_initdiag import Flag
+from keras_initdiag.cli import demo, main
 from keras_initdiag.tensorboard import read_reports
 
 RUN = ("zeros", "he")

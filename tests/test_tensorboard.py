@@ -203,7 +203,7 @@ def test_without_matplotlib_scalars_still_written_and_one_message(
     tmp_path, monkeypatch, caplog
 ):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails
-    monkeypatch.setattr(tb, "_missing_matplotlib_reported", False)
+    monkeypatch.setattr(tb.writer, "_missing_matplotlib_reported", False)
     with caplog.at_level(logging.WARNING, logger="keras_initdiag"):
         for run in ("a", "b"):
             with tb.DiagnosticsWriter(tmp_path / run) as writer:

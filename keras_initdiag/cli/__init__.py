@@ -201,7 +201,7 @@ def _kinds(text: str) -> tuple[str, ...]:
 
 
 def _regimes(text: str) -> tuple[str, ...]:
-    from keras_initdiag.demo import REGIMES
+    from keras_initdiag.cli.demo import REGIMES
 
     regimes = tuple(r.strip() for r in text.split(",") if r.strip())
     unknown = [r for r in regimes if r not in REGIMES]
@@ -218,7 +218,7 @@ def _regimes(text: str) -> tuple[str, ...]:
 def _cmd_demo(args) -> int:
     import dataclasses
 
-    from keras_initdiag import demo
+    from keras_initdiag.cli import demo
 
     config = demo.QUICK if args.quick else demo.DemoConfig()
     changes = {"epochs": args.epochs, "depth": args.depth}
@@ -259,7 +259,7 @@ def _cmd_report(args) -> int:
             f"no InitDiagnostics reports found under {args.logdir} (look for "
             "event files written by keras_initdiag.InitDiagnostics)"
         )
-    from keras_initdiag import report_formats
+    from keras_initdiag.cli import report_formats
 
     sys.stdout.write(report_formats.FORMATS[args.format](runs, problems))
     raised = {f.kind for _, _, reports in runs for r in reports for f in r.flags}

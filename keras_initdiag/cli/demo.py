@@ -390,7 +390,7 @@ def run_demo(
         ValueError: For an unknown regime name or an unwritable `logdir`.
 
     Example:
-    >>> results = keras_initdiag.demo.run_demo("runs/demo")
+    >>> results = keras_initdiag.cli.demo.run_demo("runs/demo")
     """
     out = out or sys.stdout
     config = config or DemoConfig()

@@ -1,10 +1,8 @@
-"""TensorBoard I/O for diagnostic reports: a lazy writer (and the reader's names).
+"""The TensorBoard writer of diagnostic reports: lazy, I/O only.
 
-The writer does I/O only: it turns a `DiagnosticReport` into summaries
-(scalars, a custom-scalars layout, a flag table, a depth-profile image and
-optional histograms). The reader, `read_reports` and `find_runs`, lives in
-`keras_initdiag.events` and is re-exported here, so all TensorBoard I/O is
-reached from one public module.
+`DiagnosticsWriter` turns a `DiagnosticReport` into summaries (scalars, a
+custom-scalars layout, a flag table, a depth-profile image and optional
+histograms). The reader is `events.py`, next to it.
 """
 
 from __future__ import annotations
@@ -24,16 +22,15 @@ from tensorboard.plugins.custom_scalar import summary as custom_scalar_summary
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 
 from keras_initdiag.diagnostics.report import STAT_NAMES, DiagnosticReport, Flag
-from keras_initdiag.events import DEPTH_PROFILE_TAG as DEPTH_PROFILE_TAG
-from keras_initdiag.events import FLAGS_TAG as FLAGS_TAG
-from keras_initdiag.events import LAYOUT_CATEGORY as LAYOUT_CATEGORY
-from keras_initdiag.events import LOSS_TAG as LOSS_TAG
-from keras_initdiag.events import REPORT_TAG as REPORT_TAG
-from keras_initdiag.events import TRAIN_GRADIENT_TAG as TRAIN_GRADIENT_TAG
-from keras_initdiag.events import ReadProblem as ReadProblem
-from keras_initdiag.events import find_runs as find_runs
-from keras_initdiag.events import read_reports as read_reports
-from keras_initdiag.events import report_to_json
+from keras_initdiag.tensorboard.events import (
+    DEPTH_PROFILE_TAG,
+    FLAGS_TAG,
+    LAYOUT_CATEGORY,
+    LOSS_TAG,
+    REPORT_TAG,
+    TRAIN_GRADIENT_TAG,
+    report_to_json,
+)
 
 logger = logging.getLogger("keras_initdiag")
 
