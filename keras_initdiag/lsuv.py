@@ -3,9 +3,11 @@
 `lsuv(model, x)` first replaces each eligible kernel with an orthonormal one,
 then visits the layers in forward order and divides each kernel by the
 standard deviation of the layer's pre-activation output on `x`, until that
-variance is within `tol` of 1. Layer inputs are measured through
-`diagnostics.taps` (`which="input"`); the pre-activation is recomputed by
-calling the layer on its input with its activation switched off.
+variance is within `tol` of 1. Layer inputs are measured through the
+diagnostics' view of the model, statelessly and by default in training mode
+(what `fit` runs); the pre-activation is recomputed from the layer's input
+with the layer's own linear operation (`keras.ops`), so the layer is never
+changed, not even for a moment.
 """
 
 from __future__ import annotations
@@ -19,27 +21,75 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_initdiag import initializers
+from keras_initdiag import _checks, initializers
 from keras_initdiag.diagnostics.batches import as_batch, check_fits
 from keras_initdiag.diagnostics.engine import forget
+from keras_initdiag.diagnostics.probe import stateless_forward
 from keras_initdiag.diagnostics.taps import DATA_DEPENDENT, build_taps, check_model
 
-# Layers whose output is linear in one kernel: (class, kernel attribute,
-# whether that kernel is in the `(*receptive field, in, out)` layout that the
-# orthonormal pre-initialization flattens to `(fan_in, out)`).
+_L = keras.layers
+
+
+def _conv(layer, x, kernel):
+    return layer.convolution_op(x, kernel)
+
+
+def _conv_transpose(layer, x, kernel):
+    return keras.ops.conv_transpose(
+        x,
+        kernel,
+        strides=list(layer.strides),
+        padding=layer.padding,
+        output_padding=layer.output_padding,
+        dilation_rate=layer.dilation_rate,
+        data_format=layer.data_format,
+    )
+
+
+def _depthwise(layer, x, kernel):
+    return keras.ops.depthwise_conv(
+        x,
+        kernel,
+        strides=layer.strides,
+        padding=layer.padding,
+        dilation_rate=layer.dilation_rate,
+        data_format=layer.data_format,
+    )
+
+
+def _separable(layer, x, kernel):
+    return keras.ops.separable_conv(
+        x,
+        layer.depthwise_kernel,
+        kernel,
+        strides=layer.strides,
+        padding=layer.padding,
+        dilation_rate=layer.dilation_rate,
+        data_format=layer.data_format,
+    )
+
+
+# Layers whose pre-activation output is linear in one kernel: (classes, kernel
+# attribute, whether that kernel is in the `(*receptive field, in, out)`
+# layout that the orthonormal pre-initialization flattens to `(fan_in, out)`,
+# the linear operation `(layer, x, kernel) -> pre-activation without bias`).
 _SUPPORTED = (
-    (keras.layers.Dense, "kernel", True),
-    (keras.layers.Conv1D, "kernel", True),
-    (keras.layers.Conv2D, "kernel", True),
-    (keras.layers.Conv3D, "kernel", True),
-    (keras.layers.SeparableConv1D, "pointwise_kernel", True),
-    (keras.layers.SeparableConv2D, "pointwise_kernel", True),
-    (keras.layers.DepthwiseConv1D, "kernel", False),
-    (keras.layers.DepthwiseConv2D, "kernel", False),
-    (keras.layers.Conv1DTranspose, "kernel", False),
-    (keras.layers.Conv2DTranspose, "kernel", False),
-    (keras.layers.Conv3DTranspose, "kernel", False),
-    (keras.layers.EinsumDense, "kernel", False),
+    ((_L.Dense,), "kernel", True, lambda layer, x, k: keras.ops.matmul(x, k)),
+    ((_L.SeparableConv1D, _L.SeparableConv2D), "pointwise_kernel", True, _separable),
+    ((_L.DepthwiseConv1D, _L.DepthwiseConv2D), "kernel", False, _depthwise),
+    (
+        (_L.Conv1DTranspose, _L.Conv2DTranspose, _L.Conv3DTranspose),
+        "kernel",
+        False,
+        _conv_transpose,
+    ),
+    ((_L.Conv1D, _L.Conv2D, _L.Conv3D), "kernel", True, _conv),
+    (
+        (_L.EinsumDense,),
+        "kernel",
+        False,
+        lambda layer, x, k: keras.ops.einsum(layer.equation, x, k),
+    ),
 )
 
 
@@ -144,6 +194,7 @@ def lsuv(
     layers: Sequence[str] | None = None,
     seed: int | None = None,
     verbose: int = 1,
+    training: bool = True,
 ) -> LSUVResult:
     """Layer-sequential unit-variance initialization, in place.
 
@@ -155,8 +206,10 @@ def lsuv(
     by the standard deviation until the variance is within `tol` of 1 or
     `max_iter` rescales were made. Biases and every other weight are left as
     they are. With zero biases one rescale is exact, since the pre-activation
-    is linear in the kernel. Everything is measured in inference mode
-    (Dropout is off, BatchNormalization uses its moving statistics).
+    is linear in the kernel. Everything is measured as `fit` runs the model
+    (training mode: BatchNormalization normalizes with the batch's
+    statistics, dropout is on with a fixed seed), statelessly: apart from
+    the kernels, no variable changes.
 
     Supported layers: Dense, EinsumDense, Conv1D/2D/3D, their transposed
     versions, SeparableConv1D/2D (the pointwise kernel is rescaled) and
@@ -180,6 +233,9 @@ def lsuv(
             it reproducible).
         verbose: 0 is silent, 1 prints the table and the skipped layers, 2
             also prints every iteration. Defaults to `1`.
+        training: `True` measures the layers as `fit` runs the model;
+            `False` as `predict` does (moving statistics, no dropout).
+            Defaults to `True`.
 
     Returns:
         An `LSUVResult`.
@@ -210,14 +266,16 @@ def lsuv(
     """
     check_model(model)
     tol, max_iter, verbose = _check_options(tol, max_iter, orthogonal, verbose)
+    training = _checks.boolean("training", training)
     base = _base_seed(seed)
     xs = as_batch(x, "x")
     if xs is None:
         raise ValueError("Argument `x` must be a batch of inputs. Received: x=None")
     check_fits(model, xs, None)
     x = [tf.constant(a.astype(np.float32) if a.dtype.kind == "f" else a) for a in xs]
-    tapset = build_taps(model, layers, which="input")
-    plan, skipped = _plan(tapset)
+    x = tf.nest.pack_sequence_as(model.input, x) if len(x) > 1 else x[0]
+    tapset = build_taps(model)
+    plan, skipped = _plan(tapset, layers, model.name)
     if not plan:
         raise ValueError(
             f"Model {model.name!r} has no layer LSUV can initialize"
@@ -226,27 +284,29 @@ def lsuv(
             "model's own functional graph (a Sequential or functional model; "
             f"subclassed models expose none). Skipped: {skipped}"
         )
-    kernels = [kernel for _, kernel, _ in plan]
+    kernels = [item[1] for item in plan]
     saved = [kernel.numpy() for kernel in kernels]
     try:
         # One trace per call: layer inputs are read through the view again
         # after each layer is fixed (kernels are variables, so no retrace).
-        forward = tf.function(lambda inputs: tapset.view(inputs, training=False))
+        forward = tf.function(
+            lambda inputs: stateless_forward(tapset, model, inputs, training)[1],
+            autograph=False,
+        )
         records = []
-        for index, (tap, kernel, ortho) in enumerate(plan):
+        for index, (tap, kernel, ortho, linear, source) in enumerate(plan):
             if orthogonal and ortho:
                 init = initializers.Orthogonal(seed=base + index)
                 kernel.assign(init(kernel.shape, dtype=kernel.dtype))
-            records.append(
-                _fit_layer(forward, tap, kernel, x, tol, max_iter, verbose)
-                | {"orthogonal": bool(orthogonal and ortho)}
-            )
+            inputs = forward(x)[source]
+            record = _fit_layer(tap, kernel, linear, inputs, tol, max_iter, verbose)
+            records.append(record | {"orthogonal": bool(orthogonal and ortho)})
     except BaseException:
         for kernel, value in zip(kernels, saved):
             kernel.assign(value)
         raise
     result = LSUVResult([LSUVLayer(**r) for r in records], skipped, tol)
-    for tap, _, _ in plan:  # Their kernels no longer are what the initializer drew.
+    for tap, *_ in plan:  # Their kernels no longer are what the initializer drew.
         DATA_DEPENDENT.add(tap.layer)
     forget(model)  # Cached diagnoses described the old initializers.
     for record in result.layers:
@@ -305,15 +365,15 @@ def _base_seed(seed) -> int:
 
 
 def _kernel(layer):
-    """`(kernel variable, orthonormal pre-init applies)` or a skip reason."""
-    for cls, attr, ortho in _SUPPORTED:
-        if isinstance(layer, cls):
+    """`(kernel variable, orthonormal pre-init applies, linear op)` or a reason."""
+    for classes, attr, ortho, linear in _SUPPORTED:
+        if isinstance(layer, classes):
             kernel = getattr(layer, attr, None)
             if isinstance(kernel, keras.Variable):
-                return kernel, ortho
+                return kernel, ortho, linear
             return f"it has no `{attr}` weight"
     if isinstance(layer, keras.Model):
-        return "a nested model (its layers are listed on their own)"
+        return "a model without a functional graph (its layers are not reachable)"
     if isinstance(layer, keras.layers.RNN):
         return "recurrent layers are not supported by LSUV"
     if not layer.weights:
@@ -322,33 +382,62 @@ def _kernel(layer):
     return f"no kernel LSUV can rescale (its weights: {names})"
 
 
-def _plan(tapset):
-    """`[(tap, kernel, ortho)]` to fit, and `[(name, reason)]` skipped."""
-    untapped = dict(tapset.skipped)
+def _plan(tapset, layers, model_name):
+    """`[(tap, kernel, ortho, linear op, input tap)]` and skipped `(name, why)`.
+
+    Every layer call with a kernel is planned once, at its first call; a
+    layer that reads several inputs, or whose input is not measured, is
+    skipped with the reason.
+    """
+    wanted = None
+    if layers is not None:
+        graph_taps = [t.name for t in tapset.taps]
+        wanted = set(_select(tapset, layers, model_name, graph_taps))
+    by_node = {id(tap.node): tap for tap in tapset.taps}
+    nodes = tapset.graph.nodes
     plan, skipped = [], []
     for tap in tapset.taps:
+        if tap.layer is None or not tap.node.first_call:
+            continue
+        if wanted is not None and tap.name not in wanted:
+            continue
         found = _kernel(tap.layer)
         if isinstance(found, str):
             skipped.append((tap.name, found))
-        elif tap.output_index is None:
-            reason = untapped.get(tap.name, "its input is not in the model's graph")
-            skipped.append((tap.name, f"its input cannot be measured ({reason})"))
-        else:
-            plan.append((tap, *found))
+            continue
+        sources = [by_node.get(id(nodes[i])) for i in tap.node.inputs]
+        if len(sources) != 1 or sources[0] is None or sources[0].output_index is None:
+            why = (
+                "it reads several inputs"
+                if len(sources) > 1
+                else "its input cannot be measured ("
+                + (tap.node.note or "not exposed")
+                + ")"
+            )
+            skipped.append((tap.name, why))
+            continue
+        plan.append((tap, *found, sources[0].output_index))
     return plan, skipped
 
 
-def _fit_layer(forward, tap, kernel, x, tol, max_iter, verbose) -> dict:
+def _select(tapset, layers, model_name, names):
+    from keras_initdiag.diagnostics import graph as graph_lib
+
+    chosen = graph_lib.select(tapset.graph, layers, model_name)
+    picked = {tapset.graph.nodes[i].name for i in chosen}
+    return [name for name in names if name in picked]
+
+
+def _fit_layer(tap, kernel, linear, inputs, tol, max_iter, verbose) -> dict:
     """Rescale one kernel until its pre-activation variance is 1 +/- tol."""
-    inputs = forward(x)[tap.output_index]
-    variance = before = _preactivation_variance(tap.layer, inputs)
+    variance = before = _preactivation_variance(tap.layer, linear, inputs)
     scale, iterations = 1.0, 0
     while abs(variance - 1.0) >= tol and iterations < max_iter:
         factor = 1.0 / math.sqrt(variance)
         kernel.assign(kernel * keras.ops.cast(factor, kernel.dtype))
         scale *= factor
         iterations += 1
-        variance = _preactivation_variance(tap.layer, inputs)
+        variance = _preactivation_variance(tap.layer, linear, inputs)
         if verbose >= 2:
             print(f"lsuv {tap.name}: iteration {iterations}, variance {variance:.6g}")
     return {
@@ -362,16 +451,26 @@ def _fit_layer(forward, tap, kernel, x, tol, max_iter, verbose) -> dict:
     }
 
 
-def _preactivation_variance(layer, inputs) -> float:
-    """Variance of `layer(inputs)` with its fused activation switched off."""
-    activation = getattr(layer, "activation", None)
-    try:
-        if activation is not None:
-            layer.activation = keras.activations.linear
-        outputs = layer(inputs, training=False)
-    finally:
-        if activation is not None:
-            layer.activation = activation
+def _with_bias(layer, outputs):
+    """Add a layer's bias along its channel axis (as the layer itself does)."""
+    bias = getattr(layer, "bias", None)
+    if bias is None or not getattr(layer, "use_bias", True):
+        return outputs
+    if getattr(layer, "data_format", "channels_last") == "channels_first":
+        shape = (1, -1) + (1,) * (len(outputs.shape) - 2)
+        return outputs + keras.ops.reshape(bias, shape)
+    return outputs + keras.ops.cast(bias, outputs.dtype)
+
+
+def _preactivation_variance(layer, linear, inputs) -> float:
+    """Variance of the layer's output before its activation, on `inputs`."""
+    kernel = getattr(layer, "pointwise_kernel", None)
+    if kernel is None or not isinstance(
+        layer, (_L.SeparableConv1D, _L.SeparableConv2D)
+    ):
+        kernel = layer.kernel
+    x = keras.ops.cast(inputs, kernel.dtype)
+    outputs = _with_bias(layer, linear(layer, x, kernel))
     variance = float(keras.ops.var(keras.ops.cast(outputs, "float32")))
     if variance == 0.0 or not math.isfinite(variance):
         why = (

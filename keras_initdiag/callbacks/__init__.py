@@ -29,8 +29,7 @@ from keras_initdiag.diagnostics.train_grads import GradientRecorder
 from keras_initdiag.tensorboard import TRAIN_GRADIENT_TAG, DiagnosticsWriter
 
 ON_FLAG = ("warn", "stop", "raise", "ignore")
-#: Flag kinds that are advice, never a reason to stop or raise.
-ADVISORY = ("init_mismatch",)
+ADVISORY = rules.ADVISORY
 
 
 class InitDiagnosticsWarning(UserWarning):
@@ -265,10 +264,7 @@ class InitDiagnostics(keras.callbacks.Callback):
         model = self.model
         if self._diagnoser is None or self._diagnoser.model is not model:
             self._diagnoser = Diagnoser(
-                model,
-                layers=self.layers,
-                thresholds=self.thresholds,
-                histograms=self.histograms,
+                model, layers=self.layers, histograms=self.histograms
             )
             self._inputs = None
             if self._diagnoser.tapset.view is None and self._diagnoser.skipped:
@@ -334,9 +330,10 @@ class InitDiagnostics(keras.callbacks.Callback):
         try:
             # Duplicate-unit searches and the depth-profile image are the
             # costliest parts: run them at step 0 and once per epoch only.
-            report = self._diagnoser.run(
+            report = self._diagnoser.measure(
                 *self._inputs, step=step, validate=check_inputs, full=self._full_due
             )
+            report.flags = rules.judge(report, self.thresholds)
             if self._writes_events():
                 self._writer.write(
                     report,

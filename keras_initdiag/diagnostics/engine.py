@@ -1,26 +1,38 @@
-"""One diagnosis end to end: validate the probe batch, run the probe, judge.
+"""One measurement end to end: validate the probe batch, run the probe, decode.
 
 `Diagnoser` holds the taps and the compiled probe of one model, so repeated
-diagnoses (the callback, `lsuv`) never retrace. `diagnose()` is the one-shot
-public entry point.
+diagnoses (the callback, `lsuv`) never retrace. It only *measures*: the rules
+judge its reports (`rules.judge`), the writer writes them, the callback acts.
+`diagnose()` is the one-shot public entry point: measure, then judge.
+
+`diagnose()` keeps one `Diagnoser` per model and configuration in a cache
+that holds the model weakly (a model is freed after `del`), keys losses by
+their configuration (a fresh `MeanSquaredError()` per call is the same loss)
+and keeps at most `CACHE_SIZE` configurations per model. Recompiling the
+model, or freezing or unfreezing layers, changes the configuration, so the
+probe is rebuilt.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import keras
-import tensorflow as tf
 
 from keras_initdiag.diagnostics import probe as probe_lib
-from keras_initdiag.diagnostics import rules
+from keras_initdiag.diagnostics import rules, signal
 from keras_initdiag.diagnostics.batches import as_batch, check_fits, restructure
-from keras_initdiag.diagnostics.report import DiagnosticReport
-from keras_initdiag.diagnostics.taps import build_taps, check_model
+from keras_initdiag.diagnostics.loss import ProbeLoss
+from keras_initdiag.diagnostics.report import STAT_NAMES, DiagnosticReport
+from keras_initdiag.diagnostics.taps import TapSet, build_taps, check_model
 
+#: Diagnosers kept per model by `diagnose()` (least recently used dropped).
+CACHE_SIZE = 4
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -28,19 +40,27 @@ class ProbeInputError(ValueError):
     """The model (or its loss) rejected the probe batch: a caller's error."""
 
 
+class DiagnosticsError(RuntimeError):
+    """The diagnostics themselves failed on a batch the model accepts."""
+
+
 class Diagnoser:
-    """Taps, compiled probe and rules for one model; reused across diagnoses.
+    """Taps and compiled probe of one model; measures, does not judge.
 
     Args:
-        model: A built Keras model.
-        layers: Layer names to tap. Defaults to every layer.
+        model: A built Keras model (held weakly).
+        layers: Layer names to report. Defaults to every node.
         loss: Loss for gradient statistics. Defaults to the compiled loss.
-        thresholds: `Thresholds` for the rules. Defaults to `Thresholds()`.
-        histograms: Also return raw tensors for histogram summaries.
+        histograms: Also keep raw tensors for histogram summaries.
+        training: Measure with training-mode semantics, as `fit` runs the
+            model. Defaults to `True`.
+        tapset: Reuse an existing `TapSet` of this model. Defaults to
+            `None` (trace the model).
 
     Example:
     >>> diagnoser = Diagnoser(model)
-    >>> report = diagnoser.run(x, y, step=0)
+    >>> report = diagnoser.measure(x, y, step=0)
+    >>> flags = keras_initdiag.diagnostics.rules.judge(report)
     """
 
     def __init__(
@@ -48,29 +68,38 @@ class Diagnoser:
         model: keras.Model,
         layers: Sequence[str] | None = None,
         loss=None,
-        thresholds: rules.Thresholds | None = None,
         histograms: bool = False,
+        training: bool = True,
+        tapset: TapSet | None = None,
     ):
         check_model(model)
-        if thresholds is not None and not isinstance(thresholds, rules.Thresholds):
-            raise TypeError(
-                "Argument `thresholds` must be a `keras_initdiag.Thresholds` or "
-                f"None. Received: thresholds={thresholds!r}"
-            )
-        self.model = model
-        self.thresholds = thresholds or rules.Thresholds()
-        self.tapset = build_taps(model, layers)
+        self._model = weakref.ref(model)
+        self.tapset = tapset if tapset is not None else build_taps(model, layers)
         self.probe = probe_lib.Probe(
-            self.tapset, probe_lib.resolve_loss(model, loss), histograms=histograms
+            self.tapset,
+            model,
+            ProbeLoss.resolve(model, loss),
+            training=training,
+            histograms=histograms,
         )
-        self.last_histograms = {}
+        self.state = model_state(model)
+        self.last_histograms: dict = {}
+
+    @property
+    def model(self) -> keras.Model:
+        """The model (raises `ReferenceError` once it was freed)."""
+        return self.probe.model
 
     @property
     def skipped(self) -> list[tuple[str, str]]:
-        """`(layer, reason)` for the layers whose outputs are not tapped."""
+        """`(node, reason)` for the nodes whose outputs are not measured."""
         return self.tapset.skipped
 
-    def run(
+    def stale(self) -> bool:
+        """Whether the model was recompiled or (un)frozen since the probe."""
+        return model_state(self.model) != self.state
+
+    def measure(
         self,
         x,
         y=None,
@@ -78,17 +107,27 @@ class Diagnoser:
         validate: bool = True,
         full: bool = True,
     ) -> DiagnosticReport:
-        """Diagnose once: one compiled call, one host copy, then the rules.
+        """Measure once: one compiled call, one host copy; no flags yet.
 
-        `full=False` skips the duplicate-unit and identical-kernel searches
-        (reported as NaN), the costliest reductions; the callback asks for
-        them at step 0 and once per epoch.
+        Args:
+            x: Inputs.
+            y: Targets, or None for forward statistics only.
+            step: The global training step to record.
+            validate: Check the batch first and classify failures (a
+                `ProbeInputError` when the model rejects the batch, a
+                `DiagnosticsError` when the model accepts it but the
+                diagnostics fail). Defaults to `True`.
+            full: Also run the duplicate-unit and identical-kernel searches
+                (reported as NaN otherwise). Defaults to `True`.
+
+        Returns:
+            A `DiagnosticReport` without flags.
         """
         if validate:
             xs, ys = as_batch(x, "x"), as_batch(y, "y")
             check_fits(self.model, xs, ys)
-            x = restructure(x, xs)
-            y = None if y is None else restructure(y, ys)
+            x = restructure(x, xs, tensors=True)
+            y = None if y is None else restructure(y, ys, tensors=True)
             result = self._checked_call(x, y, xs, ys, full)
         else:
             result = self.probe(x, y, full)
@@ -96,51 +135,19 @@ class Diagnoser:
             vector, self.last_histograms = result
         else:
             vector = result
-        per_layer, signatures, loss = probe_lib.decode(self.probe, vector.numpy())
-        info = self._info_with_signatures(per_layer, signatures)
-        report = DiagnosticReport(
-            step=int(step),
-            layers=[tap.name for tap in self.tapset.taps],
-            stats=per_layer,
-            info=info,
-            loss=loss,
-            skipped=list(self.tapset.skipped),
-        )
-        report.flags = rules.judge(report, self.thresholds)
-        return report
+        return self._report(vector.numpy(), step)
 
-    def _checked_call(self, x, y, xs, ys, full):
-        """Run the probe; a batch the model rejects is the caller's ValueError.
-
-        What `check_fits` cannot see (a subclassed model's input shape, a dict
-        with other keys, targets shaped unlike the outputs) fails inside
-        Keras or TensorFlow; say which argument was wrong instead.
-        """
-        try:
-            return self.probe(x, y, full)
-        except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
-            received = f"x with shapes {[a.shape for a in xs]}"
-            if ys is not None:
-                received += f", y with shapes {[a.shape for a in ys]}"
-            # One line, without Keras's terminal colour codes.
-            detail = " ".join(str(error).replace("\x1b[1m", "").split())
-            detail = detail.replace("\x1b[0m", "")[:400]
-            raise ProbeInputError(
-                f"Arguments `x` and `y` must fit model {self.model.name!r} and its "
-                f"loss, but running it failed ({type(error).__name__}: {detail}). "
-                f"Received: {received}"
-            ) from error
-
-    def _info_with_signatures(self, per_layer, signatures):
+    def _report(self, vector, step: int) -> DiagnosticReport:
+        values, loss = probe_lib.decode(self.probe, vector)
         info, seen = {}, {}
         for tap in self.tapset.taps:
+            fields = values[tap.name]
             layer_info = tap.info
-            signature = signatures[tap.name]
-            variance = per_layer[tap.name]["weight_variance"]
+            signature = fields["kernel_signature"]
             if (
                 len(layer_info.weight_shape) >= 2
                 and math.isfinite(signature)
-                and variance > 0
+                and fields["weight_variance"] > 0
             ):
                 key = (layer_info.weight_shape, signature)
                 if key in seen:
@@ -149,8 +156,119 @@ class Diagnoser:
                     )
                 else:
                     seen[key] = tap.name
+            if math.isfinite(fields["size"]):
+                layer_info = dataclasses.replace(layer_info, size=fields["size"])
             info[tap.name] = layer_info
-        return info
+        names = [tap.name for tap in self.tapset.taps]
+        stats = {
+            name: {s: values[name].get(s, math.nan) for s in STAT_NAMES}
+            for name in names
+        }
+        report = DiagnosticReport(
+            step=int(step),
+            layers=names,
+            stats=stats,
+            info=info,
+            loss=loss,
+            skipped=list(self.tapset.skipped),
+            optimizer=optimizer_name(self.model),
+            training=self.probe.training,
+        )
+        gains = signal.activation_gains(report)
+        for name in names:
+            report.stats[name]["activation_gain"] = gains.get(name, math.nan)
+        return report
+
+    def _checked_call(self, x, y, xs, ys, full):
+        """Run the probe; blame the batch only when the model rejects it.
+
+        When the probe fails, the model's own forward pass (and loss) runs
+        on the batch once, eagerly and statelessly. If that fails too, the
+        batch does not fit: a `ProbeInputError` naming `x` and `y`.
+        Otherwise the fault is the diagnostics': a `DiagnosticsError`.
+        """
+        try:
+            return self.probe(x, y, full)
+        except Exception as error:  # noqa: BLE001 - classified below.
+            fault = self._model_rejects(x, y)
+            if fault is None:
+                raise DiagnosticsError(
+                    f"Diagnosing model {self.model.name!r} failed on a batch the "
+                    f"model accepts ({type(error).__name__}: {_one_line(error)})"
+                ) from error
+            received = f"x with shapes {[a.shape for a in xs]}"
+            if ys is not None:
+                received += f", y with shapes {[a.shape for a in ys]}"
+            raise ProbeInputError(
+                f"Arguments `x` and `y` must fit model {self.model.name!r} and its "
+                f"loss, but running it failed ({type(fault).__name__}: "
+                f"{_one_line(fault)}). Received: {received}"
+            ) from fault
+
+    def _model_rejects(self, x, y) -> Exception | None:
+        model = self.model
+        mapping = [(v, v.value) for v in model.variables]
+        try:
+            with keras.StatelessScope(state_mapping=mapping, collect_losses=True):
+                preds = model(x, training=False)
+                if y is not None and self.probe.loss is not None:
+                    self.probe.loss(model, x, y, preds)
+        except Exception as error:  # noqa: BLE001 - any failure is the batch's.
+            return error
+        return None
+
+
+def _one_line(error: Exception) -> str:
+    """An error message on one line, without Keras's terminal colour codes."""
+    text = " ".join(str(error).split())
+    return text.replace("\x1b[1m", "").replace("\x1b[0m", "")[:400]
+
+
+def optimizer_name(model: keras.Model) -> str:
+    """Class name of the model's optimizer (the inner one under loss scaling)."""
+    optimizer = getattr(model, "optimizer", None)
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+    return "" if optimizer is None else type(optimizer).__name__
+
+
+def model_state(model: keras.Model) -> tuple:
+    """What a probe depends on besides the architecture.
+
+    The trainable variables (freezing a layer removes its weights) and the
+    compile configuration and optimizer (recompiling changes the loss).
+    """
+    compiled = ""
+    if getattr(model, "compiled", False):
+        try:
+            compiled = json.dumps(
+                model.get_compile_config(), sort_keys=True, default=str
+            )
+        except (TypeError, ValueError, AttributeError):
+            compiled = repr(getattr(model, "loss", None))
+    return (
+        tuple(id(v) for v in model.trainable_variables),
+        compiled,
+        id(getattr(model, "optimizer", None)),
+    )
+
+
+def _loss_key(loss) -> str:
+    if loss is None or isinstance(loss, str):
+        return repr(loss)
+    if isinstance(loss, (list, tuple)):
+        return repr([_loss_key(item) for item in loss])
+    if isinstance(loss, dict):
+        return repr({k: _loss_key(v) for k, v in sorted(loss.items())})
+    if isinstance(loss, keras.losses.Loss):
+        try:
+            config = json.dumps(loss.get_config(), sort_keys=True, default=str)
+        except (TypeError, ValueError):
+            config = str(id(loss))
+        return f"{type(loss).__module__}.{type(loss).__qualname__}{config}"
+    name = getattr(loss, "__qualname__", "")
+    if name and "<lambda>" not in name and "<locals>" not in name:
+        return f"{getattr(loss, '__module__', '')}.{name}"
+    return f"object@{id(loss)}"
 
 
 def diagnose(
@@ -161,71 +279,99 @@ def diagnose(
     loss=None,
     layers: Sequence[str] | None = None,
     thresholds: rules.Thresholds | None = None,
+    training: bool = True,
 ) -> DiagnosticReport:
     """Diagnose a model's initialization on one batch, without training.
 
-    Runs one compiled forward and backward pass in inference mode, measures
-    every tapped layer (activation variance and mean, back-propagated gradient
-    RMS, weight variance, gradient norms, dead, saturated and duplicate unit
-    fractions) and applies the rules. Weights and every other variable are left
-    untouched.
+    Runs one compiled forward and backward pass with training-mode semantics
+    (as `fit` runs the model: batch statistics in BatchNormalization, dropout
+    on with a fixed seed), statelessly: no variable changes, not even the
+    moving statistics, the random state or the loss trackers. It measures
+    every node of the model's graph (the inputs, each layer call, op-level
+    merges such as `h + r`): activation moments and gain, back-propagated
+    gradient RMS, weight variance, gradient norms, dead, saturated and
+    duplicate unit fractions; then applies the rules.
 
     Args:
         model: A built Keras model (Sequential, functional, nested or subclassed).
         x: A batch of inputs (array, tensor, or a list/dict for several inputs).
         y: Targets for `x`. Gradient statistics need `y` and a loss. Defaults to
             `None` (forward statistics only).
-        loss: Loss for the gradients: a Keras loss name, `keras.losses.Loss` or
-            callable. Defaults to `None`, which uses the loss given to
-            `model.compile` (so an uncompiled model can be diagnosed when
-            `loss` is given).
-        layers: Names of the layers to tap. Defaults to `None` (every layer).
+        loss: Loss for the gradients: a Keras loss name, `keras.losses.Loss`,
+            callable, or a list/dict of them per output; the model's own
+            losses (regularizers, `add_loss`) are added. Defaults to `None`,
+            which uses the compiled loss exactly as `fit` computes it.
+        layers: Names of the layers to report. Defaults to `None` (every node).
         thresholds: `keras_initdiag.Thresholds`. Defaults to `None` (defaults).
+        training: `True` measures the model as `fit` runs it; `False` as
+            `predict` does (normalization layers use their moving statistics,
+            dropout is off). Defaults to `True`.
 
     Returns:
         A `DiagnosticReport` at step 0 with its `flags`.
 
     Raises:
-        TypeError: `model` is not a Keras model, or `x`/`y` are not numeric.
+        TypeError: `model` is not a Keras model, `x`/`y` are not numeric, or
+            `thresholds`/`training` have the wrong type.
         ValueError: the model was never built, `x` is empty, non-finite or does
             not fit the model, or `layers` names a layer the model lacks.
 
     Example:
     >>> model = keras.Sequential([keras.Input((32,))] + [
-    ...     keras.layers.Dense(256, activation="relu") for _ in range(30)])
+    ...     keras.layers.Dense(256, activation="relu",
+    ...                        kernel_initializer="glorot_normal")
+    ...     for _ in range(30)])
     >>> report = keras_initdiag.diagnose(model, x, y, loss="mse")
     >>> print(report.table())
     >>> [flag.kind for flag in report.flags]
     ['vanishing', 'init_mismatch', ...]
     """
     check_model(model)
-    key = (tuple(layers) if layers is not None else None, _loss_key(loss))
-    per_model = _CACHE.setdefault(model, {})
-    diagnoser = per_model.get(key)
+    thresholds = rules.check_thresholds(thresholds)
+    if not isinstance(training, bool):
+        raise TypeError(
+            f"Argument `training` must be a bool. Received: training={training!r}"
+        )
+    diagnoser = cached_diagnoser(model, layers=layers, loss=loss, training=training)
+    report = diagnoser.measure(x, y, step=0)
+    report.flags = rules.judge(report, thresholds)
+    return report
+
+
+def cached_diagnoser(
+    model: keras.Model,
+    layers: Sequence[str] | None = None,
+    loss=None,
+    training: bool = True,
+) -> Diagnoser:
+    """The cached `Diagnoser` of `model` for this configuration (see module)."""
+    entry = _CACHE.get(model)
+    if entry is None:
+        entry = _CACHE[model] = _ModelEntry()
+    layers_key = None if layers is None else tuple(layers)
+    key = (layers_key, _loss_key(loss), training, model_state(model))
+    diagnoser = entry.diagnosers.get(key)
     if diagnoser is None:
-        diagnoser = Diagnoser(model, layers=layers, loss=loss)
-        per_model[key] = diagnoser
-    diagnoser.thresholds = _checked_thresholds(thresholds)
-    return diagnoser.run(x, y, step=0)
+        tapset = entry.tapsets.get(layers_key)
+        diagnoser = Diagnoser(
+            model, layers=layers, loss=loss, training=training, tapset=tapset
+        )
+        entry.tapsets[layers_key] = diagnoser.tapset
+        entry.diagnosers[key] = diagnoser
+        while len(entry.diagnosers) > CACHE_SIZE:
+            entry.diagnosers.popitem(last=False)
+    entry.diagnosers.move_to_end(key)
+    return diagnoser
+
+
+@dataclasses.dataclass
+class _ModelEntry:
+    """What `diagnose()` keeps per model: taps per selection, probes per key."""
+
+    tapsets: dict = dataclasses.field(default_factory=dict)
+    diagnosers: OrderedDict = dataclasses.field(default_factory=OrderedDict)
 
 
 def forget(model: keras.Model) -> None:
     """Drop the cached diagnosers of `model` (its layers' facts changed)."""
     _CACHE.pop(model, None)
-
-
-def _checked_thresholds(thresholds):
-    if thresholds is None:
-        return rules.Thresholds()
-    if not isinstance(thresholds, rules.Thresholds):
-        raise TypeError(
-            "Argument `thresholds` must be a `keras_initdiag.Thresholds` or None. "
-            f"Received: thresholds={thresholds!r}"
-        )
-    return thresholds
-
-
-def _loss_key(loss):
-    if loss is None or isinstance(loss, str):
-        return loss
-    return id(loss)

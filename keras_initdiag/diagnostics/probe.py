@@ -1,251 +1,392 @@
 """The one compiled function: forward, loss, gradients, reductions -> one vector.
 
-`Probe` is built once per model (and tap selection). Its `tf.function` runs the
-functional view in inference mode, computes the loss, the gradients with
-respect to the tapped outputs and to the weights, reduces everything on the
-device, and returns a single float32 vector; the host copies it once.
+`Probe` is built once per model (and tap selection, loss and measurement
+mode). Its `tf.function` runs the view of the model statelessly inside a
+`keras.StatelessScope`: every variable is read into a tensor, the layers see
+those tensors, and whatever they would write (BatchNormalization's moving
+statistics, dropout's seed-generator state, the loss trackers) goes to the
+scope and is dropped. So the model runs exactly as `fit` runs it (training
+mode by default: batch statistics in normalization layers, dropout on), and
+no variable changes. It then computes the loss, the gradients with respect
+to every tapped output, the model's inputs and the weights, reduces
+everything on the device, and returns a single float32 vector, which the
+host copies once.
+
+Random layers (dropout, noise) draw from a fixed seed in every diagnosis, so
+two diagnoses of the same weights give the same numbers and the model's own
+random state never moves.
 """
 
 from __future__ import annotations
 
 import math
+import weakref
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_initdiag.diagnostics import reduce
-from keras_initdiag.diagnostics.reduce import VECTOR_FIELDS as VECTOR_FIELDS
-from keras_initdiag.diagnostics.reduce import f32
-from keras_initdiag.diagnostics.taps import Tap, TapSet, walk
+from keras_initdiag.diagnostics.loss import ProbeLoss
+from keras_initdiag.diagnostics.reduce import DEVICE_FIELDS, f32
+from keras_initdiag.diagnostics.taps import Tap, TapSet
 
 _NAN = float("nan")
+#: Under float16 compute, the probe first scales its loss by this power of
+#: two (exact in binary) and divides the gradients back in float32, so that
+#: small back-propagated gradients do not underflow float16 (smallest
+#: subnormal 6e-8). When that overflows, it tries the unscaled loss, then
+#: `1 / FLOAT16_LOSS_SCALE`: only gradients that overflow at every scale
+#: are reported as non-finite, as Keras's `LossScaleOptimizer` would skip
+#: them at every scale too.
+FLOAT16_LOSS_SCALE = 2.0**10
+_SEED_STATE = "seed_generator_state"
 
 
-def resolve_loss(model: keras.Model, loss):
-    """A function `(y_true_list, y_pred_list) -> scalar`, or None without a loss.
-
-    Uses `loss` when given, else the loss passed to `model.compile`. The
-    compiled loss's metric trackers are never touched: the probe must not
-    change the user's training logs.
-    """
-    spec = loss if loss is not None else getattr(model, "loss", None)
-    if spec is None:
-        return None
-    n_outputs = len(model.outputs) if _has_graph(model) else 1
-    if isinstance(spec, dict):
-        names = list(getattr(model, "output_names", None) or [])
-        missing = [name for name in spec if name not in names]
-        if missing:
-            raise ValueError(
-                f"Argument `loss` names outputs {missing} that the model does not "
-                f"have (outputs: {names}). Received: loss={spec!r}"
-            )
-        fns = [keras.losses.get(spec[name]) if name in spec else None for name in names]
-    elif isinstance(spec, (list, tuple)):
-        if len(spec) != n_outputs:
-            raise ValueError(
-                f"Argument `loss` must have one entry per model output ({n_outputs}). "
-                f"Received: loss={spec!r}"
-            )
-        fns = [keras.losses.get(s) if s is not None else None for s in spec]
-    else:
-        fns = [_get_loss(spec)] * n_outputs
-
-    def compute(y_true, y_pred):
-        terms = [
-            tf.cast(tf.reduce_mean(fn(t, tf.cast(p, tf.float32))), tf.float32)
-            for fn, t, p in zip(fns, y_true, y_pred)
-            if fn is not None
-        ]
-        return tf.add_n(terms)
-
-    return compute
-
-
-def _get_loss(spec):
-    try:
-        fn = keras.losses.get(spec)
-    except (ValueError, TypeError) as error:
-        raise ValueError(
-            f"Argument `loss` must be a Keras loss name, a `keras.losses.Loss` or a "
-            f"callable `(y_true, y_pred) -> loss`. Received: loss={spec!r}"
-        ) from error
-    if fn is None:
-        raise ValueError(
-            f"Argument `loss` is not a known loss. Received: loss={spec!r}"
-        )
-    return fn
-
-
-def _has_graph(model) -> bool:
-    try:
-        return bool(model.outputs)
-    except (AttributeError, ValueError):
-        return False
+def _unique(variables) -> list:
+    seen, out = set(), []
+    for v in variables:
+        if id(v) not in seen:
+            seen.add(id(v))
+            out.append(v)
+    return out
 
 
 class Probe:
     """The compiled diagnosis of one model.
 
     Args:
-        tapset: The taps and functional view (`taps.build_taps`).
-        loss: A function from `resolve_loss`, or None for a forward-only probe.
+        tapset: The taps and view (`taps.build_taps`).
+        model: The model (held weakly).
+        loss: A `ProbeLoss`, or None for forward statistics only.
+        training: Run the forward pass with training-mode semantics (batch
+            statistics in normalization layers, dropout on). Defaults to
+            `True`.
         histograms: Also return the raw tensors for histogram summaries.
 
     Example:
-    >>> probe = Probe(build_taps(model), resolve_loss(model, None))
+    >>> probe = Probe(build_taps(model), model, ProbeLoss.resolve(model, None))
     >>> vector = probe(x, y)      # one float32 vector, one host copy later
     """
 
-    def __init__(self, tapset: TapSet, loss=None, histograms: bool = False):
+    def __init__(
+        self,
+        tapset: TapSet,
+        model: keras.Model,
+        loss: ProbeLoss | None = None,
+        training: bool = True,
+        histograms: bool = False,
+    ):
         self.tapset = tapset
+        self._model = weakref.ref(model)
         self.loss = loss
+        self.training = bool(training)
         self.histograms = histograms
-
-        # A closure per probe: TensorFlow's "excessive retracing" warning counts
-        # traces per Python function, and every model rightly traces its own.
-        def run(x, y, full):
-            return self._run(x, y, full)
-
-        self._function = tf.function(run, reduce_retracing=True, autograph=False)
+        self.trainable, self.non_trainable = split_variables(tapset, model)
+        # Every variable the reductions read: main weights and trainable ones.
+        self.measured = _unique(
+            [
+                w
+                for tap in tapset.taps
+                for w in [tap.main_weight, *tap.weights]
+                if w is not None
+            ]
+        )
+        self.scale = FLOAT16_LOSS_SCALE if _computes_in_float16(model) else 1.0
+        self._functions: dict = {}
         self.traces = 0
+
+    @property
+    def model(self) -> keras.Model:
+        """The model (raises if it was garbage-collected)."""
+        model = self._model()
+        if model is None:
+            raise ReferenceError("The model of this probe no longer exists.")
+        return model
 
     @property
     def width(self) -> int:
         """Length of the returned vector: one row per tap, plus the loss."""
-        return len(self.tapset.taps) * len(VECTOR_FIELDS) + 1
+        return len(self.tapset.taps) * len(DEVICE_FIELDS) + 1
 
     def __call__(self, x, y=None, full: bool = True):
         """Run the probe; returns the vector (and histogram tensors if asked).
 
         Args:
-            x: Inputs.
+            x: Inputs (tensors in the model's input structure).
             y: Targets, or None for forward statistics only.
             full: Also search for duplicate units and identical kernels (the
                 costliest reductions; symmetry is set at initialization, so
                 the callback asks for them at step 0 and once per epoch).
                 A tensor argument: both settings share one trace.
         """
-        return self._function(x, y, tf.constant(bool(full)))
+        if y is not None and self.loss is not None and not self.loss.built:
+            self._build_loss(x, y)
+        function = self._function(x, y if self.loss is not None else None)
+        if y is None or self.loss is None:
+            return function(x, tf.constant(bool(full)))
+        return function(x, y, tf.constant(bool(full)))
 
-    def _forward(self, x):
-        tapset = self.tapset
-        if tapset.view is not None:
-            outs = tapset.view(x, training=False)
-            outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
-            k = tapset.n_outputs
-            return outs[:k], outs[k:]
-        preds = tapset.model(x, training=False)
-        return [], list(tf.nest.flatten(preds))
+    def _function(self, x, y):
+        """One `tf.function` per input signature; the batch size is free."""
+        signature = (_specs(x, self.tapset.view), _specs(y, None))
+        key = repr(signature)
+        if key not in self._functions:
+            if y is None:
+
+                def run(x, full):
+                    return self._run(x, None, full)
+
+                specs = [signature[0], tf.TensorSpec([], tf.bool)]
+            else:
+
+                def run(x, y, full):
+                    return self._run(x, y, full)
+
+                specs = [signature[0], signature[1], tf.TensorSpec([], tf.bool)]
+            self._functions[key] = tf.function(
+                run, input_signature=specs, autograph=False
+            )
+        return self._functions[key]
+
+    def _build_loss(self, x, y) -> None:
+        """Build the compiled loss's trackers eagerly, on two samples."""
+        model = self.model
+        head = tf.nest.map_structure(lambda a: a[:2], x)
+        target = tf.nest.map_structure(lambda a: a[:2], y)
+        mapping = [(v, v.value) for v in model.variables]
+        with keras.StatelessScope(state_mapping=mapping):
+            preds = model(head, training=False)
+        self.loss.build(model, head, target, preds)
+
+    def _forward(self, model, x):
+        return forward(self.tapset, model, x, self.training)
 
     def _run(self, x, y, full):
         self.traces += 1  # Python side effect: counts traces, not calls.
-        taps = self.tapset.taps
-        variables = [_tf_variable(w) for tap in taps for w in tap.weights]
-        scale = _loss_scale(self.tapset.model)
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(variables)
-            tapped, preds = self._forward(x)
-            tape.watch(tapped)
-            loss = scaled_loss = None
-            if self.loss is not None and y is not None:
-                loss = self.loss(tf.nest.flatten(y), preds)
-                scaled_loss = loss * scale if scale != 1.0 else loss
-        if loss is not None:
-            grads = tape.gradient(
-                scaled_loss,
-                tapped + variables,
-                unconnected_gradients=tf.UnconnectedGradients.NONE,
+        model = self.model
+        values = [tf.identity(v.value) for v in self.trainable]
+        inputs = [t for t in tf.nest.flatten(x) if t.dtype.is_floating]
+        with tf.GradientTape(watch_accessed_variables=False, persistent=True) as tape:
+            tape.watch(values + inputs)
+            scope = keras.StatelessScope(
+                state_mapping=state_mapping(self.trainable, values, self.non_trainable),
+                collect_losses=True,
             )
-            if scale != 1.0:
-                grads = [_unscale(g, scale) for g in grads]
+            with scope:
+                preds, tapped = self._forward(model, x)
+                tape.watch(tapped)
+                loss = None
+                if self.loss is not None and y is not None:
+                    loss = self.loss(model, x, y, preds)
+        current = {id(v): value for v, value in zip(self.trainable, values)}
+        if loss is not None:
+            grads = _gradients(tape, loss, list(tapped) + values, self.scale)
             out_grads, weight_grads = grads[: len(tapped)], grads[len(tapped) :]
         else:
-            out_grads, weight_grads = [None] * len(tapped), [None] * len(variables)
+            out_grads, weight_grads = [None] * len(tapped), [None] * len(values)
+        del tape
+        by_id = {id(v): g for v, g in zip(self.trainable, weight_grads)}
+        taps = self.tapset.taps
+        outputs = [_tapped(tapped, tap) for tap in taps]
+        gradients = [_tapped(out_grads, tap) for tap in taps]
+        measured = self.measured
+        measured_values = [
+            f32(current[id(v)] if id(v) in current else tf.identity(v.value))
+            for v in measured
+        ]
+        measured_grads = [f32(by_id.get(id(v))) for v in measured]
         table = reduce.Table(len(taps))
-        outputs, gradients, kernels, hist = [], [], [], {}
-        for tap in taps:
-            output = out_grad = None
-            if tap.output_index is not None:
-                output = f32(tapped[tap.output_index])
-                out_grad = f32(out_grads[tap.output_index])
-            outputs.append(output)
-            gradients.append(out_grad)
-            kernels.append(f32(tap.main_weight))
-            if self.histograms:
-                hist.update(_histogram_tensors(tap, output, weight_grads, variables))
         reduce.output_stats(table, taps, outputs, full)
         reduce.gradient_stats(table, gradients)
-        reduce.kernel_stats(table, taps, kernels, full)
-        reduce.weight_stats(table, taps, weight_grads, gradients)
+        reduce.weight_stats(
+            table, taps, measured, measured_values, measured_grads, full
+        )
+        reduce.duplicate_fractions(table, full)
         loss_value = tf.constant(_NAN) if loss is None else tf.cast(loss, tf.float32)
         vector = tf.concat([table.vector(), [loss_value]], axis=0)
-        return (vector, hist) if self.histograms else vector
+        if not self.histograms:
+            return vector
+        hist = _histograms(taps, outputs, measured, measured_values, measured_grads)
+        return vector, hist
 
 
-#: Under float16 compute, the probe's loss is multiplied by this power of two
-#: (exact in binary) and the gradients divided back in float32, so that small
-#: back-propagated gradients do not underflow float16 (smallest subnormal
-#: 6e-8). Gradients above 65504 / 2**10 = 64 per element would overflow; a
-#: probe batch with the usual mean-reduced losses stays far below that.
-FLOAT16_LOSS_SCALE = 2.0**10
+def split_variables(tapset: TapSet, model: keras.Model) -> tuple[list, list]:
+    """`(trainable, other)` variables of the view and the model, each once."""
+    source = tapset.view if tapset.view is not None else model
+    trainable = _unique(
+        list(source.trainable_variables) + list(model.trainable_variables)
+    )
+    ids = {id(v) for v in trainable}
+    every = _unique(list(source.variables) + list(model.variables))
+    return trainable, [v for v in every if id(v) not in ids]
 
 
-def _loss_scale(model: keras.Model) -> float:
-    """`FLOAT16_LOSS_SCALE` if any layer computes in float16, else 1."""
-    layers = [model] + [layer for layer, _ in walk(model)]
-    if any(getattr(layer, "compute_dtype", None) == "float16" for layer in layers):
-        return FLOAT16_LOSS_SCALE
-    return 1.0
+def state_mapping(trainable: list, values: list, non_trainable: list) -> list:
+    """`(variable, value)` for a stateless call; seed states are fixed.
+
+    Trainable variables map to `values` (tensors a tape can watch), the
+    others to their current values, except seed-generator states, which map
+    to a fixed seed each: random layers draw the same numbers at every
+    diagnosis, and the model's own random state never moves.
+    """
+    mapping = list(zip(trainable, values))
+    seeds = 0
+    for variable in non_trainable:
+        if variable.name == _SEED_STATE:
+            seeds += 1
+            value = tf.constant([1337 + seeds, 0], dtype=variable.dtype)
+        else:
+            value = tf.identity(variable.value)
+        mapping.append((variable, value))
+    return mapping
 
 
-def _unscale(gradient, scale: float):
-    """A gradient of the scaled loss, cast to float32 and divided by `scale`."""
-    if gradient is None:
-        return None
-    if isinstance(gradient, tf.IndexedSlices):
-        values = tf.cast(gradient.values, tf.float32) / scale
-        return tf.IndexedSlices(values, gradient.indices, gradient.dense_shape)
-    return tf.cast(gradient, tf.float32) / scale
+def forward(tapset: TapSet, model: keras.Model, x, training: bool):
+    """`(predictions, tapped outputs)` of the view (or the model without one).
+
+    Call it inside a `keras.StatelessScope` (see `stateless_forward`).
+    """
+    if tapset.view is None:
+        return model(x, training=training), []
+    out = tapset.view(x, training=training)
+    return out["outputs"], list(out["taps"])
 
 
-def _tf_variable(weight):
-    """The `tf.Variable` behind a Keras variable (what a tape can watch)."""
-    return getattr(weight, "value", weight)
-
-
-def _histogram_tensors(tap: Tap, output, weight_grads, variables) -> dict:
-    hist = {}
-    if tap.main_weight is not None:
-        hist[f"weights/{tap.name}"] = tf.cast(tap.main_weight, tf.float32)
-    if output is not None:
-        hist[f"activations/{tap.name}"] = output
-    own = {id(_tf_variable(w)) for w in tap.weights}
-    grads = [
-        tf.reshape(tf.cast(g, tf.float32), [-1])
-        for g, v in zip(weight_grads, variables)
-        if g is not None and id(v) in own
+def stateless_forward(tapset: TapSet, model: keras.Model, x, training: bool):
+    """`forward`, run in a `keras.StatelessScope`: no variable changes."""
+    source = tapset.view if tapset.view is not None else model
+    trainable = _unique(
+        list(source.trainable_variables) + list(model.trainable_variables)
+    )
+    ids = {id(v) for v in trainable}
+    others = [
+        v
+        for v in _unique(list(source.variables) + list(model.variables))
+        if id(v) not in ids
     ]
-    if grads:
-        hist[f"gradients/{tap.name}"] = tf.concat(grads, 0)
+    values = [tf.identity(v.value) for v in trainable]
+    with keras.StatelessScope(
+        state_mapping=state_mapping(trainable, values, others), collect_losses=True
+    ):
+        return forward(tapset, model, x, training)
+
+
+def _tapped(tensors: list, tap: Tap):
+    if tap.output_index is None:
+        return None
+    return f32(tensors[tap.output_index])
+
+
+def _specs(structure, view):
+    """`tf.TensorSpec`s of a batch with a free batch size.
+
+    Dimensions the model's inputs leave free (e.g. a sequence length) are
+    free too, so one trace serves every probe batch that fits the model.
+    """
+    if structure is None:
+        return None
+    free = []
+    if view is not None:
+        free = [tuple(t.shape) for t in tf.nest.flatten(view.input)]
+
+    def spec(array, model_shape=None):
+        shape = list(array.shape)
+        shape[0] = None
+        if model_shape is not None and len(model_shape) == len(shape):
+            shape = [None if m is None else s for s, m in zip(shape, model_shape)]
+        return tf.TensorSpec(shape, tf.as_dtype(array.dtype))
+
+    flat = tf.nest.flatten(structure)
+    shapes = free if len(free) == len(flat) else [None] * len(flat)
+    specs = [spec(a, s) for a, s in zip(flat, shapes)]
+    return tf.nest.pack_sequence_as(structure, specs)
+
+
+def _computes_in_float16(model: keras.Model) -> bool:
+    policy = getattr(model, "dtype_policy", None)
+    layers = [model] + list(model.layers)
+    dtypes = {getattr(layer, "compute_dtype", None) for layer in layers}
+    return "float16" in dtypes or getattr(policy, "compute_dtype", None) == "float16"
+
+
+def _dense(gradient):
+    """A gradient as one tensor; an `IndexedSlices` is summed per row first.
+
+    An embedding's gradient lists one slice per lookup, with repeated rows;
+    summing them per distinct row gives the true gradient's non-zero rows
+    (its norm and values), without materializing the whole table.
+    """
+    if isinstance(gradient, tf.IndexedSlices):
+        rows, position = tf.unique(gradient.indices)
+        return tf.math.unsorted_segment_sum(gradient.values, position, tf.size(rows))
+    return gradient
+
+
+def _gradients(tape, loss, sources: list, scale: float) -> list:
+    """Gradients of `loss` in float32, loss-scaled under float16 compute.
+
+    Which sources are connected to the loss is static, so every attempt has
+    the same `None` positions; a retry runs only when the previous attempt
+    overflowed (inside a `tf.cond` branch).
+    """
+    unconnected = tf.UnconnectedGradients.NONE
+
+    def attempt(factor) -> list:
+        target = loss if factor == 1.0 else loss * factor
+        grads = tape.gradient(target, sources, unconnected_gradients=unconnected)
+        grads = [None if g is None else f32(_dense(g)) for g in grads]
+        return (
+            grads
+            if factor == 1.0
+            else [None if g is None else g / factor for g in grads]
+        )
+
+    result = attempt(scale)
+    if scale == 1.0:
+        return result
+    connected = [g is not None for g in result]
+    present = [g for g in result if g is not None]
+    for factor in (1.0, 1.0 / scale):
+        if not present:
+            break
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in present])
+        present = tf.cond(
+            finite,
+            lambda kept=present: kept,
+            lambda f=factor: [g for g in attempt(f) if g is not None],
+        )
+    it = iter(present)
+    return [next(it) if c else None for c in connected]
+
+
+def _histograms(taps, outputs, measured, values, grads) -> dict:
+    index = {id(v): k for k, v in enumerate(measured)}
+    hist = {}
+    for tap, output in zip(taps, outputs):
+        if tap.main_weight is not None:
+            hist[f"weights/{tap.name}"] = values[index[id(tap.main_weight)]]
+        if output is not None:
+            hist[f"activations/{tap.name}"] = output
+        own = [grads[index[id(w)]] for w in tap.weights]
+        own = [tf.reshape(g, [-1]) for g in own if g is not None]
+        if own:
+            hist[f"gradients/{tap.name}"] = tf.concat(own, 0)
     return hist
 
 
 def decode(probe: Probe, vector: np.ndarray):
-    """Split the host copy of the vector into per-layer stats and the loss.
+    """Split the host copy of the vector into per-tap values and the loss.
 
     Returns:
-        `(stats, signatures, loss)`: layer name -> {stat -> float}, layer name
-        -> kernel signature (NaN without a kernel), and the probe loss.
+        `(values, loss)`: tap name -> {field -> float} for every field of
+        `DEVICE_FIELDS`, and the probe loss.
     """
     vector = np.asarray(vector, dtype=np.float64)
-    width = len(VECTOR_FIELDS)
-    per_layer, signatures = {}, {}
+    width = len(DEVICE_FIELDS)
+    values = {}
     for i, tap in enumerate(probe.tapset.taps):
         row = vector[i * width : (i + 1) * width]
-        values = {name: float(v) for name, v in zip(VECTOR_FIELDS, row)}
-        signatures[tap.name] = values.pop("kernel_signature")
-        per_layer[tap.name] = values
+        values[tap.name] = {name: float(v) for name, v in zip(DEVICE_FIELDS, row)}
     loss = float(vector[-1]) if vector.size else math.nan
-    return per_layer, signatures, loss
+    return values, loss

@@ -15,8 +15,10 @@ STAT_NAMES: tuple[str, ...] = (
     "activation_mean",
     "activation_variance",
     "activation_gradient_rms",
+    "activation_gain",
     "weight_variance",
     "gradient_norm",
+    "kernel_gradient_norm",
     "gradient_to_weight_ratio",
     "dead_fraction",
     "saturation_fraction",
@@ -71,33 +73,55 @@ class Flag:
 
 @dataclasses.dataclass(frozen=True)
 class LayerInfo:
-    """Static facts about a tapped layer that the rules need.
+    """Static facts about one node of the model's graph that the rules need.
+
+    A node is one call of a layer (or of an op such as `h + r`), or one of
+    the model's inputs; see `keras_initdiag.diagnostics.graph`.
 
     Args:
-        name: The layer's name.
-        class_name: The layer's class name, e.g. `"Dense"`.
+        name: The node's name (the layer's name for its first call).
+        class_name: The layer's or operation's class name, e.g. `"Dense"`.
+        kind: `"input"`, `"layer"`, `"norm"` (a normalization layer, whose
+            output scale is set by design), `"merge"` (a layer or op that
+            merges branches, e.g. `Add` or `h + r`) or `"op"` (another
+            operation that is not a layer).
+        inputs: Names of the nodes it reads, in argument order.
+        merge: For merges, how inputs combine: `"sum"`, `"average"`,
+            `"product"` or `"concat"`; `""` otherwise.
         activation: Canonical activation name (`""` when the layer has none).
         initializer: Initializer family of the main weight (`""` when none).
         weight_shape: Shape of the main weight, `()` when there is none.
-        is_output: Whether the layer produces one of the model's outputs.
-        tapped_output: Whether the layer's output could be exposed.
-        feeds_residual: Whether the layer's output enters a merge (e.g. `Add`)
-            with another branch, so all-zero weights there are by design.
+        depthwise: Whether the main weight is a depthwise kernel.
+        fan_in: How many inputs each output sums over (forward fan-in of the
+            main weight), 0 without one.
+        fan_out: How many outputs each input reaches, 0 without a weight.
+        is_output: Whether the node produces one of the model's outputs.
+        tapped_output: Whether the node's output is measured.
+        shared_with: For a later call of a shared layer, the name of the
+            first call's node (which carries the weight statistics).
         recommended: Initializer families that suit the activation (`()` when
             no rule applies).
         same_kernel_as: Earlier layers whose initial kernel is identical.
+        size: Elements of the output per sample (NaN when unknown).
     """
 
     name: str
     class_name: str = ""
+    kind: str = "layer"
+    inputs: tuple[str, ...] = ()
+    merge: str = ""
     activation: str = ""
     initializer: str = ""
     weight_shape: tuple[int, ...] = ()
+    depthwise: bool = False
+    fan_in: int = 0
+    fan_out: int = 0
     is_output: bool = False
     tapped_output: bool = True
-    feeds_residual: bool = False
+    shared_with: str = ""
     recommended: tuple[str, ...] = ()
     same_kernel_as: tuple[str, ...] = ()
+    size: float = math.nan
 
 
 @dataclasses.dataclass
@@ -106,14 +130,20 @@ class DiagnosticReport:
 
     Args:
         step: Global training step (0 = before any update).
-        layers: Tapped layer names in forward order.
-        stats: Layer name -> {statistic name -> float}; NaN where a statistic
-            does not apply to the layer.
+        layers: Node names in forward order: the model's inputs, every call
+            of every layer (a shared layer once per call), and op-level
+            operations such as residual merges written `h + r`.
+        stats: Node name -> {statistic name -> float}; NaN where a statistic
+            does not apply to the node.
         flags: The flags raised for this diagnosis.
-        info: Layer name -> `LayerInfo` (static facts used by the rules).
+        info: Node name -> `LayerInfo` (static facts used by the rules).
         loss: The loss on the probe batch, NaN when no loss was available.
-        skipped: `(layer, reason)` for layers whose outputs could not be
-            tapped (they still get weight statistics).
+        skipped: `(node, reason)` for nodes whose outputs could not be
+            measured (layers among them still get weight statistics).
+        optimizer: Class name of the model's optimizer (e.g. `"Adam"`), `""`
+            when the model is not compiled with one. Some rules depend on it.
+        training: Whether the forward pass ran with training-mode semantics
+            (batch statistics in normalization layers, dropout on).
 
     Example:
     >>> report = keras_initdiag.diagnose(model, x, y)
@@ -128,6 +158,8 @@ class DiagnosticReport:
     info: dict[str, LayerInfo] = dataclasses.field(default_factory=dict)
     loss: float = math.nan
     skipped: list = dataclasses.field(default_factory=list)
+    optimizer: str = ""
+    training: bool = True
 
     def stat(self, name: str) -> list[float]:
         """Return one statistic for every layer, in forward order.

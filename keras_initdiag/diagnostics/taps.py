@@ -1,82 +1,164 @@
-"""Which layers are tapped, and the functional view that exposes their outputs.
+"""Taps: the nodes a diagnosis measures, with the static facts the rules need.
 
-A tap is one layer of the model: its output (when the model's graph exposes
-it), its main weight and its trainable weights. `build_taps` walks the model in
-forward order and builds, once per model, a functional view
-`model.inputs -> [tapped outputs..., model outputs]`. `lsuv` reuses it.
+`build_taps(model)` traces the model's graph (`graph.trace`) and turns every
+node into a `Tap`: its output in the view (when measurable), its layer's
+main weight and trainable weights (on the first call of a shared layer only),
+and a `LayerInfo` with the facts the rules read (kind, inputs, activation,
+initializer family, forward fans). `lsuv` reuses it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import keras
 
-from keras_initdiag import initializers
+from keras_initdiag import _fans, initializers
+from keras_initdiag.diagnostics import graph as graph_lib
 from keras_initdiag.diagnostics.report import LayerInfo
 
 #: Layers whose kernels were set from data (by `lsuv`): their declared
 #: initializer no longer describes them, so their family reads as "lsuv".
 DATA_DEPENDENT: weakref.WeakSet = weakref.WeakSet()
 
-_MAIN_WEIGHTS = ("kernel", "depthwise_kernel", "embeddings")
-_INITIALIZER_ATTRS = {
-    "kernel": "kernel_initializer",
-    "depthwise_kernel": "depthwise_initializer",
-    "embeddings": "embeddings_initializer",
-}
-_MERGE_LAYERS = ("Add", "Average", "Subtract")
 _ACTIVATION_LAYERS = {"ReLU": "relu", "LeakyReLU": "leaky_relu", "ELU": "elu"}
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightSpec:
+    """A layer's main weight and how the layer uses it.
+
+    Args:
+        variable: The weight (a `keras.Variable`).
+        initializer: The initializer the layer declared for it, or None.
+        layout: How the forward pass uses it (one of `_fans.LAYOUTS`).
+        strides: A transposed convolution's strides.
+        equation: An `EinsumDense` equation.
+    """
+
+    variable: object
+    initializer: object = None
+    layout: str = "dense"
+    strides: tuple[int, ...] = ()
+    equation: str = ""
+
+    @property
+    def fans(self) -> tuple[int, int]:
+        """Forward `(fan_in, fan_out)` of the weight."""
+        return _fans.forward_fans(
+            self.layout, self.variable.shape, self.strides, self.equation
+        )
+
+
+def weight_spec(layer) -> WeightSpec | None:
+    """The weight whose variance describes a layer's initialization, or None.
+
+    Convolutions, dense and einsum layers use their kernel (a separable
+    convolution its pointwise kernel), embeddings their table, recurrent
+    layers their cell's input kernel, `MultiHeadAttention` its value
+    projection; other layers their first trainable weight of rank >= 2.
+    """
+    if isinstance(layer, keras.Model) or layer is None:
+        return None
+    layers = keras.layers
+    strides = tuple(getattr(layer, "strides", ()) or ())
+    if isinstance(layer, (layers.SeparableConv1D, layers.SeparableConv2D)):
+        return WeightSpec(layer.pointwise_kernel, layer.pointwise_initializer, "conv")
+    if isinstance(layer, (layers.DepthwiseConv1D, layers.DepthwiseConv2D)):
+        return WeightSpec(layer.kernel, layer.depthwise_initializer, "depthwise")
+    transposed = (
+        layers.Conv1DTranspose,
+        layers.Conv2DTranspose,
+        layers.Conv3DTranspose,
+    )
+    if isinstance(layer, transposed):
+        return WeightSpec(
+            layer.kernel, layer.kernel_initializer, "conv_transpose", strides
+        )
+    if isinstance(layer, (layers.Conv1D, layers.Conv2D, layers.Conv3D)):
+        return WeightSpec(layer.kernel, layer.kernel_initializer, "conv")
+    if isinstance(layer, layers.EinsumDense):
+        return WeightSpec(
+            layer.kernel, layer.kernel_initializer, "einsum", equation=layer.equation
+        )
+    if isinstance(layer, layers.Embedding):
+        return WeightSpec(layer.embeddings, layer.embeddings_initializer, "embedding")
+    if isinstance(layer, layers.MultiHeadAttention):
+        value = layer.value_dense
+        return WeightSpec(
+            value.kernel, value.kernel_initializer, "einsum", equation=value.equation
+        )
+    owner = getattr(layer, "cell", layer)
+    kernel = getattr(owner, "kernel", None)
+    if isinstance(kernel, keras.Variable) and len(kernel.shape) >= 2:
+        return WeightSpec(kernel, getattr(owner, "kernel_initializer", None))
+    trainable = [w for w in layer.trainable_weights if len(w.shape) >= 2]
+    return WeightSpec(trainable[0]) if trainable else None
 
 
 @dataclasses.dataclass
 class Tap:
-    """One tapped layer.
+    """One measured node.
 
     Args:
-        layer: The Keras layer.
-        info: Static facts about it (activation, initializer family, ...).
-        main_weight: The kernel-like weight whose variance is reported, or None.
-        weights: The layer's own trainable weights (for gradient norms).
-        output_index: Index of its output among the view's outputs, or None
-            when the output could not be exposed (weight statistics only).
+        node: The graph node.
+        info: Static facts about it.
+        weight: Its layer's main weight (first call of a layer only), or None.
+        output_index: Index of its output in the view's `taps`, or None
+            when the output is not measured (weight statistics only).
     """
 
-    layer: keras.layers.Layer
+    node: graph_lib.Node
     info: LayerInfo
-    main_weight: keras.Variable | None
-    weights: list
+    weight: WeightSpec | None
     output_index: int | None
 
     @property
     def name(self) -> str:
-        """The layer's name."""
-        return self.layer.name
+        """The node's name."""
+        return self.node.name
+
+    @property
+    def layer(self):
+        """The layer called at this node, or None."""
+        return self.node.layer
+
+    @property
+    def weights(self) -> list:
+        """Its layer's trainable weights now (first call only; else `[]`).
+
+        Read at each use: freezing or unfreezing a layer changes them.
+        """
+        if not self.node.first_call or self.node.layer is None:
+            return []
+        return list(self.node.layer.trainable_weights)
+
+    @property
+    def main_weight(self):
+        """The main weight variable, or None."""
+        return None if self.weight is None else self.weight.variable
 
 
 @dataclasses.dataclass
 class TapSet:
-    """The taps of one model and the functional view that exposes them.
+    """The taps of one model and the graph they come from.
 
     Args:
-        model: The model.
-        taps: Taps in forward order.
-        view: `keras.Model` from `model.inputs` to the tapped outputs followed
-            by the model's outputs, or None when the model exposes no graph.
-        skipped: `(layer name, reason)` for layers whose output is not tapped.
+        graph: The traced graph (its `view` runs the model's layers).
+        taps: The measured nodes in forward order.
+        skipped: `(node name, reason)` for nodes whose output is not measured.
     """
 
-    model: keras.Model
+    graph: graph_lib.Graph
     taps: list[Tap]
-    view: keras.Model | None
     skipped: list[tuple[str, str]]
 
     @property
-    def n_outputs(self) -> int:
-        """How many of the view's outputs are tapped layer outputs."""
-        return sum(tap.output_index is not None for tap in self.taps)
+    def view(self) -> keras.Model | None:
+        """The functional view exposing every tapped output, or None."""
+        return self.graph.view
 
 
 def check_model(model) -> None:
@@ -94,53 +176,15 @@ def check_model(model) -> None:
         )
 
 
-def walk(model: keras.Model) -> list[tuple[keras.layers.Layer, bool]]:
-    """Every layer in forward order, nested models flattened.
-
-    Returns:
-        `(layer, exposed)` pairs: `exposed` is False for layers inside a nested
-        model, whose outputs live in the nested model's own graph.
-    """
-    result = []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        result.append((layer, True))
-        if isinstance(layer, keras.Model):
-            result += [(inner, False) for inner, _ in walk(layer)]
-    return result
-
-
-def main_weight(layer: keras.layers.Layer):
-    """The weight whose variance describes the layer's initialization, or None."""
-    if isinstance(layer, keras.Model):
-        return None
-    owner = getattr(layer, "cell", layer)
-    for attr in _MAIN_WEIGHTS:
-        weight = getattr(owner, attr, None)
-        if isinstance(weight, keras.Variable):
-            return weight
-    trainable = [w for w in layer.trainable_weights if len(w.shape) >= 2]
-    return trainable[0] if trainable else None
-
-
-def _initializer(layer: keras.layers.Layer) -> str:
-    if layer in DATA_DEPENDENT:
-        return "lsuv"
-    owner = getattr(layer, "cell", layer)
-    for attr in _MAIN_WEIGHTS:
-        if isinstance(getattr(owner, attr, None), keras.Variable):
-            init = getattr(owner, _INITIALIZER_ATTRS[attr], None)
-            return initializers.initializer_family(init) if init is not None else ""
-    return ""
-
-
-def _activation(layer: keras.layers.Layer) -> str:
+def activation_of(layer) -> str:
+    """Canonical name of a layer's activation (`""` for none)."""
+    if layer is None or isinstance(layer, keras.Model):
+        return ""
     name = type(layer).__name__
     if name in _ACTIVATION_LAYERS:
         return _ACTIVATION_LAYERS[name]
     activation = getattr(getattr(layer, "cell", layer), "activation", None)
-    if activation is None or isinstance(layer, keras.Model):
+    if activation is None:
         return ""
     try:
         return initializers.activation_name(activation)
@@ -148,7 +192,7 @@ def _activation(layer: keras.layers.Layer) -> str:
         return getattr(activation, "__name__", "")
 
 
-def _recommended(layer: keras.layers.Layer, activation: str) -> tuple[str, ...]:
+def _recommended(layer, activation: str) -> tuple[str, ...]:
     if not activation:
         return ()
     try:
@@ -159,187 +203,107 @@ def _recommended(layer: keras.layers.Layer, activation: str) -> tuple[str, ...]:
         return ()
 
 
-def _first(output):
-    return output[0] if isinstance(output, (list, tuple)) else output
+def _family(layer, spec: WeightSpec | None) -> str:
+    if spec is None:
+        return ""
+    if layer in DATA_DEPENDENT:
+        return "lsuv"
+    if spec.initializer is None:
+        return ""
+    return initializers.initializer_family(spec.initializer)
 
 
-def _residual_inputs(model: keras.Model) -> list:
-    """Symbolic tensors that enter a merge layer together with another branch."""
-    tensors = []
-    for layer, exposed in walk(model):
-        if exposed and type(layer).__name__ in _MERGE_LAYERS:
-            try:
-                inputs = layer.input
-            except (AttributeError, ValueError):
-                continue
-            if isinstance(inputs, (list, tuple)) and len(inputs) > 1:
-                tensors += list(inputs)
-    return tensors
+def _size(tensor) -> float:
+    """Elements per sample of a symbolic tensor (NaN when a dim is unknown)."""
+    if tensor is None:
+        return float("nan")
+    size = 1
+    for dim in tuple(tensor.shape)[1:]:
+        if dim is None:
+            return float("nan")
+        size *= int(dim)
+    return float(size)
 
 
-def _layer_info(layer, weight, exposed, graph, residual) -> LayerInfo:
-    activation = _activation(layer)
-    outputs = graph.outputs
-    output = graph.output_of(layer) if exposed else None
-    return LayerInfo(
-        name=layer.name,
-        class_name=type(layer).__name__,
+def _reported_inputs(graph, chosen: list[int]) -> dict[int, tuple[int, ...]]:
+    """For each chosen node, the nearest chosen nodes it reads from.
+
+    With every node chosen these are its inputs; when only some layers are
+    reported, an input that is not reported is replaced by the reported
+    nodes it reads from, so the signal's path stays connected.
+    """
+    keep = set(chosen)
+    nearest: dict[int, tuple[int, ...]] = {}
+    for index, node in enumerate(graph.nodes):
+        found: list[int] = []
+        for source in node.inputs:
+            for item in (source,) if source in keep else nearest.get(source, ()):
+                if item not in found:
+                    found.append(item)
+        nearest[index] = tuple(found)
+    return {i: nearest[i] for i in chosen}
+
+
+def _info(graph, index: int, first: dict, outputs: set, inputs) -> tuple:
+    node = graph.nodes[index]
+    layer = node.layer
+    spec = weight_spec(layer) if node.first_call else None
+    activation = activation_of(layer)
+    fan_in, fan_out = spec.fans if spec is not None else (0, 0)
+    base = node.name.split("@")[0].split("#")[0]
+    info = LayerInfo(
+        name=node.name,
+        class_name=type(node.op).__name__ if node.op is not None else "InputLayer",
+        kind=node.kind,
+        inputs=tuple(graph.nodes[i].name for i in inputs),
+        merge=node.merge,
         activation=activation,
-        initializer=_initializer(layer) if weight is not None else "",
-        weight_shape=tuple(int(d) for d in weight.shape) if weight is not None else (),
-        is_output=output is not None and any(output is o for o in outputs),
-        tapped_output=False,
-        feeds_residual=output is not None and any(output is r for r in residual),
+        initializer=_family(layer, spec),
+        weight_shape=tuple(int(d) for d in spec.variable.shape) if spec else (),
+        depthwise=spec is not None and spec.layout == "depthwise",
+        fan_in=int(fan_in),
+        fan_out=int(fan_out),
+        is_output=index in outputs,
+        tapped_output=node.tensor is not None,
+        shared_with="" if node.first_call else first.get(id(node.op), base),
         recommended=_recommended(layer, activation),
+        size=_size(node.tensor),
     )
+    return info, spec
 
 
-def _symbolic_output(layer):
-    try:
-        return _first(layer.output)
-    except (AttributeError, ValueError, IndexError):
-        return None
-
-
-def select(model: keras.Model, layers: Sequence[str] | None) -> list:
-    """The `(layer, exposed)` pairs to tap, restricted to `layers` if given."""
-    pairs = walk(model)
-    if layers is None:
-        return pairs
-    if isinstance(layers, str) or not isinstance(layers, Sequence):
-        raise TypeError(
-            "Argument `layers` must be a list of layer names or None. "
-            f"Received: layers={layers!r}"
-        )
-    names = [layer.name for layer, _ in pairs]
-    unknown = [name for name in layers if name not in names]
-    if unknown:
-        raise ValueError(
-            f"Argument `layers` names layer(s) {unknown} that model {model.name!r} "
-            f"does not have. Received: layers={list(layers)!r}. "
-            f"Available layers: {names}"
-        )
-    if not layers:
-        raise ValueError(
-            "Argument `layers` must name at least one layer. Received: layers=[]"
-        )
-    wanted = set(layers)
-    return [(layer, exposed) for layer, exposed in pairs if layer.name in wanted]
-
-
-def build_taps(
-    model: keras.Model, layers: Sequence[str] | None = None, which: str = "output"
-) -> TapSet:
-    """Tap the layers of a model and build the view that exposes them.
+def build_taps(model: keras.Model, layers: Sequence[str] | None = None) -> TapSet:
+    """Trace a model and describe every node to measure.
 
     Args:
         model: A built Keras model.
-        layers: Names of the layers to tap. Defaults to every layer.
-        which: `"output"` exposes each layer's output; `"input"` its input
-            (used by `lsuv` to recompute pre-activations).
+        layers: Names of the layers to report. Defaults to every node.
 
     Returns:
         A `TapSet`.
+
+    Example:
+    >>> tapset = build_taps(model)
+    >>> [tap.name for tap in tapset.taps]
     """
     check_model(model)
-    pairs = select(model, layers)
-    graph = _graph(model)
-    residual = _residual_inputs(model) if graph.outputs else []
-    taps, exposed_tensors, skipped = [], [], []
-    seen = set()
-    for layer, exposed in pairs:
-        if id(layer) in seen:
-            continue
-        seen.add(id(layer))
-        weight = main_weight(layer)
-        info = _layer_info(layer, weight, exposed, graph, residual)
-        own = [] if isinstance(layer, keras.Model) else list(layer.trainable_weights)
-        tensor = None
-        if not graph.outputs:
-            skipped.append((layer.name, "the model exposes no functional graph"))
-        elif not exposed:
-            skipped.append((layer.name, "inside a nested model: weights only"))
-        else:
-            find = graph.output_of if which == "output" else graph.input_of
-            tensor = find(layer)
-            if tensor is None:
-                skipped.append((layer.name, f"its {which} is not a single tensor"))
-        taps.append(Tap(layer, info, weight, own, None))
-        exposed_tensors.append(tensor)
-    view = _build_view(
-        model, graph.inputs, graph.outputs, taps, exposed_tensors, skipped
-    )
-    return TapSet(model, taps, view, skipped)
-
-
-@dataclasses.dataclass
-class _Graph:
-    """The symbolic graph the view is built from."""
-
-    inputs: list
-    outputs: list
-    output_of: Callable
-    input_of: Callable
-
-
-def _graph(model: keras.Model) -> _Graph:
-    try:
-        inputs, outputs = list(model.inputs), list(model.outputs)
-    except (AttributeError, ValueError):
-        return _Graph([], [], lambda layer: None, lambda layer: None)
-    if isinstance(model, keras.Sequential) and len(inputs) == 1 and outputs:
-        return _sequential_chain(model, inputs[0])
-    return _Graph(inputs, outputs, _symbolic_output, _first_input)
-
-
-def _sequential_chain(model: keras.Sequential, spec) -> _Graph:
-    """One connected chain through a Sequential model's layers.
-
-    A Sequential model's layers can hold calls from more than one graph (a
-    model loaded from a `.keras` file is built twice), and `layer.output`
-    names the first; calling the layers again on a fresh `keras.Input` gives
-    tensors that are certainly on the path to the model's output.
-    """
-    tensor = keras.Input(batch_shape=tuple(spec.shape), dtype=spec.dtype)
-    first, ins, outs = tensor, {}, {}
-    for layer in model.layers:
-        ins[id(layer)] = tensor
-        tensor = _first(layer(tensor))
-        outs[id(layer)] = tensor
-    return _Graph(
-        [first],
-        [tensor],
-        lambda layer: outs.get(id(layer)),
-        lambda layer: ins.get(id(layer)),
-    )
-
-
-def _first_input(layer):
-    try:
-        return _first(layer.input)
-    except (AttributeError, ValueError, IndexError):
-        return None
-
-
-def _build_view(model, inputs, outputs, taps, tensors, skipped):
-    if not outputs:
-        return None
-    candidates = [(tap, t) for tap, t in zip(taps, tensors) if t is not None]
-    try:
-        view = keras.Model(inputs, [t for _, t in candidates] + outputs)
-    except (ValueError, KeyError, AttributeError):
-        # Some tensor is not in this model's graph (e.g. a shared layer first
-        # called elsewhere): keep the ones that connect, one by one.
-        kept = []
-        for tap, tensor in candidates:
-            try:
-                keras.Model(inputs, [tensor])
-                kept.append((tap, tensor))
-            except (ValueError, KeyError, AttributeError):
-                skipped.append((tap.name, "its output is not in this model's graph"))
-        candidates = kept
-        view = keras.Model(inputs, [t for _, t in candidates] + outputs)
-    for index, (tap, _) in enumerate(candidates):
-        tap.output_index = index
-        tap.info = dataclasses.replace(tap.info, tapped_output=True)
-    return view
+    graph = graph_lib.trace(model)
+    chosen = graph_lib.select(graph, layers, model.name)
+    position = {node_index: k for k, node_index in enumerate(graph.taps)}
+    first = {
+        id(node.op): node.name
+        for node in graph.nodes
+        if node.first_call and node.op is not None
+    }
+    outputs = set(graph.outputs)
+    reported = _reported_inputs(graph, chosen)
+    taps = []
+    for index in chosen:
+        node = graph.nodes[index]
+        info, spec = _info(graph, index, first, outputs, reported[index])
+        if node.kind == "input" and node.tensor is None:
+            continue  # An integer input (token ids): nothing to measure.
+        taps.append(Tap(node, info, spec, position.get(index)))
+    wanted = {tap.name for tap in taps}
+    skipped = [(name, why) for name, why in graph.skipped if name in wanted]
+    return TapSet(graph, taps, skipped)

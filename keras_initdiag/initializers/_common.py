@@ -7,12 +7,12 @@ in the package it is defined.
 
 from __future__ import annotations
 
-import math
 import numbers
 import random as python_random
 
 import keras
-import numpy as np
+
+from keras_initdiag import _checks
 
 _PACKAGE = "keras_initdiag"
 
@@ -21,52 +21,11 @@ def _register(cls):
     return keras.saving.register_keras_serializable(package=_PACKAGE)(cls)
 
 
-# --------------------------------------------------------------------------
-# Argument checks (Keras-style messages: what must hold, what was received).
-# --------------------------------------------------------------------------
-
-
-def _check_positive(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"Argument `{name}` must be a positive finite float. "
-            f"Received: {name}={value!r} of type {type(value).__name__}"
-        )
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(
-            f"Argument `{name}` must be a positive finite float. "
-            f"Received: {name}={value!r}"
-        )
-    return float(value)
-
-
-def _check_non_negative(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"Argument `{name}` must be a non-negative finite float. "
-            f"Received: {name}={value!r} of type {type(value).__name__}"
-        )
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(
-            f"Argument `{name}` must be a non-negative finite float. "
-            f"Received: {name}={value!r}"
-        )
-    return float(value)
-
-
-def _check_choice(name: str, value, allowed: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value.lower() not in allowed:
-        raise ValueError(
-            f"Argument `{name}` must be one of {list(allowed)}. "
-            f"Received: {name}={value!r}"
-        )
-    return value.lower()
-
-
-def _check_bool(name: str, value) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"Argument `{name}` must be a bool. Received: {name}={value!r}")
-    return bool(value)
+# Argument checks: the package's shared validators, under the names used here.
+_check_positive = _checks.positive
+_check_non_negative = _checks.non_negative
+_check_choice = _checks.choice
+_check_bool = _checks.boolean
 
 
 def _resolve_seed(seed):

@@ -11,6 +11,7 @@ import math
 
 import keras
 
+from keras_initdiag._fans import compute_fans
 from keras_initdiag.initializers._common import (
     _check_bool,
     _check_choice,
@@ -27,22 +28,6 @@ _KERAS_DISTRIBUTION = {
     "truncated_normal": "truncated_normal",
     "uniform": "uniform",
 }
-
-
-def _depthwise_fans(shape) -> tuple[int, int]:
-    """Fans of a depthwise kernel `(*spatial, channels, multiplier)`.
-
-    Each output sees only its own channel, so the channel axis is left out
-    of fan_in; fan_out is what one input reaches: spatial * multiplier.
-    """
-    if len(shape) < 3:
-        raise ValueError(
-            "With `depthwise=True` the kernel must have rank >= 3, "
-            "`(*spatial, channels, multiplier)`. "
-            f"Received: shape={tuple(shape)}"
-        )
-    receptive = math.prod(shape[:-2])
-    return receptive, receptive * shape[-1]
 
 
 class _VarianceFamily(_SeededInitializer):
@@ -76,11 +61,7 @@ class _VarianceFamily(_SeededInitializer):
         ```
         """
         shape = tuple(shape)
-        if self.depthwise:
-            fan_in, fan_out = _depthwise_fans(shape)
-        else:
-            # Same fans as Keras's VarianceScaling, for reporting only.
-            fan_in, fan_out = _keras_fans(shape)
+        fan_in, fan_out = compute_fans(shape, depthwise=self.depthwise)
         fan = fan_in if self.mode == "fan_in" else (fan_in + fan_out) / 2.0
         return self.gain**2 * self._base_scale() / max(1.0, fan)
 
@@ -128,16 +109,6 @@ class _VarianceFamily(_SeededInitializer):
             "depthwise": self.depthwise,
         }
         return {**base_config, **config}
-
-
-def _keras_fans(shape) -> tuple[int, int]:
-    """The fans Keras's `VarianceScaling` uses (no `input_axes`)."""
-    if len(shape) < 1:
-        return 1, 1
-    if len(shape) == 1:
-        return shape[0], shape[0]
-    receptive = math.prod(shape[:-2])
-    return shape[-2] * receptive, shape[-1] * receptive
 
 
 @_register

@@ -1,0 +1,175 @@
+"""Vanishing and exploding: scales compounded along the path the signal takes.
+
+Forward, a node's scale is its output's second moment relative to its
+segment's start; backward, the gradient energy relative to the output side
+(see `keras_initdiag.diagnostics.signal`). A flag names the node where the
+compounded scale is worst, its value is that scale, and its message names
+the layers with weights whose own gain, with the parameter-free layers that
+follow them (their activation, pooling), moved it most.
+"""
+
+from __future__ import annotations
+
+import math
+
+from keras_initdiag.diagnostics import signal
+from keras_initdiag.diagnostics.report import DiagnosticReport, Flag
+from keras_initdiag.diagnostics.rules.common import (
+    advice,
+    branch_ends,
+    get,
+    info,
+    readers,
+    sentence,
+)
+from keras_initdiag.diagnostics.rules.thresholds import Thresholds
+
+
+def depth_flags(report: DiagnosticReport, t: Thresholds) -> list[Flag]:
+    """At most one "vanishing" and one "exploding" flag, forward or backward."""
+    ends = branch_ends(report)
+    forward = signal.forward(report)
+    backward = signal.backward(report)
+    renormalized = _read_only_by_norms(report)
+    found: dict[str, Flag] = {}
+    for direction, result, low, high in (
+        ("forward", forward, t.vanishing, t.exploding),
+        ("backward", backward, t.gradient_vanishing, t.gradient_exploding),
+    ):
+        judged = {
+            name: scale
+            for name, scale in result.scale.items()
+            if _judged(report, name, ends | renormalized, direction)
+        }
+        if not judged:
+            continue
+        lowest = min(judged, key=judged.get)
+        highest = max(judged, key=judged.get)
+        for kind, name, threshold in (
+            ("vanishing", lowest, low),
+            ("exploding", highest, high),
+        ):
+            value = math.exp(judged[name])
+            crossed = value < threshold if kind == "vanishing" else value > threshold
+            if crossed and kind not in found:
+                found[kind] = _flag(
+                    report, kind, direction, result, name, value, threshold
+                )
+    flags = [found[k] for k in ("exploding", "vanishing") if k in found]
+    if "exploding" not in found:
+        flags += _absolute(report, t)
+    return flags
+
+
+def _judged(report: DiagnosticReport, name: str, exempt: set, direction: str) -> bool:
+    """Whether a node's forward scale can signal a problem.
+
+    Not at the outputs (their scale is set by the task), at a branch end
+    (set by design), or where only normalization layers read the output
+    (they divide its scale out). Backward scales are judged everywhere.
+    """
+    if direction == "backward":
+        return True
+    return not info(report, name).is_output and name not in exempt
+
+
+def _read_only_by_norms(report: DiagnosticReport) -> set[str]:
+    """Nodes whose every reader is a normalization layer."""
+    return {
+        name
+        for name, found in readers(report).items()
+        if found and all(info(report, r).kind == "norm" for r in found)
+    }
+
+
+def _units(report, chain: list[str], gains: dict, direction: str) -> list[tuple]:
+    """`(layer with weights, the gain it and its parameter-free nodes cause)`.
+
+    `chain` runs along the direction of the scale. A step's gain is caused by
+    the node it enters going forward, and by the node it leaves going
+    backward (a layer's Jacobian acts on the gradient at its output). Each
+    cause is charged to the nearest layer with weights at or before it in
+    forward order, so an activation, pooling or dropout counts with the
+    layer it follows; steps before the first such layer are left out (their
+    gain is fixed by design).
+    """
+    order = chain if direction == "forward" else chain[::-1]
+    owner, current = {}, None
+    for name in order:
+        if info(report, name).weight_shape:
+            current = name
+        owner[name] = current
+    units: dict[str, float] = {}
+    for i in range(1, len(chain)):
+        gain = gains.get(chain[i], math.nan)
+        cause = chain[i] if direction == "forward" else chain[i - 1]
+        if owner.get(cause) is None or not (math.isfinite(gain) and gain > 0):
+            continue
+        units[owner[cause]] = units.get(owner[cause], 1.0) * gain
+    return list(units.items())
+
+
+def _culprits(units: list[tuple], kind: str) -> str:
+    """Name the layers that moved the scale most, with their gains."""
+    wrong = [u for u in units if (u[1] < 1) == (kind == "vanishing") and u[1] != 1]
+    if not wrong:
+        return ""
+    wrong.sort(key=lambda u: -abs(math.log(u[1])))
+    logs = sorted(abs(math.log(g)) for _, g in wrong)
+    if len(wrong) >= 3 and logs[-1] < 3 * logs[len(logs) // 2]:
+        # No layer stands out: the factor is spread over the chain.
+        gains = [g for _, g in wrong]
+        geometric = math.exp(sum(math.log(g) for g in gains) / len(gains))
+        return (
+            f"Each of the {len(wrong)} layers with weights on the way "
+            f"(from {wrong[-1][0]!r} to {wrong[0][0]!r}) multiplies it by about "
+            f"{geometric:.3g}x, between {min(gains):.3g}x and {max(gains):.3g}x "
+            "(with the parameter-free layers that follow it)"
+        )
+    named = ", ".join(f"{name!r} ({gain:.3g}x)" for name, gain in wrong[:3])
+    more = f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""
+    return f"The layers that move it most: {named}{more}"
+
+
+def _flag(report, kind, direction, result, name, value, threshold) -> Flag:
+    chain = signal.path(result.parent, name)
+    weighted = [n for n in chain[1:] if info(report, n).weight_shape]
+    steps = max(len(weighted), 1)
+    factor = value ** (1.0 / steps)
+    units = _units(report, chain, result.gain, direction)
+    what = (
+        "activation second moment"
+        if direction == "forward"
+        else "gradient energy E[x^2]·E||dL/dx||^2 (going backward)"
+    )
+    label = "signal" if direction == "forward" else "gradient"
+    culprits = _culprits(units, kind)
+    message = (
+        f"The {label} {kind[:-3]}es with depth: the {what} changes by "
+        f"{value:.3g}x from {chain[0]!r} to {name!r} ({steps} layer(s) with "
+        f"weights on the way, about {factor:.3g}x per layer; threshold "
+        f"{threshold:g}). "
+        + (f"{culprits}. " if culprits else "")
+        + f"{sentence(advice(report, [n for n, _ in units] or weighted))}."
+    )
+    return Flag(kind, name, report.step, value, threshold, message)
+
+
+def _absolute(report: DiagnosticReport, t: Thresholds) -> list[Flag]:
+    """An activation variance beyond `exploding_absolute` at any depth."""
+    for layer in report.layers:
+        variance = get(report, layer, "activation_variance")
+        if math.isfinite(variance) and variance > t.exploding_absolute:
+            return [
+                Flag(
+                    "exploding",
+                    layer,
+                    report.step,
+                    variance,
+                    t.exploding_absolute,
+                    f"Activation variance of layer {layer!r} is {variance:.3g} "
+                    f"(above {t.exploding_absolute:g}): the signal explodes. "
+                    f"{sentence(advice(report, report.layers))}.",
+                )
+            ]
+    return []

@@ -1,0 +1,97 @@
+"""`Thresholds`: every number the rules compare against, in one place."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from keras_initdiag import _checks
+
+
+@dataclasses.dataclass(frozen=True)
+class Thresholds:
+    """Every threshold the rules use.
+
+    The defaults were chosen on the trainability grid of
+    `benchmarks/trainability.py` (networks trained for real; see
+    BENCHMARKS.md for the confusion table and what the rules get wrong).
+
+    The depth rules follow the path the signal takes (see
+    `keras_initdiag.diagnostics.signal`): the *forward scale* is the second
+    moment of a node's output relative to the start of its segment (a model
+    input or a normalization layer), compounded through every layer on the
+    way; a residual merge is compared with its stream, never with a branch.
+    A per-layer factor `f` compounds to `f ** depth`, so a 30-layer ReLU net
+    with Glorot kernels (`f = 0.5`) reaches about 2e-9. The *backward scale*
+    compounds what the gradient gains beyond the forward scale
+    (`E[x^2] E||dL/dx||^2`), which linear layers and normalization layers'
+    rescaling leave unchanged.
+
+    Args:
+        vanishing: Flag "vanishing" when a forward scale falls below this.
+            Defaults to `1e-3`.
+        exploding: Flag "exploding" when a forward scale rises above this.
+            Defaults to `1e3`.
+        gradient_vanishing: Flag "vanishing" when a backward scale falls below
+            this. Defaults to `1e-3`.
+        gradient_exploding: Flag "exploding" when a backward scale rises
+            above this. Defaults to `1e3`.
+        exploding_absolute: An activation variance above this is exploding
+            whatever the depth. Defaults to `1e12`.
+        dead: Flag "dead" when at least this fraction of a layer's units is
+            constant over the probe batch. Defaults to `0.5`.
+        saturation: Flag "saturation" when at least this fraction of a bounded
+            activation's outputs sits at its limits. Defaults to `0.5`.
+        symmetry: Flag "symmetry" when at least this fraction of a layer's
+            units duplicates another unit. Defaults to `0.1`.
+        mismatch_tolerance: For "init_mismatch", the weights must still look
+            like the declared initializer's output: their variance within this
+            factor of the initializer's (otherwise they were changed, e.g. by
+            training or LSUV, and no advice is given). Defaults to `1.5`.
+
+    Example:
+    >>> thresholds = keras_initdiag.Thresholds(vanishing=1e-4, dead=0.9)
+    >>> report = keras_initdiag.diagnose(model, x, y, thresholds=thresholds)
+    """
+
+    vanishing: float = 1e-3
+    exploding: float = 1e3
+    gradient_vanishing: float = 1e-3
+    gradient_exploding: float = 1e3
+    exploding_absolute: float = 1e12
+    dead: float = 0.5
+    saturation: float = 0.5
+    symmetry: float = 0.1
+    mismatch_tolerance: float = 1.5
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            _checks.positive(field.name, getattr(self, field.name))
+        for name in ("dead", "saturation", "symmetry"):
+            _checks.fraction(name, getattr(self, name))
+        for low, high in (
+            ("vanishing", "exploding"),
+            ("gradient_vanishing", "gradient_exploding"),
+        ):
+            if not getattr(self, low) < 1 < getattr(self, high):
+                raise ValueError(
+                    f"Thresholds are inconsistent: `{low}` must be below 1 and "
+                    f"`{high}` above 1. Received: {low}={getattr(self, low)!r}, "
+                    f"{high}={getattr(self, high)!r}"
+                )
+        if self.mismatch_tolerance < 1:
+            raise ValueError(
+                "Argument `mismatch_tolerance` is a factor and must be >= 1. "
+                f"Received: mismatch_tolerance={self.mismatch_tolerance!r}"
+            )
+
+
+def check_thresholds(thresholds) -> Thresholds:
+    """`thresholds`, or the defaults for None; TypeError for anything else."""
+    if thresholds is None:
+        return Thresholds()
+    if not isinstance(thresholds, Thresholds):
+        raise TypeError(
+            "Argument `thresholds` must be a `keras_initdiag.Thresholds` or None. "
+            f"Received: thresholds={thresholds!r}"
+        )
+    return thresholds

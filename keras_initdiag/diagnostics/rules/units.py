@@ -1,0 +1,218 @@
+"""Per-node rules: non-finite values, dead, saturated and duplicate units.
+
+Also identical kernels and the initializer/activation advice.
+"""
+
+from __future__ import annotations
+
+import math
+
+from keras_initdiag import _fans
+from keras_initdiag.diagnostics.report import DiagnosticReport, Flag
+from keras_initdiag.diagnostics.rules.common import ADVICE, count, get, info
+from keras_initdiag.diagnostics.rules.thresholds import Thresholds
+
+
+def nonfinite_flags(report: DiagnosticReport) -> list[Flag]:
+    """One flag at the node where non-finite values first appear."""
+    affected = [
+        layer
+        for layer in report.layers
+        if count(report, layer, "nonfinite_weights")
+        or count(report, layer, "nonfinite_activations")
+    ]
+    if affected:
+        origin = affected[0]
+        where = "weights" if count(report, origin, "nonfinite_weights") else "outputs"
+        value = count(report, origin, "nonfinite_weights") + count(
+            report, origin, "nonfinite_activations"
+        )
+        message = (
+            f"NaN/Inf first appears in the {where} of layer {origin!r} "
+            f"({int(value)} values; {len(affected)} layer(s) affected in all). "
+            "Lower the learning rate, clip gradients, or check the inputs and "
+            "the initial scale of this layer."
+        )
+        return [Flag("nonfinite", origin, report.step, value, 0.0, message)]
+    backward = [
+        layer for layer in report.layers if count(report, layer, "nonfinite_gradients")
+    ]
+    if backward or not (math.isnan(report.loss) or math.isfinite(report.loss)):
+        origin = backward[-1] if backward else report.layers[-1]
+        value = count(report, origin, "nonfinite_gradients")
+        message = (
+            f"NaN/Inf gradients first appear (going backward) at layer {origin!r} "
+            f"while the forward pass is finite (probe loss {report.loss:.3g}). "
+            "Check the loss for log(0) or division by zero, or lower the "
+            "learning rate."
+        )
+        return [Flag("nonfinite", origin, report.step, value, 0.0, message)]
+    return []
+
+
+def zero_by_design(report: DiagnosticReport, layer: str, ends: set) -> bool:
+    """An all-zero output where a branch joins a stream is not a defect.
+
+    A zero-initialized last layer (or BatchNormalization gamma) of a
+    residual branch, or a ReZero/SkipInit gate, gives exactly zero at step 0.
+    """
+    if layer not in ends:
+        return False
+    variance = get(report, layer, "activation_variance")
+    mean = get(report, layer, "activation_mean")
+    weights = get(report, layer, "weight_variance")
+    return (variance == 0 and mean == 0) or weights == 0
+
+
+def dead_flags(report: DiagnosticReport, t: Thresholds, ends: set) -> list[Flag]:
+    """Flag "dead" where units die first, not at every node after it."""
+    dead = {
+        layer
+        for layer in report.layers
+        if get(report, layer, "dead_fraction") >= t.dead
+        and not zero_by_design(report, layer, ends)
+    }
+    flags = []
+    for layer in report.layers:
+        if layer not in dead or any(s in dead for s in info(report, layer).inputs):
+            continue
+        fraction = get(report, layer, "dead_fraction")
+        later = sum(1 for other in dead if other != layer)
+        flags.append(
+            Flag(
+                "dead",
+                layer,
+                report.step,
+                fraction,
+                t.dead,
+                f"{fraction:.0%} of the units of layer {layer!r} are constant over "
+                "the whole probe batch (dead): they pass no gradient"
+                + (f"; {later} later layer(s) inherit it" if later else "")
+                + ". Check the bias initialization and the input scale; for ReLU "
+                "consider He initialization or leaky_relu.",
+            )
+        )
+    return flags
+
+
+def unit_flags(report: DiagnosticReport, layer: str, t: Thresholds, ends) -> list:
+    """Symmetry, identical kernels, saturation and mismatch at one node."""
+    if zero_by_design(report, layer, ends):
+        return []
+    flags = []
+    duplicate = get(report, layer, "duplicate_unit_fraction")
+    if duplicate >= t.symmetry:
+        flags.append(
+            Flag(
+                "symmetry",
+                layer,
+                report.step,
+                duplicate,
+                t.symmetry,
+                f"{duplicate:.0%} of the units of layer {layer!r} duplicate another "
+                "unit (identical incoming weights or outputs): they receive "
+                "identical updates and never differ. Initialize the weights "
+                "randomly (e.g. keras_initdiag.for_activation), not to a constant.",
+            )
+        )
+    for other in info(report, layer).same_kernel_as:
+        flags.append(
+            Flag(
+                "identical_kernels",
+                layer,
+                report.step,
+                1.0,
+                1.0,
+                f"Layer {layer!r} starts with exactly the same kernel as layer "
+                f"{other!r} (advisory). That is often an unseeded initializer "
+                "instance shared between layers, which draws the same values at "
+                "every call; give each layer its own instance or seed. It is "
+                "fine when intended (e.g. Identity or Constant kernels).",
+            )
+        )
+    saturated = get(report, layer, "saturation_fraction")
+    if saturated >= t.saturation:
+        flags.append(
+            Flag(
+                "saturation",
+                layer,
+                report.step,
+                saturated,
+                t.saturation,
+                f"{saturated:.0%} of the outputs of layer {layer!r} "
+                f"({info(report, layer).activation}) sit at the activation's "
+                "limits, where its gradient is nearly zero. Reduce the weight "
+                "scale (Xavier or LeCun for tanh/sigmoid) or normalize the inputs.",
+            )
+        )
+    flags += mismatch_flags(report, layer, t)
+    return flags
+
+
+def expected_variance(
+    family: str, weight_shape: tuple[int, ...], depthwise: bool = False
+) -> float:
+    """The weight variance an initializer family gives a kernel of this shape.
+
+    Args:
+        family: `"he"`, `"xavier"` or `"lecun"`.
+        weight_shape: The kernel shape in Keras's layout (`(..., in, out)`).
+        depthwise: Whether the fans leave out the channel axis (as for our
+            initializers with `depthwise=True`). Defaults to `False`.
+
+    Returns:
+        The variance, or NaN for other families or shapes of rank < 2.
+    """
+    if len(weight_shape) < 2:
+        return math.nan
+    fan_in, fan_out = _fans.compute_fans(weight_shape, depthwise=depthwise)
+    return {
+        "he": 2.0 / fan_in,
+        "lecun": 1.0 / fan_in,
+        "xavier": 2.0 / (fan_in + fan_out),
+    }.get(family, math.nan)
+
+
+def _drawn_variance(facts, actual: float) -> float:
+    """The declared family's variance for this kernel.
+
+    With the fan convention (Keras's, or depthwise) that matches what was
+    drawn.
+    """
+    candidates = [expected_variance(facts.initializer, facts.weight_shape)]
+    if facts.depthwise:
+        candidates.append(
+            expected_variance(facts.initializer, facts.weight_shape, depthwise=True)
+        )
+    finite = [c for c in candidates if math.isfinite(c)]
+    if not finite:
+        return math.nan
+    return min(finite, key=lambda c: abs(math.log(actual / c)))
+
+
+def mismatch_flags(report: DiagnosticReport, layer: str, t: Thresholds) -> list[Flag]:
+    """Advisory: the initializer family does not suit the activation."""
+    facts = info(report, layer)
+    if not facts.recommended or facts.initializer in facts.recommended:
+        return []
+    actual = get(report, layer, "weight_variance")
+    if not (math.isfinite(actual) and actual > 0):
+        return []
+    expected = _drawn_variance(facts, actual)
+    if not math.isfinite(expected):
+        return []
+    if not 1 / t.mismatch_tolerance <= actual / expected <= t.mismatch_tolerance:
+        return []  # The weights no longer are what the initializer drew.
+    wanted = facts.recommended[0]
+    return [
+        Flag(
+            "init_mismatch",
+            layer,
+            report.step,
+            actual,
+            expected_variance(wanted, facts.weight_shape, facts.depthwise),
+            f"Layer {layer!r} uses {facts.initializer} initialization with "
+            f"{facts.activation} activation (advisory): {ADVICE[wanted]} for "
+            f"{facts.activation} layers.",
+        )
+    ]
