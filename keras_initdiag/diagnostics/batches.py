@@ -135,23 +135,92 @@ def split_probe_data(probe_data):
     return x, y
 
 
-def synthetic_inputs(model: keras.Model, batch: int = 32):
-    """Standard-normal float (zero integer) inputs shaped like the model's."""
+def synthetic_inputs(model: keras.Model, tapset, batch: int = 32):
+    """Inputs shaped like the model's, and a note saying what they are.
+
+    Float inputs are standard normal. An integer input is drawn as token ids
+    only when it feeds `Embedding` layers directly: uniform over the ids
+    every one of them accepts (from 1 when one masks zero, so no sample is
+    all padding). Any other integer input needs real data.
+
+    Raises:
+        ValueError: For a model without a known input shape (subclassed), or
+            an integer input that does not feed an `Embedding`.
+    """
     try:
         inputs = list(model.inputs)
     except (AttributeError, ValueError):
         inputs = []
-    if not inputs:
+    if not inputs or tapset.view is None:
         raise ValueError(
             f"Argument `probe_data` is required for model {model.name!r}, whose input "
             "shape is unknown (subclassed model). Received: probe_data=None"
         )
     rng = np.random.default_rng(0)
-    arrays = []
-    for spec in inputs:
+    arrays, notes = [], []
+    graph = tapset.graph
+    readers = graph.consumers()
+    input_nodes = [i for i, node in enumerate(graph.nodes) if node.kind == "input"]
+    for position, spec in enumerate(inputs):
         shape = [batch] + [d if d is not None else 8 for d in spec.shape[1:]]
-        if "int" in str(spec.dtype):
-            arrays.append(np.zeros(shape, dtype=str(spec.dtype)))
-        else:
+        if keras.backend.is_float_dtype(spec.dtype):
             arrays.append(rng.standard_normal(shape).astype(np.float32))
-    return arrays[0] if len(arrays) == 1 else arrays
+            continue
+        node = input_nodes[position] if position < len(input_nodes) else None
+        tables = [
+            graph.nodes[i].op
+            for i in (readers[node] if node is not None else [])
+            if isinstance(graph.nodes[i].op, keras.layers.Embedding)
+        ]
+        name = getattr(spec, "name", f"input {position}")
+        if not tables or len(tables) != len(readers[node]):
+            raise ValueError(
+                f"Argument `probe_data` is required for model {model.name!r}: its "
+                f"integer input {name!r} does not feed an Embedding layer, so "
+                "valid values cannot be drawn. Pass `probe_data=(x, y)` with a "
+                "small batch of real data. Received: probe_data=None"
+            )
+        low = 1 if any(table.mask_zero for table in tables) else 0
+        high = min(int(table.input_dim) for table in tables)
+        arrays.append(rng.integers(low, high, size=shape).astype(str(spec.dtype)))
+        notes.append(f"random token ids in [{low}, {high}) for input {name!r}")
+    structure = arrays[0] if len(arrays) == 1 else arrays
+    return structure, notes
+
+
+def probe_inputs(model: keras.Model, tapset, x, y):
+    """The callback's probe batch as tensors, checked once; and a note.
+
+    With `x=None`, inputs are synthesized (`synthetic_inputs`) and the note
+    says so, and that gradient statistics are skipped without targets.
+
+    Returns:
+        `((x, y), note)`: tensors in the caller's structure (`y` may be
+        None) and a warning text, `""` when real data was given.
+
+    Raises:
+        ValueError: `probe_data` does not fit the model, or is required.
+    """
+    note = ""
+    if x is None:
+        x, made = synthetic_inputs(model, tapset)
+        what = "standard-normal float inputs"
+        if made:
+            what += " and " + "; ".join(made)
+        note = (
+            f"no `probe_data` given, so {what} are used and gradient statistics "
+            "are skipped. Pass `probe_data=(x, y)` with a small batch of real data."
+        )
+    xs = as_batch(x, "probe_data")
+    ys = as_batch(y, "probe_data")
+    try:
+        check_fits(model, xs, ys)
+    except ValueError as error:
+        raise ValueError(
+            f"Argument `probe_data` does not fit model {model.name!r}: {error}"
+        ) from None
+    inputs = (
+        restructure(x, xs, tensors=True),
+        None if y is None else restructure(y, ys, tensors=True),
+    )
+    return inputs, note

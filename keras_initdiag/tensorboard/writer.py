@@ -19,7 +19,9 @@ import tensorflow as tf
 from tensorboard.compat.proto import summary_pb2, types_pb2
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.custom_scalar import summary as custom_scalar_summary
+from tensorboard.plugins.image import metadata as image_metadata
 from tensorboard.plugins.scalar import metadata as scalar_metadata
+from tensorboard.util import tensor_util
 
 from keras_initdiag.diagnostics.report import STAT_NAMES, DiagnosticReport, Flag
 from keras_initdiag.tensorboard.events import (
@@ -161,13 +163,38 @@ class DiagnosticsWriter:
         Example:
         >>> writer.write_depth_profile(report)
         """
-        image = _depth_profile_image(report)
-        if image is None:
+        self.write_png(DEPTH_PROFILE_TAG, depth_profile_png(report), report.step)
+
+    def write_png(self, tag: str, png: bytes | None, step: int) -> None:
+        """Write an encoded PNG as an image summary (nothing for `None`).
+
+        The record is what `tf.summary.image` writes (the images plugin's
+        metadata and a `[width, height, png]` string tensor), built on the
+        host from the bytes, so an image drawn elsewhere costs no decoding.
+
+        Args:
+            tag: The image's tag, e.g. `"depth_profile"`.
+            png: The PNG file contents, or `None`.
+            step: The global step.
+
+        Example:
+        >>> writer.write_png("depth_profile", png_bytes, step=0)
+        """
+        if png is None:
             return
+        width, height = _png_size(png)
+        summary = summary_pb2.Summary()
+        entry = summary.value.add(tag=tag)
+        entry.metadata.CopyFrom(_IMAGE_METADATA)
+        entry.tensor.CopyFrom(
+            tensor_util.make_tensor_proto(
+                np.array([str(width).encode(), str(height).encode(), png], object)
+            )
+        )
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.run_dir)
-        with self._writer.as_default(step=int(report.step)):
-            tf.summary.image(DEPTH_PROFILE_TAG, image[np.newaxis])
+        with self._writer.as_default():
+            tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=step)
 
     def write_series(self, prefix: str, records) -> None:
         """Write buffered per-step scalars as `<prefix>/<name>`.
@@ -207,6 +234,10 @@ class DiagnosticsWriter:
 # What tf.summary.scalar attaches to every scalar: the scalars plugin's name.
 _SCALAR_METADATA = scalar_metadata.create_summary_metadata(
     display_name="", description=""
+)
+# And what tf.summary.image attaches to an image.
+_IMAGE_METADATA = image_metadata.create_summary_metadata(
+    display_name=None, description=""
 )
 
 
@@ -253,8 +284,11 @@ def _layout() -> layout_pb2.Layout:
     )
 
 
-def _depth_profile_image(report: DiagnosticReport) -> np.ndarray | None:
-    """The depth profile as an RGBA uint8 array, or `None` without matplotlib."""
+def depth_profile_png(report: DiagnosticReport) -> bytes | None:
+    """The depth profile of `report` as PNG bytes, or `None` without matplotlib.
+
+    Pure matplotlib (no TensorFlow), so it can run on a background thread.
+    """
     global _missing_matplotlib_reported
     from keras_initdiag import plots
 
@@ -265,7 +299,12 @@ def _depth_profile_image(report: DiagnosticReport) -> np.ndarray | None:
             _missing_matplotlib_reported = True
             logger.warning("keras_initdiag: depth-profile images skipped: %s", e)
         return None
-    return tf.io.decode_png(plots.figure_to_png(fig), channels=4).numpy()
+    return plots.figure_to_png(fig)
+
+
+def _png_size(png: bytes) -> tuple[int, int]:
+    """Width and height from a PNG's IHDR chunk."""
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
 
 
 def escape_markdown(text: str) -> str:

@@ -1,0 +1,114 @@
+"""What a flag does: warn, stop, raise or nothing; and what is printed."""
+
+from __future__ import annotations
+
+import warnings
+
+from keras_initdiag.diagnostics.report import DiagnosticReport, Flag
+from keras_initdiag.diagnostics.rules import ADVISORY
+
+ON_FLAG = ("warn", "stop", "raise", "ignore")
+
+
+class InitDiagnosticsWarning(UserWarning):
+    """A flag raised by `InitDiagnostics` (or a diagnostics failure)."""
+
+
+class FlagError(RuntimeError):
+    """Raised by `InitDiagnostics(on_flag="raise")`; `flags` lists the causes.
+
+    Args:
+        flags: The non-advisory flags that stopped training.
+
+    Example:
+    >>> try:
+    ...     model.fit(x, y, callbacks=[InitDiagnostics(on_flag="raise")])
+    ... except keras_initdiag.FlagError as error:
+    ...     print([flag.kind for flag in error.flags])
+    """
+
+    def __init__(self, flags: list[Flag]):
+        self.flags = list(flags)
+        super().__init__("\n".join(str(flag) for flag in self.flags))
+
+
+class Actor:
+    """Acts on flags as the user asked, and prints what `verbose` asks.
+
+    Args:
+        on_flag: `"warn"` (once per kind and layer), `"stop"` (warn, then
+            ask `fit` to stop), `"raise"` (`FlagError`) or `"ignore"`.
+            Advisory flags only warn.
+        verbose: 0 silent, 1 one line per diagnosis with new flags (and the
+            first diagnosis), 2 the full table of every diagnosis.
+
+    Example:
+    >>> actor = Actor("stop", verbose=0)
+    >>> actor.act(report)   # True: fit should stop
+    """
+
+    def __init__(self, on_flag: str = "warn", verbose: int = 1):
+        self.on_flag = on_flag
+        self.verbose = verbose
+        self._warned: set = set()
+        self._printed: set = set()
+        self._reports = 0
+
+    def reset(self) -> None:
+        """Forget which flags were already warned about and printed."""
+        self._warned.clear()
+        self._printed.clear()
+        self._reports = 0
+
+    def act(self, report: DiagnosticReport) -> bool:
+        """Print, warn, and say whether training should stop.
+
+        Raises:
+            FlagError: With `on_flag="raise"` and a non-advisory flag.
+        """
+        self._print(report)
+        flags = report.flags
+        if self.on_flag == "ignore" or not flags:
+            return False
+        serious = [f for f in flags if f.kind not in ADVISORY]
+        if self.on_flag == "raise" and serious:
+            raise FlagError(serious)
+        for flag in serious:
+            self.warn_once((flag.kind, flag.layer), str(flag))
+        fresh = [
+            f
+            for f in flags
+            if f.kind in ADVISORY and (f.kind, f.layer) not in self._warned
+        ]
+        if fresh:
+            self._warned |= {(f.kind, f.layer) for f in fresh}
+            warnings.warn(
+                f"{len(fresh)} advisory flag(s):\n" + "\n".join(str(f) for f in fresh),
+                InitDiagnosticsWarning,
+                stacklevel=4,
+            )
+        return self.on_flag == "stop" and bool(serious)
+
+    def warn_once(self, key, message: str) -> None:
+        """Warn with `message` unless `key` was warned about before."""
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, InitDiagnosticsWarning, stacklevel=4)
+
+    def _print(self, report: DiagnosticReport) -> None:
+        self._reports += 1
+        if self.verbose == 2:
+            print(report.table())
+            return
+        serious = sorted(
+            {(f.kind, f.layer) for f in report.flags if f.kind not in ADVISORY}
+        )
+        new = set(serious) - self._printed
+        if self.verbose == 1 and (new or self._reports == 1):
+            self._printed |= new
+            kinds = ", ".join(f"{kind} at {layer}" for kind, layer in serious)
+            advisory = sum(f.kind in ADVISORY for f in report.flags)
+            line = f"InitDiagnostics step {report.step}: " + (kinds or "no problems")
+            if advisory:
+                line += f" ({advisory} advisory: see the warnings or TensorBoard)"
+            print(line)

@@ -1,0 +1,129 @@
+"""Where the callback's diagnoses go: TensorBoard events, images, per-step norms.
+
+The sink writes only on the chief of a multi-worker run, flushes after every
+diagnosis (so an interrupted run keeps its events), and draws the
+depth-profile images on a background thread: matplotlib takes a few tenths
+of a second per image, which would otherwise stall training. Images are
+written when they are ready, and at the latest when the sink is flushed at
+the end of training.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+
+import keras
+import tensorflow as tf
+
+from keras_initdiag.diagnostics.report import DiagnosticReport
+from keras_initdiag.tensorboard.events import DEPTH_PROFILE_TAG, TRAIN_GRADIENT_TAG
+from keras_initdiag.tensorboard.writer import DiagnosticsWriter, depth_profile_png
+
+logger = logging.getLogger("keras_initdiag")
+
+
+def is_chief(model: keras.Model) -> bool:
+    """Only the chief of a multi-worker run writes events."""
+    strategy = (
+        getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
+    )
+    return bool(getattr(strategy.extended, "should_checkpoint", True))
+
+
+class Sink:
+    """TensorBoard output of one callback.
+
+    Args:
+        log_dir: The log directory (events go to `log_dir/initdiag`), or
+            `None` to write nothing.
+
+    Example:
+    >>> sink = Sink("logs")
+    >>> sink.write(model, report, image=True)
+    >>> sink.close()
+    """
+
+    def __init__(self, log_dir: str | os.PathLike | None):
+        self.writer = None if log_dir is None else DiagnosticsWriter(log_dir)
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pending: list = []
+        self._series: list = []
+        self.images = 0
+
+    def writes(self, model: keras.Model) -> bool:
+        """Whether this process writes events for `model`."""
+        return self.writer is not None and is_chief(model)
+
+    def check(self, model: keras.Model) -> None:
+        """Raise `ValueError` now if the log directory cannot be written."""
+        if self.writes(model):
+            self.writer.check_writable()
+
+    def write(
+        self,
+        model: keras.Model,
+        report: DiagnosticReport,
+        histograms: dict | None = None,
+        image: bool = False,
+    ) -> None:
+        """Write one diagnosis (its image, if asked, once it is drawn)."""
+        if not self.writes(model):
+            return
+        self.writer.write(report, histograms or None, depth_profile=False)
+        if image:
+            self._draw(report)
+        self.flush()
+
+    def write_image(self, model: keras.Model, report: DiagnosticReport) -> None:
+        """Draw and write the depth profile of an already written report."""
+        if self.writes(model):
+            self._draw(report)
+            self.flush()
+
+    def add_series(self, records: list) -> None:
+        """Buffer per-step gradient norms `(step, {layer: norm})`."""
+        self._series.extend(records)
+
+    def flush(self, wait: bool = False) -> None:
+        """Write ready images and buffered norms, then flush the event file.
+
+        Args:
+            wait: Wait for images still being drawn. Defaults to `False`.
+        """
+        if self.writer is None:
+            self._series = []
+            return
+        still = []
+        for future, step in self._pending:
+            if not (wait or future.done()):
+                still.append((future, step))
+                continue
+            try:
+                png = future.result()
+            except Exception as error:  # noqa: BLE001 - an image is optional.
+                logger.warning("keras_initdiag: depth-profile image skipped: %s", error)
+                continue
+            self.writer.write_png(DEPTH_PROFILE_TAG, png, step)
+            self.images += png is not None
+        self._pending = still
+        if self._series:
+            self.writer.write_series(TRAIN_GRADIENT_TAG, self._series)
+            self._series = []
+        self.writer.flush()
+
+    def close(self) -> None:
+        """Write everything pending and close the event file (idempotent)."""
+        if self.writer is not None:
+            self.flush(wait=True)
+            self.writer.close()
+
+    def _draw(self, report: DiagnosticReport) -> None:
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="initdiag-image"
+            )
+        self._pending.append(
+            (self._pool.submit(depth_profile_png, report), report.step)
+        )
