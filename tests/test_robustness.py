@@ -18,7 +18,7 @@ from helpers import event_accumulator, tensor_values
 import keras_initdiag
 from keras_initdiag.callbacks import FlagError, InitDiagnosticsWarning
 from keras_initdiag.diagnostics import engine
-from keras_initdiag.diagnostics.probe import VECTOR_FIELDS
+from keras_initdiag.diagnostics.reduce import DEVICE_FIELDS as VECTOR_FIELDS
 from keras_initdiag.diagnostics.report import Flag
 from keras_initdiag.tensorboard import DiagnosticsWriter, escape_markdown, read_reports
 

@@ -1,82 +1,245 @@
-"""Rules on literal numbers: no TensorFlow involved."""
+"""Rules on literal numbers: no TensorFlow involved.
+
+Reports are built by hand as small graphs: every node names the nodes it
+reads (`LayerInfo.inputs`), as the engine records them.
+"""
 
 import math
 
 import pytest
 
+from keras_initdiag.diagnostics import signal
 from keras_initdiag.diagnostics.report import DiagnosticReport, LayerInfo
 from keras_initdiag.diagnostics.rules import Thresholds, expected_variance, judge
 
 NAN = math.nan
+WIDTH = 100
 
 
-def make_report(variances, grad_rms=None, extra=None, info=None, loss=1.0):
-    names = [f"d{i}" for i in range(len(variances))]
-    grad_rms = grad_rms or [1.0] * len(variances)
-    stats = {}
-    for i, name in enumerate(names):
-        stats[name] = {
-            "activation_variance": variances[i],
-            "activation_gradient_rms": grad_rms[i],
-            "weight_variance": 0.01,
-            "dead_fraction": 0.0,
-            "saturation_fraction": NAN,
-            "duplicate_unit_fraction": 0.0,
-            "nonfinite_activations": 0.0,
-            "nonfinite_weights": 0.0,
-            "nonfinite_gradients": 0.0,
-        }
-        stats[name].update((extra or {}).get(name, {}))
-    infos = {
-        name: LayerInfo(name=name, class_name="Dense", weight_shape=(100, 100))
-        for name in names
+def node(name, inputs=(), kind="layer", weights=True, **info):
+    """A LayerInfo; `weights=False` for parameter-free layers."""
+    shape = (WIDTH, WIDTH) if weights and kind == "layer" else ()
+    info.setdefault("class_name", "Dense" if shape else "Op")
+    return LayerInfo(
+        name,
+        weight_shape=info.pop("weight_shape", shape),
+        kind=kind,
+        inputs=tuple(inputs),
+        size=info.pop("size", float(WIDTH)),
+        **info,
+    )
+
+
+def stats(m2=1.0, grad_rms=None, **extra):
+    """Statistics with second moment `m2` (zero mean).
+
+    The gradient RMS defaults to `m2 ** -0.5`, what a chain of linear layers
+    gives: the gradient energy `E[x^2] E||g||^2` stays constant.
+    """
+    if grad_rms is None:
+        grad_rms = m2**-0.5 if m2 > 0 else 1.0
+    values = {
+        "activation_mean": 0.0,
+        "activation_variance": m2,
+        "activation_gradient_rms": grad_rms,
+        "weight_variance": 0.01,
+        "dead_fraction": 0.0,
+        "saturation_fraction": NAN,
+        "duplicate_unit_fraction": 0.0,
+        "nonfinite_activations": 0.0,
+        "nonfinite_weights": 0.0,
+        "nonfinite_gradients": 0.0,
     }
-    infos.update(info or {})
-    return DiagnosticReport(step=0, layers=names, stats=stats, info=infos, loss=loss)
+    values.update(extra)
+    return values
+
+
+def report_of(nodes, values, loss=1.0, optimizer=""):
+    return DiagnosticReport(
+        step=0,
+        layers=[n.name for n in nodes],
+        stats={n.name: values[n.name] for n in nodes},
+        info={n.name: n for n in nodes},
+        loss=loss,
+        optimizer=optimizer,
+    )
+
+
+def chain(moments, grads=None, extra=None, info=None, loss=1.0):
+    """An input `x` then Dense layers d0, d1, ... each reading the previous."""
+    grads = grads or [None] * len(moments)
+    nodes = [node("x", kind="input")]
+    values = {"x": stats(1.0)}
+    for i, m2 in enumerate(moments):
+        name = f"d{i}"
+        nodes.append((info or {}).get(name) or node(name, [nodes[-1].name]))
+        values[name] = stats(m2, grads[i], **(extra or {}).get(name, {}))
+    return report_of(nodes, values, loss)
 
 
 def kinds(report, thresholds=None):
     return [f.kind for f in judge(report, thresholds)]
 
 
-def test_healthy_report_has_no_flags():
-    assert kinds(make_report([1.0, 0.9, 1.1, 1.0])) == []
+def test_healthy_chain_has_no_flags():
+    assert kinds(chain([1.0, 0.9, 1.1, 1.0])) == []
 
 
-def test_vanishing_signal_names_the_layer_where_it_crosses():
-    flags = judge(make_report([0.5**i for i in range(30)]))
+def test_vanishing_chain_names_the_worst_node_and_the_per_layer_factor():
+    flags = judge(chain([0.5 ** (i + 1) for i in range(30)]))
     assert [f.kind for f in flags] == ["vanishing"]
-    # 0.5**10 < 1e-3 <= 0.5**9: the ratio first drops below at d10.
-    assert flags[0].layer == "d10"
-    assert flags[0].value == pytest.approx(0.5**29)
+    assert flags[0].layer == "d29"
+    assert flags[0].value == pytest.approx(0.5**30)
     assert "0.5x per layer" in flags[0].message
+    # Every layer halves it: no single culprit, the factor is spread.
+    assert "Each of the 30 layers with weights" in flags[0].message
 
 
-def test_vanishing_gradient_alone_is_flagged():
-    grads = [2.0 ** -(30 - i) for i in range(30)]  # small at the input end
-    assert kinds(make_report([1.0] * 30, grad_rms=grads)) == ["vanishing"]
+def test_a_single_bad_layer_is_named_as_the_culprit():
+    moments = [1.0] * 10 + [1e-4] * 10
+    flags = judge(chain(moments))
+    assert [f.kind for f in flags] == ["vanishing"]
+    assert "'d10' (0.0001x)" in flags[0].message
 
 
 def test_exploding_signal_and_absolute_limit():
-    assert kinds(make_report([10.0**i for i in range(5)])) == ["exploding"]
-    report = make_report([1e13, 1e13])
+    assert kinds(chain([10.0**i for i in range(1, 6)])) == ["exploding"]
+    report = chain([1.0, 1.0])
+    report.stats["d1"]["activation_variance"] = 1e13
+    report.stats["d0"]["activation_variance"] = 1e13
+    report.stats["x"]["activation_variance"] = 1e13
     assert kinds(report) == ["exploding"]
 
 
 def test_just_inside_thresholds_is_quiet():
-    assert kinds(make_report([1.0, 1.01e-3])) == []
-    assert kinds(make_report([1.0, 0.99e-3])) == ["vanishing"]
-    assert kinds(make_report([1.0, 0.99e-3]), Thresholds(vanishing=1e-4)) == []
+    assert kinds(chain([1.0, 1.01e-3])) == []
+    assert kinds(chain([1.0, 0.99e-3])) == ["vanishing"]
+    assert kinds(chain([1.0, 0.99e-3]), Thresholds(vanishing=1e-4)) == []
 
 
-def test_output_layer_is_left_out_of_depth():
-    info = {"d2": LayerInfo("d2", weight_shape=(100, 10), is_output=True)}
-    assert kinds(make_report([1.0, 1.0, 1e-6], info=info)) == []
+def test_output_layer_is_left_out_of_the_forward_scale():
+    info = {"d2": node("d2", ["d1"], is_output=True)}
+    assert kinds(chain([1.0, 1.0, 1e-6], info=info)) == []
+
+
+def test_normalization_resets_the_forward_scale():
+    nodes = [node("x", kind="input")]
+    values = {"x": stats()}
+    for block in range(4):
+        for i in range(5):  # 0.25 ** 5 ~ 1e-3 per segment: never below.
+            name = f"b{block}d{i}"
+            nodes.append(node(name, [nodes[-1].name]))
+            values[name] = stats(0.25 ** (i + 1))
+        nodes.append(node(f"b{block}bn", [nodes[-1].name], kind="norm"))
+        values[f"b{block}bn"] = stats(1.0)
+    assert kinds(report_of(nodes, values)) == []
+    # Without the normalization layers the same gains compound to 1e-12.
+    plain = chain([0.25 ** (i + 1) for i in range(20)])
+    assert kinds(plain) == ["vanishing"]
+
+
+def test_layer_read_only_by_a_norm_is_not_judged():
+    # A depthwise layer whose tiny output is normalized right away.
+    nodes = [
+        node("x", kind="input"),
+        node("dw", ["x"]),
+        node("bn", ["dw"], kind="norm"),
+        node("relu", ["bn"], weights=False),
+    ]
+    values = {"x": stats(), "dw": stats(1e-5), "bn": stats(1.0), "relu": stats(0.5)}
+    assert kinds(report_of(nodes, values)) == []
+
+
+def residual(blocks, branch_m2, merge="sum", norm=False):
+    """A residual stream: h_{k+1} = h_k + f(h_k), f one Dense layer."""
+    nodes = [node("x", kind="input")]
+    values = {"x": stats()}
+    stream, m2 = "x", 1.0
+    for k in range(blocks):
+        branch = f"f{k}"
+        nodes.append(node(branch, [stream]))
+        b = branch_m2(m2)
+        values[branch] = stats(b)
+        add = f"add{k}"
+        nodes.append(node(add, [stream, branch], kind="merge", merge=merge))
+        m2 = m2 + b
+        values[add] = stats(m2)
+        stream = add
+    return report_of(nodes, values)
+
+
+def test_unnormalized_residual_stream_that_doubles_explodes():
+    # He-initialized branches without normalization: Var doubles per block.
+    flags = judge(residual(12, lambda m2: m2))
+    assert [f.kind for f in flags] == ["exploding"]
+    assert flags[0].value == pytest.approx(2.0**12)
+
+
+def test_normalized_residual_stream_grows_linearly_and_is_quiet():
+    # Each branch ends in a normalization: adds 1 per block (Brock et al.).
+    assert kinds(residual(50, lambda m2: 1.0)) == []
+
+
+def test_small_by_design_branch_is_not_vanishing():
+    # LayerScale 1e-6: the branch is tiny relative to the stream.
+    assert kinds(residual(20, lambda m2: 1e-12 * m2)) == []
+
+
+def test_two_inputs_of_different_scales_are_not_compared():
+    nodes = [
+        node("a", kind="input"),
+        node("b", kind="input"),
+        node("da", ["a"]),
+        node("db", ["b"]),
+        node("add", ["da", "db"], kind="merge", merge="sum"),
+        node("out", ["add"]),
+    ]
+    values = {
+        "a": stats(1.0),
+        "b": stats(1e8),
+        "da": stats(1.0),
+        "db": stats(1e8),
+        "add": stats(1e8),
+        "out": stats(1e8),
+    }
+    assert kinds(report_of(nodes, values)) == []
+
+
+def test_backward_energy_compounds_through_a_plain_chain():
+    # The forward scale is steady; the gradient grows 1.21x per layer going
+    # backward (Yang et al.): the energy grows by 1.21**2 per layer.
+    depth = 50
+    grads = [1.21 ** (depth - 1 - i) for i in range(depth)]
+    flags = judge(chain([1.0] * depth, grads=grads))
+    assert [f.kind for f in flags] == ["exploding"]
+    assert flags[0].layer == "d0"
+    assert flags[0].value == pytest.approx(1.21 ** (2 * (depth - 1)), rel=1e-6)
+    assert "gradient" in flags[0].message
+
+
+def test_backward_energy_is_unchanged_by_a_linear_rescaling():
+    # Each layer multiplies activations by a = 2 ** -0.5, so the second
+    # moment halves forward and the gradient shrinks by a going backward:
+    # E[x^2] E||g||^2 is constant, nothing to flag backward, while the
+    # forward scale vanishes.
+    depth = 30
+    moments = [0.5 ** (i + 1) for i in range(depth)]
+    grads = [2.0 ** (-(depth - 1 - i) / 2) for i in range(depth)]
+    report = chain(moments, grads=grads)
+    backward = signal.backward(report)
+    assert backward.scale["d0"] == pytest.approx(0.0, abs=1e-9)
+    assert kinds(report) == ["vanishing"]
+
+
+def test_backward_energy_restarts_at_merges():
+    report = residual(30, lambda m2: 1.0)
+    for k in range(30):
+        report.stats[f"add{k}"]["activation_gradient_rms"] = 1.5 ** (30 - k)
+        report.stats[f"f{k}"]["activation_gradient_rms"] = 1.5 ** (30 - k)
+    assert "exploding" not in kinds(report)
 
 
 def test_zero_by_design_residual_branch_is_not_vanishing_or_dead():
-    # d1 is the zero-initialized last layer of a residual branch: its output is
-    # exactly zero and the gradient upstream of it too.
     extra = {
         "d1": {
             "activation_variance": 0.0,
@@ -86,19 +249,16 @@ def test_zero_by_design_residual_branch_is_not_vanishing_or_dead():
         },
         "d0": {"activation_gradient_rms": 0.0},
     }
-    info = {"d1": LayerInfo("d1", weight_shape=(100, 100), feeds_residual=True)}
-    assert kinds(make_report([1.0, 0.0, 1.0], extra=extra, info=info)) == []
+    info = {"d1": node("d1", ["d0"], feeds_residual=True)}
+    assert kinds(chain([1.0, 0.0, 1.0], extra=extra, info=info)) == []
     # The same zeros without the residual connection are a defect.
-    assert sorted(kinds(make_report([1.0, 0.0, 1.0], extra=extra))) == [
-        "dead",
-        "symmetry",
-    ]
+    assert sorted(kinds(chain([1.0, 0.0, 1.0], extra=extra))) == ["dead", "symmetry"]
 
 
 def test_zero_gate_with_rank_one_weight_is_by_design():
     extra = {"d1": {"weight_variance": 0.0, "dead_fraction": 1.0}}
-    info = {"d1": LayerInfo("d1", weight_shape=(1,))}
-    assert kinds(make_report([1.0, 0.0, 1.0], extra=extra, info=info)) == []
+    info = {"d1": node("d1", ["d0"], weight_shape=(1,))}
+    assert kinds(chain([1.0, 0.0, 1.0], extra=extra, info=info)) == []
 
 
 def test_unit_rules():
@@ -107,7 +267,7 @@ def test_unit_rules():
         "d1": {"dead_fraction": 0.75},
         "d2": {"saturation_fraction": 0.9},
     }
-    flags = judge(make_report([1.0, 1.0, 1.0], extra=extra))
+    flags = judge(chain([1.0, 1.0, 1.0], extra=extra))
     assert [(f.kind, f.layer) for f in flags] == [
         ("symmetry", "d0"),
         ("dead", "d1"),
@@ -116,38 +276,46 @@ def test_unit_rules():
     assert flags[1].value == 0.75 and flags[1].threshold == 0.5
 
 
+def test_dead_is_flagged_where_units_die_first():
+    extra = {f"d{i}": {"dead_fraction": 1.0} for i in range(2, 6)}
+    flags = [f for f in judge(chain([1.0] * 6, extra=extra)) if f.kind == "dead"]
+    assert [f.layer for f in flags] == ["d2"]
+    assert "3 later layer(s) inherit it" in flags[0].message
+
+
 def test_nonfinite_names_first_layer_in_forward_order():
     extra = {
         "d1": {"nonfinite_weights": 3.0, "activation_variance": NAN},
         "d2": {"nonfinite_activations": 100.0, "activation_variance": NAN},
     }
-    flags = judge(make_report([1.0, 1.0, 1.0], extra=extra))
+    flags = judge(chain([1.0, 1.0, 1.0], extra=extra))
     assert [(f.kind, f.layer) for f in flags] == [("nonfinite", "d1")]
     assert "weights" in flags[0].message
 
 
 def test_nonfinite_gradients_name_backward_origin():
     extra = {n: {"nonfinite_gradients": 1.0} for n in ("d0", "d1")}
-    flags = judge(make_report([1.0, 1.0, 1.0], extra=extra))
+    flags = judge(chain([1.0, 1.0, 1.0], extra=extra))
     assert [(f.kind, f.layer) for f in flags] == [("nonfinite", "d1")]
 
 
 def test_nonfinite_loss_is_flagged_at_output():
-    flags = judge(make_report([1.0, 1.0], loss=math.inf))
+    flags = judge(chain([1.0, 1.0], loss=math.inf))
     assert [(f.kind, f.layer) for f in flags] == [("nonfinite", "d1")]
 
 
 def test_init_mismatch_only_while_weights_look_initialized():
     shape = (256, 256)
-    he = LayerInfo(
+    he = node(
         "d0",
+        ["x"],
         weight_shape=shape,
         activation="relu",
         initializer="xavier",
         recommended=("he",),
     )
     xavier_var = expected_variance("xavier", shape)
-    report = make_report(
+    report = chain(
         [1.0], extra={"d0": {"weight_variance": xavier_var}}, info={"d0": he}
     )
     flags = judge(report)
@@ -157,18 +325,39 @@ def test_init_mismatch_only_while_weights_look_initialized():
     assert kinds(report) == []
 
 
+def test_init_mismatch_recognizes_depthwise_fans():
+    shape = (3, 3, 32, 1)
+    depthwise = node(
+        "d0",
+        ["x"],
+        weight_shape=shape,
+        activation="relu",
+        initializer="xavier",
+        recommended=("he",),
+        depthwise=True,
+    )
+    drawn = expected_variance("xavier", shape, depthwise=True)
+    report = chain(
+        [1.0], extra={"d0": {"weight_variance": drawn}}, info={"d0": depthwise}
+    )
+    assert kinds(report) == ["init_mismatch"]
+
+
 def test_expected_variance_closed_forms():
     assert expected_variance("he", (3, 3, 16, 32)) == pytest.approx(2 / 144)
     assert expected_variance("lecun", (100, 10)) == pytest.approx(1 / 100)
     assert expected_variance("xavier", (100, 300)) == pytest.approx(2 / 400)
+    assert expected_variance("he", (3, 3, 16, 1), depthwise=True) == pytest.approx(
+        2 / 9
+    )
     assert math.isnan(expected_variance("orthogonal", (3, 3)))
 
 
-def test_shared_kernel_advisory():
-    info = {"d1": LayerInfo("d1", weight_shape=(100, 100), same_kernel_as=("d0",))}
-    flags = judge(make_report([1.0, 1.0], info=info))
-    assert [(f.kind, f.layer) for f in flags] == [("symmetry", "d1")]
-    assert "d0" in flags[0].message
+def test_identical_kernels_are_their_own_advisory_kind():
+    info = {"d1": node("d1", ["d0"], same_kernel_as=("d0",))}
+    flags = judge(chain([1.0, 1.0], info=info))
+    assert [(f.kind, f.layer) for f in flags] == [("identical_kernels", "d1")]
+    assert "d0" in flags[0].message and "advisory" in flags[0].message
 
 
 @pytest.mark.parametrize(
@@ -177,6 +366,7 @@ def test_shared_kernel_advisory():
         {"vanishing": -1.0},
         {"vanishing": 2.0},
         {"exploding": 0.5},
+        {"gradient_exploding": 0.5},
         {"dead": 1.5},
         {"symmetry": 0},
         {"saturation": math.nan},

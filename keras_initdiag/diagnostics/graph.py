@@ -309,8 +309,15 @@ def _trace_functional(model: keras.Model, recorder: _Recorder):
         ),
         structure,
     )
+    names = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            try:
+                names[id(layer.output)] = layer.name
+            except (AttributeError, ValueError):
+                continue
     for tensor, spec in zip(tf.nest.flatten(inputs), tf.nest.flatten(structure)):
-        recorder.add_input(tensor, spec.name)
+        recorder.add_input(tensor, names.get(id(spec), spec.name))
     recorder.input_structure = inputs
     try:
         clone = keras.models.clone_model(

@@ -81,6 +81,17 @@ class LayerInfo:
     Args:
         name: The node's name (the layer's name for its first call).
         class_name: The layer's or operation's class name, e.g. `"Dense"`.
+        activation: Canonical activation name (`""` when the layer has none).
+        initializer: Initializer family of the main weight (`""` when none).
+        weight_shape: Shape of the main weight, `()` when there is none.
+        is_output: Whether the node produces one of the model's outputs.
+        tapped_output: Whether the node's output is measured.
+        feeds_residual: Whether the node's output only enters sum merges
+            (e.g. `Add` or `h + r`) with another branch, so all-zero
+            outputs there can be by design.
+        recommended: Initializer families that suit the activation (`()` when
+            no rule applies).
+        same_kernel_as: Earlier layers whose initial kernel is identical.
         kind: `"input"`, `"layer"`, `"norm"` (a normalization layer, whose
             output scale is set by design), `"merge"` (a layer or op that
             merges branches, e.g. `Add` or `h + r`) or `"op"` (another
@@ -88,39 +99,32 @@ class LayerInfo:
         inputs: Names of the nodes it reads, in argument order.
         merge: For merges, how inputs combine: `"sum"`, `"average"`,
             `"product"` or `"concat"`; `""` otherwise.
-        activation: Canonical activation name (`""` when the layer has none).
-        initializer: Initializer family of the main weight (`""` when none).
-        weight_shape: Shape of the main weight, `()` when there is none.
         depthwise: Whether the main weight is a depthwise kernel.
         fan_in: How many inputs each output sums over (forward fan-in of the
             main weight), 0 without one.
         fan_out: How many outputs each input reaches, 0 without a weight.
-        is_output: Whether the node produces one of the model's outputs.
-        tapped_output: Whether the node's output is measured.
         shared_with: For a later call of a shared layer, the name of the
             first call's node (which carries the weight statistics).
-        recommended: Initializer families that suit the activation (`()` when
-            no rule applies).
-        same_kernel_as: Earlier layers whose initial kernel is identical.
         size: Elements of the output per sample (NaN when unknown).
     """
 
     name: str
     class_name: str = ""
-    kind: str = "layer"
-    inputs: tuple[str, ...] = ()
-    merge: str = ""
     activation: str = ""
     initializer: str = ""
     weight_shape: tuple[int, ...] = ()
+    is_output: bool = False
+    tapped_output: bool = True
+    feeds_residual: bool = False
+    recommended: tuple[str, ...] = ()
+    same_kernel_as: tuple[str, ...] = ()
+    kind: str = "layer"
+    inputs: tuple[str, ...] = ()
+    merge: str = ""
     depthwise: bool = False
     fan_in: int = 0
     fan_out: int = 0
-    is_output: bool = False
-    tapped_output: bool = True
     shared_with: str = ""
-    recommended: tuple[str, ...] = ()
-    same_kernel_as: tuple[str, ...] = ()
     size: float = math.nan
 
 

@@ -244,7 +244,15 @@ def _reported_inputs(graph, chosen: list[int]) -> dict[int, tuple[int, ...]]:
     return {i: nearest[i] for i in chosen}
 
 
-def _info(graph, index: int, first: dict, outputs: set, inputs) -> tuple:
+def _feeds_residual(graph, readers, index: int) -> bool:
+    """Whether a node's output only enters sum-like merges."""
+    found = readers[index]
+    return bool(found) and all(
+        graph.nodes[r].merge in ("sum", "average") for r in found
+    )
+
+
+def _info(graph, index: int, first: dict, outputs: set, inputs, readers) -> tuple:
     node = graph.nodes[index]
     layer = node.layer
     spec = weight_spec(layer) if node.first_call else None
@@ -265,6 +273,7 @@ def _info(graph, index: int, first: dict, outputs: set, inputs) -> tuple:
         fan_out=int(fan_out),
         is_output=index in outputs,
         tapped_output=node.tensor is not None,
+        feeds_residual=_feeds_residual(graph, readers, index),
         shared_with="" if node.first_call else first.get(id(node.op), base),
         recommended=_recommended(layer, activation),
         size=_size(node.tensor),
@@ -297,10 +306,11 @@ def build_taps(model: keras.Model, layers: Sequence[str] | None = None) -> TapSe
     }
     outputs = set(graph.outputs)
     reported = _reported_inputs(graph, chosen)
+    readers = graph.consumers()
     taps = []
     for index in chosen:
         node = graph.nodes[index]
-        info, spec = _info(graph, index, first, outputs, reported[index])
+        info, spec = _info(graph, index, first, outputs, reported[index], readers)
         if node.kind == "input" and node.tensor is None:
             continue  # An integer input (token ids): nothing to measure.
         taps.append(Tap(node, info, spec, position.get(index)))

@@ -162,6 +162,11 @@ class GradientRecorder:
         if self.optimizer is not None:
             return
         self.optimizer = self.model.optimizer
+        if not self.optimizer.built:
+            # As Keras would at the first step; here, outside the train
+            # function, so that the loss scale exists when it is traced.
+            with self.model.distribute_strategy.scope():
+                self.optimizer.build(self.model.trainable_variables)
         rows = int(getattr(self.model, "steps_per_execution", 1) or 1)
         with self.model.distribute_strategy.scope():
             self._buffer = tf.Variable(

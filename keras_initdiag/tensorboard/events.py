@@ -40,6 +40,8 @@ LAYOUT_CATEGORY = "keras_initdiag"
 TRAIN_GRADIENT_TAG = "train_gradient_norm"
 
 _REPORT_FORMAT = 1
+# Scalar prefixes written at a report's step that are not its statistics.
+_NOT_STATS = (TRAIN_GRADIENT_TAG, LOSS_TAG.partition("/")[0])
 # A TFRecord frames each record with a uint64 length, a uint32 CRC of the
 # length and a uint32 CRC of the data: 16 bytes around the payload.
 _RECORD_OVERHEAD = 16
@@ -186,11 +188,15 @@ def _read_file(path: str, problems: list[ReadProblem]) -> dict[int, tuple]:
                     continue
                 report.step = int(event.step)
                 pending[event.step] = (event.wall_time, report, expected)
-            elif event.step in pending and value.tag != LOSS_TAG:
+            elif event.step in pending:
                 stat, _, layer = value.tag.partition("/")
                 report = pending[event.step][1]
                 number = _scalar(value)
-                if layer in report.stats and number is not None:
+                # Only the report's own statistics: the per-step gradient
+                # norms and the loss share its step but are not part of it.
+                if stat in _NOT_STATS or layer not in report.stats:
+                    continue
+                if number is not None:
                     report.stats[layer][stat] = number
     complete = {}
     for step, (wall_time, report, expected) in pending.items():

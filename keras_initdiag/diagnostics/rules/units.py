@@ -51,17 +51,22 @@ def nonfinite_flags(report: DiagnosticReport) -> list[Flag]:
 
 
 def zero_by_design(report: DiagnosticReport, layer: str, ends: set) -> bool:
-    """An all-zero output where a branch joins a stream is not a defect.
+    """An all-zero output or weight that is a design choice, not a defect.
 
     A zero-initialized last layer (or BatchNormalization gamma) of a
-    residual branch, or a ReZero/SkipInit gate, gives exactly zero at step 0.
+    residual branch gives exactly zero where the branch joins the stream,
+    and a ReZero/SkipInit gate is a zero scalar (a weight of rank < 2).
     """
-    if layer not in ends:
+    facts = info(report, layer)
+    weights = get(report, layer, "weight_variance")
+    zero_weights = weights == 0 and count(report, layer, "nonfinite_weights") == 0
+    if zero_weights and len(facts.weight_shape) < 2:
+        return True
+    if layer not in ends and not facts.feeds_residual:
         return False
     variance = get(report, layer, "activation_variance")
     mean = get(report, layer, "activation_mean")
-    weights = get(report, layer, "weight_variance")
-    return (variance == 0 and mean == 0) or weights == 0
+    return (variance == 0 and mean == 0) or zero_weights
 
 
 def dead_flags(report: DiagnosticReport, t: Thresholds, ends: set) -> list[Flag]:

@@ -1,0 +1,613 @@
+"""Which small networks train? Ground truth for the initialization diagnostics.
+
+Trains a grid of small networks for real on a learnable synthetic task and
+records, per network, whether (and how far) its training loss went down. A
+later phase diagnoses every network at step 0 with `keras_initdiag.diagnose()`
+and compares the flags with these outcomes, so every network is rebuilt
+bit-identically from its `RunConfig` by `build_model` (same initial weights,
+checked by the `init_weights_sha256` field of each record) without retraining.
+
+Task (`make_task`): 16 features x ~ N(0, I), 4 classes. The teacher is a fixed
+random linear network of rank 2: two orthonormal random projections
+p = (a0 . x, a1 . x) and four logits cos(theta + k pi/2) p0 + sin(...) p1 at a
+random angle theta, label = argmax, so the classes are four 90-degree sectors
+of the p plane (balanced by symmetry; 2048 samples: counts 500/527/496/525,
+label entropy H = 1.386 nats = the loss of predicting class frequencies).
+Conv archs get the same labels from an (8, 8, 2) image made by a fixed random
+linear map of the same 16 features: pixel (r, c) = m_rc . x with |m_rc| = 1
+(so every pixel is exactly N(0, 1)), m_rc = 0.5 a_c + sqrt(0.75) n_rc, and the
+n_rc orthogonal to a_c with zero sum over the 64 positions: the mean of
+channel c is exactly 0.5 p_c, the rest of each pixel is a spatially varying
+mix of all 16 features. Why not a 2-layer tanh teacher on all 16 features: a
+conv net ending in GlobalAveragePooling + Dense computes a sum over positions
+of local functions, and the only linear information that survives the pooling
+is the channel sums (plus zero-padding border terms); any linear layout of 16
+generic features into 8x8x2 is then not learnable (measured: random tanh
+teachers with several layouts and conv teachers with random-noise images
+left a healthy 2-layer cnn at 0.6-1.0 nats after 320 steps, versus 0.13-0.18
+here). With this task, healthy depth-2 nets after the 320 steps below reach
+(loss / accuracy on the training set): mlp relu he adam 0.18 / 95%, mlp tanh
+xavier sgd 0.09 / 99%, cnn relu he sgd 0.12 / 95%, cnn tanh xavier adam 0.18 /
+95%, i.e. far under H / 2 = 0.69.
+
+Grid: archs mlp, mlp_bn, cnn, cnn_bn (64 units or 16 3x3 filters per layer;
+BN archs use bias-free layers -> BatchNormalization -> activation) x depths 2,
+6, 16, 32, 50 x activations relu, tanh x kernel inits zeros, small
+(N(0, 0.01^2)), large (N(0, 1)), xavier (glorot_normal), lecun (lecun_normal),
+he (he_normal), orthogonal (gain 1) x optimizers sgd (SGD 0.01, momentum 0.9)
+and adam (Adam 1e-3): 560 runs, seed 0. The default learning rates are kept:
+they take healthy shallow nets far below H / 2 within the budget.
+
+Training: 2048 samples, batch 64 (32 steps per epoch), 320 optimizer steps =
+10 epochs, shuffled by a seeded `tf.data` shuffle, `model.fit(verbose=0)`
+with `TerminateOnNaN` (a diverged run stops at its first non-finite batch
+loss). The loss curve is the per-epoch training loss from `fit` (10 points);
+initial and final loss/accuracy are `model.evaluate` on the whole training
+set (inference mode). Each record is one JSON line; NaN/Inf are written as
+the strings "NaN", "Infinity", "-Infinity" (`load_runs` turns them back into
+floats).
+
+Budget: tracing a 150-layer `fit` costs ~25 s on this machine, about as much
+as training it, so the networks of one (arch, depth, activation, optimizer)
+group share one compiled model: each run builds its own fresh model with
+`build_model` (the bit-identical initial weights), copies those weights into
+the group's traced model and restores the optimizer's pristine state. Measured
+wall time per run on the shared 2-core machine (relu he adam, loaded by other
+work): see `TIMINGS` below; whole grid ~80 minutes, at most ~90.
+
+Usage:
+    python benchmarks/trainability.py train            # the full grid, resumable
+    python benchmarks/trainability.py train --only cnn_bn-d50
+    python benchmarks/trainability.py train --quick --out /tmp/quick.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import importlib.metadata
+import itertools
+import json
+import math
+import os
+import pathlib
+import platform
+import sys
+import time
+from collections.abc import Iterable, Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+RESULTS = pathlib.Path(__file__).parent / "results"
+DEFAULT_OUT = RESULTS / "trainability_runs.jsonl"
+QUICK_OUT = RESULTS / "trainability_quick.jsonl"
+
+ARCHS = ("mlp", "mlp_bn", "cnn", "cnn_bn")
+DEPTHS = (2, 6, 16, 32, 50)
+ACTIVATIONS = ("relu", "tanh")
+INITS = ("zeros", "small", "large", "xavier", "lecun", "he", "orthogonal")
+OPTIMIZERS = ("sgd", "adam")
+
+N_FEATURES = 16
+N_CLASSES = 4
+IMAGE_SHAPE = (8, 8, 2)
+MLP_WIDTH = 64
+CNN_FILTERS = 16
+
+#: Full-grid settings: samples, batch size, optimizer steps (a whole number of
+#: epochs), task seed.
+N_TRAIN = 2048
+BATCH_SIZE = 64
+STEPS = 320
+TASK_SEED = 0
+#: Quick settings, for the test: a few seconds in total.
+QUICK = {"n": 512, "steps": 96, "batch_size": 32}
+QUICK_GRID = {
+    "archs": ("mlp", "cnn_bn"),
+    "depths": (2, 6),
+    "activations": ("relu",),
+    "inits": ("he", "zeros"),
+    "optimizers": ("adam",),
+}
+#: Batches per `tf.function` call inside `fit`; only cuts Python overhead.
+STEPS_PER_EXECUTION = 8
+EVAL_BATCH_SIZE = 512
+
+#: Measured seconds per run (320 steps, relu he adam, including the fresh
+#: build, both evaluations and, for the first run of a group, tracing).
+TIMINGS = {}
+
+
+# -- configurations ----------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """One network of the grid: everything needed to rebuild it."""
+
+    arch: str
+    depth: int
+    activation: str
+    init: str
+    optimizer: str
+    seed: int = 0
+
+    def __post_init__(self):
+        for value, allowed in (
+            (self.arch, ARCHS),
+            (self.activation, ACTIVATIONS),
+            (self.init, INITS),
+            (self.optimizer, OPTIMIZERS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{value!r} is not one of {allowed}")
+        if self.depth < 1:
+            raise ValueError(f"depth must be positive, got {self.depth}")
+
+    @property
+    def key(self) -> str:
+        """Stable identifier, e.g. ``mlp-d20-relu-he-sgd-s0``."""
+        return (
+            f"{self.arch}-d{self.depth}-{self.activation}-{self.init}"
+            f"-{self.optimizer}-s{self.seed}"
+        )
+
+    @property
+    def graph_key(self) -> tuple:
+        """Configs with equal graph keys differ only in their initial weights."""
+        return (self.arch, self.depth, self.activation, self.optimizer)
+
+
+def grid(
+    archs: Sequence[str] = ARCHS,
+    depths: Sequence[int] = DEPTHS,
+    activations: Sequence[str] = ACTIVATIONS,
+    inits: Sequence[str] = INITS,
+    optimizers: Sequence[str] = OPTIMIZERS,
+    seed: int = 0,
+) -> list[RunConfig]:
+    """All configurations, the init varying fastest (so groups stay together)."""
+    return [
+        RunConfig(arch, depth, activation, init, optimizer, seed)
+        for arch, depth, activation, optimizer, init in itertools.product(
+            archs, depths, activations, optimizers, inits
+        )
+    ]
+
+
+def quick_grid() -> list[RunConfig]:
+    """The tiny grid of ``train --quick``."""
+    return grid(**QUICK_GRID)
+
+
+# -- the task ----------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """A labelled data set: the same labels as vectors and as images."""
+
+    x: np.ndarray  # (n, 16) float32, each feature N(0, 1)
+    images: np.ndarray  # (n, 8, 8, 2) float32, each pixel N(0, 1)
+    y: np.ndarray  # (n,) int32 in [0, 4)
+    entropy: float  # label entropy in nats: the loss of predicting frequencies
+    class_counts: tuple
+    seed: int
+
+    @property
+    def n(self) -> int:
+        """Number of samples."""
+        return len(self.y)
+
+    def inputs(self, arch: str) -> np.ndarray:
+        """The input array an architecture trains on."""
+        return self.images if arch.startswith("cnn") else self.x
+
+
+def _image_map(rng: np.random.Generator, direction: np.ndarray) -> np.ndarray:
+    """(64, 16) unit rows m_r = 0.5 a + sqrt(0.75) n_r, n_r ⟂ a, sum_r n_r = 0."""
+    noise = rng.normal(size=(64, N_FEATURES))
+    for _ in range(200):  # Alternating projections: converges to ~1e-15.
+        noise -= np.outer(noise @ direction, direction)
+        noise -= noise.mean(axis=0)
+        noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    return 0.5 * direction + math.sqrt(0.75) * noise
+
+
+def make_task(n: int = N_TRAIN, seed: int = TASK_SEED) -> Task:
+    """The teacher-student task (module docstring): features, images, labels.
+
+    The teacher depends on `seed` only, the samples on `seed` and `n` (the
+    first rows do not change with `n`).
+    """
+    rng = np.random.default_rng(seed)
+    projections, _ = np.linalg.qr(rng.normal(size=(N_FEATURES, 2)))
+    maps = np.stack([_image_map(rng, projections[:, c]) for c in range(2)], -1)
+    theta = rng.uniform(0.0, np.pi / 2)
+    angles = theta + np.arange(N_CLASSES) * np.pi / 2
+    readout = np.stack([np.cos(angles), np.sin(angles)], axis=1)  # (4, 2)
+
+    x = np.random.default_rng([seed, 1]).normal(size=(n, N_FEATURES))
+    y = np.argmax((x @ projections) @ readout.T, axis=1).astype("int32")
+    images = np.einsum("nk,rkc->nrc", x, maps).reshape((n, *IMAGE_SHAPE))
+    counts = np.bincount(y, minlength=N_CLASSES)
+    freq = counts[counts > 0] / n
+    return Task(
+        x=x.astype("float32"),
+        images=images.astype("float32"),
+        y=y,
+        entropy=float(-(freq * np.log(freq)).sum()),
+        class_counts=tuple(int(c) for c in counts),
+        seed=seed,
+    )
+
+
+# -- models ------------------------------------------------------------------
+
+
+def make_initializer(name: str, seed: int) -> keras.initializers.Initializer:
+    """A fresh kernel initializer of family `name`, seeded with `seed`."""
+    if name == "zeros":
+        return keras.initializers.Zeros()
+    if name == "small":
+        return keras.initializers.RandomNormal(stddev=0.01, seed=seed)
+    if name == "large":
+        return keras.initializers.RandomNormal(stddev=1.0, seed=seed)
+    if name == "xavier":
+        return keras.initializers.GlorotNormal(seed=seed)
+    if name == "lecun":
+        return keras.initializers.LecunNormal(seed=seed)
+    if name == "he":
+        return keras.initializers.HeNormal(seed=seed)
+    if name == "orthogonal":
+        return keras.initializers.Orthogonal(gain=1.0, seed=seed)
+    raise ValueError(f"unknown initializer {name!r}")
+
+
+def make_optimizer(name: str) -> keras.optimizers.Optimizer:
+    """The optimizer of the grid called `name`."""
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate=1e-3)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def _layer_seed(config: RunConfig, index: int) -> int:
+    """Initializer seed of layer `index` (1-based; the head is depth + 1)."""
+    return 1000 * config.seed + index
+
+
+def _hidden_block(config: RunConfig, h, i: int):
+    """Layer `i` (1-based) of the network body applied to `h`."""
+    init = make_initializer(config.init, _layer_seed(config, i))
+    conv = config.arch.startswith("cnn")
+    if config.arch in ("mlp", "cnn"):
+        if conv:
+            layer = keras.layers.Conv2D(
+                CNN_FILTERS,
+                3,
+                padding="same",
+                activation=config.activation,
+                kernel_initializer=init,
+                name=f"conv_{i}",
+            )
+        else:
+            layer = keras.layers.Dense(
+                MLP_WIDTH,
+                activation=config.activation,
+                kernel_initializer=init,
+                name=f"dense_{i}",
+            )
+        return layer(h)
+    if conv:
+        h = keras.layers.Conv2D(
+            CNN_FILTERS,
+            3,
+            padding="same",
+            use_bias=False,
+            kernel_initializer=init,
+            name=f"conv_{i}",
+        )(h)
+    else:
+        h = keras.layers.Dense(
+            MLP_WIDTH, use_bias=False, kernel_initializer=init, name=f"dense_{i}"
+        )(h)
+    h = keras.layers.BatchNormalization(name=f"bn_{i}")(h)
+    return keras.layers.Activation(config.activation, name=f"act_{i}")(h)
+
+
+def build_model(config: RunConfig, steps_per_execution: int = 1) -> keras.Model:
+    """The compiled network of `config`, with bit-identical initial weights.
+
+    Every kernel initializer gets its own seed (from `config.seed` and the
+    layer index), biases and BatchNormalization start at their defaults, and
+    the global seeds are set to `config.seed` first.
+    """
+    keras.utils.set_random_seed(config.seed)
+    conv = config.arch.startswith("cnn")
+    inputs = keras.Input(IMAGE_SHAPE if conv else (N_FEATURES,), name="inputs")
+    h = inputs
+    for i in range(1, config.depth + 1):
+        h = _hidden_block(config, h, i)
+    if conv:
+        h = keras.layers.GlobalAveragePooling2D(name="pool")(h)
+    head_init = make_initializer(config.init, _layer_seed(config, config.depth + 1))
+    logits = keras.layers.Dense(N_CLASSES, kernel_initializer=head_init, name="logits")(
+        h
+    )
+    model = keras.Model(inputs, logits, name=config.key.replace("-", "_"))
+    model.compile(
+        optimizer=make_optimizer(config.optimizer),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=False,
+        steps_per_execution=steps_per_execution,
+    )
+    return model
+
+
+def weights_digest(model: keras.Model) -> str:
+    """SHA-256 of all weights (trainable and not), in order, with shapes."""
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        array = np.ascontiguousarray(weight)
+        digest.update(str((array.shape, array.dtype.str)).encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+class ModelCache:
+    """One traced model per group of configs that differ only in their init.
+
+    `fit` traces its train step once per model, which for the deep nets costs
+    as much as the training itself. `get` builds the config's own fresh model
+    (`build_model`: its initial weights) and, when the previous config had the
+    same `graph_key`, loads those weights into the already traced model and
+    puts the optimizer back in its never-used state.
+    """
+
+    def __init__(self, steps_per_execution: int = STEPS_PER_EXECUTION):
+        self.steps_per_execution = steps_per_execution
+        self._graph_key = None
+        self._model = None
+        self._optimizer_state = None
+
+    def get(self, config: RunConfig) -> keras.Model:
+        """A compiled model of `config` in its initial state."""
+        if config.graph_key != self._graph_key:
+            self._model = None
+            keras.backend.clear_session()
+        fresh = build_model(config, self.steps_per_execution)
+        if self._model is None:
+            fresh.optimizer.build(fresh.trainable_variables)
+            self._graph_key = config.graph_key
+            self._model = fresh
+            self._optimizer_state = [v.numpy() for v in fresh.optimizer.variables]
+            return fresh
+        self._model.set_weights(fresh.get_weights())
+        for variable, value in zip(
+            self._model.optimizer.variables, self._optimizer_state, strict=True
+        ):
+            variable.assign(value)
+        return self._model
+
+
+# -- training ----------------------------------------------------------------
+
+
+def _finite_or_string(value):
+    """`value` as a float, or "NaN"/"Infinity"/"-Infinity" for JSON."""
+    value = float(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+def _from_json_number(value):
+    """Inverse of `_finite_or_string` (lists too); other values unchanged."""
+    if isinstance(value, list):
+        return [_from_json_number(v) for v in value]
+    if value in ("NaN", "Infinity", "-Infinity"):
+        return float(value.replace("Infinity", "inf"))
+    return value
+
+
+def versions() -> dict:
+    """Versions of Python and the packages involved."""
+    try:
+        initdiag = importlib.metadata.version("keras_initdiag")
+    except importlib.metadata.PackageNotFoundError:
+        initdiag = None
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "keras_initdiag": initdiag,
+    }
+
+
+def _dataset(task: Task, arch: str, batch_size: int, seed: int) -> tf.data.Dataset:
+    """Training batches, reshuffled every epoch in a seeded order."""
+    tf.random.set_seed(seed)
+    data = tf.data.Dataset.from_tensor_slices((task.inputs(arch), task.y))
+    data = data.shuffle(task.n, seed=seed, reshuffle_each_iteration=True)
+    return data.batch(batch_size, drop_remainder=True)
+
+
+def train(
+    config: RunConfig,
+    task: Task,
+    steps: int = STEPS,
+    batch_size: int = BATCH_SIZE,
+    cache: ModelCache | None = None,
+) -> dict:
+    """Train `config` on `task` for `steps` optimizer steps; a JSON-able record.
+
+    `steps` must be a whole number of epochs (`task.n // batch_size` steps
+    each). With a `cache`, consecutive configs of one group reuse one traced
+    model (same initial weights as a fresh `build_model`, see `ModelCache`).
+    """
+    steps_per_epoch = task.n // batch_size
+    if steps % steps_per_epoch:
+        raise ValueError(f"steps={steps} is not a multiple of {steps_per_epoch}")
+    start = time.perf_counter()
+    model = (cache or ModelCache(steps_per_execution=1)).get(config)
+    init_digest = weights_digest(model)
+    x, y = task.inputs(config.arch), task.y
+    initial_loss, initial_accuracy = model.evaluate(
+        x, y, batch_size=EVAL_BATCH_SIZE, verbose=0
+    )
+    history = model.fit(
+        _dataset(task, config.arch, batch_size, config.seed),
+        epochs=steps // steps_per_epoch,
+        shuffle=False,  # The dataset is shuffled, with a seed.
+        verbose=0,
+        callbacks=[keras.callbacks.TerminateOnNaN()],
+    )
+    curve = [float(v) for v in history.history["loss"]]
+    stopped = bool(model.stop_training)
+    steps_done = int(model.optimizer.iterations.numpy())
+    curve_steps = [min(steps_per_epoch * (i + 1), steps_done) for i in range(len(curve))]
+    final_loss, final_accuracy = model.evaluate(
+        x, y, batch_size=EVAL_BATCH_SIZE, verbose=0
+    )
+    values = [initial_loss, final_loss, *curve]
+    nonfinite = stopped or not all(math.isfinite(v) for v in values)
+    ratio = final_loss / task.entropy if math.isfinite(final_loss) else float("nan")
+    return {
+        "key": config.key,
+        **dataclasses.asdict(config),
+        "entropy": task.entropy,
+        "initial_loss": _finite_or_string(initial_loss),
+        "initial_accuracy": _finite_or_string(initial_accuracy),
+        "final_loss": _finite_or_string(final_loss),
+        "final_accuracy": _finite_or_string(final_accuracy),
+        "final_over_entropy": _finite_or_string(ratio),
+        "nonfinite": nonfinite,
+        "terminated_on_nan": stopped,
+        "loss_curve": [_finite_or_string(v) for v in curve],
+        "accuracy_curve": [
+            _finite_or_string(v) for v in history.history["accuracy"]
+        ],
+        "curve_steps": curve_steps,
+        "curve_kind": "mean training-mode batch loss over each epoch (fit)",
+        "steps": steps,
+        "steps_done": steps_done,
+        "batch_size": batch_size,
+        "n_train": task.n,
+        "task_seed": task.seed,
+        "params": int(model.count_params()),
+        "init_weights_sha256": init_digest,
+        "seconds": round(time.perf_counter() - start, 3),
+        "versions": versions(),
+    }
+
+
+# -- results file ------------------------------------------------------------
+
+
+def load_runs(path: str | os.PathLike) -> list[dict]:
+    """Records of a JSONL results file (NaN/Inf strings back to floats).
+
+    A truncated last line (an interrupted write) is ignored.
+    """
+    path = pathlib.Path(path)
+    if not path.exists():
+        return []
+    runs = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        runs.append({k: _from_json_number(v) for k, v in record.items()})
+    return runs
+
+
+def append_run(path: pathlib.Path, record: dict) -> None:
+    """Append `record` as one standard-JSON line and flush it to disk."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(record, allow_nan=False, sort_keys=False)
+    with open(path, "a") as f:
+        f.write(line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def select(configs: Iterable[RunConfig], only: Sequence[str] | None):
+    """The configs whose key contains any of the `only` substrings (all if none)."""
+    if not only:
+        return list(configs)
+    return [c for c in configs if any(s in c.key for s in only)]
+
+
+def _fmt(value) -> str:
+    """A record number for the progress line."""
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def run_grid(
+    configs: Sequence[RunConfig],
+    out: pathlib.Path,
+    n: int = N_TRAIN,
+    steps: int = STEPS,
+    batch_size: int = BATCH_SIZE,
+) -> int:
+    """Train every config not yet in `out`, appending a line each; the count."""
+    done = {r.get("key") for r in load_runs(out)}
+    todo = [c for c in configs if c.key not in done]
+    print(
+        f"{len(configs)} configs, {len(configs) - len(todo)} already in {out}, "
+        f"{len(todo)} to train ({steps} steps, batch {batch_size}, n={n})",
+        flush=True,
+    )
+    task = make_task(n=n, seed=TASK_SEED)
+    cache = ModelCache()
+    for i, config in enumerate(todo, 1):
+        record = train(config, task, steps=steps, batch_size=batch_size, cache=cache)
+        append_run(out, record)
+        print(
+            f"[{i}/{len(todo)}] {config.key:36s} loss {_fmt(record['initial_loss'])}"
+            f" -> {_fmt(record['final_loss'])} acc {_fmt(record['final_accuracy'])}"
+            f" ({record['seconds']:.1f} s)",
+            flush=True,
+        )
+    return len(todo)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``train [--quick] [--only SUBSTRING ...] [--out PATH]``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    train_cmd = commands.add_parser("train", help="train the grid (resumable)")
+    train_cmd.add_argument(
+        "--quick", action="store_true", help="tiny grid and sizes, seconds"
+    )
+    train_cmd.add_argument(
+        "--only", nargs="+", metavar="SUBSTRING", help="keys containing any of these"
+    )
+    train_cmd.add_argument("--out", type=pathlib.Path, help="JSONL results file")
+    args = parser.parse_args(argv)
+
+    if args.quick:
+        configs, sizes = quick_grid(), QUICK
+        out = args.out or QUICK_OUT
+    else:
+        configs = grid()
+        sizes = {"n": N_TRAIN, "steps": STEPS, "batch_size": BATCH_SIZE}
+        out = args.out or DEFAULT_OUT
+    run_grid(select(configs, args.only), out, **sizes)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
