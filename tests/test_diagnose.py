@@ -172,7 +172,7 @@ def test_repeated_diagnoses_do_not_retrace():
     model = mlp(3, 16, "relu", "he_normal")
     diagnoser = keras_initdiag.diagnostics.engine.Diagnoser(model, loss=LOSS)
     for _ in range(3):
-        diagnoser.run(x, y)
+        diagnoser.measure(x, y)
     assert diagnoser.probe.traces == 1
 
 
@@ -181,8 +181,9 @@ def test_identical_kernels_from_a_shared_unseeded_instance():
     shared = keras.initializers.HeNormal()
     model = mlp(3, 32, "relu", lambda: shared, d_in=32)
     report = keras_initdiag.diagnose(model, x, y, loss=LOSS)
-    shared_flags = [f for f in report.flags if "same initial kernel" in f.message]
+    shared_flags = [f for f in report.flags if f.kind == "identical_kernels"]
     assert [f.layer for f in shared_flags] == ["dense_1", "dense_2"]
+    assert all("same kernel as layer 'dense_0'" in f.message for f in shared_flags)
 
 
 def test_residual_branch_zero_init_is_not_flagged():
@@ -272,8 +273,8 @@ def test_light_diagnosis_skips_duplicate_searches_in_the_same_trace():
     x, y = batch()
     model = mlp(3, 16, "relu", "zeros")
     diagnoser = keras_initdiag.diagnostics.engine.Diagnoser(model, loss=LOSS)
-    full = diagnoser.run(x, y)
-    light = diagnoser.run(x, y, full=False)
+    full = diagnoser.measure(x, y)
+    light = diagnoser.measure(x, y, full=False)
     assert full.stats["dense_1"]["duplicate_unit_fraction"] == 1.0
     assert np.isnan(light.stats["dense_1"]["duplicate_unit_fraction"])
     assert light.stats["dense_1"]["dead_fraction"] == 1.0

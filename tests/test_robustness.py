@@ -278,10 +278,11 @@ def test_large_model_host_traffic_is_o_layers():
     y = RNG.standard_normal((16, 2)).astype("float32")
     diagnoser = engine.Diagnoser(model)
     vector = diagnoser.probe(x, y)
-    # One flat vector: a fixed number of floats per layer, plus the loss.
-    assert vector.shape == (depth * len(VECTOR_FIELDS) + 1,)
-    report = diagnoser.run(x, y)
+    # One flat vector: a fixed number of floats per node (the input and
+    # every layer), plus the loss.
+    assert vector.shape == ((depth + 1) * len(VECTOR_FIELDS) + 1,)
+    report = diagnoser.measure(x, y)
     assert not diagnoser.last_histograms
-    assert len(report.layers) == depth
+    assert len(report.layers) == depth + 1
     assert np.isfinite(report.stats["d0"]["gradient_norm"])
     assert diagnoser.probe.traces == 1

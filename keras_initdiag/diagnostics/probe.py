@@ -162,6 +162,24 @@ class Probe:
     def _forward(self, model, x):
         return forward(self.tapset, model, x, self.training)
 
+    def _inputs_as_given(self, tapped: list, x) -> list:
+        """Tapped outputs, with each model input taken as the tensor given.
+
+        The view may hand its inputs back converted (e.g. cast for a mixed
+        precision policy); the tensor passed in is the one the gradient
+        reaches.
+        """
+        given = tf.nest.flatten(x)
+        position = 0
+        tapped = list(tapped)
+        for tap in self.tapset.taps:
+            if tap.node.kind != "input":
+                continue
+            if tap.output_index is not None and position < len(given):
+                tapped[tap.output_index] = given[position]
+            position += 1
+        return tapped
+
     def _run(self, x, y, full):
         self.traces += 1  # Python side effect: counts traces, not calls.
         model = self.model
@@ -175,6 +193,7 @@ class Probe:
             )
             with scope:
                 preds, tapped = self._forward(model, x)
+                tapped = self._inputs_as_given(tapped, x)
                 tape.watch(tapped)
                 loss = None
                 if self.loss is not None and y is not None:
@@ -333,8 +352,12 @@ def _gradients(tape, loss, sources: list, scale: float) -> list:
     unconnected = tf.UnconnectedGradients.NONE
 
     def attempt(factor) -> list:
-        target = loss if factor == 1.0 else loss * factor
-        grads = tape.gradient(target, sources, unconnected_gradients=unconnected)
+        # The seed of the backward pass is `factor` (the loss's own gradient):
+        # the same as differentiating `loss * factor`, recorded or not.
+        seed = tf.constant(factor, loss.dtype)
+        grads = tape.gradient(
+            loss, sources, output_gradients=seed, unconnected_gradients=unconnected
+        )
         grads = [None if g is None else f32(_dense(g)) for g in grads]
         return (
             grads

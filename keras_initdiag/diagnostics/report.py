@@ -105,7 +105,7 @@ class LayerInfo:
         fan_out: How many outputs each input reaches, 0 without a weight.
         shared_with: For a later call of a shared layer, the name of the
             first call's node (which carries the weight statistics).
-        size: Elements of the output per sample (NaN when unknown).
+        size: Elements of the output per sample (0 when unknown).
     """
 
     name: str
@@ -125,7 +125,7 @@ class LayerInfo:
     fan_in: int = 0
     fan_out: int = 0
     shared_with: str = ""
-    size: float = math.nan
+    size: float = 0.0
 
 
 @dataclasses.dataclass

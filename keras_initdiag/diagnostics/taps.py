@@ -214,13 +214,13 @@ def _family(layer, spec: WeightSpec | None) -> str:
 
 
 def _size(tensor) -> float:
-    """Elements per sample of a symbolic tensor (NaN when a dim is unknown)."""
+    """Elements per sample of a symbolic tensor (0 when a dim is unknown)."""
     if tensor is None:
-        return float("nan")
+        return 0.0
     size = 1
     for dim in tuple(tensor.shape)[1:]:
         if dim is None:
-            return float("nan")
+            return 0.0
         size *= int(dim)
     return float(size)
 
