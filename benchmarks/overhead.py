@@ -459,17 +459,17 @@ def diagnosis_benchmark(kind: str, depth: int, args, log_root: str) -> dict:
     model = build(kind, depth, args)
     cold_start = time.perf_counter()
     diagnoser = Diagnoser(model, loss="sparse_categorical_crossentropy")
-    report = diagnoser.run(x, y)
+    report = diagnoser.measure(x, y)
     cold = time.perf_counter() - cold_start
-    light = diagnoser.run(x, y, validate=False, full=False)
+    light = diagnoser.measure(x, y, validate=False, full=False)
     # The same model probed with a smaller batch (`--small-probe` samples), by
     # its own Diagnoser so that the main probe keeps one trace.
     small = None
     if 0 < args.small_probe < len(x):
         xs, ys = x[: args.small_probe], y[: args.small_probe]
         small = Diagnoser(model, loss="sparse_categorical_crossentropy")
-        small.run(xs, ys)
-        small.run(xs, ys, validate=False, full=False)
+        small.measure(xs, ys)
+        small.measure(xs, ys, validate=False, full=False)
     reference = EagerReference(model)
     reference(x, y)
     model.train_on_batch(x, y)
@@ -494,17 +494,17 @@ def diagnosis_benchmark(kind: str, depth: int, args, log_root: str) -> dict:
             writer.write(written[key])
             writer.flush()
     tasks = {
-        "diagnosis_seconds": lambda: diagnoser.run(x, y),
-        "diagnosis_unvalidated_seconds": lambda: diagnoser.run(x, y, validate=False),
-        "diagnosis_light_seconds": lambda: diagnoser.run(
+        "diagnosis_seconds": lambda: diagnoser.measure(x, y),
+        "diagnosis_unvalidated_seconds": lambda: diagnoser.measure(x, y, validate=False),
+        "diagnosis_light_seconds": lambda: diagnoser.measure(
             x, y, validate=False, full=False
         ),
         "train_step_seconds": lambda: model.train_on_batch(x, y),
         "eager_reference_seconds": lambda: reference(x, y),
     }
     if small is not None:
-        tasks["diagnosis_small_seconds"] = lambda: small.run(xs, ys, validate=False)
-        tasks["diagnosis_small_light_seconds"] = lambda: small.run(
+        tasks["diagnosis_small_seconds"] = lambda: small.measure(xs, ys, validate=False)
+        tasks["diagnosis_small_light_seconds"] = lambda: small.measure(
             xs, ys, validate=False, full=False
         )
     for key, writer in writers.items():
@@ -521,7 +521,7 @@ def diagnosis_benchmark(kind: str, depth: int, args, log_root: str) -> dict:
     diag, step = samples["diagnosis_seconds"], samples["train_step_seconds"]
     full = samples["diagnosis_unvalidated_seconds"]
     light_s = samples["diagnosis_light_seconds"]
-    _, diag_rss, rss_method = peak_rss_delta(lambda: diagnoser.run(x, y))
+    _, diag_rss, rss_method = peak_rss_delta(lambda: diagnoser.measure(x, y))
     _, step_rss, _ = peak_rss_delta(lambda: model.train_on_batch(x, y))
     _, ref_rss, _ = peak_rss_delta(lambda: reference(x, y))
     result = {
@@ -541,7 +541,7 @@ def diagnosis_benchmark(kind: str, depth: int, args, log_root: str) -> dict:
             [r / d for r, d in zip(samples["eager_reference_seconds"], diag)]
         ),
         "python_heap_peak_mib": {
-            "diagnosis": python_heap_peak(lambda: diagnoser.run(x, y)),
+            "diagnosis": python_heap_peak(lambda: diagnoser.measure(x, y)),
             "train_step": python_heap_peak(lambda: model.train_on_batch(x, y)),
             "eager_reference": python_heap_peak(lambda: reference(x, y)),
         },

@@ -4,56 +4,70 @@ Trains a grid of small networks for real on a learnable synthetic task and
 records, per network, whether (and how far) its training loss went down. A
 later phase diagnoses every network at step 0 with `keras_initdiag.diagnose()`
 and compares the flags with these outcomes, so every network is rebuilt
-bit-identically from its `RunConfig` by `build_model` (same initial weights,
-checked by the `init_weights_sha256` field of each record) without retraining.
+bit-identically from its `RunConfig` by `build_model` (same initial weights;
+each record carries their SHA-256, `init_weights_sha256`) without retraining.
 
-Task (`make_task`): 16 features x ~ N(0, I), 4 classes. The teacher is a fixed
-random linear network of rank 2: two orthonormal random projections
-p = (a0 . x, a1 . x) and four logits cos(theta + k pi/2) p0 + sin(...) p1 at a
-random angle theta, label = argmax, so the classes are four 90-degree sectors
-of the p plane (balanced by symmetry; 2048 samples: counts 500/527/496/525,
-label entropy H = 1.386 nats = the loss of predicting class frequencies).
-Conv archs get the same labels from an (8, 8, 2) image made by a fixed random
-linear map of the same 16 features: pixel (r, c) = m_rc . x with |m_rc| = 1
-(so every pixel is exactly N(0, 1)), m_rc = 0.5 a_c + sqrt(0.75) n_rc, and the
-n_rc orthogonal to a_c with zero sum over the 64 positions: the mean of
-channel c is exactly 0.5 p_c, the rest of each pixel is a spatially varying
-mix of all 16 features. Why not a 2-layer tanh teacher on all 16 features: a
-conv net ending in GlobalAveragePooling + Dense computes a sum over positions
-of local functions, and the only linear information that survives the pooling
-is the channel sums (plus zero-padding border terms); any linear layout of 16
-generic features into 8x8x2 is then not learnable (measured: random tanh
-teachers with several layouts and conv teachers with random-noise images
-left a healthy 2-layer cnn at 0.6-1.0 nats after 320 steps, versus 0.13-0.18
-here). With this task, healthy depth-2 nets after the 320 steps below reach
-(loss / accuracy on the training set): mlp relu he adam 0.18 / 95%, mlp tanh
-xavier sgd 0.09 / 99%, cnn relu he sgd 0.12 / 95%, cnn tanh xavier adam 0.18 /
-95%, i.e. far under H / 2 = 0.69.
+Task (`make_task`): 16 features x ~ N(0, I), 4 classes. The teacher is a
+fixed random linear network of rank 2: two orthonormal random projections
+p = (a0 . x, a1 . x), four logits cos(theta + k pi/2) p0 + sin(...) p1 at a
+random angle theta, label = argmax; the classes are four 90-degree sectors of
+the p plane, balanced by symmetry (1024 samples: 260/252/260/252, label
+entropy H = 1.386 nats, the loss of predicting the class frequencies). The
+conv archs get the same labels from an (8, 8, 2) image, a fixed random linear
+map of the same 16 features: pixel (r, c) = m_rc . x with |m_rc| = 1 (every
+pixel is exactly N(0, 1)), m_rc = 0.5 a_c + sqrt(0.75) n_rc, the n_rc
+orthogonal to a_c and summing to zero over the 64 positions: the mean of
+channel c is exactly 0.5 p_c, the rest of each pixel a spatially varying mix
+of all 16 features.
 
-Grid: archs mlp, mlp_bn, cnn, cnn_bn (64 units or 16 3x3 filters per layer;
-BN archs use bias-free layers -> BatchNormalization -> activation) x depths 2,
-6, 16, 32, 50 x activations relu, tanh x kernel inits zeros, small
+Why not a random 2-layer tanh teacher on all 16 features: a conv net ending in
+GlobalAveragePooling + Dense sums local functions over positions, and the only
+linear information that survives the pooling is the channel sums (plus
+zero-padding border terms), so no layout of 16 generic features into 8x8x2 is
+learnable by these archs. Measured before settling on this task: random tanh
+teachers with block or random-linear layouts, and random conv teachers on
+noise images, left a healthy depth-2 cnn at 0.6-1.0 nats after 320 steps
+(MLP at 0.2-0.9); here depth-2 nets reach 0.1-0.2 in the same time.
+
+Healthy depth-2 nets after the 160 steps below (`evaluate` loss / accuracy on
+the training set): mlp relu he sgd 0.20 / 94%, mlp relu he adam 0.35 / 90%
+(the slowest: He logits start at 2.06 nats), mlp tanh xavier sgd 0.15 / 98%,
+mlp_bn relu he sgd 0.27 / 93%, cnn relu he sgd 0.12 / 96%, cnn tanh xavier
+adam 0.23 / 97%, cnn_bn relu he sgd 0.21 / 95%, cnn_bn tanh xavier adam
+0.31 / 97%: all well under H / 2 = 0.69. zeros stays at 1.386 (only the head
+bias learns). So the default learning rates are kept.
+
+Grid: archs mlp, mlp_bn, cnn, cnn_bn (64 units or 16 3x3 "same" filters per
+layer; the BN archs use bias-free layers -> BatchNormalization -> activation)
+x depths 2, 6, 16, 32, 50 x activations relu, tanh x kernel inits zeros, small
 (N(0, 0.01^2)), large (N(0, 1)), xavier (glorot_normal), lecun (lecun_normal),
-he (he_normal), orthogonal (gain 1) x optimizers sgd (SGD 0.01, momentum 0.9)
-and adam (Adam 1e-3): 560 runs, seed 0. The default learning rates are kept:
-they take healthy shallow nets far below H / 2 within the budget.
+he (he_normal), orthogonal (gain 1), one seeded instance per layer x
+optimizers sgd (SGD 0.01, momentum 0.9) and adam (Adam 1e-3): 560 runs, seed 0.
 
-Training: 2048 samples, batch 64 (32 steps per epoch), 320 optimizer steps =
-10 epochs, shuffled by a seeded `tf.data` shuffle, `model.fit(verbose=0)`
+Training: 1024 samples, batch 64 (16 steps per epoch), 160 optimizer steps =
+10 epochs, batches from a seeded `tf.data` shuffle, `model.fit(verbose=0)`
 with `TerminateOnNaN` (a diverged run stops at its first non-finite batch
-loss). The loss curve is the per-epoch training loss from `fit` (10 points);
-initial and final loss/accuracy are `model.evaluate` on the whole training
-set (inference mode). Each record is one JSON line; NaN/Inf are written as
-the strings "NaN", "Infinity", "-Infinity" (`load_runs` turns them back into
-floats).
+loss; with 8 steps per `tf.function` call, `steps_done` is then a multiple
+of 8). `loss_curve` is the per-epoch mean training loss from `fit` (10
+points); `initial_*` and `final_*` are `model.evaluate` on the whole training
+set (inference mode); `final_*_batch_stats` are one training-mode pass over
+the whole set, which differs from `final_*` only where BatchNormalization's
+moving averages (momentum 0.99) still lag after 160 steps (e.g. small or
+large inits: mlp_bn-d2-relu-small-adam ends at 0.99 nats but 92% accuracy).
+NaN/Inf are written as the strings "NaN", "Infinity", "-Infinity"
+(`load_runs` turns them back into floats).
 
-Budget: tracing a 150-layer `fit` costs ~25 s on this machine, about as much
-as training it, so the networks of one (arch, depth, activation, optimizer)
-group share one compiled model: each run builds its own fresh model with
-`build_model` (the bit-identical initial weights), copies those weights into
-the group's traced model and restores the optimizer's pristine state. Measured
-wall time per run on the shared 2-core machine (relu he adam, loaded by other
-work): see `TIMINGS` below; whole grid ~80 minutes, at most ~90.
+Budget (2 cores shared with other work; load average ~3.5 while measuring):
+tracing `fit` for the 150-layer cnn_bn-d50 costs ~30 s, as much as training
+it, so the networks of one (arch, depth, activation, optimizer) group share
+one traced model: each run builds its own fresh model with `build_model` (its
+initial weights), copies those into the group's traced model and restores the
+optimizer's never-used state (`ModelCache`). Seconds per run at 160 steps,
+first of its group / the others: mlp-d2 ~1.5 / ~1, mlp-d50 14 / 7,
+mlp_bn-d16 7.6 / 4.0, mlp_bn-d50 20 / 15, cnn-d16 7.7 / 6.5, cnn-d50 21 /
+17, cnn_bn-d16 13 / 9, cnn_bn-d50 67 / 37 (the slowest). Whole grid: ~85
+minutes estimated at that load (cnn_bn ~40 min, cnn ~19, mlp_bn ~17, mlp ~9).
+320 steps would have taken ~2 hours.
 
 Usage:
     python benchmarks/trainability.py train            # the full grid, resumable
@@ -117,10 +131,6 @@ QUICK_GRID = {
 #: Batches per `tf.function` call inside `fit`; only cuts Python overhead.
 STEPS_PER_EXECUTION = 8
 EVAL_BATCH_SIZE = 512
-
-#: Measured seconds per run (320 steps, relu he adam, including the fresh
-#: build, both evaluations and, for the first run of a group, tracing).
-TIMINGS = {}
 
 
 # -- configurations ----------------------------------------------------------

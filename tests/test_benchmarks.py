@@ -42,7 +42,7 @@ def test_quick_run_writes_every_configuration(tmp_path, capsys):
 
     (diagnosis,) = results["diagnosis"]
     assert diagnosis["traces"] == 1
-    assert diagnosis["tapped_layers"] == 3  # Two hidden layers and the head.
+    assert diagnosis["tapped_layers"] == 4  # The input, two hidden layers, the head.
     for key in (
         "diagnosis_seconds",
         "train_step_seconds",

@@ -69,7 +69,11 @@ class _RaiseAt(keras.callbacks.Callback):
 
 
 class _PoisonAt(keras.callbacks.Callback):
-    """Writes NaN into one layer's kernel at the end of a given batch."""
+    """Writes Inf into one layer's kernel at the end of a given batch.
+
+    Inf, not NaN: some CPU kernels compute relu(NaN) = 0, which would stop
+    the poison at the next ReLU; relu(inf) = inf reaches the loss.
+    """
 
     def __init__(self, layer: str, batch: int):
         super().__init__()
@@ -79,7 +83,7 @@ class _PoisonAt(keras.callbacks.Callback):
         if batch == self.batch:
             kernel = self.model.get_layer(self.layer).kernel
             value = kernel.numpy()
-            value[0, 0] = np.nan
+            value[0, 0] = np.inf
             kernel.assign(value)
 
 

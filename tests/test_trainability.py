@@ -140,3 +140,20 @@ def test_nonfinite_values_stay_standard_json(trainability, tmp_path):
     (loaded,) = trainability.load_runs(path)
     assert math.isnan(loaded["final_loss"])
     assert loaded["loss_curve"][0] == 1.0 and math.isinf(loaded["loss_curve"][1])
+
+
+@pytest.mark.slow
+def test_cached_model_trains_like_a_fresh_one(trainability):
+    # The grid reuses one traced model per group; a run through the cache must
+    # start from the same weights and follow the same trajectory as a fresh one.
+    task = trainability.make_task(n=256, seed=0)
+    first = trainability.RunConfig("mlp_bn", 2, "tanh", "he", "sgd")
+    second = trainability.RunConfig("mlp_bn", 2, "tanh", "lecun", "sgd")
+    fresh = trainability.train(second, task, steps=32, batch_size=32)
+    cache = trainability.ModelCache()
+    trainability.train(first, task, steps=32, batch_size=32, cache=cache)
+    cached = trainability.train(second, task, steps=32, batch_size=32, cache=cache)
+    assert cached["init_weights_sha256"] == fresh["init_weights_sha256"]
+    for field in ("initial_loss", "loss_curve", "final_loss"):
+        assert cached[field] == pytest.approx(fresh[field], rel=1e-5), field
+    assert cached["final_loss"] < cached["initial_loss"]
