@@ -348,9 +348,8 @@ def build_model(config: RunConfig, steps_per_execution: int = 1) -> keras.Model:
     if conv:
         h = keras.layers.GlobalAveragePooling2D(name="pool")(h)
     head_init = make_initializer(config.init, _layer_seed(config, config.depth + 1))
-    logits = keras.layers.Dense(N_CLASSES, kernel_initializer=head_init, name="logits")(
-        h
-    )
+    head = keras.layers.Dense(N_CLASSES, kernel_initializer=head_init, name="logits")
+    logits = head(h)
     model = keras.Model(inputs, logits, name=config.key.replace("-", "_"))
     model.compile(
         optimizer=make_optimizer(config.optimizer),

@@ -95,9 +95,11 @@ class InitDiagnostics(keras.callbacks.Callback):
             does. Defaults to `True`.
 
     Attributes:
-        reports: The kept `DiagnosticReport`s in step order: the first one,
-            those with flags not seen before, and the latest 100 (memory stays
-            bounded over long runs; the event files have every diagnosis).
+        reports: The kept `DiagnosticReport`s of the current model, in step
+            order: the first one, those with flags not seen before, and the
+            latest 100 (memory stays bounded over long runs; the event files
+            have every diagnosis). A callback moved to another model starts
+            over.
         flags: The first and the latest flag of each kind and layer.
         batch_gradient_norms: `(step, {layer: norm})` of the latest 10,000
             recorded batches, with `batch_gradients=True`.
@@ -294,6 +296,7 @@ class InitDiagnostics(keras.callbacks.Callback):
         self._diagnoser = None
         self._inputs = None
         self.schedule.reset()
+        self.history = History()
 
     def _step(self) -> int:
         optimizer = getattr(self.model, "optimizer", None)
