@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from keras_initdiag import _checks, initializers
 from keras_initdiag.diagnostics.batches import as_batch, check_fits
-from keras_initdiag.diagnostics.engine import forget
+from keras_initdiag.diagnostics.engine import forget, graph_of
 from keras_initdiag.diagnostics.probe import stateless_forward
 from keras_initdiag.diagnostics.taps import DATA_DEPENDENT, build_taps, check_model
 
@@ -274,7 +274,7 @@ def lsuv(
     check_fits(model, xs, None)
     x = [tf.constant(a.astype(np.float32) if a.dtype.kind == "f" else a) for a in xs]
     x = tf.nest.pack_sequence_as(model.input, x) if len(x) > 1 else x[0]
-    tapset = build_taps(model)
+    tapset = build_taps(model, graph=graph_of(model))
     plan, skipped = _plan(tapset, layers, model.name)
     if not plan:
         raise ValueError(

@@ -167,13 +167,12 @@ def synthetic_inputs(model: keras.Model, tapset, batch: int = 32):
             arrays.append(rng.standard_normal(shape).astype(np.float32))
             continue
         node = input_nodes[position] if position < len(input_nodes) else None
-        tables = [
-            graph.nodes[i].op
-            for i in (readers[node] if node is not None else [])
-            if isinstance(graph.nodes[i].op, keras.layers.Embedding)
-        ]
-        name = getattr(spec, "name", f"input {position}")
-        if not tables or len(tables) != len(readers[node]):
+        users = [graph.nodes[i] for i in (readers[node] if node is not None else [])]
+        tables = [u.op for u in users if isinstance(u.op, keras.layers.Embedding)]
+        # Besides embeddings, only masks (`ids != 0`, not floats) may read it.
+        others = [u for u in users if u.op not in tables and u.tensor is not None]
+        name = graph.nodes[node].name if node is not None else f"input {position}"
+        if not tables or others:
             raise ValueError(
                 f"Argument `probe_data` is required for model {model.name!r}: its "
                 f"integer input {name!r} does not feed an Embedding layer, so "

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 import keras
 
+from keras_initdiag.diagnostics import graph as graph_lib
 from keras_initdiag.diagnostics import probe as probe_lib
 from keras_initdiag.diagnostics import rules, signal
 from keras_initdiag.diagnostics.batches import as_batch, check_fits, restructure
@@ -74,7 +75,9 @@ class Diagnoser:
     ):
         check_model(model)
         self._model = weakref.ref(model)
-        self.tapset = tapset if tapset is not None else build_taps(model, layers)
+        if tapset is None:
+            tapset = build_taps(model, layers, graph=graph_of(model))
+        self.tapset = tapset
         self.probe = probe_lib.Probe(
             self.tapset,
             model,
@@ -345,9 +348,7 @@ def cached_diagnoser(
     training: bool = True,
 ) -> Diagnoser:
     """The cached `Diagnoser` of `model` for this configuration (see module)."""
-    entry = _CACHE.get(model)
-    if entry is None:
-        entry = _CACHE[model] = _ModelEntry()
+    entry = _entry(model)
     layers_key = None if layers is None else tuple(layers)
     key = (layers_key, _loss_key(loss), training, model_state(model))
     diagnoser = entry.diagnosers.get(key)
@@ -366,12 +367,39 @@ def cached_diagnoser(
 
 @dataclasses.dataclass
 class _ModelEntry:
-    """What `diagnose()` keeps per model: taps per selection, probes per key."""
+    """What is kept per model: its graph, taps per selection, probes per key."""
 
+    graph: object = None
     tapsets: dict = dataclasses.field(default_factory=dict)
     diagnosers: OrderedDict = dataclasses.field(default_factory=OrderedDict)
 
 
+def _entry(model: keras.Model) -> _ModelEntry:
+    entry = _CACHE.get(model)
+    if entry is None:
+        entry = _CACHE[model] = _ModelEntry()
+    return entry
+
+
+def graph_of(model: keras.Model) -> graph_lib.Graph:
+    """The model's traced graph, traced once per model and kept with it.
+
+    Tracing calls the model's layers once more on symbolic inputs (which
+    adds an inbound node to each); keeping one graph per model makes that
+    happen once, however many diagnoses, callbacks and `lsuv` runs follow.
+    """
+    entry = _entry(model)
+    if entry.graph is None:
+        entry.graph = graph_lib.trace(model)
+    return entry.graph
+
+
 def forget(model: keras.Model) -> None:
-    """Drop the cached diagnosers of `model` (its layers' facts changed)."""
-    _CACHE.pop(model, None)
+    """Drop the cached taps and probes of `model` (its layers' facts changed).
+
+    The traced graph is kept: the architecture did not change.
+    """
+    entry = _CACHE.get(model)
+    if entry is not None:
+        entry.tapsets.clear()
+        entry.diagnosers.clear()

@@ -281,12 +281,18 @@ def _info(graph, index: int, first: dict, outputs: set, inputs, readers) -> tupl
     return info, spec
 
 
-def build_taps(model: keras.Model, layers: Sequence[str] | None = None) -> TapSet:
-    """Trace a model and describe every node to measure.
+def build_taps(
+    model: keras.Model,
+    layers: Sequence[str] | None = None,
+    graph: graph_lib.Graph | None = None,
+) -> TapSet:
+    """Describe every node of a model's graph to measure.
 
     Args:
         model: A built Keras model.
         layers: Names of the layers to report. Defaults to every node.
+        graph: The model's traced graph. Defaults to `None`: trace it now
+            (the engine keeps one per model, `engine.graph_of`).
 
     Returns:
         A `TapSet`.
@@ -296,7 +302,7 @@ def build_taps(model: keras.Model, layers: Sequence[str] | None = None) -> TapSe
     >>> [tap.name for tap in tapset.taps]
     """
     check_model(model)
-    graph = graph_lib.trace(model)
+    graph = graph if graph is not None else graph_lib.trace(model)
     chosen = graph_lib.select(graph, layers, model.name)
     position = {node_index: k for k, node_index in enumerate(graph.taps)}
     first = {
