@@ -267,6 +267,7 @@ def test_batchnorm_dropout_training_mode_and_untouched():
     assert report.stats["bn"]["activation_variance"] == pytest.approx(
         float(np.var(expected)), rel=1e-4
     )
+
     # ... and dropout is on: kept units are scaled by 1 / (1 - rate), so the
     # second moment doubles (about: 256 Bernoulli draws).
     def second_moment(name):

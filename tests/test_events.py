@@ -1,0 +1,73 @@
+"""Reading diagnoses back: every report survives the per-step series beside it.
+
+The per-step gradient norms of `batch_gradients=True` share steps with the
+reports; they must not be counted as a report's statistics, or every report
+after step 0 is dropped as incomplete and `--fail-on` misses its flags.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+import keras_initdiag
+from keras_initdiag.cli import main
+from keras_initdiag.diagnostics.report import DiagnosticReport, Flag, LayerInfo
+from keras_initdiag.tensorboard import DiagnosticsWriter, read_reports
+
+RNG = np.random.default_rng(0)
+X = RNG.standard_normal((64, 6)).astype("float32")
+Y = RNG.standard_normal((64, 2)).astype("float32")
+
+
+def test_batch_gradients_run_reads_back_every_report(tmp_path):
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(8, activation="relu", kernel_initializer="he_normal"),
+            keras.layers.Dense(2),
+        ]
+    )
+    model.compile("sgd", "mse")
+    callback = keras_initdiag.InitDiagnostics(
+        log_dir=str(tmp_path),
+        probe_data=(X[:16], Y[:16]),
+        update_freq=2,
+        batch_gradients=True,
+        verbose=0,
+    )
+    model.fit(X, Y, batch_size=8, epochs=1, verbose=0, callbacks=[callback])
+    problems = []
+    reports = read_reports(tmp_path / "initdiag", problems)
+    assert problems == []
+    assert [r.step for r in reports] == [0, 2, 4, 6, 8]
+    for report in reports:
+        kept = next(r for r in callback.reports if r.step == report.step)
+        for layer, stats in kept.stats.items():
+            written = {k: np.float32(v) for k, v in stats.items() if not np.isnan(v)}
+            assert report.stats[layer] == written, layer
+
+
+def _report(step, flags=()):
+    info = {"dense": LayerInfo("dense", class_name="Dense", weight_shape=(6, 8))}
+    stats = {"dense": {"activation_variance": 1.0 / (step + 1), "gradient_norm": 0.5}}
+    return DiagnosticReport(step, ["dense"], stats, list(flags), info, loss=1.0)
+
+
+def test_a_later_flag_fails_the_cli_gate_next_to_per_step_norms(tmp_path, capsys):
+    writer = DiagnosticsWriter(tmp_path, depth_profile=False)
+    writer.write(_report(0))
+    writer.write_series(
+        "train_gradient_norm", [(step, {"dense": 0.1 * step}) for step in range(1, 5)]
+    )
+    flag = Flag("vanishing", "dense", 4, 1e-5, 1e-3, "The signal vanishes.")
+    writer.write(_report(4, [flag]))
+    writer.close()
+    problems = []
+    reports = read_reports(tmp_path / "initdiag", problems)
+    assert problems == [] and [r.step for r in reports] == [0, 4]
+    assert reports[1].flags == [flag]
+    assert reports[1].stats["dense"]["activation_variance"] == np.float32(0.2)
+    assert main(["report", str(tmp_path), "--fail-on", "vanishing"]) == 1
+    assert main(["report", str(tmp_path), "--fail-on", "dead"]) == 0
+    capsys.readouterr()
