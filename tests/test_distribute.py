@@ -63,14 +63,25 @@ MIRRORED_SCRIPT = textwrap.dedent(
         model.compile("sgd", "mse")
     initial = model.get_weights()
     callback = keras_initdiag.InitDiagnostics(
-        log_dir=log_dir, probe_data=(x[:32], y[:32]), update_freq=2, verbose=0
+        log_dir=log_dir,
+        probe_data=(x[:32], y[:32]),
+        update_freq=2,
+        verbose=0,
+        batch_gradients=True,
     )
-    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[callback])
+    optimizer = model.optimizer
+    model.fit(
+        x, y, batch_size=16, epochs=1, verbose=0, callbacks=[callback], shuffle=False
+    )
 
     single = build()
     single.set_weights(initial)
     single.compile("sgd", "mse")
     expected = keras_initdiag.diagnose(single, x[:32], y[:32])
+    twin = keras_initdiag.InitDiagnostics(
+        log_dir=None, probe_data=(x[:32], y[:32]), verbose=0, batch_gradients=True
+    )
+    single.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[twin], shuffle=False)
     run_dir = os.path.join(log_dir, "initdiag")
     print(json.dumps({
         "replicas": strategy.num_replicas_in_sync,
@@ -79,6 +90,9 @@ MIRRORED_SCRIPT = textwrap.dedent(
         "expected": expected.stats,
         "read_steps": [r.step for r in read_reports(run_dir)],
         "event_files": sorted(os.listdir(run_dir)),
+        "norms": callback.batch_gradient_norms,
+        "single_norms": twin.batch_gradient_norms,
+        "optimizer_restored": model.optimizer is optimizer,
     }))
     """
 )
@@ -105,6 +119,14 @@ def test_mirrored_strategy_two_cpus(tmp_path):
     # Written once per diagnosis, one event file, every step readable.
     assert out["read_steps"] == [0, 2, 4]
     assert len([f for f in out["event_files"] if "tfevents" in f]) == 1
+    # Per-step gradient norms: of the gradient summed over the replicas, the
+    # one applied, so equal to the single-device run's; the model keeps its
+    # own optimizer.
+    assert out["optimizer_restored"]
+    assert [s for s, _ in out["norms"]] == [1, 2, 3, 4]
+    for (_, mirrored), (_, single) in zip(out["norms"], out["single_norms"]):
+        for layer, value in single.items():
+            assert mirrored[layer] == pytest.approx(value, rel=1e-4), layer
     # Step 0 under the strategy equals the single-device diagnosis.
     for layer, stats in out["expected"].items():
         got = out["first"][layer]

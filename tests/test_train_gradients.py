@@ -134,3 +134,105 @@ def test_mixed_precision_norms_are_unscaled():
 def test_bad_batch_gradients_argument():
     with pytest.raises(TypeError, match="batch_gradients='yes'"):
         keras_initdiag.InitDiagnostics(batch_gradients="yes")
+
+
+def test_every_step_is_recorded_with_steps_per_execution():
+    model, x, y = model_and_data()
+    model.compile(
+        keras.optimizers.SGD(0.0),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        steps_per_execution=3,
+    )
+    callback = keras_initdiag.InitDiagnostics(
+        log_dir=None,
+        probe_data=(x[:16], y[:16]),
+        batch_gradients=True,
+        on_flag="ignore",
+        verbose=0,
+    )
+    model.fit(
+        x, y, epochs=2, batch_size=8, shuffle=False, verbose=0, callbacks=[callback]
+    )
+    assert [step for step, _ in callback.batch_gradient_norms] == list(range(1, 17))
+    for k, (_, norms) in enumerate(callback.batch_gradient_norms[:8]):
+        expected = direct_norms(model, x[8 * k : 8 * (k + 1)], y[8 * k : 8 * (k + 1)])
+        assert norms["first"] == pytest.approx(expected["first"], rel=1e-4)
+
+
+def test_embedding_norms_sum_repeated_rows():
+    tokens = keras.Input((6,), dtype="int32")
+    h = keras.layers.Embedding(10, 4, name="embed")(tokens)
+    h = keras.layers.GlobalAveragePooling1D()(h)
+    model = keras.Model(tokens, keras.layers.Dense(3, name="head")(h))
+    model.compile(
+        keras.optimizers.SGD(0.0),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 3, size=(16, 6))  # few ids: rows repeat many times
+    y = rng.integers(0, 3, 16)
+    callback = keras_initdiag.InitDiagnostics(
+        log_dir=None,
+        probe_data=(x, y),
+        batch_gradients=True,
+        on_flag="ignore",
+        verbose=0,
+    )
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[callback])
+    ((_, norms),) = callback.batch_gradient_norms
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(x=x, y=y, y_pred=model(x, training=True))
+    table = model.get_layer("embed").embeddings
+    dense = tf.convert_to_tensor(tape.gradient(loss, table))
+    assert norms["embed"] == pytest.approx(float(tf.norm(dense)), rel=1e-5)
+
+
+def test_the_tap_delegates_to_the_users_optimizer():
+    model, x, y = model_and_data()
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    optimizer = model.optimizer
+    seen = {}
+
+    class Probe(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            tap = self.model.optimizer
+            seen["tap"] = type(tap).__name__
+            seen["iterations"] = int(np.asarray(tap.iterations))
+            tap.learning_rate = 5e-4  # a learning-rate schedule's move
+            seen["variables"] = [v.path for v in tap.variables]
+
+    callback = keras_initdiag.InitDiagnostics(
+        log_dir=None,
+        probe_data=(x[:16], y[:16]),
+        batch_gradients=True,
+        on_flag="ignore",
+        verbose=0,
+    )
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[callback, Probe()])
+    assert seen["tap"] == "GradientTap"
+    assert seen["iterations"] == int(np.asarray(optimizer.iterations)) == 4
+    assert seen["variables"] == [v.path for v in optimizer.variables]
+    assert model.optimizer is optimizer
+    assert float(np.asarray(optimizer.learning_rate)) == pytest.approx(5e-4)
+
+
+def test_a_checkpoint_saved_during_fit_keeps_the_optimizer_state(tmp_path):
+    model, x, y = model_and_data()
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    path = str(tmp_path / "mid.keras")
+    checkpoint = keras.callbacks.ModelCheckpoint(path, save_freq=2)
+    callback = keras_initdiag.InitDiagnostics(
+        log_dir=None,
+        probe_data=(x[:16], y[:16]),
+        batch_gradients=True,
+        on_flag="ignore",
+        verbose=0,
+    )
+    model.fit(
+        x, y, epochs=1, batch_size=16, verbose=0, callbacks=[callback, checkpoint]
+    )
+    loaded = keras.saving.load_model(path)
+    assert type(loaded.optimizer).__name__ == "Adam"
+    assert int(np.asarray(loaded.optimizer.iterations)) == 4
+    for mine, theirs in zip(model.optimizer.variables, loaded.optimizer.variables):
+        np.testing.assert_allclose(np.asarray(mine), np.asarray(theirs), rtol=1e-6)
