@@ -296,3 +296,33 @@ def test_python_dash_m_runs_the_cli(logdir):
     )
     assert process.returncode == 1, process.stderr
     assert "== zeros" in process.stdout
+
+
+@pytest.mark.parametrize("how", ["command", "python -m"])
+def test_errors_are_one_line_without_tensorflow_start_up_notes(tmp_path, how):
+    # No TF_CPP_MIN_LOG_LEVEL from the caller: the command quiets it itself.
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    if how == "command":
+        command = [os.path.join(os.path.dirname(sys.executable), "keras-initdiag")]
+    else:
+        command = [sys.executable, "-m", "keras_initdiag"]
+    process = subprocess.run(
+        command + ["report", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert process.returncode == 2
+    assert process.stderr.splitlines() == [
+        f"keras-initdiag: error: log directory not found: {tmp_path / 'missing'}"
+    ]
+    # --debug keeps TensorFlow's own notes (and tracebacks).
+    debug = subprocess.run(
+        command + ["--debug", "report", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert debug.returncode == 2 and len(debug.stderr.splitlines()) > 1
