@@ -495,7 +495,9 @@ def diagnosis_benchmark(kind: str, depth: int, args, log_root: str) -> dict:
             writer.flush()
     tasks = {
         "diagnosis_seconds": lambda: diagnoser.measure(x, y),
-        "diagnosis_unvalidated_seconds": lambda: diagnoser.measure(x, y, validate=False),
+        "diagnosis_unvalidated_seconds": lambda: diagnoser.measure(
+            x, y, validate=False
+        ),
         "diagnosis_light_seconds": lambda: diagnoser.measure(
             x, y, validate=False, full=False
         ),

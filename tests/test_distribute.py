@@ -81,7 +81,9 @@ MIRRORED_SCRIPT = textwrap.dedent(
     twin = keras_initdiag.InitDiagnostics(
         log_dir=None, probe_data=(x[:32], y[:32]), verbose=0, batch_gradients=True
     )
-    single.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[twin], shuffle=False)
+    single.fit(
+        x, y, batch_size=16, epochs=1, verbose=0, callbacks=[twin], shuffle=False
+    )
     run_dir = os.path.join(log_dir, "initdiag")
     print(json.dumps({
         "replicas": strategy.num_replicas_in_sync,

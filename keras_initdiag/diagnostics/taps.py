@@ -317,8 +317,9 @@ def build_taps(
     for index in chosen:
         node = graph.nodes[index]
         info, spec = _info(graph, index, first, outputs, reported[index], readers)
-        if node.kind == "input" and node.tensor is None:
-            continue  # An integer input (token ids): nothing to measure.
+        if node.tensor is None and spec is None and "floating point" in node.note:
+            # Token ids, a mask: nothing to measure, nothing to report.
+            continue
         taps.append(Tap(node, info, spec, position.get(index)))
     wanted = {tap.name for tap in taps}
     skipped = [(name, why) for name, why in graph.skipped if name in wanted]
