@@ -610,8 +610,226 @@ def run_grid(
     return len(todo)
 
 
+# -- step-0 diagnoses ----------------------------------------------------------
+
+#: The family `keras_initdiag` reads from each grid initializer.
+FAMILIES = {
+    "zeros": "constant",
+    "small": "small_random",
+    "large": "random",
+    "xavier": "xavier",
+    "lecun": "lecun",
+    "he": "he",
+    "orthogonal": "orthogonal",
+}
+DEFAULT_REPORTS = RESULTS / "trainability_reports.jsonl"
+#: Samples of the probe batch (the first ones of the training set).
+PROBE = 128
+
+
+def _encode(value):
+    return _finite_or_string(value) if isinstance(value, float) else value
+
+
+def report_record(key: str, report) -> dict:
+    """A step-0 report as a standard-JSON record (stats, layer facts, loss)."""
+    return {
+        "key": key,
+        "layers": report.layers,
+        "stats": {
+            layer: {k: _encode(v) for k, v in stats.items()}
+            for layer, stats in report.stats.items()
+        },
+        "info": {
+            name: {k: _encode(v) for k, v in dataclasses.asdict(info).items()}
+            for name, info in report.info.items()
+        },
+        "loss": _encode(report.loss),
+        "optimizer": report.optimizer,
+        "training": report.training,
+    }
+
+
+def report_from_record(record: dict):
+    """Inverse of `report_record`: a `DiagnosticReport` without flags."""
+    from keras_initdiag.diagnostics.report import DiagnosticReport, LayerInfo
+
+    info = {}
+    for name, fields in record["info"].items():
+        fields = {
+            k: tuple(v) if isinstance(v, list) else _from_json_number(v)
+            for k, v in fields.items()
+        }
+        info[name] = LayerInfo(**fields)
+    return DiagnosticReport(
+        step=0,
+        layers=list(record["layers"]),
+        stats={
+            layer: {k: float(_from_json_number(v)) for k, v in stats.items()}
+            for layer, stats in record["stats"].items()
+        },
+        info=info,
+        loss=float(_from_json_number(record["loss"])),
+        optimizer=record["optimizer"],
+        training=record["training"],
+    )
+
+
+def diagnose_grid(runs_path: pathlib.Path, out: pathlib.Path) -> int:
+    """Diagnose every trained network at step 0, as `fit` would see it.
+
+    Each network is rebuilt with `build_model` (its initial weights are
+    checked against the training record's SHA-256) and diagnosed with the
+    package's defaults: the compiled loss, training mode, a probe batch of
+    the first `PROBE` training samples. Networks of one architecture share
+    one model (and one traced probe): the next network's weights are loaded
+    into it, and its layer facts get the network's own initializer family.
+    """
+    import keras_initdiag
+
+    runs = load_runs(runs_path)
+    done = {r["key"] for r in load_runs(out)}
+    todo = [r for r in runs if r["key"] not in done]
+    print(f"{len(runs)} runs, {len(todo)} to diagnose", flush=True)
+    task = make_task(n=N_TRAIN, seed=TASK_SEED)
+    shared, shared_key = None, None
+    for i, run in enumerate(todo, 1):
+        config = RunConfig(
+            run["arch"],
+            run["depth"],
+            run["activation"],
+            run["init"],
+            run["optimizer"],
+            run["seed"],
+        )
+        start = time.perf_counter()
+        fresh = build_model(config)
+        if weights_digest(fresh) != run["init_weights_sha256"]:
+            raise RuntimeError(f"{config.key}: initial weights differ from training")
+        group = (config.arch, config.depth, config.activation)
+        if group != shared_key:
+            keras.backend.clear_session()
+            shared, shared_key = build_model(config), group
+        shared.set_weights(fresh.get_weights())
+        x = task.inputs(config.arch)[:PROBE]
+        report = keras_initdiag.diagnose(shared, x, task.y[:PROBE])
+        report.optimizer = type(make_optimizer(config.optimizer)).__name__
+        report.info = {
+            name: dataclasses.replace(info, initializer=FAMILIES[config.init])
+            if info.weight_shape
+            else info
+            for name, info in report.info.items()
+        }
+        append_run(out, report_record(config.key, report))
+        print(
+            f"[{i}/{len(todo)}] {config.key:36s} ({time.perf_counter() - start:.1f} s)",
+            flush=True,
+        )
+    return len(todo)
+
+
+# -- judging the flags against the outcomes -----------------------------------
+
+#: Flag kinds that say "this network will not train" (the others advise).
+SERIOUS = ("nonfinite", "exploding", "vanishing", "symmetry", "dead", "saturation")
+#: A network fails when its training loss after the budget is above this
+#: fraction of the chance loss (see `failed`).
+FAIL_FRACTION = 0.5
+
+
+def final_loss(run: dict) -> float:
+    """The run's final training loss, the better of inference and batch stats.
+
+    BatchNormalization's moving averages may still lag after a short run
+    (`evaluate` then reports a high loss for a network that learned); the
+    training-mode pass over the whole set does not have that lag.
+    """
+    values = [run["final_loss"], run.get("final_loss_batch_stats", math.nan)]
+    finite = [v for v in values if math.isfinite(v)]
+    return min(finite) if finite else math.inf
+
+
+def failed(run: dict) -> bool:
+    """Whether a network failed to train.
+
+    It failed when its loss went non-finite, or when after the budget (160
+    steps, 10 epochs) its training loss is still above half the chance loss
+    (`FAIL_FRACTION * H`, H = ln 4 = 1.39 nats): it recovered less than half
+    of what predicting the class frequencies leaves. Every healthy depth-2
+    network ends at 0.1-0.35 nats (90-98% accuracy) in the same budget.
+    """
+    if run["nonfinite"]:
+        return True
+    return final_loss(run) > FAIL_FRACTION * run["entropy"]
+
+
+def serious_flags(report, thresholds=None) -> list:
+    """The report's flags of the `SERIOUS` kinds under `thresholds`."""
+    from keras_initdiag.diagnostics import rules
+
+    return [f for f in rules.judge(report, thresholds) if f.kind in SERIOUS]
+
+
+def confusion(runs: list[dict], reports: dict, thresholds=None) -> dict:
+    """Counts and the lists of misses for the flags against the outcomes."""
+    rows = []
+    for run in runs:
+        report = reports.get(run["key"])
+        if report is None:
+            continue
+        flags = serious_flags(report, thresholds)
+        rows.append((run, flags, failed(run)))
+    tp = [r for r in rows if r[1] and r[2]]
+    fp = [r for r in rows if r[1] and not r[2]]
+    fn = [r for r in rows if not r[1] and r[2]]
+    tn = [r for r in rows if not r[1] and not r[2]]
+    precision = len(tp) / max(len(tp) + len(fp), 1)
+    recall = len(tp) / max(len(tp) + len(fn), 1)
+    return {
+        "n": len(rows),
+        "tp": len(tp),
+        "fp": len(fp),
+        "fn": len(fn),
+        "tn": len(tn),
+        "precision": precision,
+        "recall": recall,
+        "false_alarms": [
+            (r[0]["key"], [f.kind for f in r[1]], final_loss(r[0])) for r in fp
+        ],
+        "misses": [(r[0]["key"], final_loss(r[0])) for r in fn],
+    }
+
+
+def judge_grid(
+    runs_path: pathlib.Path, reports_path: pathlib.Path, thresholds=None
+) -> dict:
+    """Print precision and recall of the step-0 flags on the grid; the summary."""
+    runs = load_runs(runs_path)
+    reports = {r["key"]: report_from_record(r) for r in load_runs(reports_path)}
+    summary = {"all": confusion(runs, reports, thresholds)}
+    for optimizer in OPTIMIZERS:
+        subset = [r for r in runs if r["optimizer"] == optimizer]
+        summary[optimizer] = confusion(subset, reports, thresholds)
+    print(
+        "| networks | n | flagged & failed | flagged, trained | missed | quiet, "
+        "trained | precision | recall |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for name, c in summary.items():
+        print(
+            f"| {name} | {c['n']} | {c['tp']} | {c['fp']} | {c['fn']} | {c['tn']} | "
+            f"{c['precision']:.3f} | {c['recall']:.3f} |"
+        )
+    c = summary["all"]
+    for key, kinds, loss in c["false_alarms"]:
+        print(f"false alarm: {key} flagged {kinds}, trained to {loss:.3f}")
+    for key, loss in c["misses"]:
+        print(f"miss: {key} ended at {loss:.3f}")
+    return summary
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``train [--quick] [--only SUBSTRING ...] [--out PATH]``."""
+    """Command line: ``train``, ``diagnose`` and ``judge`` (see the module)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     train_cmd = commands.add_parser("train", help="train the grid (resumable)")
@@ -622,8 +840,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--only", nargs="+", metavar="SUBSTRING", help="keys containing any of these"
     )
     train_cmd.add_argument("--out", type=pathlib.Path, help="JSONL results file")
+    diagnose_cmd = commands.add_parser(
+        "diagnose", help="diagnose every trained network at step 0 (resumable)"
+    )
+    judge_cmd = commands.add_parser(
+        "judge", help="precision and recall of the flags against the outcomes"
+    )
+    for command in (diagnose_cmd, judge_cmd):
+        command.add_argument("--runs", type=pathlib.Path, default=DEFAULT_OUT)
+        command.add_argument("--reports", type=pathlib.Path, default=DEFAULT_REPORTS)
     args = parser.parse_args(argv)
 
+    if args.command == "diagnose":
+        diagnose_grid(args.runs, args.reports)
+        return 0
+    if args.command == "judge":
+        judge_grid(args.runs, args.reports)
+        return 0
     if args.quick:
         configs, sizes = quick_grid(), QUICK
         out = args.out or QUICK_OUT

@@ -167,6 +167,11 @@ class Diagnoser:
             name: {s: values[name].get(s, math.nan) for s in STAT_NAMES}
             for name in names
         }
+        for name in names:
+            stats[name]["duplicate_unit_fraction"] = _larger(
+                values[name]["duplicate_weight_fraction"],
+                values[name]["duplicate_output_fraction"],
+            )
         report = DiagnosticReport(
             step=int(step),
             layers=names,
@@ -219,6 +224,12 @@ class Diagnoser:
         except Exception as error:  # noqa: BLE001 - any failure is the batch's.
             return error
         return None
+
+
+def _larger(a: float, b: float) -> float:
+    """The larger of two fractions, ignoring NaN (NaN when both are)."""
+    known = [v for v in (a, b) if not math.isnan(v)]
+    return max(known) if known else math.nan
 
 
 def _one_line(error: Exception) -> str:

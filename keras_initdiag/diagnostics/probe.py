@@ -217,11 +217,10 @@ class Probe:
         measured_grads = [f32(by_id.get(id(v))) for v in measured]
         table = reduce.Table(len(taps))
         reduce.output_stats(table, taps, outputs, full)
-        reduce.gradient_stats(table, gradients)
+        reduce.gradient_stats(table, taps, gradients)
         reduce.weight_stats(
             table, taps, measured, measured_values, measured_grads, full
         )
-        reduce.duplicate_fractions(table, full)
         loss_value = tf.constant(_NAN) if loss is None else tf.cast(loss, tf.float32)
         vector = tf.concat([table.vector(), [loss_value]], axis=0)
         if not self.histograms:

@@ -3,11 +3,14 @@
 Tensors of one shape are reduced together (one stacked tensor per shape and
 statistic) and the vector is assembled with one static gather per field, so
 the probe's graph grows with the number of distinct shapes rather than with
-depth. Activations may have an unknown batch size (the probe is traced once
-for every batch size): tensors whose only unknown dimension is the batch are
-still stacked, the others are reduced one by one. Everything here runs inside
-the probe's `tf.function`; the statistics themselves are the pure functions
-of `stats`.
+depth. Nothing is sliced per layer: per-layer sums of per-variable values
+are one matrix-vector product with a static 0/1 matrix, and what needs a
+per-layer choice (the duplicate-unit fraction, by weights or by outputs) is
+combined on the host. Activations may have an unknown batch size (the probe
+is traced once for every batch size): tensors whose only unknown dimension
+is the batch are still stacked, the others are reduced one by one.
+Everything here runs inside the probe's `tf.function`; the statistics
+themselves are the pure functions of `stats`.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ import tensorflow as tf
 from keras_initdiag.diagnostics import stats
 from keras_initdiag.diagnostics.taps import Tap
 
-#: Values computed on the device per tap, in vector order. The public ones are
-#: statistics of `report.STAT_NAMES`; `kernel_signature` (a projection of the
-#: main weight that identical kernels share) and `size` (output elements per
-#: sample) are facts the engine moves into the report's layer info.
+#: Values computed on the device per tap, in vector order. Most are public
+#: statistics (`report.STAT_NAMES`). The others are facts the engine turns
+#: into statistics or layer facts: `kernel_signature` (a projection that
+#: identical kernels share), `size` (output elements per sample), and the
+#: fractions of units duplicating another by their incoming weights and by
+#: their outputs (the public `duplicate_unit_fraction` is the larger one).
 DEVICE_FIELDS: tuple[str, ...] = (
     "activation_mean",
     "activation_variance",
@@ -32,7 +37,8 @@ DEVICE_FIELDS: tuple[str, ...] = (
     "gradient_to_weight_ratio",
     "dead_fraction",
     "saturation_fraction",
-    "duplicate_unit_fraction",
+    "duplicate_weight_fraction",
+    "duplicate_output_fraction",
     "nonfinite_activations",
     "nonfinite_weights",
     "nonfinite_gradients",
@@ -48,12 +54,6 @@ class Table:
     def __init__(self, n_taps: int):
         self.n_taps = n_taps
         self.parts: dict[str, list] = {field: [] for field in DEVICE_FIELDS}
-        # Tap index -> boolean unit mask of units equal to another unit.
-        self.output_duplicates: dict[int, tf.Tensor] = {}
-        self.weight_duplicates: dict[int, tf.Tensor] = {}
-        # Tap indices of one gradient group -> their non-finite counts.
-        self.output_gradient_nonfinite: dict[tuple[int, ...], tf.Tensor] = {}
-        self.taps_with_weight_gradients: set[int] = set()
 
     def put(self, field: str, indices: list[int], values: tf.Tensor) -> None:
         """Record `values[j]` as field `field` of tap `indices[j]`."""
@@ -110,9 +110,8 @@ def output_stats(table: Table, taps: list[Tap], outputs: list, full) -> None:
         stacked = tf.stack([outputs[i] for i in indices])
         flat = tf.reshape(stacked, [len(indices), -1])
         table.put("activation_mean", indices, stats.mean(flat, axis=1))
-        variance = stats.variance(flat, axis=1)
-        table.put("activation_variance", indices, variance)
-        table.put("nonfinite_activations", indices, nonfinite(flat, variance))
+        table.put("activation_variance", indices, stats.variance(flat, axis=1))
+        table.put("nonfinite_activations", indices, stats.nonfinite_count(flat, 1))
         per_sample = tf.size(outputs[indices[0]]) // tf.shape(outputs[indices[0]])[0]
         size = tf.fill([len(indices)], tf.cast(per_sample, tf.float32))
         table.put("size", indices, size)
@@ -123,8 +122,12 @@ def output_stats(table: Table, taps: list[Tap], outputs: list, full) -> None:
         columns = tf.reshape(stacked, [len(indices), -1, tf.shape(stacked)[-1]])
         table.put("dead_fraction", indices, stats.dead_fraction(columns))
         found = duplicates(stats.duplicate_output_units, columns, units, full)
-        for j, i in enumerate(indices):
-            table.output_duplicates[i] = found[j]
+        table.put("duplicate_output_fraction", indices, _fraction(found, full))
+
+
+def _fraction(mask: tf.Tensor, full) -> tf.Tensor:
+    """Per-row fraction of True units; NaN when the search did not run."""
+    return tf.where(full, tf.reduce_mean(tf.cast(mask, tf.float32), axis=1), _NAN)
 
 
 def _saturation(table: Table, taps: list[Tap], indices: list[int], flat) -> None:
@@ -145,13 +148,53 @@ def _saturation(table: Table, taps: list[Tap], indices: list[int], flat) -> None
     )
 
 
-def gradient_stats(table: Table, gradients: list) -> None:
-    """RMS and non-finite count of the back-propagated gradient at each output."""
-    for _, indices in groups(gradients).items():
+def gradient_stats(table: Table, taps: list[Tap], gradients: list) -> None:
+    """RMS of the back-propagated gradient at each output.
+
+    Its non-finite count is the tap's `nonfinite_gradients` when the tap has
+    no weights (`weight_stats` counts the weights' gradients otherwise).
+    """
+    for indices in groups(gradients).values():
         flat = _flat_rows(gradients, indices)
-        rms = stats.rms(flat, axis=1)
-        table.put("activation_gradient_rms", indices, rms)
-        table.output_gradient_nonfinite[tuple(indices)] = nonfinite(flat, rms)
+        table.put("activation_gradient_rms", indices, stats.rms(flat, axis=1))
+        without = [j for j, i in enumerate(indices) if not taps[i].weights]
+        if without:
+            counts = stats.nonfinite_count(tf.gather(flat, without), 1)
+            table.put("nonfinite_gradients", [indices[j] for j in without], counts)
+
+
+class _Reduced:
+    """Per-variable sums of squares and non-finite counts, in group order."""
+
+    def __init__(self, tensors: list, on_group=None):
+        self.position: dict[int, int] = {}
+        squares, bad = [], []
+        for key, members in groups(tensors, batch=False).items():
+            flat = _flat_rows(tensors, members)
+            squares.append(stats.sum_of_squares(flat, 1))
+            bad.append(stats.nonfinite_count(flat, 1))
+            for member in members:
+                self.position[member] = len(self.position)
+            if on_group is not None:
+                on_group(key, members, flat)
+        self.squares = tf.concat(squares, 0) if squares else None
+        self.bad = tf.concat(bad, 0) if bad else None
+
+    def per_tap(self, owners: list[list[int]]) -> tuple[list[int], tuple]:
+        """Taps owning any reduced variable, and their sums (one matmul each)."""
+        members = np.zeros((len(owners), len(self.position)), np.float32)
+        for t, ks in enumerate(owners):
+            for k in ks:
+                if k in self.position:
+                    members[t, self.position[k]] = 1.0
+        rows = [t for t in range(len(owners)) if members[t].any()]
+        if not rows:
+            return [], (None, None)
+        matrix = tf.constant(members[rows])
+        return rows, (
+            tf.linalg.matvec(matrix, self.squares),
+            tf.linalg.matvec(matrix, self.bad),
+        )
 
 
 def weight_stats(table: Table, taps: list[Tap], variables, values, grads, full):
@@ -160,8 +203,7 @@ def weight_stats(table: Table, taps: list[Tap], variables, values, grads, full):
     Every variable is reduced once, stacked with the others of its shape: sum
     of squares and non-finite count of its value and of its gradient, and,
     for the taps' main weights, the variance, the signature and the
-    duplicate-unit search. A static (taps x variables) 0/1 matrix then sums
-    the squares per tap in one matmul.
+    duplicate-unit search.
 
     Args:
         table: The table to fill.
@@ -172,7 +214,6 @@ def weight_stats(table: Table, taps: list[Tap], variables, values, grads, full):
         full: Whether to run the signature and duplicate searches.
     """
     if not variables:
-        _output_gradient_nonfinite(table, taps)
         return
     index = {id(v): k for k, v in enumerate(variables)}
     main = {
@@ -180,105 +221,54 @@ def weight_stats(table: Table, taps: list[Tap], variables, values, grads, full):
         for t, tap in enumerate(taps)
         if tap.main_weight is not None
     }
-    n = len(variables)
-    squares, bad = [None] * n, [None] * n
-    g_squares, g_bad = [None] * n, [None] * n
-    for key, members in groups(values, batch=False).items():
-        flat = _flat_rows(values, members)
-        sq = stats.sum_of_squares(flat, 1)
-        nf = nonfinite(flat, sq)
-        for j, k in enumerate(members):
-            squares[k], bad[k] = sq[j], nf[j]
-        chosen = [k for k in members if k in main]
-        _main_weight_stats(table, taps, chosen, main, flat, members, key, full)
-    for members in groups(grads, batch=False).values():
-        flat = _flat_rows(grads, members)
-        sq = stats.sum_of_squares(flat, 1)
-        nf = nonfinite(flat, sq)
-        for j, k in enumerate(members):
-            g_squares[k], g_bad[k] = sq[j], nf[j]
+
+    def main_weights(key, members, flat):
+        chosen = [j for j, k in enumerate(members) if k in main]
+        if chosen:
+            tap_indices = [main[members[j]] for j in chosen]
+            _main_weight_stats(
+                table, taps, tap_indices, tf.gather(flat, chosen), key, full
+            )
+
+    weights = _Reduced(values, main_weights)
+    gradients = _Reduced(grads)
     owners = [[index[id(w)] for w in tap.weights] for tap in taps]
-    _per_tap(table, taps, owners, squares, bad, g_squares, g_bad)
-    with_kernel_grad = [(t, k) for k, t in main.items() if g_squares[k] is not None]
-    if with_kernel_grad:
-        norms = tf.sqrt(tf.stack([g_squares[k] for _, k in with_kernel_grad]))
-        table.put("kernel_gradient_norm", [t for t, _ in with_kernel_grad], norms)
+    rows, (w_sq, w_bad) = weights.per_tap(owners)
+    table.put("nonfinite_weights", rows, w_bad)
+    with_grads, (g_sq, g_bad) = gradients.per_tap(owners)
+    if with_grads:
+        norm = tf.sqrt(g_sq)
+        table.put("gradient_norm", with_grads, norm)
+        weight_sq = tf.gather(w_sq, [rows.index(t) for t in with_grads])
+        table.put(
+            "gradient_to_weight_ratio",
+            with_grads,
+            stats.ratio(norm, tf.sqrt(weight_sq)),
+        )
+        table.put("nonfinite_gradients", with_grads, g_bad)
+    kernels = [
+        (t, gradients.position[k]) for k, t in main.items() if k in gradients.position
+    ]
+    if kernels:
+        picked = tf.gather(gradients.squares, [p for _, p in kernels])
+        table.put("kernel_gradient_norm", [t for t, _ in kernels], tf.sqrt(picked))
 
 
-def _main_weight_stats(table, taps, chosen, main, flat, members, key, full):
+def _main_weight_stats(table, taps, tap_indices, rows, key, full) -> None:
     """Variance, signature and duplicate units of the main weights in a group."""
-    if not chosen:
-        return
-    rows = tf.gather(flat, [members.index(k) for k in chosen])
-    tap_indices = [main[k] for k in chosen]
     table.put("weight_variance", tap_indices, stats.variance(rows, axis=1))
-    signature = tf.cond(
-        full,
-        lambda: stats.kernel_signature(rows),
-        lambda: tf.fill([len(chosen)], _NAN),
-    )
+    signature = tf.where(full, stats.kernel_signature(rows), _NAN)
     table.put("kernel_signature", tap_indices, signature)
     shape = key if key[0] != "single" else None
-    shared = [j for j, k in enumerate(chosen) if _has_shared_inputs(taps[main[k]])]
+    shared = [j for j, t in enumerate(tap_indices) if _has_shared_inputs(taps[t])]
     if shared and shape is not None and len(shape) >= 2:
         columns = tf.reshape(tf.gather(rows, shared), [len(shared), -1, shape[-1]])
         found = duplicates(stats.duplicate_weight_units, columns, shape[-1], full)
-        for j, s in enumerate(shared):
-            table.weight_duplicates[tap_indices[s]] = found[j]
-
-
-def _per_tap(table, taps, owners, squares, bad, g_squares, g_bad) -> None:
-    """Sum per-variable squares and non-finite counts per tap (one matmul each)."""
-    n_vars = len(squares)
-
-    def summed(values):
-        members = np.zeros((len(taps), n_vars), np.float32)
-        for t, ks in enumerate(owners):
-            for k in ks:
-                members[t, k] = 1.0 if values[k] is not None else 0.0
-        stacked = tf.stack([v if v is not None else tf.zeros([]) for v in values])
-        return tf.linalg.matvec(tf.constant(members), stacked), members.sum(1) > 0
-
-    w_sq, w_has = summed(squares)
-    w_bad, _ = summed(bad)
-    g_sq, g_has = summed(g_squares)
-    g_nf, _ = summed(g_bad)
-    with_weights = [t for t in range(len(taps)) if w_has[t]]
-    with_grads = [t for t in range(len(taps)) if g_has[t]]
-    table.put("nonfinite_weights", with_weights, tf.gather(w_bad, with_weights))
-    if with_grads:
-        norm = tf.sqrt(tf.gather(g_sq, with_grads))
-        table.put("gradient_norm", with_grads, norm)
-        ratio = stats.ratio(norm, tf.sqrt(tf.gather(w_sq, with_grads)))
-        table.put("gradient_to_weight_ratio", with_grads, ratio)
-        table.put("nonfinite_gradients", with_grads, tf.gather(g_nf, with_grads))
-    table.taps_with_weight_gradients = set(with_grads)
-    _output_gradient_nonfinite(table, taps)
-
-
-def _output_gradient_nonfinite(table: Table, taps: list[Tap]) -> None:
-    """Taps without weight gradients: count non-finite output gradients."""
-    skip = table.taps_with_weight_gradients
-    for indices, counts in table.output_gradient_nonfinite.items():
-        keep = [j for j, t in enumerate(indices) if t not in skip]
-        if keep:
-            table.put(
-                "nonfinite_gradients",
-                [indices[j] for j in keep],
-                tf.gather(counts, keep),
-            )
-
-
-def duplicate_fractions(table: Table, full) -> None:
-    """Fraction of units duplicating another, by weights or by outputs."""
-    weights, outputs = table.weight_duplicates, table.output_duplicates
-    for t in sorted(set(weights) | set(outputs)):
-        masks = [m for m in (weights.get(t), outputs.get(t)) if m is not None]
-        if len(masks) == 2 and masks[0].shape[0] != masks[1].shape[0]:
-            masks = masks[1:]  # Unit counts differ: trust the outputs.
-        mask = tf.logical_or(*masks) if len(masks) == 2 else masks[0]
-        fraction = tf.reduce_mean(tf.cast(mask, tf.float32))
-        table.put("duplicate_unit_fraction", [t], tf.where(full, fraction, _NAN))
+        table.put(
+            "duplicate_weight_fraction",
+            [tap_indices[j] for j in shared],
+            _fraction(found, full),
+        )
 
 
 def duplicates(reduction, columns: tf.Tensor, units, full) -> tf.Tensor:
@@ -292,19 +282,6 @@ def duplicates(reduction, columns: tf.Tensor, units, full) -> tf.Tensor:
     if units is not None and units < 2:
         return none
     return tf.cond(full, lambda: reduction(columns), lambda: none)
-
-
-def nonfinite(flat: tf.Tensor, check: tf.Tensor) -> tf.Tensor:
-    """Per-row non-finite counts, computed only when they can be non-zero.
-
-    `check` is a reduction of the rows (their variance or sum of squares): it
-    is finite whenever every value is, so the full scan runs only otherwise.
-    """
-    return tf.cond(
-        tf.reduce_all(tf.math.is_finite(check)),
-        lambda: tf.zeros([tf.shape(flat)[0]], tf.float32),
-        lambda: stats.nonfinite_count(flat, 1),
-    )
 
 
 def _has_shared_inputs(tap: Tap) -> bool:
