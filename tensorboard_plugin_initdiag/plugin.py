@@ -5,8 +5,8 @@ Routes (under `/data/plugin/keras_initdiag/`):
 - `runs`: the runs written by `InitDiagnostics` (layer order, node facts,
   statistics, diagnosis steps, notes), and the other runs of the log dir.
 - `heatmap?run=R&stat=S[&points=P]`: one statistic of one run as a node x
-  step matrix (float32, base64); `points` asks TensorBoard to downsample each
-  node to P steps (the page asks for about one per pixel column).
+  step matrix (float32, base64); with `points`, at most P columns, evenly
+  spaced, first and last included (the page asks for one per pixel column).
 - `profile?run=R&step=N[&stats=a,b]`: statistics of one run against depth at
   the latest step at or before N (default: `PROFILE_STATS`).
 - `flags`: every flag of every run.
@@ -28,7 +28,10 @@ and stay aligned. A node with gaps (a NaN "does not apply" is not written) has
 another sequence and, once sampled, keeps other steps. The matrix therefore
 takes the union of the rows' steps as its columns and leaves a cell empty
 where its row kept no point; it never interpolates. The response says when a
-row reached the cap (`sampled`), and the page says so.
+row reached the cap (`sampled`), and the page says so. The matrix of a
+(run, statistic) is read once and cached until its tags change; a heatmap
+narrower than its steps gets evenly spaced columns of it (the same columns
+for every row), and the depth profile reads its columns at exact steps.
 
 *Flags* come from the report record written at every diagnosis (tag
 `initdiag/report_json`, JSON with the layer order, node facts and flags).
@@ -84,6 +87,7 @@ from tensorboard_plugin_initdiag.series import (
     build_matrix,
     column_at,
     points_to_arrays,
+    select_columns,
 )
 
 #: Statistics in the order the page lists them; others follow by name.
@@ -259,24 +263,19 @@ class InitDiagPlugin(base_plugin.TBPlugin):
             run_tag_filter=tag_filter,
         )
 
-    def _matrix(
-        self, ctx, eid, run: str, stat: str, layers, tags, points: int | None = None
-    ) -> Matrix | None:
+    def _matrix(self, ctx, eid, run: str, stat: str, layers, tags) -> Matrix | None:
         """One statistic of one run as a `Matrix`, `None` when it has no tag.
 
-        `points` asks TensorBoard to downsample each row to that many steps
-        (deterministically, so rows of equal length stay aligned); `None`
-        reads every point the loader kept.
+        Everything the loader kept is read once and cached until the tags
+        change: the heatmap (at any width) and the profile (at any step) are
+        cut from the same matrix.
         """
         prefix = stat + "/"
         names = sorted(tag for tag in tags if tag.startswith(prefix))
         if not names:
             return None
-        downsample = self._scalar_cap or _ALL
-        if points is not None:
-            downsample = min(points, downsample)
         version = tuple((t, tags[t].max_step, tags[t].max_wall_time) for t in names)
-        key = (eid, run, stat, downsample, hash(version), tuple(layers))
+        key = (eid, run, stat, hash(version), tuple(layers))
         cached = self._matrices.get(key)
         if cached is not None:
             return cached
@@ -284,7 +283,7 @@ class InitDiagPlugin(base_plugin.TBPlugin):
             ctx,
             experiment_id=eid,
             plugin_name=metadata.SCALARS_PLUGIN_NAME,
-            downsample=downsample,
+            downsample=self._scalar_cap or _ALL,
             run_tag_filter=provider.RunTagFilter(runs=[run], tags=names),
         )
         series = {
@@ -292,7 +291,6 @@ class InitDiagPlugin(base_plugin.TBPlugin):
             for tag, points in data.get(run, {}).items()
         }
         matrix = build_matrix(series, layers)
-        matrix.limit = downsample
         self._matrices.put(key, matrix)
         return matrix
 
@@ -372,23 +370,25 @@ class InitDiagPlugin(base_plugin.TBPlugin):
         source = self._run_or_404(ctx, eid, run)
         if not stat:
             raise errors.InvalidArgumentError("Argument `stat` is required.")
-        points = _optional_int(request.args.get("points"), "points", 1, _ALL)
+        points = _optional_int(request.args.get("points"), "points", 2, _ALL)
         reports, _ = self._run_reports(ctx, eid, run, source)
         tags = self._scalar_tags(ctx, eid, run).get(run, {})
-        matrix = self._matrix(ctx, eid, run, stat, reports.layers, tags, points)
+        matrix = self._matrix(ctx, eid, run, stat, reports.layers, tags)
         if matrix is None:
             raise errors.NotFoundError(f"Run {run!r} has no statistic {stat!r}.")
-        values = np.ascontiguousarray(matrix.values, dtype="<f4")
+        shown = matrix if points is None else select_columns(matrix, points)
+        values = np.ascontiguousarray(shown.values, dtype="<f4")
         body = {
             "run": run,
             "stat": stat,
-            "rows": matrix.rows,
-            "steps": matrix.steps.tolist(),
+            "rows": shown.rows,
+            "steps": shown.steps.tolist(),
             "values": base64.b64encode(values.tobytes()).decode("ascii"),
             "kept": matrix.kept,
+            "columns": len(matrix.steps),
             "cap": self._scalar_cap,
-            "limit": matrix.limit,
-            "limited": any(k >= matrix.limit for k in matrix.kept),
+            "sampled": bool(self._scalar_cap)
+            and any(k >= self._scalar_cap for k in matrix.kept),
         }
         return http_util.Respond(request, body, "application/json")
 

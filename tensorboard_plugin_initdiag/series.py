@@ -22,15 +22,13 @@ class Matrix:
         steps: The union of the rows' steps, sorted (int64).
         values: float32 array of shape `(len(rows), len(steps))`; NaN where a
             row has no value at that step.
-        kept: For each row, how many points TensorBoard returned.
-        limit: The most points per row that were asked for (0: unknown).
+        kept: For each row, how many points TensorBoard kept.
     """
 
     rows: list[str]
     steps: np.ndarray
     values: np.ndarray
     kept: list[int]
-    limit: int = 0
 
 
 def order_nodes(nodes: Iterable[str], layers: Sequence[str]) -> list[str]:
@@ -88,6 +86,35 @@ def points_to_arrays(points) -> tuple[np.ndarray, np.ndarray]:
     steps = np.fromiter((p.step for p in points), np.int64, count)
     values = np.fromiter((p.value for p in points), np.float64, count)
     return steps, values
+
+
+def select_columns(matrix: Matrix, count: int) -> Matrix:
+    """At most `count` columns, evenly spaced, the first and the last included.
+
+    Every row keeps the same columns, so the rows stay aligned. This is how a
+    heatmap is reduced to about one column per pixel.
+
+    Args:
+        matrix: A `Matrix`.
+        count: The most columns to keep (at least 2).
+
+    Returns:
+        `matrix` itself when it has at most `count` columns, else a `Matrix`
+        with the chosen columns (same rows and `kept`).
+
+    Example:
+    >>> steps = np.arange(10)
+    >>> m = Matrix(["a"], steps, np.zeros((1, 10), np.float32), [10])
+    >>> select_columns(m, 4).steps.tolist()
+    [0, 3, 6, 9]
+    """
+    columns = len(matrix.steps)
+    if columns <= count:
+        return matrix
+    index = np.linspace(0, columns - 1, max(2, count)).round().astype(int)
+    index = np.unique(index)
+    steps, values = matrix.steps[index], matrix.values[:, index]
+    return Matrix(matrix.rows, steps, values, matrix.kept)
 
 
 def column_at(matrix: Matrix, step: int) -> tuple[int | None, np.ndarray]:

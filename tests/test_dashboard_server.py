@@ -110,7 +110,7 @@ def test_heatmap_returns_every_number_the_callback_wrote(
     for stat in run["stats"]:
         body, values = heatmap(dashboard_server, "model/initdiag", stat)
         assert body["rows"] == [n for n in reports[-1].layers if n in body["rows"]]
-        assert body["limited"] is False and body["limit"] == 1000
+        assert body["sampled"] is False and body["cap"] == 1000
         for report in reports:
             column = body["steps"].index(report.step)
             for layer in report.layers:
@@ -130,13 +130,17 @@ def test_heatmap_returns_every_number_the_callback_wrote(
     assert body["steps"] == [0, 4, 8]
 
 
-def test_heatmap_points_downsamples_and_keeps_rows_aligned(dashboard_server):
+def test_heatmap_points_keeps_evenly_spaced_columns(dashboard_server):
+    whole, full = heatmap(dashboard_server, "long/initdiag", "activation_variance")
     body, values = heatmap(
-        dashboard_server, "model/initdiag", "activation_variance", points=2
+        dashboard_server, "long/initdiag", "activation_variance", points=11
     )
-    assert body["limit"] == 2 and body["limited"] is True
-    assert body["steps"][-1] == 8 and len(body["steps"]) == 2  # last one kept
-    assert not np.isnan(values).any()  # every row kept the same two steps
+    columns = len(whole["steps"])
+    assert body["columns"] == columns and len(body["steps"]) == 11
+    index = np.linspace(0, columns - 1, 11).round().astype(int)
+    assert body["steps"] == [whole["steps"][i] for i in index]
+    assert body["steps"][0] == 0 and body["steps"][-1] == LONG_STEPS - 1
+    np.testing.assert_array_equal(values, full[:, index])
 
 
 def test_profile_is_a_column_of_the_matrices(dashboard_server, dashboard_logs):
@@ -271,7 +275,7 @@ def test_every_flag_of_a_long_run_survives_sampling(dashboard_server):
 def test_rows_written_at_the_same_steps_keep_the_same_sample(dashboard_server):
     body, values = heatmap(dashboard_server, "long/initdiag", "activation_variance")
     assert body["rows"] == LONG_LAYERS
-    assert body["kept"][:2] == [1000, 1000] and body["limited"] is True
+    assert body["kept"][:2] == [1000, 1000] and body["sampled"] is True
     kept_a, kept_b = (~np.isnan(values[i]) for i in (0, 1))
     np.testing.assert_array_equal(kept_a, kept_b)  # same sequence, same sample
     assert body["steps"][-1] == LONG_STEPS - 1 and kept_a[-1]  # last step kept

@@ -39,8 +39,9 @@ export class FlagTable {
       this.update(false);
     }}});
     const table = el('table', {className: 'flags'}, [el('thead', {}, [this.head]), this.body]);
+    this.scroller = el('div', {className: 'flag-table'}, [table]);
     container.append(el('div', {className: 'controls'}, [this.filter, this.kind, this.count]),
-        table, this.more);
+        this.scroller, this.more);
   }
 
   /** Replace the flags (each with its `run`). */

@@ -121,16 +121,18 @@ export class HeatmapPanel {
     const flagged = this.drawFlags(ctx, highlight);
     this.canvas.setAttribute('aria-label',
         `${matrix.stat} of ${this.run}: ${rows.length} layers x ${steps.length} steps`);
-    let caption = `${rows.length} layers \u00d7 ${steps.length} steps, ` +
-        `${flagged} flagged cell${flagged === 1 ? '' : 's'}`;
-    if (matrix.limited && matrix.limit < matrix.cap) {
-      caption += `. TensorBoard downsampled each layer to ${matrix.limit} steps ` +
-          '(about one per pixel column); hover shows each cell\'s step.';
-    } else if (matrix.limited) {
-      caption += `. TensorBoard kept at most ${matrix.cap} points per tag: grey ` +
-          'cells were not kept (--samples_per_plugin=scalars=0 keeps all).';
+    let caption = `${rows.length} layers \u00d7 ${steps.length} steps`;
+    const flagText = `, ${flagged} flagged cell${flagged === 1 ? '' : 's'}`;
+    if (steps.length < matrix.columns) {
+      caption += ` shown of ${matrix.columns}, evenly spaced (one per pixel ` +
+          'column; hover shows each column\'s step)';
     }
-    this.caption.textContent = caption;
+    if (matrix.sampled) {
+      caption += `. Some layers have ${matrix.cap} points, TensorBoard's limit per ` +
+          'tag: if more were written, it kept a random sample (other steps are grey; ' +
+          '--samples_per_plugin=scalars=0 keeps all)';
+    }
+    this.caption.textContent = caption + flagText;
   }
 
   /** x (CSS px) of a step. */

@@ -90,6 +90,10 @@ class Dashboard {
     for (const run of this.runs) {
       for (const note of run.notes || []) this.notes.append(el('li', {text: `${run.run}: ${note}`}));
     }
+    const other = runsBody.other_runs || [];
+    if (other.length) {
+      this.notes.append(el('li', {text: `Runs without InitDiagnostics data: ${other.join(', ')}`}));
+    }
     const stats = [];
     for (const run of this.runs) for (const s of run.stats) if (!stats.includes(s)) stats.push(s);
     this.stat = stats.includes(this.stat) ? this.stat :
@@ -101,7 +105,6 @@ class Dashboard {
     this.buildHeatmapSection(stats);
     this.buildProfileSection();
     this.buildFlagSection();
-    const other = runsBody.other_runs || [];
     this.setStatus(`${this.runs.length} run${this.runs.length === 1 ? '' : 's'} with ` +
         `InitDiagnostics data, ${this.flags.length} flag${this.flags.length === 1 ? '' : 's'}` +
         (other.length ? `; ${other.length} other run(s) without it` : '') + '.');
@@ -235,13 +238,16 @@ class Dashboard {
     const matrices = results.filter((r) => r.status === 'fulfilled').map((r) => r.value);
     const shared = new ColorScale(stat, matrices.map((m) => m.values));
     let cells = 0;
-    runs.forEach((run, i) => {
+    for (const [i, run] of runs.entries()) {
+      // One panel per task, so the page answers input while the others draw.
+      if (i) await new Promise((resolve) => setTimeout(resolve, 0));
+      if (generation !== this.heatGeneration) return;
       const panel = panels.get(run);
       panel.setNotes(this.byName.get(run).notes || []);
       const result = results[i];
       if (result.status === 'rejected') {
         panel.message(result.reason.message);
-        return;
+        continue;
       }
       const matrix = result.value;
       const scale = this.perRunScale ? new ColorScale(stat, [matrix.values]) : shared;
@@ -249,7 +255,7 @@ class Dashboard {
       panel.draw(matrix, scale, this.flagCells.get(run), this.kinds.get(run), highlight);
       if (highlight) panel.select(highlight, Boolean(panel.highlighted));
       cells += matrix.values.length;
-    });
+    }
     this.drawLegend(this.perRunScale ? null : shared, stat);
     const done = performance.now();
     this.timing = {runs: runs.length, cells, total: done - start, fetch: fetched - start,

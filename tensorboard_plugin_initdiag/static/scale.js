@@ -121,7 +121,7 @@ export class ColorScale {
     const step = Math.max(1, Math.ceil((last - first + 1) / count));
     const ticks = [];
     for (let e = first; e <= last; e += step) ticks.push(10 ** e);
-    if (!ticks.length) ticks.push(10 ** this.lo, 10 ** this.hi);
+    if (ticks.length < 2) return [10 ** this.lo, ...ticks, 10 ** this.hi];
     return ticks;
   }
 
