@@ -270,3 +270,11 @@ def test_reader_and_cli_read_the_new_and_the_older_format(tmp_path, capsys):
     assert cli_main(["report", str(tmp_path), "--format", "json"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert [len(run["flags"]) for run in payload["runs"]] == [1, 1]
+
+
+def test_tensorboard_finds_the_plugin_through_its_entry_point():
+    from importlib.metadata import entry_points
+
+    found = entry_points(group="tensorboard_plugins")
+    (entry,) = [e for e in found if e.name == metadata.PLUGIN_NAME]
+    assert entry.load() is loader.InitDiagLoader
