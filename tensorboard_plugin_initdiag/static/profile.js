@@ -135,8 +135,11 @@ export class ProfilePanel {
     ctx.textAlign = 'left';
     ctx.textBaseline = 'top';
     notes.forEach((text, i) => {
+      const y = TOP + 6 + 15 * i;
+      ctx.fillStyle = 'rgba(255, 255, 255, 0.85)';
+      ctx.fillRect(LEFT + 4, y - 2, ctx.measureText(text).width + 8, 15);
       ctx.fillStyle = '#b71c1c';
-      ctx.fillText(text, LEFT + 8, TOP + 6 + 15 * i);
+      ctx.fillText(text, LEFT + 8, y);
     });
     this.drawNames(ctx, layers, x, bottom);
     const measured = shown.length ? shown.map((s) => s.label).join(', ') : 'nothing';
