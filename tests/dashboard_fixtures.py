@@ -42,6 +42,7 @@ SYNTHETIC_KINDS = {
     "add_3": "merge",
     "split#1": "op",
 }
+SYNTHETIC_INPUTS = {"add_3": ("stem", "norm")}  # a residual merge
 SYNTHETIC_FLAGS = {
     0: [
         Flag("identical_kernels", "outer/inner@2", 0, 1.0, 0.5, "shared initializer"),
@@ -123,6 +124,7 @@ def dashboard_logs(tmp_path_factory) -> DashboardLogs:
         kinds=SYNTHETIC_KINDS,
         flags=SYNTHETIC_FLAGS,
         predicted=True,
+        inputs=SYNTHETIC_INPUTS,
     )
     with legacy_format():
         write_run(

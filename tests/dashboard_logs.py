@@ -51,11 +51,13 @@ def make_report(
     predicted: bool = False,
     decay: float = 0.7,
     gaps: tuple[str, ...] = (),
+    inputs: dict[str, tuple[str, ...]] | None = None,
 ) -> DiagnosticReport:
     """A report whose numbers are closed forms of (layer index, step).
 
     Layers named in `gaps` have no `activation_variance` at odd steps (NaN,
     which the writer skips), like a statistic that does not always apply.
+    `inputs` names a node's producers (default: the node before it).
     """
     variances = variance_profile(len(layers), step, decay)
     stats = {}
@@ -76,7 +78,7 @@ def make_report(
             class_name="Dense",
             activation="relu",
             kind=(kinds or {}).get(name, "layer"),
-            inputs=(layers[i - 1],) if i else (),
+            inputs=(inputs or {}).get(name, (layers[i - 1],) if i else ()),
         )
         for i, name in enumerate(layers)
     }
@@ -92,6 +94,7 @@ def write_run(
     flags: dict[int, list[Flag]] | None = None,
     predicted: bool = False,
     gaps: tuple[str, ...] = (),
+    inputs: dict[str, tuple[str, ...]] | None = None,
 ) -> None:
     """Write reports at `report_steps` and `activation_variance` series between.
 
@@ -107,7 +110,7 @@ def write_run(
         if step in reports:
             report_flags = (flags or {}).get(step, [])
             report = make_report(
-                step, layers, kinds, report_flags, predicted, gaps=gaps
+                step, layers, kinds, report_flags, predicted, gaps=gaps, inputs=inputs
             )
             writer.write(report)
         else:

@@ -11,7 +11,7 @@ import shutil
 import time
 
 import pytest
-from dashboard_fixtures import HOSTILE_MESSAGE, wait_for_runs
+from dashboard_fixtures import HOSTILE_MESSAGE, SYNTHETIC_LAYERS, wait_for_runs
 from dashboard_logs import HOSTILE_NAMES, write_run
 from helpers import TensorBoardServer, get_json
 
@@ -181,10 +181,16 @@ def test_dashboard_shows_layers_in_order_flagged_cells_and_step_0(
     profile = board.page.query_selector('#profiles .panel[data-run="model/initdiag"]')
     assert profile.get_attribute("data-step") == "0"
     assert profile.query_selector(".panel-title").text_content().endswith("step 0")
+    # Zeros cannot sit on a log axis: they are drawn under it, and said so.
+    caption = profile.query_selector(".caption").text_content()
+    assert "activation variance: zeros drawn as \u25bc" in caption
     synthetic = board.page.query_selector(
         '#profiles .panel[data-run="synthetic/initdiag"] .caption'
     )
     assert "prediction" in synthetic.text_content()
+    merge_row = SYNTHETIC_LAYERS.index("add_3")
+    text = board.hover(*board.cell_point("synthetic/initdiag", merge_row))
+    assert "layer: add_3\nmerge \u00b7 Dense \u00b7 relu\ninputs: stem, norm\n" in text
 
     # Clicking a row of the flag table highlights its cell.
     board.page.fill(".flag-filter", "model/initdiag")

@@ -92,6 +92,8 @@ def test_runs_lists_our_runs_with_layer_order_kinds_and_notes(
     kinds = {facts["name"]: facts["kind"] for facts in synthetic["info"]}
     assert {n: kinds[n] for n in SYNTHETIC_KINDS} == SYNTHETIC_KINDS
     assert synthetic["info"][1]["inputs"] == ["input_x"]
+    merge = synthetic["info"][SYNTHETIC_LAYERS.index("add_3")]
+    assert merge["inputs"] == ["stem", "norm"]
     assert {"predicted_activation_variance", "predicted_log_spread"} <= set(
         synthetic["stats"]
     )

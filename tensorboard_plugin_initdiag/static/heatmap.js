@@ -80,14 +80,14 @@ export class HeatmapPanel {
    * @param {!Object} matrix {stat, rows, steps, values: Float32Array, sampled}.
    * @param {!ColorScale} scale
    * @param {!Map<string, !Array<!Object>>} flags "layer\u0000step" -> flags.
-   * @param {!Map<string, string>} kinds Node -> kind.
+   * @param {!Map<string, !Object>} facts Node -> its facts (kind, inputs, ...).
    * @param {?Object} highlight {layer, step} to mark, or null.
    */
-  draw(matrix, scale, flags, kinds, highlight) {
+  draw(matrix, scale, flags, facts, highlight) {
     this.matrix = matrix;
     this.scale = scale;
     this.flags = flags;
-    this.kinds = kinds;
+    this.facts = facts;
     this.canvas.hidden = false;
     const {rows, steps} = matrix;
     const width = Math.max(320, this.node.clientWidth - 2);
@@ -133,6 +133,12 @@ export class HeatmapPanel {
           '--samples_per_plugin=scalars=0 keeps all)';
     }
     this.caption.textContent = caption + flagText;
+  }
+
+  /** A node's kind ('layer' when unknown). */
+  kindOf(name) {
+    const facts = this.facts.get(name);
+    return facts ? facts.kind : 'layer';
   }
 
   /** x (CSS px) of a step. */
@@ -184,7 +190,7 @@ export class HeatmapPanel {
     const every = Math.max(1, Math.ceil(12 / rowHeight));
     for (let r = 0; r < rows.length; r++) {
       const y = top + (r + 0.5) * rowHeight;
-      const kind = this.kinds.get(rows[r]);
+      const kind = this.kindOf(rows[r]);
       if (KIND_COLORS[kind]) {
         ctx.fillStyle = KIND_COLORS[kind];
         ctx.fillRect(left - KIND_MARK - 2, y - Math.min(4, rowHeight / 2),
@@ -291,9 +297,7 @@ export class HeatmapPanel {
     const layer = rows[cell.row];
     const step = steps[cell.column];
     const value = values[cell.row * steps.length + cell.column];
-    const lines = [this.run, `layer: ${layer}`];
-    const kind = this.kinds.get(layer);
-    if (kind && kind !== 'layer') lines.push(`kind: ${kind}`);
+    const lines = [this.run, `layer: ${layer}`, ...describe(this.facts.get(layer))];
     lines.push(`step: ${step}`);
     lines.push(Number.isNaN(value) ? `${stat}: no value at this step` : `${stat} = ${fmt(value)}`);
     const flagged = this.cellFlags.get(`${cell.row},${cell.column}`);
@@ -325,4 +329,15 @@ export function niceTicks(first, end, count) {
   const ticks = [];
   for (let t = Math.ceil(first / step) * step; t < end; t += step) ticks.push(Math.round(t));
   return ticks.length ? ticks : [first];
+}
+
+/** Tooltip lines for a node's facts: its kind, class and producers. */
+export function describe(facts) {
+  if (!facts) return [];
+  const lines = [];
+  const what = [facts.kind !== 'layer' ? facts.kind : '', facts.class_name || '',
+    facts.activation || ''].filter(Boolean);
+  if (what.length) lines.push(what.join(' \u00b7 '));
+  if (facts.inputs && facts.inputs.length) lines.push(`inputs: ${facts.inputs.join(', ')}`);
+  return lines;
 }

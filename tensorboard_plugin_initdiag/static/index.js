@@ -76,8 +76,8 @@ class Dashboard {
       return;
     }
     this.byName = new Map(this.runs.map((r) => [r.run, r]));
-    this.kinds = new Map(this.runs.map((r) => [r.run,
-      new Map((r.info || []).map((facts) => [facts.name, facts.kind]))]));
+    this.facts = new Map(this.runs.map((r) => [r.run,
+      new Map((r.info || []).map((facts) => [facts.name, facts]))]));
     this.flags = flagsBody.flags || [];
     this.flagCells = new Map(this.runs.map((r) => [r.run, new Map()]));
     for (const flag of this.flags) {
@@ -252,7 +252,7 @@ class Dashboard {
       const matrix = result.value;
       const scale = this.perRunScale ? new ColorScale(stat, [matrix.values]) : shared;
       const highlight = this.highlight && this.highlight.run === run ? this.highlight : null;
-      panel.draw(matrix, scale, this.flagCells.get(run), this.kinds.get(run), highlight);
+      panel.draw(matrix, scale, this.flagCells.get(run), this.facts.get(run), highlight);
       if (highlight) panel.select(highlight, Boolean(panel.highlighted));
       cells += matrix.values.length;
     }
@@ -347,7 +347,8 @@ class Dashboard {
         this.stepLabel]),
       toggles,
       el('div', {className: 'legend', text: 'Under the axis: \u25b2 normalization, ' +
-        '\u25c6 merge, \u25a0 model input, \u25cf op. Dashed line and band: the ' +
+        '\u25c6 merge (arcs: its skip connections), \u25a0 model input, \u25cf op. ' +
+        'Dashed line and band: the ' +
         'predicted activation variance and prediction \u00d7 exp(\u00b13 spread), ' +
         'when the run records them.'}),
       this.profileGrid,
@@ -401,7 +402,7 @@ class Dashboard {
       }
       if (generation !== this.profileGeneration) return;
       if (!data.layers.length) panel.message('No depth-profile statistics.');
-      else panel.draw(data, this.kinds.get(run), this.enabled);
+      else panel.draw(data, this.facts.get(run), this.enabled);
     }));
   }
 

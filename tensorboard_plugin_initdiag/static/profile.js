@@ -4,7 +4,7 @@
 
 import {number} from './api.js';
 import {el, fitText, fmt, sizeCanvas} from './dom.js';
-import {KIND_COLORS} from './heatmap.js';
+import {describe, KIND_COLORS} from './heatmap.js';
 
 /** The measured series, their labels and colours. */
 export const SERIES = [
@@ -52,12 +52,12 @@ export class ProfilePanel {
   /**
    * Draw a profile.
    * @param {!Object} data The `profile` route's answer.
-   * @param {!Map<string, string>} kinds Node -> kind.
+   * @param {!Map<string, !Object>} facts Node -> its facts (kind, inputs, ...).
    * @param {!Set<string>} enabled Statistics to draw (and 'prediction').
    */
-  draw(data, kinds, enabled) {
+  draw(data, facts, enabled) {
     this.data = data;
-    this.kinds = kinds;
+    this.facts = facts;
     this.canvas.hidden = false;
     const layers = data.layers;
     const n = layers.length;
@@ -131,16 +131,17 @@ export class ProfilePanel {
         }
       }
     }
-    ctx.font = '12px system-ui, sans-serif';
-    ctx.textAlign = 'left';
-    ctx.textBaseline = 'top';
-    notes.forEach((text, i) => {
-      const y = TOP + 6 + 15 * i;
-      ctx.fillStyle = 'rgba(255, 255, 255, 0.85)';
-      ctx.fillRect(LEFT + 4, y - 2, ctx.measureText(text).width + 8, 15);
+    const drawn = shown.some((s) => values[s.stat].some((v) => Number.isFinite(v) && v > 0));
+    if (!drawn && !band) {
+      // Nothing a log axis can show: say why in the middle of the panel.
+      const allZero = shown.some((s) => notes.includes(`${s.label}: all zero`));
+      ctx.font = '16px system-ui, sans-serif';
+      ctx.textAlign = 'center';
+      ctx.textBaseline = 'middle';
       ctx.fillStyle = '#b71c1c';
-      ctx.fillText(text, LEFT + 8, y);
-    });
+      ctx.fillText(allZero ? 'all zero' : 'no values to draw', LEFT + plotWidth / 2,
+          TOP + PLOT_HEIGHT / 2);
+    }
     this.drawNames(ctx, layers, x, bottom);
     const measured = shown.length ? shown.map((s) => s.label).join(', ') : 'nothing';
     this.caption.textContent = `${n} layers; drawn: ${measured}` +
@@ -217,8 +218,11 @@ export class ProfilePanel {
     ctx.font = FONT;
     ctx.textAlign = 'center';
     ctx.textBaseline = 'top';
+    const index = new Map(layers.map((name, i) => [name, i]));
     layers.forEach((name, i) => {
-      const kind = this.kinds.get(name);
+      const facts = this.facts.get(name) || {};
+      const kind = facts.kind;
+      if (kind === 'merge') this.drawSkips(ctx, facts.inputs || [], index, i, x, bottom);
       if (!KIND_COLORS[kind]) return;
       ctx.fillStyle = KIND_COLORS[kind];
       ctx.fillText(KIND_GLYPHS[kind], x(i), bottom + 2);
@@ -230,6 +234,24 @@ export class ProfilePanel {
         ctx.stroke();
       }
     });
+  }
+
+  /**
+   * A merge's skip connections: an arc above the axis from each producer that
+   * is not the layer just before it.
+   */
+  drawSkips(ctx, inputs, index, to, x, bottom) {
+    ctx.strokeStyle = 'rgba(123,31,162,0.55)';
+    ctx.lineWidth = 1.2;
+    for (const name of inputs) {
+      const from = index.get(name);
+      if (from === undefined || from >= to - 1) continue;
+      const lift = Math.min(60, 10 + 6 * (to - from));
+      ctx.beginPath();
+      ctx.moveTo(x(from), bottom);
+      ctx.quadraticCurveTo((x(from) + x(to)) / 2, bottom - lift, x(to), bottom);
+      ctx.stroke();
+    }
   }
 
   /** Layer names under the axis, rotated; every k-th when they would collide. */
@@ -263,9 +285,7 @@ export class ProfilePanel {
       return;
     }
     const name = this.data.layers[i];
-    const lines = [this.run, `layer ${i}: ${name}`];
-    const kind = this.kinds.get(name);
-    if (kind && kind !== 'layer') lines.push(`kind: ${kind}`);
+    const lines = [this.run, `layer ${i}: ${name}`, ...describe(this.facts.get(name))];
     for (const [stat, s] of Object.entries(this.data.series)) {
       lines.push(`${stat} = ${fmt(number(s.values[i]))} (step ${s.step})`);
     }
