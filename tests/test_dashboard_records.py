@@ -278,3 +278,27 @@ def test_tensorboard_finds_the_plugin_through_its_entry_point():
     found = entry_points(group="tensorboard_plugins")
     (entry,) = [e for e in found if e.name == metadata.PLUGIN_NAME]
     assert entry.load() is loader.InitDiagLoader
+
+
+class TextOnlyProvider:
+    """A data provider holding report records only in the older text format."""
+
+    def __init__(self, runs):
+        self.runs = runs
+
+    def list_tensors(self, ctx, *, experiment_id, plugin_name, run_tag_filter=None):
+        assert plugin_name == "text"
+        assert set(run_tag_filter.tags) == {"initdiag/report_json"}
+        return {run: {"initdiag/report_json": None} for run in self.runs}
+
+
+def test_older_logs_activate_the_plugin_through_is_active():
+    def make(runs):
+        context = types.SimpleNamespace(
+            data_provider=TextOnlyProvider(runs), sampling_hints=None
+        )
+        return plugin.InitDiagPlugin(context)
+
+    assert make(["old/initdiag"]).is_active() is True
+    assert make([]).is_active() is False
+    assert make([]).data_plugin_names() == ("keras_initdiag",)
