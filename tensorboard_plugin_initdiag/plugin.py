@@ -69,8 +69,6 @@ add seconds and hundreds of megabytes to every TensorBoard start).
 from __future__ import annotations
 
 import base64
-import collections
-import threading
 
 import numpy as np
 from tensorboard import errors, plugin_util
@@ -81,14 +79,9 @@ from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
 from tensorboard_plugin_initdiag import metadata, static_files
-from tensorboard_plugin_initdiag.records import RunReports, json_number, parse_reports
-from tensorboard_plugin_initdiag.series import (
-    Matrix,
-    build_matrix,
-    column_at,
-    points_to_arrays,
-    select_columns,
-)
+from tensorboard_plugin_initdiag.reading import ALL, RunReader
+from tensorboard_plugin_initdiag.records import RunReports, json_number
+from tensorboard_plugin_initdiag.series import column_at, select_columns
 
 #: Statistics in the order the page lists them; others follow by name.
 STAT_ORDER = (
@@ -121,38 +114,12 @@ PROFILE_STATS = (
 )
 # Default per-tag caps of both loaders when no --samples_per_plugin is given.
 _DEFAULT_SCALAR_SAMPLES = 1000
-# `downsample` argument meaning "everything the loader kept".
-_ALL = 10**9
-_CACHE_SIZE = 64
 
 
 def _stat_key(stat: str) -> tuple[int, str]:
     """Sort key: known statistics in `STAT_ORDER`, then the others by name."""
     order = STAT_ORDER.index(stat) if stat in STAT_ORDER else len(STAT_ORDER)
     return order, stat
-
-
-class _Cache:
-    """A small thread-safe LRU map (TensorBoard serves requests on threads)."""
-
-    def __init__(self, size: int):
-        self._size = size
-        self._items = collections.OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key):
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        return None
-
-    def put(self, key, value) -> None:
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
 
 
 class InitDiagPlugin(base_plugin.TBPlugin):
@@ -175,8 +142,7 @@ class InitDiagPlugin(base_plugin.TBPlugin):
         self._scalar_cap = hints.get(
             metadata.SCALARS_PLUGIN_NAME, _DEFAULT_SCALAR_SAMPLES
         )
-        self._reports = _Cache(_CACHE_SIZE)
-        self._matrices = _Cache(_CACHE_SIZE)
+        self._reader = RunReader(self._provider, self._report_cap, self._scalar_cap)
 
     def get_plugin_apps(self):
         """The routes: data as JSON, the page's files under `/static/`."""
@@ -211,94 +177,11 @@ class InitDiagPlugin(base_plugin.TBPlugin):
 
     # --- reading ---------------------------------------------------------
 
-    def _report_sources(self, ctx, eid) -> dict[str, tuple[str, object]]:
-        """Run -> (plugin that owns its report records, their time series)."""
-        sources = {}
-        tag_filter = provider.RunTagFilter(tags=[metadata.REPORT_TAG])
-        # Older logs first, so a run with both formats reads the current one.
-        for plugin_name in (metadata.TEXT_PLUGIN_NAME, metadata.PLUGIN_NAME):
-            listing = self._provider.list_tensors(
-                ctx,
-                experiment_id=eid,
-                plugin_name=plugin_name,
-                run_tag_filter=tag_filter,
-            )
-            for run, tags in listing.items():
-                if metadata.REPORT_TAG in tags:
-                    sources[run] = (plugin_name, tags[metadata.REPORT_TAG])
-        return sources
-
-    def _run_reports(self, ctx, eid, run: str, source) -> tuple[RunReports, int]:
-        """The parsed report records of one run and how many were kept.
-
-        Cached until the run's records change (their last step or wall time).
-        """
-        plugin_name, series = source
-        key = (eid, run, plugin_name, series.max_step, series.max_wall_time)
-        cached = self._reports.get(key)
-        if cached is not None:
-            return cached
-        data = self._provider.read_tensors(
-            ctx,
-            experiment_id=eid,
-            plugin_name=plugin_name,
-            downsample=self._report_cap or _ALL,
-            run_tag_filter=provider.RunTagFilter(
-                runs=[run], tags=[metadata.REPORT_TAG]
-            ),
-        )
-        datums = data.get(run, {}).get(metadata.REPORT_TAG, [])
-        records = [(d.step, d.wall_time, _text(d.numpy)) for d in datums]
-        reports = parse_reports(records)
-        self._reports.put(key, (reports, len(records)))
-        return reports, len(records)
-
-    def _scalar_tags(self, ctx, eid, run: str | None = None):
-        """Run -> tag -> `ScalarTimeSeries` of the scalars plugin."""
-        tag_filter = provider.RunTagFilter(runs=[run]) if run is not None else None
-        return self._provider.list_scalars(
-            ctx,
-            experiment_id=eid,
-            plugin_name=metadata.SCALARS_PLUGIN_NAME,
-            run_tag_filter=tag_filter,
-        )
-
-    def _matrix(self, ctx, eid, run: str, stat: str, layers, tags) -> Matrix | None:
-        """One statistic of one run as a `Matrix`, `None` when it has no tag.
-
-        Everything the loader kept is read once and cached until the tags
-        change: the heatmap (at any width) and the profile (at any step) are
-        cut from the same matrix.
-        """
-        prefix = stat + "/"
-        names = sorted(tag for tag in tags if tag.startswith(prefix))
-        if not names:
-            return None
-        version = tuple((t, tags[t].max_step, tags[t].max_wall_time) for t in names)
-        key = (eid, run, stat, hash(version), tuple(layers))
-        cached = self._matrices.get(key)
-        if cached is not None:
-            return cached
-        data = self._provider.read_scalars(
-            ctx,
-            experiment_id=eid,
-            plugin_name=metadata.SCALARS_PLUGIN_NAME,
-            downsample=self._scalar_cap or _ALL,
-            run_tag_filter=provider.RunTagFilter(runs=[run], tags=names),
-        )
-        series = {
-            tag[len(prefix) :]: points_to_arrays(points)
-            for tag, points in data.get(run, {}).items()
-        }
-        matrix = build_matrix(series, layers)
-        self._matrices.put(key, matrix)
-        return matrix
-
     def _run_or_404(self, ctx, eid, run: str | None):
         """The report source of `run`; `NotFoundError` naming the runs if unknown."""
         if not run:
             raise errors.InvalidArgumentError("Argument `run` is required.")
-        sources = self._report_sources(ctx, eid)
+        sources = self._reader.report_sources(ctx, eid)
         if run not in sources:
             raise errors.NotFoundError(
                 f"No InitDiagnostics run named {run!r}. Runs with InitDiagnostics "
@@ -312,11 +195,11 @@ class InitDiagPlugin(base_plugin.TBPlugin):
     def _serve_runs(self, request):
         ctx = plugin_util.context(request.environ)
         eid = plugin_util.experiment_id(request.environ)
-        sources = self._report_sources(ctx, eid)
-        scalars = self._scalar_tags(ctx, eid)
+        sources = self._reader.report_sources(ctx, eid)
+        scalars = self._reader.scalar_tags(ctx, eid)
         runs = []
         for run in sorted(sources):
-            reports, count = self._run_reports(ctx, eid, run, sources[run])
+            reports, count = self._reader.run_reports(ctx, eid, run, sources[run])
             tags = scalars.get(run, {})
             runs.append(self._describe_run(run, sources[run][0], reports, count, tags))
         all_runs = {
@@ -370,10 +253,10 @@ class InitDiagPlugin(base_plugin.TBPlugin):
         source = self._run_or_404(ctx, eid, run)
         if not stat:
             raise errors.InvalidArgumentError("Argument `stat` is required.")
-        points = _optional_int(request.args.get("points"), "points", 2, _ALL)
-        reports, _ = self._run_reports(ctx, eid, run, source)
-        tags = self._scalar_tags(ctx, eid, run).get(run, {})
-        matrix = self._matrix(ctx, eid, run, stat, reports.layers, tags)
+        points = _optional_int(request.args.get("points"), "points", 2, ALL)
+        reports, _ = self._reader.run_reports(ctx, eid, run, source)
+        tags = self._reader.scalar_tags(ctx, eid, run).get(run, {})
+        matrix = self._reader.matrix(ctx, eid, run, stat, reports.layers, tags)
         if matrix is None:
             raise errors.NotFoundError(f"Run {run!r} has no statistic {stat!r}.")
         shown = matrix if points is None else select_columns(matrix, points)
@@ -402,11 +285,11 @@ class InitDiagPlugin(base_plugin.TBPlugin):
         step = 0 if step is None else step
         wanted = request.args.get("stats")
         stats = PROFILE_STATS if wanted is None else wanted.split(",")
-        reports, _ = self._run_reports(ctx, eid, run, source)
-        tags = self._scalar_tags(ctx, eid, run).get(run, {})
+        reports, _ = self._reader.run_reports(ctx, eid, run, source)
+        tags = self._reader.scalar_tags(ctx, eid, run).get(run, {})
         matrices = {}
         for stat in stats:
-            matrix = self._matrix(ctx, eid, run, stat, reports.layers, tags)
+            matrix = self._reader.matrix(ctx, eid, run, stat, reports.layers, tags)
             if matrix is not None:
                 matrices[stat] = matrix
         nodes = set().union(*(m.rows for m in matrices.values()))
@@ -428,8 +311,8 @@ class InitDiagPlugin(base_plugin.TBPlugin):
         ctx = plugin_util.context(request.environ)
         eid = plugin_util.experiment_id(request.environ)
         flags = []
-        for run, source in sorted(self._report_sources(ctx, eid).items()):
-            reports, _ = self._run_reports(ctx, eid, run, source)
+        for run, source in sorted(self._reader.report_sources(ctx, eid).items()):
+            reports, _ = self._reader.run_reports(ctx, eid, run, source)
             flags.extend({"run": run, **flag} for flag in reports.flags)
         return http_util.Respond(request, {"flags": flags}, "application/json")
 
@@ -457,14 +340,6 @@ def _optional_int(text: str | None, name: str, low: int, high: int) -> int | Non
             f"Received: {name}={text!r}"
         )
     return value
-
-
-def _text(array) -> str:
-    """The string in a scalar string tensor (bytes are decoded as UTF-8)."""
-    value = np.asarray(array).reshape(-1)[0] if np.size(array) else b""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return str(value)
 
 
 def _incomplete_note(reports: RunReports, tags) -> str | None:

@@ -245,6 +245,7 @@ def test_truncated_and_foreign_runs_get_a_clear_message(browser, dashboard_serve
     board.check_clean()
 
 
+@pytest.mark.slow
 def test_empty_log_dir_then_a_foreign_run_say_so(browser, tmp_path):
     logdir = tmp_path / "logs"
     logdir.mkdir()

@@ -3,14 +3,14 @@
 // plugin's own routes.
 
 import {decodeFloat32, getJson} from './api.js';
-import {clear, el, sizeCanvas, Tooltip} from './dom.js';
+import {clear, el, Tooltip} from './dom.js';
 import {FlagTable} from './flags.js';
-import {HeatmapPanel, KIND_COLORS} from './heatmap.js';
+import {HeatmapPanel} from './heatmap.js';
+import {drawLegend} from './legend.js';
 import {PREDICTION, ProfilePanel, SERIES} from './profile.js';
-import {COLORS, ColorScale, tickLabel, viridis} from './scale.js';
+import {ColorScale} from './scale.js';
 
 const DEFAULT_STAT = 'activation_variance';
-const KIND_NAMES = {input: 'model input', norm: 'normalization', merge: 'merge', op: 'op'};
 
 /** Entry point called by TensorBoard. */
 export async function render() {
@@ -256,7 +256,7 @@ class Dashboard {
       if (highlight) panel.select(highlight, Boolean(panel.highlighted));
       cells += matrix.values.length;
     }
-    this.drawLegend(this.perRunScale ? null : shared, stat);
+    drawLegend(this.legend, this.perRunScale ? null : shared, stat);
     const done = performance.now();
     this.timing = {runs: runs.length, cells, total: done - start, fetch: fetched - start,
       draw: done - fetched, points};
@@ -275,42 +275,6 @@ class Dashboard {
       if (!this.selected.includes(run.run) && run.stats.includes(stat)) {
         idle(() => this.matrix(run.run, stat, points).catch(() => {}));
       }
-    }
-  }
-
-  drawLegend(scale, stat) {
-    clear(this.legend);
-    if (scale) {
-      const bar = el('canvas', {className: 'legend-bar'});
-      const width = 260;
-      const ctx = sizeCanvas(bar, width, 30);
-      for (let x = 0; x < width; x++) {
-        ctx.fillStyle = `rgb(${viridis(x / (width - 1)).join(',')})`;
-        ctx.fillRect(x, 0, 1, 14);
-      }
-      ctx.fillStyle = '#424242';
-      ctx.font = '10px system-ui, sans-serif';
-      ctx.textBaseline = 'top';
-      for (const tick of scale.ticks()) {
-        const x = Math.min(width - 1, Math.max(0, scale.position(tick) * width));
-        ctx.fillRect(Math.round(x), 14, 1, 3);
-        ctx.textAlign = x < 15 ? 'left' : (x > width - 15 ? 'right' : 'center');
-        ctx.fillText(tickLabel(tick), x, 18);
-      }
-      this.legend.append(el('span', {text: `${stat} (${scale.describe()})`}), bar);
-    } else {
-      this.legend.append(el('span', {text: `${stat}: each run has its own colour scale`}));
-    }
-    const swatch = (color, text, outline = false) => {
-      const box = el('span', {className: outline ? 'swatch outline' : 'swatch'});
-      box.style[outline ? 'borderColor' : 'background'] = color;
-      return el('span', {className: 'key'}, [box, text]);
-    };
-    this.legend.append(swatch(COLORS.zero, '0'), swatch(COLORS.nonfinite, 'inf / NaN'),
-        swatch(COLORS.gap, 'no value'), swatch(COLORS.flag, 'flag', true),
-        swatch(COLORS.highlight, 'selected flag', true));
-    for (const [kind, color] of Object.entries(KIND_COLORS)) {
-      this.legend.append(swatch(color, KIND_NAMES[kind] || kind));
     }
   }
 
