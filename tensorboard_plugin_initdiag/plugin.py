@@ -175,7 +175,7 @@ class InitDiagPlugin(base_plugin.TBPlugin):
             es_module_path="/static/index.js", tab_name="initdiag"
         )
 
-    # --- reading ---------------------------------------------------------
+    # --- helpers ---------------------------------------------------------
 
     def _run_or_404(self, ctx, eid, run: str | None):
         """The report source of `run`; `NotFoundError` naming the runs if unknown."""
