@@ -1,4 +1,9 @@
-"""Figures of diagnostic reports: depth profiles and loss curves.
+"""Figures of diagnostic reports: signal propagation plots and loss curves.
+
+A depth profile is a signal propagation plot (Brock, De & Smith 2021): each
+statistic against depth on a log scale, layer names on the axis, normalization
+layers and merges marked, and the theory's prediction with its finite-width
+band when the report records it.
 
 matplotlib is optional (`pip install keras_initdiag[plots]`): it is imported
 inside the functions. Figures are built with `matplotlib.figure.Figure` and the
@@ -12,10 +17,21 @@ import math
 import warnings
 
 from keras_initdiag.diagnostics.report import DiagnosticReport
+from tensorboard_plugin_initdiag.records import node_kind
 
 DEFAULT_STATS = ("activation_variance", "activation_gradient_rms", "weight_variance")
-# Up to this many layers, the x axis shows layer names instead of depth indices.
-_MAX_NAMED_TICKS = 12
+#: The predicted activation variance, drawn next to the measured one.
+PREDICTION_STAT = "predicted_activation_variance"
+#: The prediction's log spread: the band is prediction * exp(+-3 * spread).
+SPREAD_STAT = "predicted_log_spread"
+# At most this many layer names on the depth axis; with more layers, every
+# k-th layer is named.
+_MAX_NAMED_TICKS = 16
+# Node kinds marked on the depth axis: marker, colour and legend label.
+_KIND_MARKS = {
+    "norm": ("^", "tab:green", "normalization"),
+    "merge": ("D", "tab:purple", "merge"),
+}
 # summary_figure: depth-profile panels per row, and the size of one grid cell
 # with its margins (inches): a title above, rotated layer names below.
 PANELS_PER_ROW = 4
@@ -52,32 +68,158 @@ def _positive(values: list[float]) -> tuple[list[int], list[float]]:
     return [i for i, _ in points], [v for _, v in points]
 
 
+def _values(report: DiagnosticReport, name: str) -> list[float]:
+    """One statistic for every layer in forward order, NaN where absent."""
+    return [
+        float(report.stats.get(layer, {}).get(name, math.nan))
+        for layer in report.layers
+    ]
+
+
+def _all_zero(values: list[float]) -> bool:
+    """Whether the values that exist are all exactly zero."""
+    present = [v for v in values if not math.isnan(v)]
+    return bool(present) and all(v == 0 for v in present)
+
+
+def _kinds(report: DiagnosticReport) -> list[str]:
+    """Each layer's kind: `info.kind` when recorded, else guessed from its class."""
+    kinds = []
+    for layer in report.layers:
+        info = report.info.get(layer)
+        facts = {
+            "kind": getattr(info, "kind", ""),
+            "class_name": getattr(info, "class_name", ""),
+        }
+        kinds.append(node_kind(facts))
+    return kinds
+
+
+def _plot_prediction(ax, report: DiagnosticReport, color) -> bool:
+    """The predicted activation variance, dashed, with its band; drawn or not."""
+    predicted = _values(report, PREDICTION_STAT)
+    spread = _values(report, SPREAD_STAT)
+    points = [
+        (i, p, 0.0 if math.isnan(s) else s)
+        for i, (p, s) in enumerate(zip(predicted, spread))
+        if math.isfinite(p) and p > 0
+    ]
+    if not points:
+        return False
+    depth = [i for i, _, _ in points]
+    ax.fill_between(
+        depth,
+        [p * math.exp(-3 * s) for _, p, s in points],
+        [p * math.exp(3 * s) for _, p, s in points],
+        color=color,
+        alpha=0.15,
+        linewidth=0,
+        label="prediction \u00b13 spread",
+    )
+    values = [p for _, p, _ in points]
+    ax.plot(depth, values, linestyle="--", color=color, label=PREDICTION_STAT)
+    return True
+
+
+def _mark_kinds(ax, report: DiagnosticReport) -> None:
+    """Normalization layers and merges: a shaded column and a marker on the axis."""
+    kinds = _kinds(report)
+    for kind, (marker, color, label) in _KIND_MARKS.items():
+        depth = [i for i, k in enumerate(kinds) if k == kind]
+        if not depth:
+            continue
+        for i in depth:
+            ax.axvspan(i - 0.4, i + 0.4, color=color, alpha=0.08, linewidth=0)
+        ax.scatter(
+            depth,
+            [0.0] * len(depth),
+            marker=marker,
+            color=color,
+            s=30,
+            transform=ax.get_xaxis_transform(),
+            clip_on=False,
+            zorder=3,
+            label=label,
+        )
+
+
+def _name_ticks(ax, report: DiagnosticReport) -> None:
+    """Layer names on the depth axis: all of them, or every k-th when many."""
+    count = len(report.layers)
+    every = max(1, math.ceil(count / _MAX_NAMED_TICKS))
+    ticks = list(range(0, count, every))
+    ax.set_xticks(ticks)
+    labels = [_text(report.layers[i]) for i in ticks]
+    ax.set_xticklabels(labels, rotation=45, ha="right", fontsize="small")
+
+
 def _plot_depth_profile(ax, report: DiagnosticReport, stats) -> None:
-    """Draw each statistic against layer depth on `ax` (log y scale)."""
+    """Draw a signal propagation plot of `report` on `ax` (log y scale).
+
+    Statistics with no positive value cannot be drawn on a log axis: those
+    that are all zero are named in the panel ("all zero") instead.
+    """
+    colors = {}
+    notes = []
     for name in stats:
-        depth, values = _positive(report.stat(name))
-        if values:
-            ax.plot(depth, values, marker="o", label=name)
+        values = _values(report, name)
+        depth, positive = _positive(values)
+        if positive:
+            (line,) = ax.plot(depth, positive, marker="o", markersize=4, label=name)
+            colors[name] = line.get_color()
+        elif _all_zero(values):
+            notes.append(f"{name}: all zero")
+    predicted = _plot_prediction(
+        ax, report, colors.get("activation_variance", "tab:blue")
+    )
+    _mark_kinds(ax, report)
     ax.set_yscale("log")
     ax.set_xlim(-0.5, max(len(report.layers) - 0.5, 0.5))
-    if 0 < len(report.layers) <= _MAX_NAMED_TICKS:
-        ax.set_xticks(range(len(report.layers)))
-        labels = [_text(layer) for layer in report.layers]
-        ax.set_xticklabels(labels, rotation=45, ha="right", fontsize="small")
+    if report.layers:
+        _name_ticks(ax, report)
     ax.set_xlabel("layer depth (forward order)")
     ax.grid(True, which="major", alpha=0.3)
-    if ax.get_lines():
+    if not colors and not predicted:
+        ax.set_ylim(0.1, 10)
+        empty = "all zero" if notes else "no values to draw"
+        ax.text(
+            0.5,
+            0.5,
+            empty,
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            fontsize="x-large",
+            color="darkred",
+        )
+    if notes and (colors or predicted):
+        ax.text(
+            0.02,
+            0.97,
+            "\n".join(notes),
+            transform=ax.transAxes,
+            ha="left",
+            va="top",
+            fontsize="small",
+            color="darkred",
+        )
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small")
 
 
 def depth_profile_figure(
     report: DiagnosticReport, stats: tuple[str, ...] = DEFAULT_STATS
 ):
-    """Plot statistics of one report against layer depth.
+    """Plot statistics of one report against layer depth: a signal propagation plot.
 
     Each statistic is a line over the layers in forward order, on a log y
     scale. NaN ("does not apply"), non-finite and non-positive values are left
-    out. Layer names label the x axis when there are at most 12 layers.
+    out, and a statistic that is all zero is named in the panel ("all zero").
+    Layer names label the depth axis (every k-th one beyond 16 layers).
+    Normalization layers and merges are marked on the axis (from `info.kind`
+    when the report records it, else from the layer's class). When the report
+    has `predicted_activation_variance`, it is drawn dashed with the band
+    prediction * exp(+-3 * `predicted_log_spread`).
 
     Args:
         report: The diagnosis to plot.
@@ -100,7 +242,9 @@ def depth_profile_figure(
     fig.subplots_adjust(left=0.1, right=0.97, top=0.92, bottom=0.3)
     ax = fig.add_subplot()
     _plot_depth_profile(ax, report, stats)
-    ax.set_title(f"Depth profile at step {report.step}: {len(report.flags)} flag(s)")
+    ax.set_title(
+        f"Signal propagation at step {report.step}: {len(report.flags)} flag(s)"
+    )
     return fig
 
 

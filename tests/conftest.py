@@ -23,3 +23,7 @@ def _clear_session():
         keras.backend.clear_session(free_memory=False)
     except TypeError:  # Keras releases before the argument existed.
         keras.backend.clear_session()
+
+
+# Session fixtures of the dashboard tests (a log dir and a live TensorBoard).
+from dashboard_fixtures import dashboard_logs, dashboard_server  # noqa: E402, F401

@@ -113,15 +113,20 @@ def poll_json(url: str, ready, deadline: float, interval: float = 0.5):
 class TensorBoardServer:
     """`tensorboard --logdir logdir` on a free loopback port, as a context.
 
-    Entering starts this venv's TensorBoard (legacy Python data loading, so no
-    Rust data server is needed) and returns the base URL. Leaving always
+    Entering starts this venv's TensorBoard (by default with the legacy Python
+    data loading, so no Rust data server is needed; `load_fast="true"` uses
+    the Rust data server) and returns the base URL. Leaving always
     terminates it, and kills it if it does not exit within 10 s. Its output
     goes to `log_path`.
     """
 
-    def __init__(self, logdir: str, log_path: str):
+    def __init__(
+        self, logdir: str, log_path: str, load_fast: str = "false", extra_args=()
+    ):
         self.logdir = logdir
         self.log_path = log_path
+        self.load_fast = load_fast
+        self.extra_args = list(extra_args)
         self.process = None
 
     def __enter__(self) -> str:
@@ -136,8 +141,9 @@ class TensorBoardServer:
             f"--logdir={self.logdir}",
             "--host=127.0.0.1",
             f"--port={port}",
-            "--load_fast=false",
+            f"--load_fast={self.load_fast}",
             "--reload_interval=1",
+            *self.extra_args,
         ]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(

@@ -36,6 +36,9 @@ def test_demo_prints_progress_table_and_tensorboard_command(quick_demo):
     for regime in RUN:
         assert f"\n{regime} " in table
     assert out.rstrip().splitlines()[-1].strip() == f"tensorboard --logdir {logdir}"
+    dashboard = out.rstrip().splitlines()[-3]
+    assert dashboard.startswith('Dashboard: the "initdiag" tab of TensorBoard')
+    assert "http://localhost:6006/#keras_initdiag" in dashboard
 
 
 def test_demo_writes_runs_and_summary_png(quick_demo):

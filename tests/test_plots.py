@@ -1,5 +1,6 @@
 """Tests of the depth-profile and summary figures."""
 
+import dataclasses
 import math
 import sys
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from keras_initdiag import plots
-from keras_initdiag.diagnostics.report import DiagnosticReport, Flag
+from keras_initdiag.diagnostics.report import DiagnosticReport, Flag, LayerInfo
 
 matplotlib = pytest.importorskip("matplotlib")
 
@@ -57,11 +58,13 @@ def test_nan_zero_and_negative_values_are_skipped():
     assert plots.figure_to_png(fig).startswith(b"\x89PNG")
 
 
-def test_many_layers_use_depth_indices_and_odd_names_render():
+def test_many_layers_name_every_kth_layer_and_odd_names_render():
     names = [f"dense_{i}" for i in range(30)]
     fig = plots.depth_profile_figure(make_report(names))
-    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
-    assert not set(labels) & set(names)
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == names[::2]  # 16 names at most: every second of 30
+    np.testing.assert_array_equal(ax.get_xticks(), range(0, 30, 2))
 
     odd = ["$x$", "长" * 60, "a_b|c<d>&`e`"]  # mathtext, CJK (no glyph), specials
     png = plots.figure_to_png(plots.depth_profile_figure(make_report(odd)))
@@ -148,3 +151,74 @@ def test_importing_plots_leaves_matplotlib_state_alone():
         "matplotlib.pyplot" not in sys.modules
         or not sys.modules["matplotlib.pyplot"].get_fignums()
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class KindInfo(LayerInfo):
+    """`LayerInfo` with the node kind the writer on main is gaining."""
+
+    kind: str = "layer"
+
+
+def texts(ax):
+    return [t.get_text() for t in ax.texts]
+
+
+def test_norm_layers_and_merges_are_marked_on_the_depth_axis():
+    layers = ["x", "dense", "bn", "add", "head"]
+    report = make_report(layers)
+    report.info = {
+        "x": KindInfo("x", kind="input"),
+        "dense": KindInfo("dense", class_name="Dense"),
+        "bn": KindInfo("bn", kind="norm"),
+        "add": LayerInfo("add", class_name="Add"),  # older logs: from the class
+        "head": KindInfo("head", kind="layer", class_name="BatchNormalization"),
+    }
+    ax = plots.depth_profile_figure(report).axes[0]
+    marks = {c.get_label(): c.get_offsets()[:, 0].tolist() for c in ax.collections}
+    assert marks == {"normalization": [2.0], "merge": [3.0]}
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert {"normalization", "merge"} <= set(legend)
+
+
+def test_prediction_is_a_dashed_line_with_its_band():
+    layers = ["a", "b", "c"]
+    report = make_report(layers)
+    for i, layer in enumerate(layers):
+        report.stats[layer][plots.PREDICTION_STAT] = 2.0**-i
+        report.stats[layer][plots.SPREAD_STAT] = 0.1 * (i + 1)
+    report.stats["c"][plots.SPREAD_STAT] = math.nan  # no spread: no width
+    ax = plots.depth_profile_figure(report).axes[0]
+    line = lines_by_label(ax)[plots.PREDICTION_STAT]
+    assert line.get_linestyle() == "--"
+    assert line.get_color() == lines_by_label(ax)["activation_variance"].get_color()
+    np.testing.assert_allclose(line.get_ydata(), [1.0, 0.5, 0.25])
+    (band,) = [c for c in ax.collections if c.get_label().startswith("prediction")]
+    ys = band.get_paths()[0].vertices[:, 1]
+    spread = np.array([0.1, 0.2, 0.0])
+    expected = np.array([1.0, 0.5, 0.25])
+    np.testing.assert_allclose(ys.min(), (expected * np.exp(-3 * spread)).min())
+    np.testing.assert_allclose(ys.max(), (expected * np.exp(3 * spread)).max())
+    assert "predicted_activation_variance" not in lines_by_label(
+        plots.depth_profile_figure(make_report(layers)).axes[0]
+    )
+
+
+def test_all_zero_statistics_say_so_instead_of_an_empty_panel():
+    report = make_report(["a", "b", "c"])
+    for layer in report.layers:
+        report.stats[layer]["weight_variance"] = 0.0
+    ax = plots.depth_profile_figure(report).axes[0]
+    assert "weight_variance" not in lines_by_label(ax)
+    assert texts(ax) == ["weight_variance: all zero"]
+
+    for layer in report.layers:  # the "zeros" regime: nothing to draw
+        report.stats[layer] = {name: 0.0 for name in plots.DEFAULT_STATS}
+    fig = plots.depth_profile_figure(report)
+    ax = fig.axes[0]
+    assert ax.get_lines() == [] and texts(ax) == ["all zero"]
+    assert plots.figure_to_png(fig).startswith(b"\x89PNG")
+
+    runs = {"zeros": [report], "he": [make_report(["a", "b", "c"])]}
+    zeros_ax, he_ax, _ = plots.summary_figure(runs).axes
+    assert texts(zeros_ax) == ["all zero"] and texts(he_ax) == []

@@ -5,7 +5,8 @@ downloaded): classification from features that are strongly correlated and
 whose scales span 1e-2 to 1e2, an elongated input distribution. The same MLP
 is trained under each regime with `InitDiagnostics` writing TensorBoard events
 to `<logdir>/<regime>/initdiag`; the demo prints a comparison table, writes a
-summary PNG (when matplotlib is installed) and the `tensorboard` command.
+summary PNG (when matplotlib is installed), and says how to open the runs in
+TensorBoard's initdiag dashboard.
 """
 
 from __future__ import annotations
@@ -444,5 +445,11 @@ def run_demo(
         print(f"\nSummary figure: {png}", file=out)
     else:
         print("\nSummary figure skipped: matplotlib is not installed.", file=out)
+    print(
+        'Dashboard: the "initdiag" tab of TensorBoard '
+        "(http://localhost:6006/#keras_initdiag) shows every layer at every step "
+        "as a heatmap, the signal propagation plot at any step and every flag.",
+        file=out,
+    )
     print(f"Explore the runs with:\n  tensorboard --logdir {logdir}", file=out)
     return results

@@ -1,8 +1,10 @@
 """Reading diagnostics back from TensorBoard event files, and their JSON codec.
 
-Every diagnosis the writer records starts with a text summary holding the
+Every diagnosis the writer records starts with a string summary holding the
 report (layer order, layer facts, loss, flags) as standard JSON, followed by
-the `<stat>/<layer>` scalars. `read_reports` rebuilds reports from those with
+the `<stat>/<layer>` scalars. The report carries the dashboard plugin's
+metadata (`tensorboard_plugin_initdiag`); versions before the dashboard wrote
+it as a text summary, and both are read. `read_reports` rebuilds reports from those with
 TensorBoard's own record loader; nothing is unpickled or evaluated. Truncated
 or corrupt files are reported and skipped.
 """
@@ -23,11 +25,18 @@ from tensorboard.compat.proto import event_pb2
 from tensorboard.util import tensor_util
 
 from keras_initdiag.diagnostics.report import DiagnosticReport, Flag, LayerInfo
+from tensorboard_plugin_initdiag import metadata as dashboard_metadata
 
 logger = logging.getLogger("keras_initdiag")
 
-#: Tag of the text summary holding the machine-readable report (JSON).
-REPORT_TAG = "initdiag/report_json"
+#: Tag of the summary holding the machine-readable report (JSON).
+REPORT_TAG = dashboard_metadata.REPORT_TAG
+#: Metadata of the report summary: the dashboard plugin's, as a tensor series.
+REPORT_METADATA = dashboard_metadata.create_report_metadata()
+# Plugins a report summary may belong to: the dashboard (current), the Text
+# plugin (older logs), or none (metadata is only sure to be on a tag's first
+# event).
+_REPORT_PLUGINS = ("", dashboard_metadata.PLUGIN_NAME, "text")
 #: Tag of the markdown flag table.
 FLAGS_TAG = "flags"
 #: Tag of the probe-batch loss scalar.
@@ -173,12 +182,20 @@ def _scalar(value) -> float | None:
     return float(array)
 
 
+def _is_report(value) -> bool:
+    """Whether a summary value is a report record, in the current or older format."""
+    return (
+        value.tag == REPORT_TAG
+        and value.metadata.plugin_data.plugin_name in _REPORT_PLUGINS
+    )
+
+
 def _read_file(path: str, problems: list[ReadProblem]) -> dict[int, tuple]:
     """Step -> (wall time, report) of the complete reports in one event file."""
     pending = {}
     for event in _load_events(path, problems):
         for value in event.summary.value:
-            if value.tag == REPORT_TAG:
+            if _is_report(value):
                 text = tensor_util.make_ndarray(value.tensor).item()
                 try:
                     report, expected = report_from_json(text.decode("utf-8"))
@@ -289,7 +306,7 @@ def find_runs(logdir: str | os.PathLike) -> list[str]:
     for directory, _, _ in tf.io.gfile.walk(logdir):
         for path in _event_files(directory):
             events = _load_events(path, [], limit=4)
-            if any(v.tag == REPORT_TAG for e in events for v in e.summary.value):
+            if any(_is_report(v) for e in events for v in e.summary.value):
                 runs.append(directory)
                 break
     return sorted(runs)

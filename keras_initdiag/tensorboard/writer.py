@@ -29,6 +29,7 @@ from keras_initdiag.tensorboard.events import (
     FLAGS_TAG,
     LAYOUT_CATEGORY,
     LOSS_TAG,
+    REPORT_METADATA,
     REPORT_TAG,
     TRAIN_GRADIENT_TAG,
     report_to_json,
@@ -116,7 +117,8 @@ class DiagnosticsWriter:
     ) -> None:
         """Write one diagnosis at `step=report.step`.
 
-        Writes the report JSON (tag `initdiag/report_json`), one scalar per
+        Writes the report JSON (tag `initdiag/report_json`, a string tensor
+        read by the dashboard plugin), one scalar per
         (statistic, layer) as `<stat>/<layer>` (NaN, "does not apply", is
         skipped), `loss/probe` (skipped when NaN), the custom-scalars layout
         (first write only), the flag table (tag `flags`), the depth-profile
@@ -140,7 +142,7 @@ class DiagnosticsWriter:
         scalars = _scalar_values(report)
         with self._writer.as_default(step=int(report.step)):
             # The JSON goes first: the reader takes it as the start of a report.
-            tf.summary.text(REPORT_TAG, report_to_json(report, len(scalars)))
+            _write_report(report_to_json(report, len(scalars)))
             _write_scalars(scalars)
             if not math.isnan(report.loss):
                 tf.summary.scalar(LOSS_TAG, report.loss)
@@ -258,6 +260,22 @@ def _write_scalars(scalars: dict[str, float], step: int | None = None) -> None:
             entry.tensor.float_val.append(value)
     if summary.value:
         tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=step)
+
+
+def _write_report(text: str) -> None:
+    """Write the report JSON as a string tensor with the dashboard's metadata.
+
+    The metadata keeps the record out of TensorBoard's Text tab (which shows
+    the readable `flags` table) and lets the dashboard ask TensorBoard to keep
+    every record. Versions before it wrote the same JSON with
+    `tf.summary.text`; the reader accepts both.
+    """
+    summary = summary_pb2.Summary()
+    entry = summary.value.add(tag=REPORT_TAG)
+    entry.metadata.CopyFrom(REPORT_METADATA)
+    entry.tensor.dtype = types_pb2.DT_STRING
+    entry.tensor.string_val.append(text.encode("utf-8"))
+    tf.summary.experimental.write_raw_pb(summary.SerializeToString())
 
 
 def _scalar_values(report: DiagnosticReport) -> dict[str, float]:
