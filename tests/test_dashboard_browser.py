@@ -194,18 +194,19 @@ def test_dashboard_shows_layers_in_order_flagged_cells_and_step_0(
 
     # Clicking a row of the flag table highlights its cell.
     board.page.fill(".flag-filter", "model/initdiag")
-    head_flags = [f for f in reports[1].flags if f.layer == "head"]
+    flag = reports[1].flags[0]  # a flag of the second diagnosis (step 4)
     before = board.renders()
     board.page.click(
-        f'table.flags tbody tr:has(td.col-layer:text-is("head"))'
+        f'table.flags tbody tr:has(td.col-layer:text-is("{flag.layer}"))'
+        f':has(td.col-kind:text-is("{flag.kind}"))'
         f':has(td.col-step:text-is("{reports[1].step}"))'
     )
     board.wait_renders(before + 1)
     selection = board.panel(run).query_selector(".selection").text_content()
-    assert selection.startswith(f"Selected: {head_flags[0].kind} at head, step 4")
+    assert selection.startswith(f"Selected: {flag.kind} at {flag.layer}, step 4")
     g = board.geometry(run)
     column = g["plotLeft"] + g["plotWidth"] * 4 / 12 + 2  # steps 0, 4, 8; end 12
-    row_top = g["plotTop"] + reports[1].layers.index("head") * g["rowHeight"]
+    row_top = g["plotTop"] + reports[1].layers.index(flag.layer) * g["rowHeight"]
     assert board.pixel(run, column, row_top - 3) == HIGHLIGHT_BLUE
 
     shot = tmp_path / "dashboard.png"

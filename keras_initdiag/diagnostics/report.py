@@ -95,7 +95,8 @@ class LayerInfo:
         kind: `"input"`, `"layer"`, `"norm"` (a normalization layer, whose
             output scale is set by design), `"merge"` (a layer or op that
             merges branches, e.g. `Add` or `h + r`) or `"op"` (another
-            operation that is not a layer).
+            operation that is not a layer); `""` when unknown (reports
+            written before kinds were recorded).
         inputs: Names of the nodes it reads, in argument order.
         merge: For merges, how inputs combine: `"sum"`, `"average"`,
             `"product"` or `"concat"`; `""` otherwise.
@@ -118,7 +119,7 @@ class LayerInfo:
     feeds_residual: bool = False
     recommended: tuple[str, ...] = ()
     same_kernel_as: tuple[str, ...] = ()
-    kind: str = "layer"
+    kind: str = ""
     inputs: tuple[str, ...] = ()
     merge: str = ""
     depthwise: bool = False
