@@ -670,3 +670,56 @@ def test_package_re_exports():
         "for_activation",
     ):
         assert getattr(keras_initdiag, name) is getattr(ki, name)
+
+
+# --- gain conventions (preserve=) --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "activation, expected",
+    [
+        # Closed forms: E[relu(z)^2] = 1/2; Var[relu(z)] = 1/2 - 1/(2 pi);
+        # E[z^2] = Var[z] = 1 for the identity.
+        ("relu", ("second_moment", math.sqrt(2.0))),
+        ("relu", ("variance", 1.0 / math.sqrt(0.5 - 0.5 / math.pi))),
+        ("linear", ("second_moment", 1.0)),
+        ("linear", ("variance", 1.0)),
+    ],
+)
+def test_gain_conventions_match_closed_forms(activation, expected):
+    preserve, value = expected
+    got = keras_initdiag.gain(activation, preserve=preserve)
+    assert got == pytest.approx(value, abs=1e-6)
+
+
+def test_nf_resnet_gains_to_six_digits():
+    # Brock et al. (2021) list 1.7139 and 1.5848 (Monte Carlo); the exact
+    # values from quadrature:
+    assert keras_initdiag.gain("relu", preserve="variance") == pytest.approx(
+        1.712859, abs=5e-7
+    )
+    assert keras_initdiag.gain("tanh", preserve="variance") == pytest.approx(
+        1.592537, abs=5e-7
+    )
+
+
+def test_default_gain_convention_is_unchanged():
+    assert keras_initdiag.gain("relu") == pytest.approx(math.sqrt(2.0))
+    assert keras_initdiag.gain("tanh") == 1.0
+    # "second_moment" differs for squashing activations (Xavier assumes 1).
+    assert keras_initdiag.gain("tanh", preserve="second_moment") > 1.5
+
+
+def test_gaussian_moments_closed_forms():
+    first, second, fourth = ki.gaussian_moments("relu", 0.0, 4.0)
+    assert first == pytest.approx(2.0 / math.sqrt(2.0 * math.pi), rel=1e-6)
+    assert second == pytest.approx(2.0, rel=1e-6)
+    assert fourth == pytest.approx(0.5 * 3 * 16.0, rel=1e-3)  # kink: ~1e-4
+    mean, second, _ = ki.gaussian_moments("linear", 1.5, 0.25)
+    assert (mean, second) == (pytest.approx(1.5), pytest.approx(1.5**2 + 0.25))
+
+
+@pytest.mark.parametrize("preserve", ["mean", "", 2])
+def test_bad_preserve(preserve):
+    with pytest.raises(ValueError, match=r"`preserve` must be one of"):
+        keras_initdiag.gain("relu", preserve=preserve)

@@ -23,6 +23,7 @@ checks, seeding, registration). Import the names from here.
 from .activations import activation_name as activation_name
 from .activations import for_activation as for_activation
 from .activations import gain as gain
+from .activations import gaussian_moments as gaussian_moments
 from .activations import recommended_families as recommended_families
 from .families import SMALL_STDDEV as SMALL_STDDEV
 from .families import initializer_family as initializer_family
