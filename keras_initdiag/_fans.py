@@ -140,3 +140,45 @@ def forward_fans(
     raise ValueError(
         f"Argument `layout` must be one of {list(LAYOUTS)}. Received: layout={layout!r}"
     )
+
+
+def valid_taps(
+    length: int, kernel: int, stride: int = 1, dilation: int = 1, padding: str = "valid"
+) -> float:
+    """Mean number of a kernel's taps that land inside the input, per output.
+
+    With `"valid"` padding every tap of every output lands inside (the mean
+    is `kernel`). With `"same"` (TensorFlow's split: the extra padded
+    position goes after) or `"causal"` padding, the outputs near a border
+    sum over fewer inputs: a 3-tap kernel over 8 positions averages 2.75.
+    The effective fan-in of a convolution is this mean over its spatial axes,
+    times its input channels.
+
+    Args:
+        length: Input length along the axis.
+        kernel: Kernel size along the axis.
+        stride: Stride. Defaults to `1`.
+        dilation: Dilation rate. Defaults to `1`.
+        padding: `"valid"`, `"same"` or `"causal"`. Defaults to `"valid"`.
+
+    Returns:
+        The mean count, a float in `[1, kernel]`.
+
+    Example:
+    >>> valid_taps(8, 3, padding="same")
+    2.75
+    """
+    padding = padding.lower()
+    span = (kernel - 1) * dilation + 1
+    if padding == "valid":
+        return float(kernel)
+    if padding == "causal":
+        outputs, before = -(-length // stride), span - 1
+    else:
+        outputs = -(-length // stride)
+        before = max((outputs - 1) * stride + span - length, 0) // 2
+    total = 0
+    for o in range(outputs):
+        start = o * stride - before
+        total += sum(0 <= start + t * dilation < length for t in range(kernel))
+    return total / max(outputs, 1)

@@ -24,9 +24,10 @@ from collections.abc import Sequence
 
 import keras
 
+from keras_initdiag import initializers
 from keras_initdiag.diagnostics import graph as graph_lib
 from keras_initdiag.diagnostics import probe as probe_lib
-from keras_initdiag.diagnostics import rules, signal
+from keras_initdiag.diagnostics import rules, signal, theory
 from keras_initdiag.diagnostics.batches import as_batch, check_fits, restructure
 from keras_initdiag.diagnostics.loss import ProbeLoss
 from keras_initdiag.diagnostics.report import STAT_NAMES, DiagnosticReport
@@ -87,6 +88,7 @@ class Diagnoser:
         )
         self.state = model_state(model)
         self.last_histograms: dict = {}
+        self._moments = ActivationMoments(self.tapset)
 
     @property
     def model(self) -> keras.Model:
@@ -185,6 +187,13 @@ class Diagnoser:
         gains = signal.activation_gains(report)
         for name in names:
             report.stats[name]["activation_gain"] = gains.get(name, math.nan)
+        extras = {name: {k: values[name][k] for k in _EXTRAS} for name in names}
+        predicted = theory.predict(
+            report, extras, self._moments, training=self.probe.training
+        )
+        for name, (variance, spread) in predicted.items():
+            report.stats[name]["predicted_activation_variance"] = variance
+            report.stats[name]["predicted_log_spread"] = spread
         return report
 
     def _checked_call(self, x, y, xs, ys, full):
@@ -224,6 +233,63 @@ class Diagnoser:
         except Exception as error:  # noqa: BLE001 - any failure is the batch's.
             return error
         return None
+
+
+#: Device values the theory uses besides the public statistics.
+_EXTRAS = ("bias_second_moment", "scale_second_moment")
+
+
+class ActivationMoments:
+    """Gaussian moments of each node's element-wise activation, cached.
+
+    The theory's `Moments` callable: for a node and a Gaussian input, the
+    first, second and fourth moments of its activation's output, by
+    quadrature on 2001 points (`initializers.gaussian_moments`). A ReLU,
+    LeakyReLU, ELU or Activation layer is its own activation; a linear layer
+    has the activation it fuses. Non-element-wise activations (softmax) have
+    none.
+    """
+
+    _NOT_ELEMENTWISE = ("softmax", "log_softmax", "sparsemax", "glu")
+
+    def __init__(self, tapset: TapSet):
+        self._functions = {}
+        for tap in tapset.taps:
+            function = _activation_function(tap)
+            if function is not None:
+                self._functions[tap.name] = function
+        self._cache: dict = {}
+
+    def __call__(self, name: str, mean: float, variance: float):
+        """`(E[phi], E[phi^2], E[phi^4])`, or None without an activation."""
+        function = self._functions.get(name)
+        if function is None:
+            return None
+        key = (name, float(f"{mean:.6g}"), float(f"{variance:.6g}"))
+        if key not in self._cache:
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            try:
+                self._cache[key] = initializers.gaussian_moments(
+                    function, mean, variance, points=2001
+                )
+            except ValueError:
+                self._cache[key] = None
+        return self._cache[key]
+
+
+def _activation_function(tap):
+    """The element-wise function a tap's layer applies last, or None."""
+    layer = tap.layer
+    if layer is None or tap.info.activation in ActivationMoments._NOT_ELEMENTWISE:
+        return None
+    if tap.info.propagation == "activation":
+        return layer  # ReLU(max_value=...), LeakyReLU(...): the layer itself.
+    if tap.info.propagation == "linear":
+        activation = getattr(layer, "activation", None)
+        name = tap.info.activation
+        return None if activation is None or name in ("", "linear") else activation
+    return None
 
 
 def _larger(a: float, b: float) -> float:

@@ -88,7 +88,7 @@ class Probe:
             [
                 w
                 for tap in tapset.taps
-                for w in [tap.main_weight, *tap.weights]
+                for w in [tap.main_weight, *tap.weights, tap.bias, tap.scale]
                 if w is not None
             ]
         )

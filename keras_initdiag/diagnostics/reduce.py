@@ -26,7 +26,9 @@ from keras_initdiag.diagnostics.taps import Tap
 #: into statistics or layer facts: `kernel_signature` (a projection that
 #: identical kernels share), `size` (output elements per sample), and the
 #: fractions of units duplicating another by their incoming weights and by
-#: their outputs (the public `duplicate_unit_fraction` is the larger one).
+#: their outputs (the public `duplicate_unit_fraction` is the larger one),
+#: and the mean squares of the bias and scale each layer applies last (for
+#: the theory's predictions).
 DEVICE_FIELDS: tuple[str, ...] = (
     "activation_mean",
     "activation_variance",
@@ -44,6 +46,8 @@ DEVICE_FIELDS: tuple[str, ...] = (
     "nonfinite_gradients",
     "kernel_signature",
     "size",
+    "bias_second_moment",
+    "scale_second_moment",
 )
 _NAN = float("nan")
 
@@ -252,6 +256,23 @@ def weight_stats(table: Table, taps: list[Tap], variables, values, grads, full):
     if kernels:
         picked = tf.gather(gradients.squares, [p for _, p in kernels])
         table.put("kernel_gradient_norm", [t for t, _ in kernels], tf.sqrt(picked))
+
+
+def _mean_squares(table, taps, index, weights: _Reduced, variables) -> None:
+    """Mean square of each tap's bias and scale, from the group sums."""
+    for field, attr in (
+        ("bias_second_moment", "bias"),
+        ("scale_second_moment", "scale"),
+    ):
+        found = [
+            (t, weights.position[index[id(getattr(tap, attr))]], getattr(tap, attr))
+            for t, tap in enumerate(taps)
+            if getattr(tap, attr) is not None and id(getattr(tap, attr)) in index
+        ]
+        if found:
+            sizes = tf.constant([float(max(np.prod(v.shape), 1)) for _, _, v in found])
+            picked = tf.gather(weights.squares, [p for _, p, _ in found])
+            table.put(field, [t for t, _, _ in found], picked / sizes)
 
 
 def _main_weight_stats(table, taps, tap_indices, rows, key, full) -> None:

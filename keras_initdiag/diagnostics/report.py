@@ -26,6 +26,8 @@ STAT_NAMES: tuple[str, ...] = (
     "nonfinite_activations",
     "nonfinite_weights",
     "nonfinite_gradients",
+    "predicted_activation_variance",
+    "predicted_log_spread",
 )
 
 
@@ -102,11 +104,19 @@ class LayerInfo:
             `"product"` or `"concat"`; `""` otherwise.
         depthwise: Whether the main weight is a depthwise kernel.
         fan_in: How many inputs each output sums over (forward fan-in of the
-            main weight), 0 without one.
+            main weight, averaged over the outputs: a padded convolution's
+            border outputs sum over fewer), 0 without one.
         fan_out: How many outputs each input reaches, 0 without a weight.
         shared_with: For a later call of a shared layer, the name of the
             first call's node (which carries the weight statistics).
         size: Elements of the output per sample (0 when unknown).
+        units: Width of the output's last axis (0 when unknown).
+        propagation: How signal-propagation theory passes the node:
+            `"linear"`, `"activation"`, `"batch_norm"`, `"layer_norm"`,
+            `"rms_norm"`, `"dropout"`, `"embedding"`, `"identity"`,
+            `"input"`, `"merge"`, or `""` where no theory applies.
+        epsilon: A normalization layer's epsilon (0 otherwise).
+        rate: A dropout layer's rate (0 otherwise).
     """
 
     name: str
@@ -123,10 +133,14 @@ class LayerInfo:
     inputs: tuple[str, ...] = ()
     merge: str = ""
     depthwise: bool = False
-    fan_in: int = 0
+    fan_in: float = 0
     fan_out: int = 0
     shared_with: str = ""
     size: float = 0.0
+    units: int = 0
+    propagation: str = ""
+    epsilon: float = 0.0
+    rate: float = 0.0
 
 
 @dataclasses.dataclass

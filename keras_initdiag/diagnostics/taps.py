@@ -17,6 +17,7 @@ import keras
 
 from keras_initdiag import _fans, initializers
 from keras_initdiag.diagnostics import graph as graph_lib
+from keras_initdiag.diagnostics import layer_facts
 from keras_initdiag.diagnostics.report import LayerInfo
 
 #: Layers whose kernels were set from data (by `lsuv`): their declared
@@ -108,12 +109,16 @@ class Tap:
         weight: Its layer's main weight (first call of a layer only), or None.
         output_index: Index of its output in the view's `taps`, or None
             when the output is not measured (weight statistics only).
+        bias: The variable its layer adds last (bias, beta), or None.
+        scale: The variable its layer multiplies last (gamma), or None.
     """
 
     node: graph_lib.Node
     info: LayerInfo
     weight: WeightSpec | None
     output_index: int | None
+    bias: object = None
+    scale: object = None
 
     @property
     def name(self) -> str:
@@ -258,6 +263,8 @@ def _info(graph, index: int, first: dict, outputs: set, inputs, readers) -> tupl
     spec = weight_spec(layer) if node.first_call else None
     activation = activation_of(layer)
     fan_in, fan_out = spec.fans if spec is not None else (0, 0)
+    source = graph.nodes[node.inputs[0]].tensor if node.inputs else None
+    fan_in = layer_facts.effective_fan_in(layer, fan_in, source)
     base = node.name.split("@")[0].split("#")[0]
     info = LayerInfo(
         name=node.name,
@@ -269,7 +276,7 @@ def _info(graph, index: int, first: dict, outputs: set, inputs, readers) -> tupl
         initializer=_family(layer, spec),
         weight_shape=tuple(int(d) for d in spec.variable.shape) if spec else (),
         depthwise=spec is not None and spec.layout == "depthwise",
-        fan_in=int(fan_in),
+        fan_in=float(fan_in),
         fan_out=int(fan_out),
         is_output=index in outputs,
         tapped_output=node.tensor is not None,
@@ -277,6 +284,10 @@ def _info(graph, index: int, first: dict, outputs: set, inputs, readers) -> tupl
         shared_with="" if node.first_call else first.get(id(node.op), base),
         recommended=_recommended(layer, activation),
         size=_size(node.tensor),
+        units=layer_facts.units(node.tensor),
+        propagation=layer_facts.propagation(node.op, node.kind),
+        epsilon=layer_facts.epsilon(layer),
+        rate=layer_facts.rate(layer),
     )
     return info, spec
 
@@ -320,7 +331,10 @@ def build_taps(
         if node.tensor is None and spec is None and "floating point" in node.note:
             # Token ids, a mask: nothing to measure, nothing to report.
             continue
-        taps.append(Tap(node, info, spec, position.get(index)))
+        # The bias and scale of a shared layer belong to its first call.
+        owner = node.layer if node.first_call else None
+        bias, scale = layer_facts.bias_and_scale(owner)
+        taps.append(Tap(node, info, spec, position.get(index), bias, scale))
     wanted = {tap.name for tap in taps}
     skipped = [(name, why) for name, why in graph.skipped if name in wanted]
     return TapSet(graph, taps, skipped)

@@ -158,7 +158,9 @@ def _evaluate(activation, points: np.ndarray) -> np.ndarray:
     return values
 
 
-def gaussian_moments(activation, mean: float = 0.0, variance: float = 1.0):
+def gaussian_moments(
+    activation, mean: float = 0.0, variance: float = 1.0, points: int = _GRID
+):
     """`(E[phi(z)], E[phi(z)^2], E[phi(z)^4])` for `z ~ N(mean, variance)`.
 
     Composite Simpson quadrature on a fine grid (`_GRID` points over
@@ -172,6 +174,8 @@ def gaussian_moments(activation, mean: float = 0.0, variance: float = 1.0):
         activation: A Keras activation name, function or callable.
         mean: Mean of the Gaussian input. Defaults to `0.0`.
         variance: Variance of the Gaussian input (>= 0). Defaults to `1.0`.
+        points: Points of the grid (odd). Defaults to 20001; 2001 is still
+            accurate to about 1e-5 (the theory's predictions use that).
 
     Returns:
         The first, second and fourth moments of `phi(z)`.
@@ -181,7 +185,7 @@ def gaussian_moments(activation, mean: float = 0.0, variance: float = 1.0):
     keras_initdiag.initializers.gaussian_moments("relu")  # (0.399, 0.5, 1.5)
     ```
     """
-    nodes, weights = _simpson_normal()
+    nodes, weights = _simpson_normal(points)
     values = _evaluate(activation, mean + math.sqrt(max(variance, 0.0)) * nodes)
     squared = values * values
     return (
@@ -192,7 +196,7 @@ def gaussian_moments(activation, mean: float = 0.0, variance: float = 1.0):
 
 
 def _second_moment(activation) -> float:
-    """`E[phi(z)**2]`, `z ~ N(0, 1)`, by Gauss-Hermite quadrature."""
+    """`E[phi(z)**2]`, `z ~ N(0, 1)`, by quadrature (`gaussian_moments`)."""
     moment = gaussian_moments(activation)[1]
     if not math.isfinite(moment) or moment <= 1e-12:
         raise ValueError(
@@ -204,7 +208,7 @@ def _second_moment(activation) -> float:
 
 
 def _variance(activation) -> float:
-    """`Var[phi(z)]`, `z ~ N(0, 1)`, by Gauss-Hermite quadrature."""
+    """`Var[phi(z)]`, `z ~ N(0, 1)`, by quadrature (`gaussian_moments`)."""
     first, second, _ = gaussian_moments(activation)
     variance = second - first * first
     if not math.isfinite(variance) or variance <= 1e-12:
@@ -216,12 +220,13 @@ def _variance(activation) -> float:
     return variance
 
 
-@functools.lru_cache(maxsize=1)
-def _simpson_normal() -> tuple[np.ndarray, np.ndarray]:
+@functools.lru_cache(maxsize=4)
+def _simpson_normal(points: int) -> tuple[np.ndarray, np.ndarray]:
     """Nodes over [-10, 10] and Simpson weights times the normal density."""
-    nodes = np.linspace(-10.0, 10.0, _GRID)
+    points = points + 1 - points % 2  # odd
+    nodes = np.linspace(-10.0, 10.0, points)
     step = nodes[1] - nodes[0]
-    simpson = np.ones(_GRID)
+    simpson = np.ones(points)
     simpson[1:-1:2], simpson[2:-1:2] = 4.0, 2.0
     density = np.exp(-0.5 * nodes * nodes) / math.sqrt(2.0 * math.pi)
     return nodes, simpson * step / 3.0 * density
@@ -242,7 +247,7 @@ def gain(activation, preserve: str | None = None) -> float:
     - Squashing (tanh, sigmoid, ...), `selu`, `linear`, `softmax`: `1.0`;
       these are used with Xavier (squashing) or LeCun (SELU) as they are.
     - Anything else, custom callables included: `1 / sqrt(E[phi(z)**2])`,
-      `z ~ N(0, 1)`, measured by Gauss-Hermite quadrature, so a fan_in
+      `z ~ N(0, 1)`, measured by quadrature (`gaussian_moments`), so a fan_in
       initializer with this gain keeps `E[y**2]` of the next layer at 1.
 
     With `preserve`, an exact convention for any activation, computed by the

@@ -1,0 +1,147 @@
+"""Facts about one layer call that signal-propagation theory needs.
+
+How the theory carries a node's second moment through it (`propagation`), a
+convolution's effective fan-in (its border outputs sum over fewer inputs),
+a normalization layer's epsilon, a dropout layer's rate, and the bias and
+scale variables whose second moments enter the prediction. Read once per
+model, from the layer's configuration and static shapes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+
+from keras_initdiag import _fans
+
+_L = keras.layers
+#: How the theory passes a node, by layer class (see `theory.py`).
+_PROPAGATION: tuple[tuple[tuple, str], ...] = (
+    ((_L.BatchNormalization,), "batch_norm"),
+    ((_L.LayerNormalization, _L.GroupNormalization), "layer_norm"),
+    (
+        tuple(getattr(_L, name) for name in ("RMSNormalization",) if hasattr(_L, name)),
+        "rms_norm",
+    ),
+    (
+        (_L.Dropout, _L.SpatialDropout1D, _L.SpatialDropout2D, _L.SpatialDropout3D),
+        "dropout",
+    ),
+    ((_L.GaussianDropout,), "dropout"),
+    ((_L.Embedding,), "embedding"),
+    ((_L.Activation, _L.ReLU, _L.LeakyReLU, _L.ELU), "activation"),
+    (
+        (
+            _L.Dense,
+            _L.EinsumDense,
+            _L.Conv1D,
+            _L.Conv2D,
+            _L.Conv3D,
+            _L.DepthwiseConv1D,
+            _L.DepthwiseConv2D,
+            _L.Conv1DTranspose,
+            _L.Conv2DTranspose,
+            _L.Conv3DTranspose,
+        ),
+        "linear",
+    ),
+    (
+        (_L.Flatten, _L.Reshape, _L.Permute, _L.Identity, _L.InputLayer),
+        "identity",
+    ),
+)
+_CONVOLUTIONS = (
+    _L.Conv1D,
+    _L.Conv2D,
+    _L.Conv3D,
+    _L.DepthwiseConv1D,
+    _L.DepthwiseConv2D,
+)
+
+
+def propagation(op, kind: str) -> str:
+    """How the theory passes this node (`""`: no theory applies).
+
+    Merges and inputs are passed by their kind; layers by their class:
+    `"linear"` (a weighted linear map, then its activation), `"activation"`,
+    `"batch_norm"`, `"layer_norm"`, `"rms_norm"`, `"dropout"`,
+    `"embedding"`, `"identity"`.
+    """
+    if kind in ("input", "merge"):
+        return kind
+    for classes, name in _PROPAGATION:
+        if classes and isinstance(op, classes):
+            if name == "activation" and _is_softmax(op):
+                return ""
+            return name
+    return ""
+
+
+def _is_softmax(layer) -> bool:
+    activation = getattr(layer, "activation", None)
+    return getattr(activation, "__name__", "") in ("softmax", "log_softmax")
+
+
+def effective_fan_in(layer, fan_in: float, input_tensor) -> float:
+    """A convolution's fan-in averaged over its outputs, borders included.
+
+    Args:
+        layer: The layer.
+        fan_in: Its nominal forward fan-in (`_fans.forward_fans`).
+        input_tensor: Its symbolic input (for the spatial lengths).
+
+    Returns:
+        `fan_in` scaled by the mean fraction of kernel taps that land inside
+        the input along each spatial axis; `fan_in` for other layers or
+        unknown lengths.
+    """
+    if not isinstance(layer, _CONVOLUTIONS) or input_tensor is None:
+        return float(fan_in)
+    shape = tuple(input_tensor.shape)
+    channels_first = getattr(layer, "data_format", "") == "channels_first"
+    spatial = shape[2:] if channels_first else shape[1:-1]
+    kernel = tuple(layer.kernel_size)
+    if len(spatial) != len(kernel) or None in spatial:
+        return float(fan_in)
+    strides = tuple(layer.strides)
+    dilation = tuple(getattr(layer, "dilation_rate", (1,) * len(kernel)))
+    factor = 1.0
+    for length, k, s, d in zip(spatial, kernel, strides, dilation):
+        factor *= _fans.valid_taps(length, k, s, d, layer.padding) / k
+    return float(fan_in) * factor
+
+
+def units(tensor) -> int:
+    """Width of the last axis (the units), 0 when unknown."""
+    if tensor is None or not tensor.shape or tensor.shape[-1] is None:
+        return 0
+    return int(tensor.shape[-1])
+
+
+def epsilon(layer) -> float:
+    """A normalization layer's epsilon (0 for other layers)."""
+    value = getattr(layer, "epsilon", 0.0)
+    return float(value) if isinstance(value, (int, float)) else 0.0
+
+
+def rate(layer) -> float:
+    """A dropout layer's rate (0 for other layers)."""
+    value = getattr(layer, "rate", 0.0)
+    if isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value < 1:
+        return float(value)
+    return 0.0
+
+
+def bias_and_scale(layer) -> tuple:
+    """The variables added (bias, beta) and multiplied (gamma, scale) last."""
+    if layer is None or isinstance(layer, keras.Model):
+        return None, None
+    bias = getattr(layer, "bias", None)
+    if bias is None:
+        bias = getattr(layer, "beta", None)
+    scale = getattr(layer, "gamma", None)
+    if scale is None:
+        scale = getattr(layer, "scale", None)
+    variables = [v if isinstance(v, keras.Variable) else None for v in (bias, scale)]
+    return tuple(variables)
