@@ -37,6 +37,7 @@ from keras_initdiag.callbacks.actor import (
 from keras_initdiag.callbacks.history import History
 from keras_initdiag.callbacks.schedule import Schedule
 from keras_initdiag.callbacks.sink import Sink
+from keras_initdiag.callbacks.updates import UpdateTracker
 from keras_initdiag.diagnostics import rules
 from keras_initdiag.diagnostics.batches import probe_inputs, split_probe_data
 from keras_initdiag.diagnostics.engine import Diagnoser, ProbeInputError
@@ -103,6 +104,12 @@ class InitDiagnostics(keras.callbacks.Callback):
         flags: The first and the latest flag of each kind and layer.
         batch_gradient_norms: `(step, {layer: norm})` of the latest 10,000
             recorded batches, with `batch_gradients=True`.
+        update_ratios: `{layer: ratio}`, each layer's update per step over its
+            weights during the first training steps (`||W_new - W_old|| /
+            ||W_old||`, median of the first 3 steps, from the weights the
+            optimizer actually wrote), once measured; also written as
+            `update_ratio/<layer>`. "update_ratio" flags a layer far from
+            what training needs (`Thresholds.update_ratio_low` / `_high`).
 
     Example:
     >>> callback = keras_initdiag.InitDiagnostics(
@@ -174,6 +181,8 @@ class InitDiagnostics(keras.callbacks.Callback):
         self._bound = None  # weakref to the model the state below belongs to
         self._inputs = None
         self._recorder: GradientRecorder | None = None
+        self._updates: UpdateTracker | None = None
+        self.update_ratios: dict[str, float] = {}
         self._failure_warned = False
 
     @property
@@ -208,6 +217,9 @@ class InitDiagnostics(keras.callbacks.Callback):
         self._bind()
         self.schedule.begin_fit()
         self._diagnose(first=True)
+        if not self.update_ratios and getattr(self.model, "optimizer", None):
+            self._updates = UpdateTracker(self._diagnoser.tapset.taps)
+            self._updates.start(self._step())
         if self.batch_gradients:
             self._start_recorder()
 
@@ -215,6 +227,8 @@ class InitDiagnostics(keras.callbacks.Callback):
         """Collect the steps' gradient norms; diagnose on an int schedule."""
         if self._recorder is not None:
             self._collect_norms()
+        if self._updates is not None and self._updates.active:
+            self._measure_updates()
         if self._diagnoser is not None and self.schedule.due_at_batch(self._step()):
             self._diagnose()
 
@@ -241,6 +255,8 @@ class InitDiagnostics(keras.callbacks.Callback):
         are flushed at every diagnosis and epoch, and the next `fit` or the
         interpreter's exit closes what is left.
         """
+        if self._updates is not None:
+            self._updates.stop()
         recorder, self._recorder = self._recorder, None
         if recorder is not None:
             recorder.detach()
@@ -293,6 +309,8 @@ class InitDiagnostics(keras.callbacks.Callback):
             self._recorder.detach()
             self._recorder = None
         self._bound = weakref.ref(model)
+        self._updates = None
+        self.update_ratios = {}
         self._diagnoser = None
         self._inputs = None
         self.schedule.reset()
@@ -362,6 +380,31 @@ class InitDiagnostics(keras.callbacks.Callback):
                 InitDiagnosticsWarning,
                 stacklevel=3,
             )
+
+    # -- the first updates ---------------------------------------------------
+
+    def _measure_updates(self):
+        step = self._step()
+        try:
+            ratios = self._updates.after_batch(step)
+        except Exception as error:  # noqa: BLE001 - never break the user's fit.
+            self._updates.stop()
+            self._warn_failure(step, error)
+            return
+        if ratios is None:
+            return
+        self.update_ratios = ratios
+        if self.sink.writes(self.model):
+            self.sink.add_series([(step, ratios)], prefix="update_ratio")
+        flags = rules.update_ratio_flags(step, ratios, self.thresholds)
+        self.history.count(flags)
+        try:
+            stop = self.actor.act_on(flags)
+        except FlagError:
+            self._shutdown()
+            raise
+        if stop:
+            self.model.stop_training = True
 
     # -- per-step gradient norms ---------------------------------------------
 

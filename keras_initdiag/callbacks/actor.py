@@ -67,7 +67,10 @@ class Actor:
             FlagError: With `on_flag="raise"` and a non-advisory flag.
         """
         self._print(report)
-        flags = report.flags
+        return self.act_on(report.flags)
+
+    def act_on(self, flags: list[Flag]) -> bool:
+        """Warn about, stop for or raise on `flags` (see `act`)."""
         if self.on_flag == "ignore" or not flags:
             return False
         serious = [f for f in flags if f.kind not in ADVISORY]

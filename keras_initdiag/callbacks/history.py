@@ -58,8 +58,15 @@ class History:
         """Remember a report (and count its flags)."""
         if self._first is None:
             self._first = report
+        new = self.count(report.flags)
+        if new and len(self._flagged) < FLAGGED_REPORTS and report is not self._first:
+            self._flagged.append(report)
+        self._recent.append(report)
+
+    def count(self, flags: list[Flag]) -> bool:
+        """Count flags; whether any kind and layer is new."""
         new = False
-        for flag in report.flags:
+        for flag in flags:
             key = (flag.kind, flag.layer)
             if key in self.flag_counts:
                 counted = self.flag_counts[key]
@@ -67,9 +74,7 @@ class History:
             else:
                 self.flag_counts[key] = FlagCount(flag, flag)
                 new = True
-        if new and len(self._flagged) < FLAGGED_REPORTS and report is not self._first:
-            self._flagged.append(report)
-        self._recent.append(report)
+        return new
 
     @property
     def last(self) -> DiagnosticReport | None:

@@ -82,9 +82,9 @@ class Sink:
             self._draw(report)
             self.flush()
 
-    def add_series(self, records: list) -> None:
-        """Buffer per-step gradient norms `(step, {layer: norm})`."""
-        self._series.extend(records)
+    def add_series(self, records: list, prefix: str = TRAIN_GRADIENT_TAG) -> None:
+        """Buffer per-step values `(step, {layer: value})` as `<prefix>/<layer>`."""
+        self._series.extend((prefix, step, values) for step, values in records)
 
     def flush(self, wait: bool = False) -> None:
         """Write ready images and buffered norms, then flush the event file.
@@ -108,9 +108,10 @@ class Sink:
             self.writer.write_png(DEPTH_PROFILE_TAG, png, step)
             self.images += png is not None
         self._pending = still
-        if self._series:
-            self.writer.write_series(TRAIN_GRADIENT_TAG, self._series)
-            self._series = []
+        for prefix in dict.fromkeys(p for p, _, _ in self._series):
+            records = [(st, v) for p, st, v in self._series if p == prefix]
+            self.writer.write_series(prefix, records)
+        self._series = []
         self.writer.flush()
 
     def close(self) -> None:

@@ -163,6 +163,8 @@ class Diagnoser:
                     seen[key] = tap.name
             if math.isfinite(fields["size"]):
                 layer_info = dataclasses.replace(layer_info, size=fields["size"])
+            if tap.weights:
+                layer_info = dataclasses.replace(layer_info, trainable=True)
             info[tap.name] = layer_info
         names = [tap.name for tap in self.tapset.taps]
         stats = {
@@ -183,6 +185,7 @@ class Diagnoser:
             skipped=list(self.tapset.skipped),
             optimizer=optimizer_name(self.model),
             training=self.probe.training,
+            chance_loss=self._chance(info),
         )
         gains = signal.activation_gains(report)
         for name in names:
@@ -195,6 +198,13 @@ class Diagnoser:
             report.stats[name]["predicted_activation_variance"] = variance
             report.stats[name]["predicted_log_spread"] = spread
         return report
+
+    def _chance(self, info: dict) -> float:
+        """The chance-level loss of a single-output classifier, or NaN."""
+        outputs = [i for i in info.values() if i.is_output]
+        if self.probe.loss is None or len(outputs) != 1:
+            return math.nan
+        return self.probe.loss.chance(outputs[0].units)
 
     def _checked_call(self, x, y, xs, ys, full):
         """Run the probe; blame the batch only when the model rejects it.

@@ -11,6 +11,7 @@ model's own losses (regularizers, `add_loss`) are added, as `fit` would.
 from __future__ import annotations
 
 import inspect
+import math
 
 import keras
 import tensorflow as tf
@@ -31,6 +32,7 @@ class ProbeLoss:
     def __init__(self, model: keras.Model, loss=None):
         self.explicit = None if loss is None else _per_output(model, loss)
         self._output_names = _output_names(model)
+        self.spec = loss if loss is not None else getattr(model, "loss", None)
         self._training_arg = (
             "training" in inspect.signature(model.compute_loss).parameters
         )
@@ -44,6 +46,20 @@ class ProbeLoss:
         if getattr(model, "compiled", False) and getattr(model, "loss", None):
             return cls(model, None)
         return None
+
+    def chance(self, classes: int) -> float:
+        """The loss of predicting uniform class probabilities, or NaN.
+
+        `ln(classes)` for (sparse) categorical cross-entropy, `ln(2)` for
+        binary cross-entropy (per output unit); NaN for other losses and for
+        several outputs.
+        """
+        kind = _crossentropy_kind(self.spec)
+        if kind == "binary":
+            return math.log(2.0)
+        if kind == "categorical" and classes >= 2:
+            return math.log(classes)
+        return math.nan
 
     def key(self) -> str:
         """A description that is equal for equal losses (for caching)."""
@@ -82,6 +98,23 @@ class ProbeLoss:
     def explicit_keys(self):
         """Per-output descriptions of an explicit loss."""
         return [_describe(fn) for fn in (self.explicit or {}).values()]
+
+
+def _crossentropy_kind(spec) -> str:
+    """`"categorical"`, `"binary"` or `""` for a single loss specification."""
+    if isinstance(spec, (list, tuple, dict)):
+        values = list(spec.values()) if isinstance(spec, dict) else list(spec)
+        return _crossentropy_kind(values[0]) if len(values) == 1 else ""
+    name = spec if isinstance(spec, str) else type(spec).__name__
+    if isinstance(spec, str) or isinstance(spec, keras.losses.Loss):
+        name = name.lower().replace("_", "")
+    else:
+        name = getattr(spec, "__name__", "").lower().replace("_", "")
+    if "binarycrossentropy" in name or "binaryfocal" in name:
+        return "binary"
+    if "categoricalcrossentropy" in name or "categoricalfocal" in name:
+        return "categorical"
+    return ""
 
 
 def _describe(fn) -> str:

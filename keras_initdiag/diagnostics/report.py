@@ -117,6 +117,7 @@ class LayerInfo:
             `"input"`, `"merge"`, or `""` where no theory applies.
         epsilon: A normalization layer's epsilon (0 otherwise).
         rate: A dropout layer's rate (0 otherwise).
+        trainable: Whether its layer had trainable weights when measured.
     """
 
     name: str
@@ -141,6 +142,7 @@ class LayerInfo:
     propagation: str = ""
     epsilon: float = 0.0
     rate: float = 0.0
+    trainable: bool = False
 
 
 @dataclasses.dataclass
@@ -163,6 +165,8 @@ class DiagnosticReport:
             when the model is not compiled with one. Some rules depend on it.
         training: Whether the forward pass ran with training-mode semantics
             (batch statistics in normalization layers, dropout on).
+        chance_loss: The loss of uniform predictions (`ln(classes)` for a
+            classifier trained with cross-entropy), NaN when unknown.
 
     Example:
     >>> report = keras_initdiag.diagnose(model, x, y)
@@ -179,6 +183,7 @@ class DiagnosticReport:
     skipped: list = dataclasses.field(default_factory=list)
     optimizer: str = ""
     training: bool = True
+    chance_loss: float = math.nan
 
     def stat(self, name: str) -> list[float]:
         """Return one statistic for every layer, in forward order.

@@ -14,6 +14,14 @@ Example:
 from __future__ import annotations
 
 from keras_initdiag.diagnostics.report import DiagnosticReport, Flag
+from keras_initdiag.diagnostics.rules.checks import (
+    finite_width_flags,
+    initial_loss_flags,
+    no_gradient_flags,
+)
+from keras_initdiag.diagnostics.rules.checks import (
+    update_ratio_flags as update_ratio_flags,
+)
 from keras_initdiag.diagnostics.rules.common import branch_ends
 from keras_initdiag.diagnostics.rules.depth import depth_flags
 from keras_initdiag.diagnostics.rules.thresholds import Thresholds as Thresholds
@@ -34,9 +42,13 @@ FLAG_KINDS: tuple[str, ...] = (
     "nonfinite",
     "exploding",
     "vanishing",
+    "initial_loss",
+    "no_gradient",
     "symmetry",
     "dead",
     "saturation",
+    "finite_width",
+    "update_ratio",
     "identical_kernels",
     "init_mismatch",
 )
@@ -62,6 +74,9 @@ def judge(report: DiagnosticReport, thresholds: Thresholds | None = None) -> lis
     ends = branch_ends(report)
     flags = nonfinite_flags(report)
     flags += depth_flags(report, t)
+    flags += initial_loss_flags(report, t)
+    flags += no_gradient_flags(report)
+    flags += finite_width_flags(report, t)
     flags += dead_flags(report, t, ends)
     for layer in report.layers:
         flags += unit_flags(report, layer, t, ends)

@@ -47,6 +47,16 @@ class Thresholds:
             like the declared initializer's output: their variance within this
             factor of the initializer's (otherwise they were changed, e.g. by
             training or LSUV, and no advice is given). Defaults to `1.5`.
+        initial_loss: Flag "initial_loss" when a classifier's loss at step 0
+            is above this multiple of the chance level `ln(C)`. Defaults to
+            `10.0`.
+        finite_width: Flag "finite_width" when the predicted variance of the
+            log of the per-example scale (`predicted_log_spread ** 2`)
+            exceeds this. Defaults to `3.0`.
+        update_ratio_low: Flag "update_ratio" when a layer's first updates
+            are below this fraction of its weights per step. Defaults to
+            `1e-6`.
+        update_ratio_high: ... or above this fraction. Defaults to `1.0`.
 
     Example:
     >>> thresholds = keras_initdiag.Thresholds(vanishing=1e-4, dead=0.9)
@@ -62,6 +72,10 @@ class Thresholds:
     saturation: float = 0.5
     symmetry: float = 0.1
     mismatch_tolerance: float = 1.5
+    initial_loss: float = 10.0
+    finite_width: float = 3.0
+    update_ratio_low: float = 1e-6
+    update_ratio_high: float = 1.0
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -78,6 +92,18 @@ class Thresholds:
                     f"`{high}` above 1. Received: {low}={getattr(self, low)!r}, "
                     f"{high}={getattr(self, high)!r}"
                 )
+        if not self.update_ratio_low < self.update_ratio_high:
+            raise ValueError(
+                "Thresholds are inconsistent: `update_ratio_low` must be below "
+                f"`update_ratio_high`. Received: update_ratio_low="
+                f"{self.update_ratio_low!r}, update_ratio_high="
+                f"{self.update_ratio_high!r}"
+            )
+        if self.initial_loss <= 1:
+            raise ValueError(
+                "Argument `initial_loss` is a multiple of the chance level and "
+                f"must be > 1. Received: initial_loss={self.initial_loss!r}"
+            )
         if self.mismatch_tolerance < 1:
             raise ValueError(
                 "Argument `mismatch_tolerance` is a factor and must be >= 1. "

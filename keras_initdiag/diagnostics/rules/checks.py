@@ -1,0 +1,172 @@
+"""The sanity checks practitioners run by hand at the start of training.
+
+The initial loss against the chance level, layers that receive no gradient,
+the finite-width spread of deep narrow stacks, and the size of the first
+real updates against the weights.
+"""
+
+from __future__ import annotations
+
+import math
+
+from keras_initdiag.diagnostics.report import DiagnosticReport, Flag
+from keras_initdiag.diagnostics.rules.common import get, info
+from keras_initdiag.diagnostics.rules.thresholds import Thresholds
+
+
+def initial_loss_flags(report: DiagnosticReport, t: Thresholds) -> list[Flag]:
+    """A classifier whose step-0 loss is far above the chance level ln(C).
+
+    Uniform predictions cost `ln(C)`; an initialization whose logits are
+    large is confidently wrong on most samples and starts far above it.
+    """
+    chance, loss = report.chance_loss, report.loss
+    if report.step != 0 or not (math.isfinite(chance) and chance > 0):
+        return []
+    if not (math.isfinite(loss) and loss > t.initial_loss * chance):
+        return []
+    outputs = [name for name in report.layers if info(report, name).is_output]
+    layer = outputs[0] if outputs else report.layers[-1]
+    stats = report.stats.get(layer, {})
+    rms = math.sqrt(
+        max(get(report, layer, "activation_variance"), 0.0)
+        + get(report, layer, "activation_mean") ** 2
+    )
+    scale = f" (its outputs have RMS {rms:.3g})" if math.isfinite(rms) and stats else ""
+    return [
+        Flag(
+            "initial_loss",
+            layer,
+            report.step,
+            loss,
+            t.initial_loss * chance,
+            f"The loss at step 0 is {loss:.3g}, {loss / chance:.3g}x the chance "
+            f"level ln(C) = {chance:.3g} of uniform predictions: the network "
+            f"starts confidently wrong. The output layer {layer!r}{scale} is "
+            "initialized too large: scale its kernel down (e.g. Xavier, or "
+            "zeros for the last layer) so that the first logits are small.",
+        )
+    ]
+
+
+def no_gradient_flags(report: DiagnosticReport) -> list[Flag]:
+    """Layers with trainable weights that receive no gradient at all.
+
+    A gradient that does not exist (the loss does not depend on the layer:
+    a path cut by `stop_gradient`, an integer cast, `argmax` or `round`)
+    differs from one that is exactly zero by design (a zero-initialized
+    layer downstream) or because units are dead: those have a gradient,
+    its value is zero.
+    """
+    if not math.isfinite(report.loss):
+        return []
+    connected = [
+        n for n in report.layers if math.isfinite(get(report, n, "gradient_norm"))
+    ]
+    if not connected:
+        return []  # No gradient anywhere: no loss to follow.
+    flags = []
+    for name in report.layers:
+        facts = info(report, name)
+        if facts.trainable and not math.isfinite(get(report, name, "gradient_norm")):
+            flags.append(
+                Flag(
+                    "no_gradient",
+                    name,
+                    report.step,
+                    math.nan,
+                    0.0,
+                    f"Layer {name!r} has trainable weights but receives no "
+                    "gradient: the loss does not depend on it (a path cut by "
+                    "stop_gradient, an integer cast, argmax or round, or an "
+                    "output the loss leaves out). It will never train; "
+                    "reconnect it or freeze it (`trainable = False`).",
+                )
+            )
+    return flags
+
+
+def finite_width_flags(report: DiagnosticReport, t: Thresholds) -> list[Flag]:
+    """A deep and narrow stack whose per-example scale fluctuates too much.
+
+    Hanin & Rolnick (2018): through a ReLU stack of widths `n_l`, `log` of
+    each example's `||z||^2` drifts by a random amount of variance about
+    `5 * sum(1 / n_l)`, even when the mean is right. When that variance is
+    large, examples reach the output at wildly different scales.
+    """
+    worst, value = None, 0.0
+    for name in report.layers:
+        spread = get(report, name, "predicted_log_spread")
+        if math.isfinite(spread) and spread * spread > value:
+            worst, value = name, spread * spread
+    if worst is None or value <= t.finite_width:
+        return []
+    return [
+        Flag(
+            "finite_width",
+            worst,
+            report.step,
+            value,
+            t.finite_width,
+            f"The network is deep for its width: at layer {worst!r} the log "
+            f"of each example's squared norm varies by {value:.3g} (a factor "
+            f"of e^{math.sqrt(value):.2g} up or down) from one example to the "
+            "next, even though the average scale is right (Hanin & Rolnick "
+            "2018: about 5 * sum(1 / width) through a ReLU stack). Widen the "
+            "layers (twice the width halves it), use fewer of them, or add "
+            "normalization or residual connections.",
+        )
+    ]
+
+
+def update_ratio_flags(
+    step: int, ratios: dict[str, float], t: Thresholds
+) -> list[Flag]:
+    """Layers whose first real updates are far from what training needs.
+
+    Args:
+        step: The step after which the ratios were measured.
+        ratios: Layer -> `||update|| / ||weights||` per step (the median of
+            the first steps), from the weights the optimizer actually wrote.
+        t: The thresholds.
+
+    Returns:
+        An "update_ratio" flag per layer below `t.update_ratio_low` (nearly
+        frozen) or above `t.update_ratio_high` (unstable).
+    """
+    flags = []
+    for name, ratio in ratios.items():
+        if not math.isfinite(ratio):
+            continue
+        if ratio < t.update_ratio_low:
+            limit, what = (
+                t.update_ratio_low,
+                (
+                    "hardly moves: at this rate it needs millions of steps to "
+                    "change. Raise its learning rate (or check a per-layer "
+                    "scale or optimizer setting)"
+                ),
+            )
+        elif ratio > t.update_ratio_high:
+            limit, what = (
+                t.update_ratio_high,
+                (
+                    "changes by more than its own size in one step: training is "
+                    "unstable. Lower the learning rate or clip gradients"
+                ),
+            )
+        else:
+            continue
+        flags.append(
+            Flag(
+                "update_ratio",
+                name,
+                step,
+                ratio,
+                limit,
+                f"Layer {name!r}: each update is {ratio:.3g}x its weights "
+                f"(log10 {math.log10(ratio):.2g}; a common rule of thumb puts it "
+                f"near -3). The layer {what}.",
+            )
+        )
+    return flags

@@ -1,0 +1,173 @@
+"""The start-of-training sanity checks, each both ways.
+
+initial_loss (a confidently wrong classifier), no_gradient (a layer the loss
+does not reach), finite_width (a deep narrow stack) and update_ratio (a layer
+whose first real updates hardly move it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+import keras_initdiag
+
+RNG = np.random.default_rng(0)
+
+
+def _kinds(report):
+    return {f.kind for f in report.flags}
+
+
+def _classifier(head_initializer):
+    return keras.Sequential(
+        [
+            keras.Input((20,)),
+            keras.layers.Dense(64, activation="relu", kernel_initializer="he_normal"),
+            keras.layers.Dense(10, kernel_initializer=head_initializer, name="logits"),
+        ]
+    )
+
+
+def test_initial_loss_flags_logits_of_standard_deviation_30():
+    x = RNG.standard_normal((256, 20)).astype("float32")
+    y = RNG.integers(0, 10, 256)
+    # He features have E[h^2] ~ 1 per unit over 64 units: N(0, s^2) head
+    # weights give logits of standard deviation ~ s * 8.
+    model = _classifier(keras.initializers.RandomNormal(stddev=30 / 8, seed=1))
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    report = keras_initdiag.diagnose(model, x, y, loss=loss)
+    assert np.std(np.asarray(model(x))) == pytest.approx(30, rel=0.2)
+    (flag,) = [f for f in report.flags if f.kind == "initial_loss"]
+    assert flag.layer == "logits" and flag.value == pytest.approx(report.loss)
+    assert report.chance_loss == pytest.approx(math.log(10))
+    assert "confidently wrong" in flag.message and "'logits'" in flag.message
+
+
+def test_initial_loss_is_quiet_at_the_chance_level():
+    x = RNG.standard_normal((256, 20)).astype("float32")
+    y = RNG.integers(0, 10, 256)
+    model = _classifier("zeros")
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    report = keras_initdiag.diagnose(model, x, y)
+    assert report.loss == pytest.approx(math.log(10), rel=1e-5)
+    assert "initial_loss" not in _kinds(report)
+
+
+def test_no_gradient_flags_a_branch_cut_by_stop_gradient():
+    inputs = keras.Input((6,))
+    cut = keras.layers.Dense(8, activation="relu", name="cut")(inputs)
+    kept = keras.layers.Dense(8, activation="relu", name="kept")(inputs)
+    merged = keras.layers.Concatenate()([keras.ops.stop_gradient(cut), kept])
+    model = keras.Model(inputs, keras.layers.Dense(1, name="head")(merged))
+    x = RNG.standard_normal((32, 6)).astype("float32")
+    y = RNG.standard_normal((32, 1)).astype("float32")
+    report = keras_initdiag.diagnose(model, x, y, loss="mse")
+    flags = [f for f in report.flags if f.kind == "no_gradient"]
+    assert [f.layer for f in flags] == ["cut"]
+    assert "stop_gradient" in flags[0].message
+
+
+def test_zero_gradients_by_design_or_from_dead_units_are_not_no_gradient():
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(
+                8, activation="relu", bias_initializer="ones", name="first"
+            ),
+            # Negative bias and zero kernel: every unit dead.
+            keras.layers.Dense(
+                8,
+                activation="relu",
+                kernel_initializer="zeros",
+                bias_initializer=keras.initializers.Constant(-1.0),
+                name="dead",
+            ),
+            keras.layers.Dense(1, kernel_initializer="zeros", name="head"),
+        ]
+    )
+    x = RNG.standard_normal((32, 6)).astype("float32")
+    y = RNG.standard_normal((32, 1)).astype("float32")
+    report = keras_initdiag.diagnose(model, x, y, loss="mse")
+    assert report.stats["first"]["gradient_norm"] == 0.0
+    assert "no_gradient" not in _kinds(report)
+    assert "dead" in _kinds(report)
+
+
+def test_finite_width_flags_a_deep_narrow_relu_stack_only():
+    def stack(depth, width):
+        return keras.Sequential(
+            [keras.Input((width,))]
+            + [
+                keras.layers.Dense(
+                    width, activation="relu", kernel_initializer="he_normal"
+                )
+                for _ in range(depth)
+            ]
+        )
+
+    narrow = keras_initdiag.diagnose(
+        stack(50, 16), RNG.standard_normal((64, 16)).astype("float32")
+    )
+    (flag,) = [f for f in narrow.flags if f.kind == "finite_width"]
+    assert flag.value == pytest.approx(5 * 50 / 16, rel=0.25)
+    assert "Hanin" in flag.message
+    wide = keras_initdiag.diagnose(
+        stack(20, 256), RNG.standard_normal((64, 256)).astype("float32")
+    )
+    assert "finite_width" not in _kinds(wide)
+
+
+class _Scaled(keras.layers.Dense):
+    """A Dense layer whose kernel is used times 1e-6: its own learning rate,
+    in effect, is 1e-12 times the optimizer's under SGD."""
+
+    def call(self, inputs):
+        return self.activation(keras.ops.matmul(inputs, self.kernel * 1e-6) + self.bias)
+
+
+def _fit_with_updates(model):
+    model.compile(keras.optimizers.SGD(0.05), "mse")
+    x = RNG.standard_normal((64, 8)).astype("float32")
+    y = RNG.standard_normal((64, 1)).astype("float32")
+    callback = keras_initdiag.InitDiagnostics(
+        log_dir=None, probe_data=(x[:16], y[:16]), verbose=0, on_flag="ignore"
+    )
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[callback])
+    return callback
+
+
+def test_update_ratio_flags_a_layer_that_hardly_moves():
+    model = keras.Sequential(
+        [
+            keras.Input((8,)),
+            # First, so no other layer sits behind its tiny effective kernel.
+            _Scaled(16, activation="relu", kernel_initializer="he_normal", name="slow"),
+            keras.layers.Dense(16, activation="relu", kernel_initializer="he_normal"),
+            keras.layers.Dense(1, name="head"),
+        ]
+    )
+    callback = _fit_with_updates(model)
+    flags = [f for f in callback.flags if f.kind == "update_ratio"]
+    assert [f.layer for f in flags] == ["slow"]
+    assert flags[0].value < 1e-6 and flags[0].step == 3
+    assert "hardly moves" in flags[0].message
+    others = [r for name, r in callback.update_ratios.items() if name != "slow"]
+    assert all(1e-5 < r < 1 for r in others), callback.update_ratios
+
+
+def test_update_ratio_is_quiet_on_a_healthy_run():
+    model = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(16, activation="relu", kernel_initializer="he_normal"),
+            keras.layers.Dense(1),
+        ]
+    )
+    callback = _fit_with_updates(model)
+    assert callback.update_ratios and not [
+        f for f in callback.flags if f.kind == "update_ratio"
+    ]
