@@ -386,3 +386,42 @@ def test_threshold_of_wrong_type(value):
     with pytest.raises(TypeError, match="dead") as info:
         Thresholds(dead=value)
     assert repr(value) in str(info.value)
+
+
+def test_the_culprit_layer_is_explained_with_its_kernel_variance():
+    # Glorot & Bengio's ReLU chain: Xavier kernels halve the variance.
+    fan, depth = 100, 30
+    info = {
+        f"d{i}": node(
+            f"d{i}",
+            [f"d{i - 1}" if i else "x"],
+            activation="relu",
+            initializer="xavier",
+            recommended=("he",),
+            fan_in=fan,
+            fan_out=fan,
+        )
+        for i in range(depth)
+    }
+    extra = {f"d{i}": {"weight_variance": 2.0 / (2 * fan)} for i in range(depth)}
+    report = chain([0.5 ** (i + 1) for i in range(depth)], extra=extra, info=info)
+    (flag,) = [f for f in judge(report) if f.kind == "vanishing"]
+    assert (
+        "halves the variance: its kernel variance is 0.01, Xavier's "
+        "2/(fan_in+fan_out), which suits tanh and sigmoid, not relu; He would "
+        "keep it at 1"
+    ) in flag.message
+
+
+def test_a_plain_normalized_stack_gets_the_residual_advice():
+    depth = 50
+    nodes = [node("x", kind="input")]
+    values = {"x": stats(1.0)}
+    for i in range(depth):
+        nodes.append(node(f"d{i}", [nodes[-1].name]))
+        values[f"d{i}"] = stats(1.0, 1.21 ** (2 * depth - 2 * i))
+        nodes.append(node(f"bn{i}", [f"d{i}"], kind="norm"))
+        values[f"bn{i}"] = stats(1.0, 1.21 ** (2 * depth - 2 * i - 1))
+    flags = judge(report_of(nodes, values))
+    (flag,) = [f for f in flags if f.kind == "exploding"]
+    assert "residual connections" in flag.message and "Yang" in flag.message

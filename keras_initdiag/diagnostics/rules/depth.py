@@ -109,7 +109,65 @@ def _units(report, chain: list[str], gains: dict, direction: str) -> list[tuple]
     return list(units.items())
 
 
-def _culprits(units: list[tuple], kind: str) -> str:
+#: Kernel variances the rule-of-thumb families draw, by forward fans.
+_FORMULAS = (
+    ("He", "2/fan_in", lambda fi, fo: 2.0 / fi),
+    ("LeCun", "1/fan_in", lambda fi, fo: 1.0 / fi),
+    ("Xavier", "2/(fan_in+fan_out)", lambda fi, fo: 2.0 / (fi + fo)),
+)
+
+
+#: What each family's variance suits (the rule table, read backwards).
+_SUITS = {
+    "he": "the ReLU family",
+    "xavier": "tanh and sigmoid",
+    "lecun": "SELU, tanh and sigmoid",
+}
+
+
+def _formula(variance: float, fan_in: float, fan_out: float) -> str:
+    """Which family's formula a kernel variance is, or `""`."""
+    if not (fan_in > 0 and fan_out > 0 and variance > 0):
+        return ""
+    for family, text, rule in _FORMULAS:
+        if abs(math.log(variance / rule(fan_in, fan_out))) < math.log(1.15):
+            return f"{family}'s {text}"
+    return ""
+
+
+def explain(report: DiagnosticReport, layer: str, gain: float) -> str:
+    """Why a layer with weights moves the scale, and what would keep it.
+
+    Its gain (with the parameter-free layers after it) scales with its
+    kernel variance, so `Var(W) / gain` keeps the signal steady; both are
+    named by the family formula they match (forward fans), e.g. "its kernel
+    variance 2/(fan_in+fan_out) suits tanh, not relu; He would keep it at 1".
+    """
+    facts = info(report, layer)
+    variance = get(report, layer, "weight_variance")
+    if not (math.isfinite(variance) and variance > 0 and gain > 0):
+        return ""
+    verb = "halves" if 0.4 < gain < 0.6 else "doubles" if 1.7 < gain < 2.3 else ""
+    effect = (
+        f"{layer!r} {verb} the variance"
+        if verb
+        else (f"{layer!r} multiplies the variance by {gain:.3g}")
+    )
+    have = _formula(variance, facts.fan_in, facts.fan_out)
+    text = f"{effect}: its kernel variance is {variance:.3g}" + (
+        f", {have}" if have else ""
+    )
+    if have and facts.activation and facts.recommended:
+        family = have.split("'")[0].lower()
+        if family not in facts.recommended:
+            text += f", which suits {_SUITS[family]}, not {facts.activation}"
+    steady = variance / gain
+    want = _formula(steady, facts.fan_in, facts.fan_out)
+    keep = want.split("'")[0] if want else f"a kernel variance of {steady:.3g}"
+    return text + f"; {keep} would keep it at 1"
+
+
+def _culprits(report, units: list[tuple], kind: str) -> str:
     """Name the layers that moved the scale most, with their gains."""
     wrong = [u for u in units if (u[1] < 1) == (kind == "vanishing") and u[1] != 1]
     if not wrong:
@@ -120,15 +178,51 @@ def _culprits(units: list[tuple], kind: str) -> str:
         # No layer stands out: the factor is spread over the chain.
         gains = [g for _, g in wrong]
         geometric = math.exp(sum(math.log(g) for g in gains) / len(gains))
+        why = explain(report, wrong[0][0], wrong[0][1])
         return (
             f"Each of the {len(wrong)} layers with weights on the way "
             f"(from {wrong[-1][0]!r} to {wrong[0][0]!r}) multiplies it by about "
             f"{geometric:.3g}x, between {min(gains):.3g}x and {max(gains):.3g}x "
             "(with the parameter-free layers that follow it)"
+            + (f". For instance {why}" if why else "")
         )
     named = ", ".join(f"{name!r} ({gain:.3g}x)" for name, gain in wrong[:3])
     more = f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""
-    return f"The layers that move it most: {named}{more}"
+    why = explain(report, wrong[0][0], wrong[0][1])
+    return f"The layers that move it most: {named}{more}" + (f". {why}" if why else "")
+
+
+def _backward_advice(report: DiagnosticReport, chain: list[str], kind: str) -> str:
+    """What to try when the gradient alone compounds along a chain."""
+    if any(info(report, n).kind == "norm" for n in chain):
+        return (
+            "in a plain stack of normalized layers the gradient grows about "
+            "sqrt(pi / (pi - 1)) = 1.21x per layer going backward (Yang et "
+            "al. 2019): add residual connections, or use fewer layers"
+        )
+    if kind == "exploding":
+        return (
+            "the layers amplify the gradient beyond what the forward signal "
+            "shows (a chaotic regime, e.g. tanh with a large weight scale; "
+            "Schoenholz et al. 2017): lower the initial weight scale (Xavier or "
+            "LeCun for tanh), or add normalization"
+        )
+    return (
+        "the layers shrink the gradient beyond what the forward signal shows "
+        "(an ordered regime, e.g. saturating activations): raise the initial "
+        "weight scale, or add normalization or residual connections"
+    )
+
+
+def _culprits_backward(units: list[tuple], kind: str) -> str:
+    """Name the layers whose backward steps moved the gradient energy most."""
+    wrong = [u for u in units if (u[1] < 1) == (kind == "vanishing") and u[1] != 1]
+    if not wrong:
+        return ""
+    wrong.sort(key=lambda u: -abs(math.log(u[1])))
+    named = ", ".join(f"{name!r} ({gain:.3g}x)" for name, gain in wrong[:3])
+    more = f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""
+    return f"The layers whose backward pass moves it most: {named}{more}"
 
 
 def _flag(report, kind, direction, result, name, value, threshold) -> Flag:
@@ -143,14 +237,22 @@ def _flag(report, kind, direction, result, name, value, threshold) -> Flag:
         else "gradient energy E[x^2]·E||dL/dx||^2 (going backward)"
     )
     label = "signal" if direction == "forward" else "gradient"
-    culprits = _culprits(units, kind)
+    culprits = (
+        _culprits(report, units, kind)
+        if direction == "forward"
+        else (_culprits_backward(units, kind))
+    )
+    if direction == "forward":
+        todo = advice(report, [n for n, _ in units] or weighted)
+    else:
+        todo = _backward_advice(report, chain, kind)
     message = (
         f"The {label} {kind[:-3]}es with depth: the {what} changes by "
         f"{value:.3g}x from {chain[0]!r} to {name!r} ({steps} layer(s) with "
         f"weights on the way, about {factor:.3g}x per layer; threshold "
         f"{threshold:g}). "
         + (f"{culprits}. " if culprits else "")
-        + f"{sentence(advice(report, [n for n, _ in units] or weighted))}."
+        + f"{sentence(todo)}."
     )
     return Flag(kind, name, report.step, value, threshold, message)
 
