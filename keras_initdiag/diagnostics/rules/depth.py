@@ -125,11 +125,16 @@ _SUITS = {
 }
 
 
-def _formula(variance: float, fan_in: float, fan_out: float) -> str:
-    """Which family's formula a kernel variance is, or `""`."""
+def _formula(variance: float, fan_in: float, fan_out: float, prefer: str = "") -> str:
+    """Which family's formula a kernel variance is, or `""`.
+
+    At equal fans Xavier's and LeCun's formulas agree: the declared family
+    (`prefer`) is named first.
+    """
     if not (fan_in > 0 and fan_out > 0 and variance > 0):
         return ""
-    for family, text, rule in _FORMULAS:
+    ordered = sorted(_FORMULAS, key=lambda f: f[0].lower() != prefer)
+    for family, text, rule in ordered:
         if abs(math.log(variance / rule(fan_in, fan_out))) < math.log(1.15):
             return f"{family}'s {text}"
     return ""
@@ -153,7 +158,7 @@ def explain(report: DiagnosticReport, layer: str, gain: float) -> str:
         if verb
         else (f"{layer!r} multiplies the variance by {gain:.3g}")
     )
-    have = _formula(variance, facts.fan_in, facts.fan_out)
+    have = _formula(variance, facts.fan_in, facts.fan_out, facts.initializer)
     text = f"{effect}: its kernel variance is {variance:.3g}" + (
         f", {have}" if have else ""
     )
