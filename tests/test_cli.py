@@ -187,8 +187,10 @@ def test_report_without_runs_is_an_input_error(tmp_path, capsys, what):
 
 
 def _grad_norm(out, layer="d0"):
-    row = next(line for line in out.splitlines() if line.startswith(f"{layer} "))
-    return row.split()[4]
+    lines = out.splitlines()
+    header = next(line for line in lines if line.startswith("layer "))
+    row = next(line for line in lines if line.startswith(f"{layer} "))
+    return row.split()[header.split().index("grad_norm")]
 
 
 def test_check_healthy_model_exits_zero(saved, capsys):
@@ -241,7 +243,6 @@ def test_bad_inputs_are_one_line_errors(saved, tmp_path, capsys):
         "missing model": ["check", tmp_path / "missing.keras", "--data", data],
         "not a model": ["check", not_a_model, "--data", data],
         "missing data": ["check", model, "--data", tmp_path / "missing.npy"],
-        "missing --data": ["check", model],
         "pickled data": ["check", model, "--data", pickled],
         "unreadable data": ["check", model, "--data", unreadable],
         "data does not fit": ["check", model, "--data", wrong],
@@ -326,3 +327,42 @@ def test_errors_are_one_line_without_tensorflow_start_up_notes(tmp_path, how):
         timeout=120,
     )
     assert debug.returncode == 2 and len(debug.stderr.splitlines()) > 1
+
+
+def _deep(name, initializer, depth=32, width=16):
+    model = keras.Sequential(
+        [keras.Input((8,))]
+        + [
+            keras.layers.Dense(width, activation="relu", kernel_initializer=initializer)
+            for _ in range(depth)
+        ]
+        + [keras.layers.Dense(3)],
+        name=name,
+    )
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    return model
+
+
+def test_check_without_data_prints_the_prediction(saved, capsys):
+    code, out, _ = _run(capsys, "check", saved / "he.keras")
+    assert code == 0
+    assert "Predicted from the architecture" in out
+    assert "pred_var" in out and "pred_spread" in out and "No flags." in out
+
+
+@pytest.mark.parametrize(
+    "initializer, kind",
+    [
+        ("glorot_normal", "vanishing"),
+        ("he_normal", "finite_width"),
+        ("zeros", "symmetry"),
+    ],
+)
+def test_check_without_data_flags_predicted_problems(
+    tmp_path, capsys, initializer, kind
+):
+    path = tmp_path / "deep.keras"
+    _deep("deep", initializer).save(path)
+    code, out, _ = _run(capsys, "check", path)
+    assert code == 1
+    assert f"[{kind}]" in out

@@ -134,11 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser(
         "check",
         parents=[debug],
-        help="diagnose a saved .keras model on a sample of data",
+        help="diagnose a saved .keras model (on data, or from its architecture)",
         description=(
-            "Load a .keras model (safe mode) and a data sample (.npy or .npz, "
-            "no pickles), diagnose it once and print the table. Exits 1 when "
-            "there are non-advisory flags."
+            "Load a .keras model (safe mode). Without --data, print the depth "
+            "profile theory predicts from the architecture and the problems it "
+            "predicts. With a data sample (.npy or .npz, no pickles), diagnose "
+            "the model on it and print the measurement next to the prediction. "
+            "Exits 1 when there are non-advisory flags."
         ),
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -146,9 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("model", metavar="MODEL.keras", help="a saved Keras model")
     check.add_argument(
         "--data",
-        required=True,
+        default=None,
         metavar="SAMPLE",
-        help=".npy array, or .npz with key 'x' (else its first array)",
+        help=".npy array, or .npz with key 'x' (else its first array); without "
+        "it, the prediction from the architecture alone",
     )
     check.add_argument(
         "--labels",
@@ -266,73 +269,10 @@ def _cmd_report(args) -> int:
     return EXIT_FLAGS if raised & set(args.fail_on) else EXIT_OK
 
 
-def _load_array(path: str, key: str, what: str):
-    import numpy as np
-
-    if not os.path.isfile(path):
-        raise InputError(f"{what} file not found: {path}")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except ValueError as e:
-        if "pickle" in str(e).lower():
-            raise InputError(
-                f"{what} file {path} holds Python objects (pickled); save plain "
-                "numeric arrays with numpy.save or numpy.savez"
-            ) from e
-        raise InputError(f"cannot read {what} file {path}: {e}") from e
-    except (OSError, EOFError) as e:
-        raise InputError(f"cannot read {what} file {path}: {e}") from e
-    if isinstance(loaded, np.ndarray):
-        return loaded
-    with loaded:
-        if not loaded.files:
-            raise InputError(f"{what} file {path} holds no arrays")
-        name = key if key in loaded.files else loaded.files[0]
-        try:
-            return loaded[name]
-        except ValueError as e:
-            raise InputError(
-                f"{what} file {path}: array {name!r} holds Python objects "
-                "(pickled); save plain numeric arrays"
-            ) from e
-
-
 def _cmd_check(args) -> int:
-    import keras
+    from keras_initdiag.cli.check import run
 
-    from keras_initdiag import diagnose
-    from keras_initdiag.callbacks import ADVISORY
-
-    if not os.path.isfile(args.model):
-        raise InputError(f"model file not found: {args.model}")
-    try:
-        model = keras.saving.load_model(args.model, safe_mode=True)
-    except Exception as e:  # noqa: BLE001 - any load failure is an input error.
-        raise InputError(
-            f"cannot load a Keras model from {args.model}: {type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''}"
-        ) from e
-    x = _load_array(args.data, "x", "data")
-    y = None
-    if args.labels:
-        y = _load_array(args.labels, "y", "labels")
-    elif args.data.endswith(".npz"):
-        import numpy as np
-
-        with np.load(args.data, allow_pickle=False) as archive:
-            if "y" in archive.files:
-                y = _load_array(args.data, "y", "labels")
-    if x.ndim == 0 or (y is not None and y.ndim == 0):
-        raise InputError("data and labels must be arrays with a sample axis")
-    x = x[: args.samples]
-    y = None if y is None else y[: args.samples]
-    try:
-        report = diagnose(model, x, y, loss=args.loss)
-    except (TypeError, ValueError) as e:
-        raise InputError(f"cannot diagnose {args.model} on {args.data}: {e}") from e
-    print(report.table())
-    serious = [f for f in report.flags if f.kind not in ADVISORY]
-    return EXIT_FLAGS if serious else EXIT_OK
+    return run(args)
 
 
 # -- entry point --------------------------------------------------------------

@@ -89,6 +89,7 @@ class Diagnoser:
         self.state = model_state(model)
         self.last_histograms: dict = {}
         self._moments = ActivationMoments(self.tapset)
+        self._extras: dict = {}
 
     @property
     def model(self) -> keras.Model:
@@ -190,14 +191,25 @@ class Diagnoser:
         gains = signal.activation_gains(report)
         for name in names:
             report.stats[name]["activation_gain"] = gains.get(name, math.nan)
-        extras = {name: {k: values[name][k] for k in _EXTRAS} for name in names}
-        predicted = theory.predict(
-            report, extras, self._moments, training=self.probe.training
-        )
-        for name, (variance, spread) in predicted.items():
-            report.stats[name]["predicted_activation_variance"] = variance
+        self._extras = {name: {k: values[name][k] for k in _EXTRAS} for name in names}
+        for name, state in self.predict(report).items():
+            found = state is not None
+            spread = math.sqrt(max(state.spread, 0.0)) if found else math.nan
+            report.stats[name]["predicted_activation_variance"] = (
+                state.variance if found else math.nan
+            )
             report.stats[name]["predicted_log_spread"] = spread
         return report
+
+    def predict(self, report: DiagnosticReport) -> dict:
+        """Theory's prediction for each node of a report this diagnoser made.
+
+        See `theory.predict`; the bias and scale moments are those of the
+        report's own measurement.
+        """
+        return theory.predict(
+            report, self._extras, self._moments, training=self.probe.training
+        )
 
     def _chance(self, info: dict) -> float:
         """The chance-level loss of a single-output classifier, or NaN."""
@@ -425,6 +437,49 @@ def diagnose(
     diagnoser = cached_diagnoser(model, layers=layers, loss=loss, training=training)
     report = diagnoser.measure(x, y, step=0)
     report.flags = rules.judge(report, thresholds)
+    return report
+
+
+def predicted_report(model: keras.Model, samples: int = 256) -> DiagnosticReport:
+    """The depth profile theory predicts from the architecture alone.
+
+    The model runs once, forward only, on standard-normal inputs (random
+    token ids for inputs that feed an `Embedding`), which give the input
+    statistics the theory starts from and the weight variances it uses;
+    each node's activation mean and variance are then the theory's
+    prediction wherever one applies (the standard-normal measurement
+    elsewhere), and the rules judge that profile: compounded per-layer
+    factors, the finite-width spread, dead, saturated and duplicate units.
+    No gradient statistics: there are no labels.
+
+    Args:
+        model: A built Keras model with a functional graph.
+        samples: Standard-normal samples to run. Defaults to `256`.
+
+    Returns:
+        A `DiagnosticReport` at step 0, judged with the default thresholds.
+
+    Raises:
+        ValueError: The model's inputs cannot be synthesized (a subclassed
+            model, or integer inputs that feed no `Embedding`).
+
+    Example:
+    >>> report = keras_initdiag.diagnostics.engine.predicted_report(model)
+    >>> print(report.table(("predicted_activation_variance",)))
+    """
+    from keras_initdiag.diagnostics.batches import synthetic_inputs
+
+    diagnoser = cached_diagnoser(model)
+    x, _ = synthetic_inputs(model, diagnoser.tapset, batch=samples)
+    report = diagnoser.measure(x, None, step=0)
+    for name, state in diagnoser.predict(report).items():
+        if state is not None:
+            report.stats[name]["activation_variance"] = state.variance
+            report.stats[name]["activation_mean"] = state.mean
+    gains = signal.activation_gains(report)
+    for name in report.layers:
+        report.stats[name]["activation_gain"] = gains.get(name, math.nan)
+    report.flags = rules.judge(report)
     return report
 
 

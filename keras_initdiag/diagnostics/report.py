@@ -222,6 +222,10 @@ class DiagnosticReport:
             "saturation_fraction": "satur",
             "duplicate_unit_fraction": "dup",
             "activation_mean": "act_mean",
+            "activation_gain": "gain",
+            "kernel_gradient_norm": "kernel_grad",
+            "predicted_activation_variance": "pred_var",
+            "predicted_log_spread": "pred_spread",
         }
         headers = ["layer"] + [short.get(c, c) for c in columns]
         rows = [

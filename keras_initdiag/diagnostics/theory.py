@@ -250,7 +250,7 @@ def predict(
     extras: dict[str, dict[str, float]],
     moments: Moments,
     training: bool = True,
-) -> dict[str, tuple[float, float]]:
+) -> dict[str, State | None]:
     """Each node's predicted variance and log-spread (NaN where no theory).
 
     Args:
@@ -262,23 +262,24 @@ def predict(
         training: Whether the report was measured in training mode.
 
     Returns:
-        Node -> `(predicted_activation_variance, predicted_log_spread)`.
+        Node -> its predicted `State` (`variance`, `mean`, and `spread`, the
+        variance of the log scale: `predicted_log_spread` is its square
+        root), or None where no theory applies.
 
     Example:
     >>> predictions = predict(report, extras, moments)
-    >>> predictions["dense_3"]
-    (0.125, 0.42)
+    >>> predictions["dense_3"].variance
+    0.125
     """
     states: dict[str, State] = {}
-    out: dict[str, tuple[float, float]] = {}
+    out: dict[str, State | None] = {}
     for name in report.layers:
         info = report.info.get(name) or LayerInfo(name=name)
         state = _predict_node(report, name, info, states, extras, moments, training)
         if state is not None and math.isfinite(state.moment) and state.moment >= 0:
-            out[name] = (state.variance, math.sqrt(max(state.spread, 0.0)))
-            states[name] = state
+            out[name] = states[name] = state
         else:
-            out[name] = (math.nan, math.nan)
+            out[name] = None
             measured = _measured(report, name)
             if measured is not None:
                 states[name] = measured  # The measurement carries on.
