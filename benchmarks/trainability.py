@@ -647,6 +647,7 @@ def report_record(key: str, report) -> dict:
         "loss": _encode(report.loss),
         "optimizer": report.optimizer,
         "training": report.training,
+        "chance_loss": _encode(report.chance_loss),
     }
 
 
@@ -672,6 +673,7 @@ def report_from_record(record: dict):
         loss=float(_from_json_number(record["loss"])),
         optimizer=record["optimizer"],
         training=record["training"],
+        chance_loss=float(_from_json_number(record.get("chance_loss", "NaN"))),
     )
 
 

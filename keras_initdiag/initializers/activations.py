@@ -138,10 +138,17 @@ def _as_function(activation) -> Callable:
 
 
 def _evaluate(activation, points: np.ndarray) -> np.ndarray:
-    """`activation` on float32 points, as float64 (ValueError if it cannot)."""
+    """`activation` on the points, as float64 (ValueError if it cannot).
+
+    Evaluated in float64 where the activation accepts it (very small or very
+    large scales lose their precision in float32), else in float32.
+    """
     function = _as_function(activation)
     try:
-        values = function(keras.ops.convert_to_tensor(points, dtype="float32"))
+        try:
+            values = function(keras.ops.convert_to_tensor(points, dtype="float64"))
+        except Exception:  # noqa: BLE001 - float32-only activations.
+            values = function(keras.ops.convert_to_tensor(points, dtype="float32"))
         values = np.asarray(keras.ops.convert_to_numpy(values), dtype="float64")
     except Exception as error:
         raise ValueError(
