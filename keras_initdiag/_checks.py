@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -73,3 +75,60 @@ def integer(name: str, value, minimum: int | None = None) -> int:
             f"Argument `{name}` must be an int{bound}. Received: {name}={value!r}"
         )
     return int(value)
+
+
+def verbose(value) -> int:
+    """`value` as 0, 1 or 2 (Keras's verbosity levels)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"Argument `verbose` must be 0, 1 or 2. Received: verbose={value!r}"
+        )
+    if value not in (0, 1, 2):
+        raise ValueError(
+            f"Argument `verbose` must be 0, 1 or 2. Received: verbose={value!r}"
+        )
+    return int(value)
+
+
+def names(name: str, value) -> list[str] | None:
+    """`value` as a list of names, or None; TypeError for anything else."""
+    if value is None:
+        return None
+    if (
+        isinstance(value, str)
+        or not isinstance(value, Sequence)
+        or not all(isinstance(item, str) for item in value)
+    ):
+        raise TypeError(
+            f"Argument `{name}` must be a list of layer names or None. "
+            f"Received: {name}={value!r}"
+        )
+    return list(value)
+
+
+def path(name: str, value, optional: bool = False) -> str | None:
+    """`value` as a non-empty path string (None passes when `optional`)."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+        what = "a non-empty path or None" if optional else "a non-empty path"
+        raise ValueError(
+            f"Argument `{name}` must be {what}. Received: {name}={value!r}"
+        )
+    return os.fspath(value)
+
+
+def frequency(name: str, value) -> str | int:
+    """`"epoch"` or a positive int, as Keras's callbacks take `update_freq`."""
+    if value == "epoch" and isinstance(value, str):
+        return value
+    if (
+        isinstance(value, numbers.Integral)
+        and not isinstance(value, (bool, np.bool_))
+        and value > 0
+    ):
+        return int(value)
+    raise ValueError(
+        f'Argument `{name}` must be "epoch" or a positive int (a number of '
+        f"batches). Received: {name}={value!r}"
+    )

@@ -326,32 +326,10 @@ def lsuv(
 
 
 def _check_options(tol, max_iter, orthogonal, verbose):
-    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.number)):
-        raise TypeError(
-            f"Argument `tol` must be a positive float. Received: tol={tol!r}"
-        )
-    if not math.isfinite(tol) or tol <= 0:
-        raise ValueError(
-            f"Argument `tol` must be a positive float. Received: tol={tol!r}"
-        )
-    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)):
-        raise TypeError(
-            f"Argument `max_iter` must be an int >= 1. Received: max_iter={max_iter!r}"
-        )
-    if max_iter < 1:
-        raise ValueError(
-            f"Argument `max_iter` must be an int >= 1. Received: max_iter={max_iter!r}"
-        )
-    if not isinstance(orthogonal, (bool, np.bool_)):
-        raise TypeError(
-            f"Argument `orthogonal` must be a bool. Received: orthogonal={orthogonal!r}"
-        )
-    if not isinstance(verbose, (int, np.integer)) or verbose not in (0, 1, 2):
-        error = TypeError if not isinstance(verbose, (int, np.integer)) else ValueError
-        raise error(
-            f"Argument `verbose` must be 0, 1 or 2. Received: verbose={verbose!r}"
-        )
-    return float(tol), int(max_iter), int(verbose)
+    tol = _checks.positive("tol", tol)
+    max_iter = _checks.integer("max_iter", max_iter, minimum=1)
+    _checks.boolean("orthogonal", orthogonal)
+    return tol, max_iter, _checks.verbose(verbose)
 
 
 def _base_seed(seed) -> int:

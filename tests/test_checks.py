@@ -171,3 +171,12 @@ def test_update_ratio_is_quiet_on_a_healthy_run():
     assert callback.update_ratios and not [
         f for f in callback.flags if f.kind == "update_ratio"
     ]
+
+
+def test_update_ratio_names_a_layer_that_did_not_move_at_all():
+    thresholds = keras_initdiag.Thresholds()
+    flags = keras_initdiag.diagnostics.rules.update_ratio_flags(
+        3, {"frozen": 0.0, "zero_weights": math.nan, "fine": 1e-3}, thresholds
+    )
+    assert [(f.layer, f.value) for f in flags] == [("frozen", 0.0)]
+    assert "it did not move" in flags[0].message

@@ -132,50 +132,19 @@ class InitDiagnostics(keras.callbacks.Callback):
         training: bool = True,
     ):
         super().__init__()
-        if not (
-            update_freq == "epoch"
-            or (isinstance(update_freq, int) and not isinstance(update_freq, bool))
-            and update_freq > 0
-        ):
-            raise ValueError(
-                'Argument `update_freq` must be "epoch" or a positive int (a number '
-                f"of batches). Received: update_freq={update_freq!r}"
-            )
-        _checks.choice("on_flag", on_flag, ON_FLAG)
+        self.update_freq = _checks.frequency("update_freq", update_freq)
+        self.on_flag = _checks.choice("on_flag", on_flag, ON_FLAG)
         self.thresholds = rules.check_thresholds(thresholds)
-        _checks.boolean("batch_gradients", batch_gradients)
-        _checks.boolean("histograms", histograms)
-        _checks.boolean("training", training)
-        if verbose not in (0, 1, 2) or isinstance(verbose, bool):
-            raise ValueError(
-                f"Argument `verbose` must be 0, 1 or 2. Received: verbose={verbose!r}"
-            )
-        if layers is not None and (
-            isinstance(layers, str) or not isinstance(layers, Sequence)
-        ):
-            raise TypeError(
-                "Argument `layers` must be a list of layer names or None. "
-                f"Received: layers={layers!r}"
-            )
-        if log_dir is not None and (
-            not isinstance(log_dir, (str, os.PathLike)) or not os.fspath(log_dir)
-        ):
-            raise ValueError(
-                "Argument `log_dir` must be a non-empty path or None. "
-                f"Received: log_dir={log_dir!r}"
-            )
-        self.log_dir = log_dir
+        self.batch_gradients = _checks.boolean("batch_gradients", batch_gradients)
+        self.histograms = _checks.boolean("histograms", histograms)
+        self.training = _checks.boolean("training", training)
+        self.verbose = _checks.verbose(verbose)
+        self.layers = _checks.names("layers", layers)
+        self.log_dir = _checks.path("log_dir", log_dir, optional=True)
         self.probe_x, self.probe_y = split_probe_data(probe_data)
-        self.update_freq = update_freq
-        self.layers = None if layers is None else list(layers)
-        self.on_flag = on_flag
-        self.histograms = histograms
-        self.verbose = verbose
-        self.batch_gradients = batch_gradients
-        self.training = training
-        self.schedule = Schedule(update_freq)
-        self.sink = Sink(log_dir)
-        self.actor = Actor(on_flag, verbose)
+        self.schedule = Schedule(self.update_freq)
+        self.sink = Sink(self.log_dir)
+        self.actor = Actor(self.on_flag, self.verbose)
         self.history = History()
         self._diagnoser: Diagnoser | None = None
         self._bound = None  # weakref to the model the state below belongs to

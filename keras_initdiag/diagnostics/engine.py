@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import keras
 
-from keras_initdiag import initializers
+from keras_initdiag import _checks, initializers
 from keras_initdiag.diagnostics import graph as graph_lib
 from keras_initdiag.diagnostics import probe as probe_lib
 from keras_initdiag.diagnostics import rules, signal, theory
@@ -430,10 +430,7 @@ def diagnose(
     """
     check_model(model)
     thresholds = rules.check_thresholds(thresholds)
-    if not isinstance(training, bool):
-        raise TypeError(
-            f"Argument `training` must be a bool. Received: training={training!r}"
-        )
+    training = _checks.boolean("training", training)
     diagnoser = cached_diagnoser(model, layers=layers, loss=loss, training=training)
     report = diagnoser.measure(x, y, step=0)
     report.flags = rules.judge(report, thresholds)

@@ -33,6 +33,8 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
+from keras_initdiag import _checks
+
 #: Layers (and layer class names) whose output scale is set by design.
 NORMALIZATION_LAYERS: tuple[type, ...] = tuple(
     getattr(keras.layers, name)
@@ -360,11 +362,7 @@ def select(graph: Graph, names: Sequence[str] | None, model_name: str) -> list[i
     """
     if names is None:
         return list(range(len(graph.nodes)))
-    if isinstance(names, str) or not isinstance(names, Sequence):
-        raise TypeError(
-            "Argument `layers` must be a list of layer names or None. "
-            f"Received: layers={names!r}"
-        )
+    names = _checks.names("layers", names)
     if not names:
         raise ValueError(
             "Argument `layers` must name at least one layer. Received: layers=[]"

@@ -23,6 +23,7 @@ from tensorboard.plugins.image import metadata as image_metadata
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 from tensorboard.util import tensor_util
 
+from keras_initdiag import _checks
 from keras_initdiag.diagnostics.report import STAT_NAMES, DiagnosticReport, Flag
 from keras_initdiag.tensorboard.events import (
     DEPTH_PROFILE_TAG,
@@ -74,12 +75,7 @@ class DiagnosticsWriter:
         subdir: str = "initdiag",
         depth_profile: bool = True,
     ):
-        if not isinstance(log_dir, (str, os.PathLike)) or not os.fspath(log_dir):
-            raise ValueError(
-                "Argument `log_dir` must be a non-empty path. Received: "
-                f"log_dir={log_dir!r}"
-            )
-        self.log_dir = os.fspath(log_dir)
+        self.log_dir = _checks.path("log_dir", log_dir)
         self.subdir = subdir
         self.depth_profile = depth_profile
         self._writer = None

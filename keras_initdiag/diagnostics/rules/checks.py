@@ -165,8 +165,12 @@ def update_ratio_flags(
                 ratio,
                 limit,
                 f"Layer {name!r}: each update is {ratio:.3g}x its weights "
-                f"(log10 {math.log10(ratio):.2g}; a common rule of thumb puts it "
-                f"near -3). The layer {what}.",
+                f"({_log10(ratio)}; a common rule of thumb puts the log10 near "
+                f"-3). The layer {what}.",
             )
         )
     return flags
+
+
+def _log10(ratio: float) -> str:
+    return "it did not move" if ratio == 0 else f"log10 {math.log10(ratio):.2g}"
