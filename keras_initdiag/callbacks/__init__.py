@@ -356,16 +356,16 @@ class InitDiagnostics(keras.callbacks.Callback):
         step = self._step()
         try:
             ratios = self._updates.after_batch(step)
+            if ratios is None:
+                return
+            self.update_ratios = ratios
+            if self.sink.writes(self.model):
+                self.sink.add_series([(step, ratios)], prefix="update_ratio")
+            flags = rules.update_ratio_flags(step, ratios, self.thresholds)
         except Exception as error:  # noqa: BLE001 - never break the user's fit.
             self._updates.stop()
             self._warn_failure(step, error)
             return
-        if ratios is None:
-            return
-        self.update_ratios = ratios
-        if self.sink.writes(self.model):
-            self.sink.add_series([(step, ratios)], prefix="update_ratio")
-        flags = rules.update_ratio_flags(step, ratios, self.thresholds)
         self.history.count(flags)
         try:
             stop = self.actor.act_on(flags)
