@@ -19,7 +19,7 @@ import pytest
 
 import keras_initdiag
 from keras_initdiag.callbacks import InitDiagnosticsWarning
-from keras_initdiag.diagnostics import engine
+from keras_initdiag.diagnostics import cache, engine
 
 RNG = np.random.default_rng(0)
 
@@ -200,12 +200,12 @@ def test_a_deleted_model_is_freed_and_fresh_losses_do_not_pile_up():
     y = RNG.standard_normal((8, 2)).astype("float32")
     for _ in range(6):
         keras_initdiag.diagnose(model, x, y, loss=keras.losses.MeanSquaredError())
-    entry = engine._CACHE[model]
+    entry = cache._CACHE[model]
     (diagnoser,) = entry.diagnosers.values()
     assert diagnoser.probe.traces == 1
     for _ in range(10):  # closures cannot be compared: a bounded cache
         keras_initdiag.diagnose(model, x, y, loss=lambda a, b: keras.ops.mean(a - b))
-    assert len(entry.diagnosers) <= engine.CACHE_SIZE
+    assert len(entry.diagnosers) <= cache.CACHE_SIZE
     ref = weakref.ref(model)
     del model, entry, diagnoser
     gc.collect()

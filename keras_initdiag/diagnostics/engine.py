@@ -5,37 +5,28 @@ diagnoses (the callback, `lsuv`) never retrace. It only *measures*: the rules
 judge its reports (`rules.judge`), the writer writes them, the callback acts.
 `diagnose()` is the one-shot public entry point: measure, then judge.
 
-`diagnose()` keeps one `Diagnoser` per model and configuration in a cache
-that holds the model weakly (a model is freed after `del`), keys losses by
-their configuration (a fresh `MeanSquaredError()` per call is the same loss)
-and keeps at most `CACHE_SIZE` configurations per model. Recompiling the
-model, or freezing or unfreezing layers, changes the configuration, so the
-probe is rebuilt.
+`diagnose()` keeps one `Diagnoser` per model and configuration (see
+`cache`). Recompiling the model, or freezing or unfreezing layers, changes
+the configuration, so the probe is rebuilt.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import weakref
-from collections import OrderedDict
 from collections.abc import Sequence
 
 import keras
 
-from keras_initdiag import _checks, initializers
-from keras_initdiag.diagnostics import graph as graph_lib
+from keras_initdiag import _checks
+from keras_initdiag.diagnostics import cache, rules, signal, theory
 from keras_initdiag.diagnostics import probe as probe_lib
-from keras_initdiag.diagnostics import rules, signal, theory
+from keras_initdiag.diagnostics.activation_moments import ActivationMoments
 from keras_initdiag.diagnostics.batches import as_batch, check_fits, restructure
 from keras_initdiag.diagnostics.loss import ProbeLoss
 from keras_initdiag.diagnostics.report import STAT_NAMES, DiagnosticReport
 from keras_initdiag.diagnostics.taps import TapSet, build_taps, check_model
-
-#: Diagnosers kept per model by `diagnose()` (least recently used dropped).
-CACHE_SIZE = 4
-_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class ProbeInputError(ValueError):
@@ -77,7 +68,7 @@ class Diagnoser:
         check_model(model)
         self._model = weakref.ref(model)
         if tapset is None:
-            tapset = build_taps(model, layers, graph=graph_of(model))
+            tapset = build_taps(model, layers, graph=cache.graph_of(model))
         self.tapset = tapset
         self.probe = probe_lib.Probe(
             self.tapset,
@@ -86,7 +77,7 @@ class Diagnoser:
             training=training,
             histograms=histograms,
         )
-        self.state = model_state(model)
+        self.state = cache.model_state(model)
         self.last_histograms: dict = {}
         self._moments = ActivationMoments(self.tapset)
         self._extras: dict = {}
@@ -103,7 +94,7 @@ class Diagnoser:
 
     def stale(self) -> bool:
         """Whether the model was recompiled or (un)frozen since the probe."""
-        return model_state(self.model) != self.state
+        return cache.model_state(self.model) != self.state
 
     def measure(
         self,
@@ -261,59 +252,6 @@ class Diagnoser:
 _EXTRAS = ("bias_second_moment", "scale_second_moment")
 
 
-class ActivationMoments:
-    """Gaussian moments of each node's element-wise activation, cached.
-
-    The theory's `Moments` callable: for a node and a Gaussian input, the
-    first, second and fourth moments of its activation's output, by
-    quadrature on 2001 points (`initializers.gaussian_moments`). A ReLU,
-    LeakyReLU, ELU or Activation layer is its own activation; a linear layer
-    has the activation it fuses. Non-element-wise activations (softmax) have
-    none.
-    """
-
-    _NOT_ELEMENTWISE = ("softmax", "log_softmax", "sparsemax", "glu")
-
-    def __init__(self, tapset: TapSet):
-        self._functions = {}
-        for tap in tapset.taps:
-            function = _activation_function(tap)
-            if function is not None:
-                self._functions[tap.name] = function
-        self._cache: dict = {}
-
-    def __call__(self, name: str, mean: float, variance: float):
-        """`(E[phi], E[phi^2], E[phi^4])`, or None without an activation."""
-        function = self._functions.get(name)
-        if function is None:
-            return None
-        key = (name, float(f"{mean:.6g}"), float(f"{variance:.6g}"))
-        if key not in self._cache:
-            if len(self._cache) > 4096:
-                self._cache.clear()
-            try:
-                self._cache[key] = initializers.gaussian_moments(
-                    function, mean, variance, points=2001
-                )
-            except ValueError:
-                self._cache[key] = None
-        return self._cache[key]
-
-
-def _activation_function(tap):
-    """The element-wise function a tap's layer applies last, or None."""
-    layer = tap.layer
-    if layer is None or tap.info.activation in ActivationMoments._NOT_ELEMENTWISE:
-        return None
-    if tap.info.propagation == "activation":
-        return layer  # ReLU(max_value=...), LeakyReLU(...): the layer itself.
-    if tap.info.propagation == "linear":
-        activation = getattr(layer, "activation", None)
-        name = tap.info.activation
-        return None if activation is None or name in ("", "linear") else activation
-    return None
-
-
 def _larger(a: float, b: float) -> float:
     """The larger of two fractions, ignoring NaN (NaN when both are)."""
     known = [v for v in (a, b) if not math.isnan(v)]
@@ -331,46 +269,6 @@ def optimizer_name(model: keras.Model) -> str:
     optimizer = getattr(model, "optimizer", None)
     optimizer = getattr(optimizer, "inner_optimizer", optimizer)
     return "" if optimizer is None else type(optimizer).__name__
-
-
-def model_state(model: keras.Model) -> tuple:
-    """What a probe depends on besides the architecture.
-
-    The trainable variables (freezing a layer removes its weights) and the
-    compile configuration and optimizer (recompiling changes the loss).
-    """
-    compiled = ""
-    if getattr(model, "compiled", False):
-        try:
-            compiled = json.dumps(
-                model.get_compile_config(), sort_keys=True, default=str
-            )
-        except (TypeError, ValueError, AttributeError):
-            compiled = repr(getattr(model, "loss", None))
-    return (
-        tuple(id(v) for v in model.trainable_variables),
-        compiled,
-        id(getattr(model, "optimizer", None)),
-    )
-
-
-def _loss_key(loss) -> str:
-    if loss is None or isinstance(loss, str):
-        return repr(loss)
-    if isinstance(loss, (list, tuple)):
-        return repr([_loss_key(item) for item in loss])
-    if isinstance(loss, dict):
-        return repr({k: _loss_key(v) for k, v in sorted(loss.items())})
-    if isinstance(loss, keras.losses.Loss):
-        try:
-            config = json.dumps(loss.get_config(), sort_keys=True, default=str)
-        except (TypeError, ValueError):
-            config = str(id(loss))
-        return f"{type(loss).__module__}.{type(loss).__qualname__}{config}"
-    name = getattr(loss, "__qualname__", "")
-    if name and "<lambda>" not in name and "<locals>" not in name:
-        return f"{getattr(loss, '__module__', '')}.{name}"
-    return f"object@{id(loss)}"
 
 
 def diagnose(
@@ -487,9 +385,9 @@ def cached_diagnoser(
     training: bool = True,
 ) -> Diagnoser:
     """The cached `Diagnoser` of `model` for this configuration (see module)."""
-    entry = _entry(model)
+    entry = cache.entry(model)
     layers_key = None if layers is None else tuple(layers)
-    key = (layers_key, _loss_key(loss), training, model_state(model))
+    key = (layers_key, cache.loss_key(loss), training, cache.model_state(model))
     diagnoser = entry.diagnosers.get(key)
     if diagnoser is None:
         tapset = entry.tapsets.get(layers_key)
@@ -498,47 +396,7 @@ def cached_diagnoser(
         )
         entry.tapsets[layers_key] = diagnoser.tapset
         entry.diagnosers[key] = diagnoser
-        while len(entry.diagnosers) > CACHE_SIZE:
+        while len(entry.diagnosers) > cache.CACHE_SIZE:
             entry.diagnosers.popitem(last=False)
     entry.diagnosers.move_to_end(key)
     return diagnoser
-
-
-@dataclasses.dataclass
-class _ModelEntry:
-    """What is kept per model: its graph, taps per selection, probes per key."""
-
-    graph: object = None
-    tapsets: dict = dataclasses.field(default_factory=dict)
-    diagnosers: OrderedDict = dataclasses.field(default_factory=OrderedDict)
-
-
-def _entry(model: keras.Model) -> _ModelEntry:
-    entry = _CACHE.get(model)
-    if entry is None:
-        entry = _CACHE[model] = _ModelEntry()
-    return entry
-
-
-def graph_of(model: keras.Model) -> graph_lib.Graph:
-    """The model's traced graph, traced once per model and kept with it.
-
-    Tracing calls the model's layers once more on symbolic inputs (which
-    adds an inbound node to each); keeping one graph per model makes that
-    happen once, however many diagnoses, callbacks and `lsuv` runs follow.
-    """
-    entry = _entry(model)
-    if entry.graph is None:
-        entry.graph = graph_lib.trace(model)
-    return entry.graph
-
-
-def forget(model: keras.Model) -> None:
-    """Drop the cached taps and probes of `model` (its layers' facts changed).
-
-    The traced graph is kept: the architecture did not change.
-    """
-    entry = _CACHE.get(model)
-    if entry is not None:
-        entry.tapsets.clear()
-        entry.diagnosers.clear()

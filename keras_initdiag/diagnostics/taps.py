@@ -303,7 +303,7 @@ def build_taps(
         model: A built Keras model.
         layers: Names of the layers to report. Defaults to every node.
         graph: The model's traced graph. Defaults to `None`: trace it now
-            (the engine keeps one per model, `engine.graph_of`).
+            (the engine keeps one per model, `cache.graph_of`).
 
     Returns:
         A `TapSet`.
