@@ -4,7 +4,10 @@ Add `InitDiagnostics` to `fit`: it diagnoses every layer before the first
 update (step 0) and after each epoch, flags problems by layer, and writes
 everything to TensorBoard. Here the same MLP is trained twice: once with
 Keras's default Glorot kernels, whose signal halves at every ReLU layer, and
-once with `for_activation("relu")` (He), which keeps it steady.
+once with `for_activation("relu")` (He), which keeps it steady. Both train
+with SGD and momentum: with it, a signal 10,000 times too small at the last
+layer stalls training, and the flag says so. (Adam rescales every step and
+trains through far smaller signals; the threshold follows the optimizer.)
 
     python examples/quickstart.py          # about 30 seconds
     python examples/quickstart.py --quick  # a few seconds
@@ -36,7 +39,11 @@ def build(depth, width, features, initializer=None):
         layers.append(keras.layers.Dense(width, "relu", kernel_initializer=init))
     layers.append(keras.layers.Dense(2, "softmax"))
     model = keras.Sequential(layers)
-    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
+        "sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     return model
 
 
@@ -76,6 +83,6 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="small and fast")
     args = parser.parse_args()
     if args.quick:
-        main(samples=512, depth=12, width=16, epochs=1)
+        main(samples=512, depth=16, width=32, epochs=1)
     else:
         main()

@@ -6,7 +6,7 @@ import pytest
 
 import keras_initdiag
 
-LOSS = "sparse_categorical_crossentropy"
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 def mlp(depth, width, activation, kernel="glorot_uniform", bias="zeros", d_in=32):

@@ -17,7 +17,7 @@ def _load(name):
 
 def test_quickstart_flags_glorot_and_not_he(tmp_path, capsys):
     callbacks = _load("quickstart").main(
-        samples=256, depth=12, width=16, epochs=1, log_dir=str(tmp_path)
+        samples=256, depth=16, width=32, epochs=1, log_dir=str(tmp_path)
     )
     glorot = {flag.kind for flag in callbacks["glorot_default"].reports[0].flags}
     he = {flag.kind for flag in callbacks["for_activation"].reports[0].flags}

@@ -93,13 +93,14 @@ def test_vanishing_chain_names_the_worst_node_and_the_per_layer_factor():
     assert "0.5x per layer" in flags[0].message
     # Every layer halves it: no single culprit, the factor is spread.
     assert "Each of the 30 layers with weights" in flags[0].message
+    assert "(from 'd0' to 'd29')" in flags[0].message
 
 
 def test_a_single_bad_layer_is_named_as_the_culprit():
-    moments = [1.0] * 10 + [1e-4] * 10
+    moments = [1.0] * 10 + [1e-5] * 10
     flags = judge(chain(moments))
     assert [f.kind for f in flags] == ["vanishing"]
-    assert "'d10' (0.0001x)" in flags[0].message
+    assert "'d10' (1e-05x)" in flags[0].message
 
 
 def test_exploding_signal_and_absolute_limit():
@@ -112,9 +113,36 @@ def test_exploding_signal_and_absolute_limit():
 
 
 def test_just_inside_thresholds_is_quiet():
-    assert kinds(chain([1.0, 1.01e-3])) == []
-    assert kinds(chain([1.0, 0.99e-3])) == ["vanishing"]
-    assert kinds(chain([1.0, 0.99e-3]), Thresholds(vanishing=1e-4)) == []
+    assert kinds(chain([1.0, 1.01e-4])) == []
+    assert kinds(chain([1.0, 0.99e-4])) == ["vanishing"]
+    assert kinds(chain([1.0, 0.99e-4]), Thresholds(vanishing=1e-5)) == []
+
+
+@pytest.mark.parametrize(
+    "optimizer, flagged",
+    [("SGD", True), ("", True), ("MyOptimizer", True), ("Adam", False)],
+)
+def test_vanishing_threshold_follows_the_optimizer(optimizer, flagged):
+    report = chain([1.0, 1e-6])
+    report.optimizer = optimizer
+    flags = judge(report)
+    assert [f.kind for f in flags] == (["vanishing"] if flagged else [])
+    if flagged:
+        assert flags[0].threshold == Thresholds().vanishing
+        assert f"with {optimizer or 'SGD-like updates'})" in flags[0].message
+    report = chain([1.0, 0.99e-8])
+    report.optimizer = "Adam"
+    (flag,) = judge(report)
+    assert flag.threshold == Thresholds().vanishing_adaptive
+    assert "with Adam, an adaptive optimizer" in flag.message
+
+
+def test_finite_width_threshold_follows_the_optimizer():
+    report = chain([1.0, 1.0])
+    report.stats["d1"]["predicted_log_spread"] = math.sqrt(3.5)
+    assert kinds(report) == ["finite_width"]
+    report.optimizer = "AdamW"
+    assert kinds(report) == []
 
 
 def test_output_layer_is_left_out_of_the_forward_scale():

@@ -61,7 +61,9 @@ def judge(report: DiagnosticReport, thresholds: Thresholds | None = None) -> lis
 
     Args:
         report: The statistics of one diagnosis.
-        thresholds: The thresholds to apply. Defaults to `Thresholds()`.
+        thresholds: The thresholds to apply, as they hold for the report's
+            optimizer (`Thresholds.for_optimizer`). Defaults to
+            `Thresholds()`.
 
     Returns:
         A list of `Flag`, ordered by kind (see `FLAG_KINDS`) then depth.
@@ -70,7 +72,7 @@ def judge(report: DiagnosticReport, thresholds: Thresholds | None = None) -> lis
     >>> flags = keras_initdiag.diagnostics.rules.judge(report)
     >>> [f.kind for f in flags]
     """
-    t = check_thresholds(thresholds)
+    t = check_thresholds(thresholds).for_optimizer(report.optimizer)
     ends = branch_ends(report)
     flags = nonfinite_flags(report)
     flags += depth_flags(report, t)

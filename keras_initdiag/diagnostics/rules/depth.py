@@ -22,7 +22,10 @@ from keras_initdiag.diagnostics.rules.common import (
     readers,
     sentence,
 )
-from keras_initdiag.diagnostics.rules.thresholds import Thresholds
+from keras_initdiag.diagnostics.rules.thresholds import (
+    ADAPTIVE_OPTIMIZERS,
+    Thresholds,
+)
 
 
 def depth_flags(report: DiagnosticReport, t: Thresholds) -> list[Flag]:
@@ -177,6 +180,7 @@ def _culprits(report, units: list[tuple], kind: str) -> str:
     wrong = [u for u in units if (u[1] < 1) == (kind == "vanishing") and u[1] != 1]
     if not wrong:
         return ""
+    first, last = wrong[0][0], wrong[-1][0]  # in the signal's order
     wrong.sort(key=lambda u: -abs(math.log(u[1])))
     logs = sorted(abs(math.log(g)) for _, g in wrong)
     if len(wrong) >= 3 and logs[-1] < 3 * logs[len(logs) // 2]:
@@ -186,7 +190,7 @@ def _culprits(report, units: list[tuple], kind: str) -> str:
         why = explain(report, wrong[0][0], wrong[0][1])
         return (
             f"Each of the {len(wrong)} layers with weights on the way "
-            f"(from {wrong[-1][0]!r} to {wrong[0][0]!r}) multiplies it by about "
+            f"(from {first!r} to {last!r}) multiplies it by about "
             f"{geometric:.3g}x, between {min(gains):.3g}x and {max(gains):.3g}x "
             "(with the parameter-free layers that follow it)"
             + (f". For instance {why}" if why else "")
@@ -255,11 +259,20 @@ def _flag(report, kind, direction, result, name, value, threshold) -> Flag:
         f"The {label} {kind[:-3]}es with depth: the {what} changes by "
         f"{value:.3g}x from {chain[0]!r} to {name!r} ({steps} layer(s) with "
         f"weights on the way, about {factor:.3g}x per layer; threshold "
-        f"{threshold:g}). "
+        f"{threshold:g}{_with(report, kind, direction)}). "
         + (f"{culprits}. " if culprits else "")
         + f"{sentence(todo)}."
     )
     return Flag(kind, name, report.step, value, threshold, message)
+
+
+def _with(report: DiagnosticReport, kind: str, direction: str) -> str:
+    """Which optimizer a forward vanishing threshold was chosen for."""
+    if kind != "vanishing" or direction != "forward":
+        return ""
+    if report.optimizer in ADAPTIVE_OPTIMIZERS:
+        return f" with {report.optimizer}, an adaptive optimizer"
+    return f" with {report.optimizer or 'SGD-like updates'}"
 
 
 def _absolute(report: DiagnosticReport, t: Thresholds) -> list[Flag]:

@@ -6,6 +6,26 @@ import dataclasses
 
 from keras_initdiag import _checks
 
+#: Optimizers that scale each parameter's step by its own gradient history
+#: (or its sign): a uniformly small gradient still moves the weights, so a
+#: signal can shrink much further before training stalls than with SGD.
+ADAPTIVE_OPTIMIZERS: frozenset[str] = frozenset(
+    {
+        "Adadelta",
+        "Adafactor",
+        "Adagrad",
+        "Adam",
+        "AdamW",
+        "Adamax",
+        "Ftrl",
+        "Lamb",
+        "Lion",
+        "Muon",
+        "Nadam",
+        "RMSprop",
+    }
+)
+
 
 @dataclasses.dataclass(frozen=True)
 class Thresholds:
@@ -26,9 +46,18 @@ class Thresholds:
     (`E[x^2] E||dL/dx||^2`), which linear layers and normalization layers'
     rescaling leave unchanged.
 
+    Two thresholds depend on the optimizer the model was compiled with: an
+    adaptive one (`ADAPTIVE_OPTIMIZERS`: Adam, RMSprop, Lion, ...) divides
+    each step by the gradient's own scale, so on the grid it trained through
+    signals 10,000 times smaller than SGD did, and through deeper narrow
+    stacks. Any other optimizer, and a model that is not compiled, get the
+    stricter SGD values.
+
     Args:
-        vanishing: Flag "vanishing" when a forward scale falls below this.
-            Defaults to `1e-3`.
+        vanishing: Flag "vanishing" when a forward scale falls below this
+            (SGD and other non-adaptive optimizers). Defaults to `1e-4`.
+        vanishing_adaptive: ... with an adaptive optimizer. Defaults to
+            `1e-8`.
         exploding: Flag "exploding" when a forward scale rises above this.
             Defaults to `1e3`.
         gradient_vanishing: Flag "vanishing" when a backward scale falls below
@@ -49,10 +78,13 @@ class Thresholds:
             training or LSUV, and no advice is given). Defaults to `1.5`.
         initial_loss: Flag "initial_loss" when a classifier's loss at step 0
             is above this multiple of the chance level `ln(C)`. Defaults to
-            `10.0`.
+            `3.0`.
         finite_width: Flag "finite_width" when the predicted variance of the
             log of the per-example scale (`predicted_log_spread ** 2`)
-            exceeds this. Defaults to `3.0`.
+            exceeds this (SGD and other non-adaptive optimizers). Defaults
+            to `3.0`.
+        finite_width_adaptive: ... with an adaptive optimizer. Defaults to
+            `4.0`.
         update_ratio_low: Flag "update_ratio" when a layer's first updates
             are below this fraction of its weights per step. Defaults to
             `1e-6`.
@@ -63,7 +95,8 @@ class Thresholds:
     >>> report = keras_initdiag.diagnose(model, x, y, thresholds=thresholds)
     """
 
-    vanishing: float = 1e-3
+    vanishing: float = 1e-4
+    vanishing_adaptive: float = 1e-8
     exploding: float = 1e3
     gradient_vanishing: float = 1e-3
     gradient_exploding: float = 1e3
@@ -72,8 +105,9 @@ class Thresholds:
     saturation: float = 0.5
     symmetry: float = 0.1
     mismatch_tolerance: float = 1.5
-    initial_loss: float = 10.0
+    initial_loss: float = 3.0
     finite_width: float = 3.0
+    finite_width_adaptive: float = 4.0
     update_ratio_low: float = 1e-6
     update_ratio_high: float = 1.0
 
@@ -84,6 +118,7 @@ class Thresholds:
             _checks.fraction(name, getattr(self, name))
         for low, high in (
             ("vanishing", "exploding"),
+            ("vanishing_adaptive", "exploding"),
             ("gradient_vanishing", "gradient_exploding"),
         ):
             if not getattr(self, low) < 1 < getattr(self, high):
@@ -109,6 +144,29 @@ class Thresholds:
                 "Argument `mismatch_tolerance` is a factor and must be >= 1. "
                 f"Received: mismatch_tolerance={self.mismatch_tolerance!r}"
             )
+
+    def for_optimizer(self, optimizer: str) -> Thresholds:
+        """These thresholds as they apply to a model trained with `optimizer`.
+
+        Args:
+            optimizer: The optimizer's class name (`DiagnosticReport.optimizer`;
+                `""` when the model is not compiled).
+
+        Returns:
+            A copy whose `vanishing` and `finite_width` are the adaptive
+            values when `optimizer` is in `ADAPTIVE_OPTIMIZERS`, else `self`.
+
+        Example:
+        >>> keras_initdiag.Thresholds().for_optimizer("Adam").vanishing
+        1e-08
+        """
+        if optimizer not in ADAPTIVE_OPTIMIZERS:
+            return self
+        return dataclasses.replace(
+            self,
+            vanishing=self.vanishing_adaptive,
+            finite_width=self.finite_width_adaptive,
+        )
 
 
 def check_thresholds(thresholds) -> Thresholds:
