@@ -1,5 +1,7 @@
 """`diagnose()`: the default thresholds on the eight reference scenarios."""
 
+import math
+
 import keras
 import numpy as np
 import pytest
@@ -293,3 +295,32 @@ def test_nonfinite_counts_are_exact_when_present():
     assert report.stats["dense_0"]["nonfinite_weights"] == 3.0
     assert report.stats["dense_1"]["nonfinite_weights"] == 0.0
     assert report.stats["dense_0"]["nonfinite_activations"] > 0
+
+
+@pytest.mark.parametrize("kind", ["normalization", "whitening"])
+def test_normalized_elongated_inputs_are_not_a_gradient_explosion(kind):
+    # Raw features with scales 1e-2..1e2: rescaling them per direction changes
+    # E[x^2]·E||dL/dx||^2 by orders of magnitude, but no weight sits before
+    # that layer, so nothing is trained by it; the He stack after it is healthy.
+    from keras_initdiag.cli.demo import make_data
+
+    x, y = make_data(512)
+    if kind == "whitening":
+        first = keras_initdiag.Whitening(mode="zca")
+    else:
+        first = keras.layers.Normalization()
+    first.adapt(x)
+    layers = [keras.Input((x.shape[1],)), first]
+    for _ in range(12):
+        layers.append(
+            keras.layers.Dense(64, activation="relu", kernel_initializer="he_normal")
+        )
+    model = keras.Sequential(layers + [keras.layers.Dense(4)])
+    report = keras_initdiag.diagnose(model, x[:128], y[:128], loss=LOSS)
+    assert kinds(report) == set(), [str(f) for f in report.flags]
+    # Without the rule, the input's step alone would read as an explosion.
+    energy = keras_initdiag.diagnostics.signal.backward(report).scale
+    assert (
+        math.exp(energy["input"] - energy[first.name]) > 1e3
+        or math.exp(energy[first.name] - energy["input"]) > 1e3
+    )

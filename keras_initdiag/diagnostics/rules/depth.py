@@ -34,6 +34,7 @@ def depth_flags(report: DiagnosticReport, t: Thresholds) -> list[Flag]:
     forward = signal.forward(report)
     backward = signal.backward(report)
     renormalized = _read_only_by_norms(report)
+    trained = _behind_weights(report)
     found: dict[str, Flag] = {}
     for direction, result, low, high in (
         ("forward", forward, t.vanishing, t.exploding),
@@ -42,7 +43,7 @@ def depth_flags(report: DiagnosticReport, t: Thresholds) -> list[Flag]:
         judged = {
             name: scale
             for name, scale in result.scale.items()
-            if _judged(report, name, ends | renormalized, direction)
+            if _judged(report, name, ends | renormalized, trained, direction)
         }
         if not judged:
             continue
@@ -64,16 +65,34 @@ def depth_flags(report: DiagnosticReport, t: Thresholds) -> list[Flag]:
     return flags
 
 
-def _judged(report: DiagnosticReport, name: str, exempt: set, direction: str) -> bool:
-    """Whether a node's forward scale can signal a problem.
+def _judged(
+    report: DiagnosticReport, name: str, exempt: set, trained: set, direction: str
+) -> bool:
+    """Whether a node's scale can signal a problem.
 
-    Not at the outputs (their scale is set by the task), at a branch end
-    (set by design), or where only normalization layers read the output
-    (they divide its scale out). Backward scales are judged everywhere.
+    Forward: not at the outputs (their scale is set by the task), at a
+    branch end (set by design), or where only normalization layers read the
+    output (they divide its scale out). Backward: only where the gradient
+    still trains a layer with weights (at or before the node); before the
+    first such layer (the inputs, a `Normalization` or `Whitening` of them)
+    it trains nothing, and an input layer's anisotropic rescaling changes
+    `E[x^2] E||g||^2` by design.
     """
     if direction == "backward":
-        return True
+        return name in trained
     return not info(report, name).is_output and name not in exempt
+
+
+def _behind_weights(report: DiagnosticReport) -> set[str]:
+    """Nodes with a layer with trainable weights at or before them."""
+    found: set[str] = set()
+    for name in report.layers:  # forward order
+        facts = info(report, name)
+        if (facts.weight_shape and facts.trainable) or any(
+            source in found for source in facts.inputs
+        ):
+            found.add(name)
+    return found
 
 
 def _read_only_by_norms(report: DiagnosticReport) -> set[str]:
