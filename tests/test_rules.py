@@ -20,6 +20,7 @@ def node(name, inputs=(), kind="layer", weights=True, **info):
     """A LayerInfo; `weights=False` for parameter-free layers."""
     shape = (WIDTH, WIDTH) if weights and kind == "layer" else ()
     info.setdefault("class_name", "Dense" if shape else "Op")
+    info.setdefault("trainable", bool(shape))
     return LayerInfo(
         name,
         weight_shape=info.pop("weight_shape", shape),
@@ -243,6 +244,19 @@ def test_backward_energy_compounds_through_a_plain_chain():
     assert flags[0].layer == "d0"
     assert flags[0].value == pytest.approx(1.21 ** (2 * (depth - 1)), rel=1e-6)
     assert "gradient" in flags[0].message
+
+
+def test_backward_energy_is_judged_only_where_it_trains_a_weight():
+    # A frozen first half: the gradient that reaches it trains nothing.
+    depth = 50
+    grads = [1.21 ** (depth - 1 - i) for i in range(depth)]
+    frozen = {
+        f"d{i}": node(f"d{i}", [f"d{i - 1}" if i else "x"], trainable=False)
+        for i in range(25)
+    }
+    flags = judge(chain([1.0] * depth, grads=grads, info=frozen))
+    assert [(f.kind, f.layer) for f in flags] == [("exploding", "d25")]
+    assert flags[0].value == pytest.approx(1.21 ** (2 * (depth - 1 - 25)), rel=1e-6)
 
 
 def test_backward_energy_is_unchanged_by_a_linear_rescaling():

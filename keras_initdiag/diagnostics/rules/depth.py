@@ -84,11 +84,16 @@ def _judged(
 
 
 def _behind_weights(report: DiagnosticReport) -> set[str]:
-    """Nodes with a layer with trainable weights at or before them."""
+    """Nodes with a layer with trainable weights at or before them.
+
+    Reports written before `trainable` was recorded count every layer with
+    weights.
+    """
+    recorded = any(info(report, name).trainable for name in report.layers)
     found: set[str] = set()
     for name in report.layers:  # forward order
         facts = info(report, name)
-        if (facts.weight_shape and facts.trainable) or any(
+        if (facts.weight_shape and (facts.trainable or not recorded)) or any(
             source in found for source in facts.inputs
         ):
             found.add(name)
