@@ -61,12 +61,45 @@ def test_demo_flags_zeros_symmetry_and_he_healthy(quick_demo):
     assert not kinds & {"vanishing", "exploding", "symmetry", "nonfinite"}
 
 
+@pytest.mark.slow
+def test_demo_tells_the_truth_flagged_regimes_train_worse_than_he(tmp_path):
+    # The demo's own setting (20 ReLU layers, SGD with momentum, 3 epochs):
+    # what the flags at step 0 say is what training then does.
+    results = {
+        r.regime: r
+        for r in demo.run_demo(
+            str(tmp_path),
+            regimes=["small_random", "xavier", "lecun", "he", "he_whitening"],
+            out=io.StringIO(),
+        )
+    }
+    chance = np.log(demo.DemoConfig().classes)
+
+    def serious(result):
+        return {f.kind for f in result.initial_flags} - set(demo.ADVISORY)
+
+    for regime in ("small_random", "xavier", "lecun"):
+        assert "vanishing" in serious(results[regime]), regime
+        # Stalled: within 2% of the chance level after three epochs.
+        assert results[regime].loss > 0.98 * chance, results[regime].losses
+    for regime in ("he", "he_whitening"):
+        assert serious(results[regime]) == set(), regime
+        assert results[regime].loss < 0.92 * chance, results[regime].losses
+        assert results[regime].losses[-1] < results[regime].losses[0]
+    assert results["he"].loss < results["xavier"].loss - 0.1
+    # Decorrelated inputs train fastest.
+    assert results["he_whitening"].loss < results["he"].loss
+
+
 def test_make_data_is_elongated_correlated_and_seeded():
     x, y = demo.make_data(2000, features=16, classes=4, seed=0)
     assert x.shape == (2000, 16) and x.dtype == np.float32
     assert y.shape == (2000,) and set(np.unique(y)) == {0, 1, 2, 3}
     scales = x.std(axis=0)
-    assert scales.max() / scales.min() > 1e3
+    assert 8 < scales.max() / scales.min() < 12
+    assert 0.8 < float(np.mean(x**2)) < 1.25
+    eigenvalues = np.linalg.eigvalsh(np.cov(x, rowvar=False))
+    assert eigenvalues.max() / eigenvalues.min() > 1e3
     correlation = np.corrcoef(x, rowvar=False)
     assert correlation[np.triu_indices(16, 1)].min() > 0.8
     np.testing.assert_array_equal(x, demo.make_data(2000, seed=0)[0])
