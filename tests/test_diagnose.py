@@ -5,6 +5,7 @@ import math
 import keras
 import numpy as np
 import pytest
+from helpers import compiled
 
 import keras_initdiag
 
@@ -172,7 +173,7 @@ def test_uses_the_compiled_loss_and_leaves_weights_and_metrics_alone():
 def test_repeated_diagnoses_do_not_retrace():
     x, y = batch()
     model = mlp(3, 16, "relu", "he_normal")
-    diagnoser = keras_initdiag.diagnostics.engine.Diagnoser(model, loss=LOSS)
+    diagnoser = compiled(keras_initdiag.diagnostics.engine.Diagnoser(model, loss=LOSS))
     for _ in range(3):
         diagnoser.measure(x, y)
     assert diagnoser.probe.traces == 1
@@ -274,7 +275,7 @@ def test_loaded_sequential_model_gives_the_same_statistics(tmp_path):
 def test_light_diagnosis_skips_duplicate_searches_in_the_same_trace():
     x, y = batch()
     model = mlp(3, 16, "relu", "zeros")
-    diagnoser = keras_initdiag.diagnostics.engine.Diagnoser(model, loss=LOSS)
+    diagnoser = compiled(keras_initdiag.diagnostics.engine.Diagnoser(model, loss=LOSS))
     full = diagnoser.measure(x, y)
     light = diagnoser.measure(x, y, full=False)
     assert full.stats["dense_1"]["duplicate_unit_fraction"] == 1.0
@@ -302,9 +303,10 @@ def test_normalized_elongated_inputs_are_not_a_gradient_explosion(kind):
     # Raw features with scales 1e-2..1e2: rescaling them per direction changes
     # E[x^2]·E||dL/dx||^2 by orders of magnitude, but no weight sits before
     # that layer, so nothing is trained by it; the He stack after it is healthy.
-    from keras_initdiag.cli.demo import make_data
-
-    x, y = make_data(512)
+    rng = np.random.default_rng(0)
+    latent = rng.standard_normal((512, 16)) @ rng.standard_normal((16, 16))
+    x = (latent * np.logspace(-2, 2, 16)).astype("float32")
+    y = rng.integers(0, 4, 512)
     if kind == "whitening":
         first = keras_initdiag.Whitening(mode="zca")
     else:

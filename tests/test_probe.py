@@ -10,12 +10,14 @@ stays small.
 from __future__ import annotations
 
 import gc
+import math
 import warnings
 import weakref
 
 import keras
 import numpy as np
 import pytest
+from helpers import compiled
 
 import keras_initdiag
 from keras_initdiag.callbacks import InitDiagnosticsWarning
@@ -114,7 +116,7 @@ def test_one_trace_for_every_batch_size_with_every_statistic():
     model.compile("sgd", "mse")
     x = RNG.standard_normal((128, 8)).astype("float32")
     y = RNG.standard_normal((128, 2)).astype("float32")
-    diagnoser = engine.Diagnoser(model)
+    diagnoser = compiled(engine.Diagnoser(model))
     reports = [diagnoser.measure(x[:n], y[:n]) for n in (128, 64, 128)]
     assert diagnoser.probe.traces == 1
     for report in reports:
@@ -241,3 +243,40 @@ def test_integer_inputs_that_feed_no_embedding_need_probe_data():
     x = RNG.integers(0, 10, size=(16, 3))
     with pytest.raises(ValueError, match="probe_data.*does not feed an Embedding"):
         model.fit(x, np.zeros((16, 1)), epochs=1, verbose=0, callbacks=[callback])
+
+
+def test_eager_calls_then_one_trace_with_the_same_numbers():
+    # The first EAGER_CALLS diagnoses run eagerly (cheaper than compiling for
+    # a few diagnoses); the compiled function then gives the same report.
+    from keras_initdiag.diagnostics.probe import EAGER_CALLS
+
+    model = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(32, activation="relu", name="d0"),
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.Dropout(0.3, name="drop"),
+            keras.layers.Dense(32, activation="tanh", name="d1"),
+            keras.layers.Dense(3, name="head"),
+        ]
+    )
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = RNG.standard_normal((64, 8)).astype("float32")
+    y = RNG.integers(0, 3, 64)
+    diagnoser = engine.Diagnoser(model)
+    eager = [diagnoser.measure(x, y) for _ in range(EAGER_CALLS)]
+    assert diagnoser.probe.traces == 0
+    graph = diagnoser.measure(x, y)
+    assert diagnoser.probe.traces == 1
+    checked = 0
+    for name in graph.layers:
+        for stat, value in graph.stats[name].items():
+            first = eager[0].stats[name][stat]
+            assert eager[-1].stats[name][stat] == pytest.approx(first, nan_ok=True)
+            assert value == pytest.approx(first, rel=1e-4, abs=1e-7, nan_ok=True), (
+                name,
+                stat,
+            )
+            checked += math.isfinite(value)
+    assert checked > 50
+    assert graph.loss == pytest.approx(eager[0].loss, rel=1e-5)

@@ -13,7 +13,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from helpers import event_accumulator, tensor_values
+from helpers import compiled, event_accumulator, tensor_values
 
 import keras_initdiag
 from keras_initdiag.callbacks import FlagError, InitDiagnosticsWarning
@@ -280,7 +280,7 @@ def test_large_model_host_traffic_is_o_layers():
     assert model.count_params() > 9_500_000
     x = RNG.standard_normal((16, width)).astype("float32")
     y = RNG.standard_normal((16, 2)).astype("float32")
-    diagnoser = engine.Diagnoser(model)
+    diagnoser = compiled(engine.Diagnoser(model))
     vector = diagnoser.probe(x, y)
     # One flat vector: a fixed number of floats per node (the input and
     # every layer), plus the loss.

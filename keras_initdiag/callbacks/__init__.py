@@ -43,6 +43,7 @@ from keras_initdiag.diagnostics.batches import probe_inputs, split_probe_data
 from keras_initdiag.diagnostics.engine import Diagnoser, ProbeInputError
 from keras_initdiag.diagnostics.report import DiagnosticReport, Flag
 from keras_initdiag.diagnostics.train_grads import GradientRecorder
+from keras_initdiag.tensorboard import UPDATE_RATIO_TAG
 
 #: Flag kinds that are advice, never a reason to stop or raise.
 ADVISORY = rules.ADVISORY
@@ -360,7 +361,7 @@ class InitDiagnostics(keras.callbacks.Callback):
                 return
             self.update_ratios = ratios
             if self.sink.writes(self.model):
-                self.sink.add_series([(step, ratios)], prefix="update_ratio")
+                self.sink.add_series([(step, ratios)], prefix=UPDATE_RATIO_TAG)
             flags = rules.update_ratio_flags(step, ratios, self.thresholds)
         except Exception as error:  # noqa: BLE001 - never break the user's fit.
             self._updates.stop()

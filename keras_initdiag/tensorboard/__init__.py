@@ -20,6 +20,7 @@ from keras_initdiag.tensorboard.events import LAYOUT_CATEGORY as LAYOUT_CATEGORY
 from keras_initdiag.tensorboard.events import LOSS_TAG as LOSS_TAG
 from keras_initdiag.tensorboard.events import REPORT_TAG as REPORT_TAG
 from keras_initdiag.tensorboard.events import TRAIN_GRADIENT_TAG as TRAIN_GRADIENT_TAG
+from keras_initdiag.tensorboard.events import UPDATE_RATIO_TAG as UPDATE_RATIO_TAG
 from keras_initdiag.tensorboard.events import ReadProblem as ReadProblem
 from keras_initdiag.tensorboard.events import find_runs as find_runs
 from keras_initdiag.tensorboard.events import read_reports as read_reports

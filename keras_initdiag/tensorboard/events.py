@@ -47,10 +47,12 @@ DEPTH_PROFILE_TAG = "depth_profile"
 LAYOUT_CATEGORY = "keras_initdiag"
 #: Prefix of the per-batch gradient norms taken from the real train step.
 TRAIN_GRADIENT_TAG = "train_gradient_norm"
+#: Prefix of the update-to-weight ratios of the first training steps.
+UPDATE_RATIO_TAG = "update_ratio"
 
 _REPORT_FORMAT = 1
 # Scalar prefixes written at a report's step that are not its statistics.
-_NOT_STATS = (TRAIN_GRADIENT_TAG, LOSS_TAG.partition("/")[0])
+_NOT_STATS = (TRAIN_GRADIENT_TAG, UPDATE_RATIO_TAG, LOSS_TAG.partition("/")[0])
 # A TFRecord frames each record with a uint64 length, a uint32 CRC of the
 # length and a uint32 CRC of the data: 16 bytes around the payload.
 _RECORD_OVERHEAD = 16
@@ -210,7 +212,8 @@ def _read_file(path: str, problems: list[ReadProblem]) -> dict[int, tuple]:
                 report = pending[event.step][1]
                 number = _scalar(value)
                 # Only the report's own statistics: the per-step gradient
-                # norms and the loss share its step but are not part of it.
+                # norms, the update ratios and the loss may share its step
+                # but are not part of it.
                 if stat in _NOT_STATS or layer not in report.stats:
                     continue
                 if number is not None:
