@@ -183,7 +183,9 @@ def test_a_probe_batch_the_model_rejects_is_the_users_error():
 def test_memory_stays_bounded_over_a_long_run(monkeypatch):
     monkeypatch.setattr(history, "RECENT_REPORTS", 20)
     model = _model(width=4)
-    callback = _callback(update_freq=1, histograms=True, batch_gradients=True)
+    callback = _callback(
+        update_freq=1, histograms=True, batch_gradients=True, on_flag="ignore"
+    )
     x = np.repeat(X, 4, axis=0)
     y = np.repeat(Y, 4, axis=0)
     model.fit(x, y, batch_size=1, epochs=1, verbose=0, callbacks=[callback])

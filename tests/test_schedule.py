@@ -70,3 +70,9 @@ def test_reset_forgets_everything():
     schedule.reset()
     assert schedule.last_step is None and schedule.image_step is None
     assert schedule.due_at_batch(1)
+
+
+def test_only_an_int_schedule_is_due_at_batch_ends():
+    # With "epoch" the callback never reads the step at a batch end.
+    assert not Schedule("epoch").per_batch
+    assert Schedule(5).per_batch

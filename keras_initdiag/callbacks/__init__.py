@@ -199,7 +199,12 @@ class InitDiagnostics(keras.callbacks.Callback):
             self._collect_norms()
         if self._updates is not None and self._updates.active:
             self._measure_updates()
-        if self._diagnoser is not None and self.schedule.due_at_batch(self._step()):
+        # The step is read from the device only when a batch end can be due.
+        if (
+            self._diagnoser is not None
+            and self.schedule.per_batch
+            and self.schedule.due_at_batch(self._step())
+        ):
             self._diagnose()
 
     def on_epoch_end(self, epoch, logs=None):

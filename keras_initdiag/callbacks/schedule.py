@@ -62,6 +62,11 @@ class Schedule:
         """Whether `step` was already diagnosed (e.g. a resumed `fit`)."""
         return step == self.last_step
 
+    @property
+    def per_batch(self) -> bool:
+        """Whether batch ends can be due (an int `update_freq`)."""
+        return self.update_freq != "epoch"
+
     def due_at_batch(self, step: int) -> bool:
         """With an int `update_freq`, whether to diagnose at this batch end."""
         if self.update_freq == "epoch":

@@ -96,6 +96,8 @@ def finite_width_flags(report: DiagnosticReport, t: Thresholds) -> list[Flag]:
     """
     worst, value = None, 0.0
     for name in report.layers:
+        if info(report, name).is_output:
+            continue  # A few output units spread by design (the task's width).
         spread = get(report, name, "predicted_log_spread")
         if math.isfinite(spread) and spread * spread > value:
             worst, value = name, spread * spread
