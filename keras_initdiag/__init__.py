@@ -41,6 +41,9 @@ with _startup.quiet_start():
     from keras_initdiag import callbacks as callbacks
     from keras_initdiag.callbacks import FlagError as FlagError
     from keras_initdiag.callbacks import InitDiagnostics as InitDiagnostics
+    from keras_initdiag.callbacks import (
+        InitDiagnosticsWarning as InitDiagnosticsWarning,
+    )
     from keras_initdiag.diagnostics.engine import diagnose as diagnose
     from keras_initdiag.diagnostics.report import DiagnosticReport as DiagnosticReport
     from keras_initdiag.diagnostics.report import Flag as Flag

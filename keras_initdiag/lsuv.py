@@ -94,7 +94,15 @@ _SUPPORTED = (
 
 
 class LSUVWarning(UserWarning):
-    """A layer's pre-activation variance did not reach 1 within `max_iter`."""
+    """A layer's pre-activation variance did not reach 1 within `max_iter`.
+
+    Example:
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always", keras_initdiag.LSUVWarning)
+    ...     result = keras_initdiag.lsuv(model, x, max_iter=1, verbose=0)
+    >>> [str(w.message) for w in caught if w.category is keras_initdiag.LSUVWarning]
+    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +121,11 @@ class LSUVLayer:
         scale: The total factor the kernel was multiplied by.
         converged: Whether `|variance_after - 1| < tol`.
         orthogonal: Whether the kernel was replaced by an orthonormal one first.
+
+    Example:
+    >>> result = keras_initdiag.lsuv(model, x, verbose=0)
+    >>> first = result.layers[0]
+    >>> first.name, first.iterations, round(first.variance_after, 1)
     """
 
     name: str

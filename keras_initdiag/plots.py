@@ -262,6 +262,7 @@ def figure_to_png(fig, dpi: int = 100) -> bytes:
         The PNG file contents.
 
     Example:
+    >>> fig = keras_initdiag.plots.depth_profile_figure(report)
     >>> png = keras_initdiag.plots.figure_to_png(fig)
     >>> png[:4]
     b'\\x89PNG'
@@ -328,7 +329,7 @@ def summary_figure(
         ImportError: If matplotlib is not installed.
 
     Example:
-    >>> runs = {"he": read_reports("logs/he/initdiag")}
+    >>> runs = {"he": keras_initdiag.tensorboard.read_reports("logs/initdiag")}
     >>> fig = keras_initdiag.plots.summary_figure(runs)
     """
     names = [name for name, reports in runs.items() if reports]

@@ -11,7 +11,15 @@ ON_FLAG = ("warn", "stop", "raise", "ignore")
 
 
 class InitDiagnosticsWarning(UserWarning):
-    """A flag raised by `InitDiagnostics` (or a diagnostics failure)."""
+    """A flag raised by `InitDiagnostics` (or a diagnostics failure).
+
+    Example:
+    >>> import warnings
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore", keras_initdiag.InitDiagnosticsWarning)
+    ...     callback = keras_initdiag.InitDiagnostics(log_dir=None, verbose=0)
+    ...     history = model.fit(x, y, callbacks=[callback], verbose=0)
+    """
 
 
 class FlagError(RuntimeError):
@@ -22,7 +30,8 @@ class FlagError(RuntimeError):
 
     Example:
     >>> try:
-    ...     model.fit(x, y, callbacks=[InitDiagnostics(on_flag="raise")])
+    ...     callback = keras_initdiag.InitDiagnostics(log_dir=None, on_flag="raise")
+    ...     history = model.fit(x, y, callbacks=[callback], verbose=0)
     ... except keras_initdiag.FlagError as error:
     ...     print([flag.kind for flag in error.flags])
     """

@@ -399,7 +399,8 @@ def run_demo(
         ValueError: For an unknown regime name or an unwritable `logdir`.
 
     Example:
-    >>> results = keras_initdiag.cli.demo.run_demo("runs/demo")
+    >>> from keras_initdiag.cli import demo
+    >>> results = demo.run_demo("runs/demo", demo.QUICK, regimes=["zeros", "he"])
     """
     out = out or sys.stdout
     config = config or DemoConfig()

@@ -320,7 +320,9 @@ def diagnose(
     >>> model = keras.Sequential([keras.Input((32,))] + [
     ...     keras.layers.Dense(256, activation="relu",
     ...                        kernel_initializer="glorot_normal")
-    ...     for _ in range(30)])
+    ...     for _ in range(30)] + [keras.layers.Dense(1)])
+    >>> x = np.random.normal(size=(128, 32))
+    >>> y = np.random.normal(size=(128, 1))
     >>> report = keras_initdiag.diagnose(model, x, y, loss="mse")
     >>> print(report.table())
     >>> [flag.kind for flag in report.flags]

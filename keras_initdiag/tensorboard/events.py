@@ -132,6 +132,12 @@ class ReadProblem(NamedTuple):
     Args:
         path: The event file.
         reason: What went wrong, e.g. a truncated or corrupt record.
+
+    Example:
+    >>> problems = []
+    >>> reports = keras_initdiag.tensorboard.read_reports("logs/initdiag", problems)
+    >>> for problem in problems:
+    ...     print(problem.path, problem.reason)
     """
 
     path: str
