@@ -16,6 +16,10 @@ Measures in one run, with interleaved repetitions and warm-up excluded:
 * the diagnoses (report records) and depth-profile images each callback
   wrote over all its fits, read back from its event files after timing;
 * the number of traces of the diagnosis function (must stay 1 per model);
+* per model of the zoo (`benchmarks/zoo.py`: ResNet50, MobileNetV2, a
+  ResNet-20, a Transformer block, LSTM and GRU text models, and the two
+  failing nets): one diagnosis, eager and compiled, and the compile, against
+  one train step on 32 samples;
 * extra peak memory: resident set size (VmHWM, reset through
   `/proc/self/clear_refs`) and Python-heap peak (`tracemalloc`).
 
@@ -49,6 +53,7 @@ import tensorflow as tf  # noqa: E402
 
 import keras_initdiag  # noqa: E402
 from keras_initdiag.diagnostics.engine import Diagnoser  # noqa: E402
+from keras_initdiag.diagnostics.probe import EAGER_CALLS  # noqa: E402
 from keras_initdiag.tensorboard import DiagnosticsWriter  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).parent / "results"
@@ -461,6 +466,11 @@ def diagnosis_benchmark(kind: str, depth: int, args, log_root: str) -> dict:
     diagnoser = Diagnoser(model, loss="sparse_categorical_crossentropy")
     report = diagnoser.measure(x, y)
     cold = time.perf_counter() - cold_start
+    # The probe's other eager calls, then the call that compiles it.
+    eager = [timed(lambda: diagnoser.measure(x, y, validate=False))]
+    while diagnoser.probe.calls < EAGER_CALLS:
+        eager.append(timed(lambda: diagnoser.measure(x, y, validate=False)))
+    compile_seconds = timed(lambda: diagnoser.measure(x, y, validate=False))
     light = diagnoser.measure(x, y, validate=False, full=False)
     # The same model probed with a smaller batch (`--small-probe` samples), by
     # its own Diagnoser so that the main probe keeps one trace.
@@ -468,6 +478,7 @@ def diagnosis_benchmark(kind: str, depth: int, args, log_root: str) -> dict:
     if 0 < args.small_probe < len(x):
         xs, ys = x[: args.small_probe], y[: args.small_probe]
         small = Diagnoser(model, loss="sparse_categorical_crossentropy")
+        small.probe.calls = EAGER_CALLS  # compiled from its first call
         small.measure(xs, ys)
         small.measure(xs, ys, validate=False, full=False)
     reference = EagerReference(model)
@@ -531,6 +542,8 @@ def diagnosis_benchmark(kind: str, depth: int, args, log_root: str) -> dict:
         "tapped_layers": tapped,
         "batch_size": args.batch_size,
         "cold_first_diagnosis_seconds": cold,
+        "eager_diagnosis_seconds": summary(eager),
+        "compile_and_first_compiled_seconds": compile_seconds,
         "traces": diagnoser.probe.traces,
         "ratio_to_train_step": summary([d / s for d, s in zip(diag, step)]),
         # What the callback calls: unvalidated; full at step 0 and per epoch,
@@ -568,6 +581,70 @@ def diagnosis_benchmark(kind: str, depth: int, args, log_root: str) -> dict:
     for key, values in samples.items():
         result[key] = summary(values)
     return result
+
+
+# -- the zoo: one diagnosis vs one train step per published model ---------------
+
+
+def zoo_benchmark(entries, reps: int) -> list[dict]:
+    """Per zoo model: train step, eager and compiled diagnosis, the compile.
+
+    A diagnosis runs eagerly for the probe's first `EAGER_CALLS` calls (a
+    per-epoch schedule of a few epochs never compiles), then compiled.
+    Batches of 32 samples; medians of `reps` warm calls.
+    """
+    rows = []
+    for entry in entries:
+        keras.backend.clear_session()
+        rows.append(_zoo_row(entry, reps))
+        print(f"zoo {entry.name} done", file=sys.stderr)
+    return rows
+
+
+def _zoo():
+    """`benchmarks/zoo.py`, imported from beside this script."""
+    import importlib.util
+
+    if "zoo" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            "zoo", pathlib.Path(__file__).parent / "zoo.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["zoo"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["zoo"]
+
+
+def _zoo_row(entry, reps: int) -> dict:
+    zoo = _zoo()
+    keras.utils.set_random_seed(0)
+    model = entry.build()
+    x, y = zoo.batch(entry, n=32)
+    model.train_on_batch(x, y)  # traces the train step
+    step = [timed(lambda: model.train_on_batch(x, y)) for _ in range(reps)]
+    diagnoser = Diagnoser(model)
+    first = timed(lambda: diagnoser.measure(x, y))
+    eager = []
+    while diagnoser.probe.calls < EAGER_CALLS:
+        eager.append(timed(lambda: diagnoser.measure(x, y, validate=False)))
+    compile_seconds = timed(lambda: diagnoser.measure(x, y, validate=False))
+    compiled = [
+        timed(lambda: diagnoser.measure(x, y, validate=False)) for _ in range(reps)
+    ]
+    step_s = statistics.median(step)
+    return {
+        "model": entry.name,
+        "tapped_layers": len(diagnoser.tapset.taps),
+        "parameters": model.count_params(),
+        "train_step_seconds": summary(step),
+        "first_diagnosis_seconds": first,
+        "eager_diagnosis_seconds": summary(eager),
+        "compile_and_first_compiled_seconds": compile_seconds,
+        "compiled_diagnosis_seconds": summary(compiled),
+        "eager_ratio_to_train_step": statistics.median(eager) / step_s,
+        "compiled_ratio_to_train_step": statistics.median(compiled) / step_s,
+        "traces": diagnoser.probe.traces,
+    }
 
 
 # -- report --------------------------------------------------------------------
@@ -693,6 +770,26 @@ def markdown(results: dict) -> str:
                 else " |"
             )
         )
+    if results.get("zoo"):
+        lines += [
+            "",
+            "## The zoo: one diagnosis vs one train step (32 samples, warm)",
+            "",
+            "| model | tapped nodes | params | train step ms | first diagnosis s "
+            "| eager ms (/ step) | compile s | compiled ms (/ step) | traces |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for z in results["zoo"]:
+            lines.append(
+                f"| {z['model']} | {z['tapped_layers']} | {z['parameters']:,} "
+                f"| {z['train_step_seconds']['median'] * 1e3:.0f} "
+                f"| {z['first_diagnosis_seconds']:.2f} "
+                f"| {z['eager_diagnosis_seconds']['median'] * 1e3:.0f} "
+                f"({z['eager_ratio_to_train_step']:.1f}x) "
+                f"| {z['compile_and_first_compiled_seconds']:.1f} "
+                f"| {z['compiled_diagnosis_seconds']['median'] * 1e3:.0f} "
+                f"({z['compiled_ratio_to_train_step']:.1f}x) | {z['traces']} |"
+            )
     return "\n".join(lines)
 
 
@@ -734,6 +831,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--deep", type=int, default=100, help="deep MLP depth")
     parser.add_argument("--scaling", type=int, nargs="+", default=[20, 50, 100])
     parser.add_argument("--output", default=None, help="JSON path override")
+    parser.add_argument(
+        "--no-zoo",
+        dest="zoo",
+        action="store_false",
+        help="skip the zoo (published models: diagnosis vs train step)",
+    )
     parser.add_argument(
         "--fit-models",
         type=int,
@@ -787,6 +890,12 @@ def main(argv=None) -> dict:
                 f"diagnosis {kind}{depth} done at {time.perf_counter() - start:.0f}s",
                 file=sys.stderr,
             )
+    if args.zoo:
+        zoo = _zoo()
+        entries = list(zoo.HEALTHY) + [entry for entry, _ in zoo.FAILING]
+        if args.quick:
+            entries = [e for e in entries if e.name in ("lstm_text", "plain_bn50")]
+        results["zoo"] = zoo_benchmark(entries, reps=2 if args.quick else 5)
     results["machine"]["load_average_at_end"] = list(os.getloadavg())
     results["wall_seconds"] = time.perf_counter() - start
     path = pathlib.Path(args.output) if args.output else RESULTS / f"{args.name}.json"

@@ -733,7 +733,17 @@ def diagnose_grid(runs_path: pathlib.Path, out: pathlib.Path) -> int:
 # -- judging the flags against the outcomes -----------------------------------
 
 #: Flag kinds that say "this network will not train" (the others advise).
-SERIOUS = ("nonfinite", "exploding", "vanishing", "symmetry", "dead", "saturation")
+SERIOUS = (
+    "nonfinite",
+    "exploding",
+    "vanishing",
+    "initial_loss",
+    "no_gradient",
+    "symmetry",
+    "dead",
+    "saturation",
+    "finite_width",
+)
 #: A network fails when its training loss after the budget is above this
 #: fraction of the chance loss (see `failed`).
 FAIL_FRACTION = 0.5
@@ -802,6 +812,24 @@ def confusion(runs: list[dict], reports: dict, thresholds=None) -> dict:
     }
 
 
+def kind_table(runs: list[dict], reports: dict, thresholds=None) -> dict:
+    """Per flag kind: runs it flags, how many failed, and the same when alone."""
+    table = {kind: [0, 0, 0, 0] for kind in SERIOUS}
+    for run in runs:
+        report = reports.get(run["key"])
+        if report is None:
+            continue
+        kinds = {f.kind for f in serious_flags(report, thresholds)}
+        for kind in kinds:
+            row = table[kind]
+            row[0] += 1
+            row[1] += failed(run)
+            if len(kinds) == 1:
+                row[2] += 1
+                row[3] += failed(run)
+    return {kind: tuple(row) for kind, row in table.items() if row[0]}
+
+
 def judge_grid(
     runs_path: pathlib.Path, reports_path: pathlib.Path, thresholds=None
 ) -> dict:
@@ -812,6 +840,9 @@ def judge_grid(
     for optimizer in OPTIMIZERS:
         subset = [r for r in runs if r["optimizer"] == optimizer]
         summary[optimizer] = confusion(subset, reports, thresholds)
+    for family in sorted({r["key"].split("-")[0] for r in runs}):
+        subset = [r for r in runs if r["key"].split("-")[0] == family]
+        summary[family] = confusion(subset, reports, thresholds)
     print(
         "| networks | n | flagged & failed | flagged, trained | missed | quiet, "
         "trained | precision | recall |"
@@ -822,6 +853,15 @@ def judge_grid(
             f"| {name} | {c['n']} | {c['tp']} | {c['fp']} | {c['fn']} | {c['tn']} | "
             f"{c['precision']:.3f} | {c['recall']:.3f} |"
         )
+    print()
+    print(
+        "| flag kind | runs flagged | of which failed | flagged by it alone | failed |"
+    )
+    print("|---|---|---|---|---|")
+    for kind, (flagged, failed_, alone, alone_failed) in kind_table(
+        runs, reports, thresholds
+    ).items():
+        print(f"| {kind} | {flagged} | {failed_} | {alone} | {alone_failed} |")
     c = summary["all"]
     for key, kinds, loss in c["false_alarms"]:
         print(f"false alarm: {key} flagged {kinds}, trained to {loss:.3f}")

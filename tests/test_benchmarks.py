@@ -33,12 +33,15 @@ def test_quick_run_writes_every_configuration(tmp_path, capsys):
         assert row["fit_seconds"]["n"] == 1
         assert row["ratio_to_plain"]["median"] > 0
         if config.startswith("initdiag"):
-            # One trace of the diagnosis function per model, across every fit.
-            assert row["traces"] == 1, config
+            # At most one trace of the diagnosis function per model, across
+            # every fit (a few per-epoch diagnoses run eagerly, untraced).
+            assert row["traces"] <= 1, config
             # Read back from the event files: every fit wrote reports.
             events = row["events_written"]
             assert events["reports"] >= row["fits"], config
             assert events["depth_profile_images"] >= 1, config
+
+    assert fit["configs"]["initdiag_freq1"]["traces"] == 1
 
     (diagnosis,) = results["diagnosis"]
     assert diagnosis["traces"] == 1
@@ -58,6 +61,12 @@ def test_quick_run_writes_every_configuration(tmp_path, capsys):
     assert small["samples"] == 4 and small["traces"] == 1
     assert small["light_ratio_to_train_step"]["median"] > 0
     assert diagnosis["diagnosis_small_seconds"]["n"] == 2
+    zoo = {row["model"]: row for row in results["zoo"]}
+    assert set(zoo) == {"lstm_text", "plain_bn50"}
+    for row in zoo.values():
+        assert row["traces"] == 1
+        assert row["eager_diagnosis_seconds"]["n"] == 3
+        assert row["compiled_ratio_to_train_step"] > 0
     assert results["machine"]["tensorflow"]
     out = capsys.readouterr().out
     assert "| initdiag_freq1 |" in out

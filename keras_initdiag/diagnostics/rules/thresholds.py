@@ -82,7 +82,7 @@ class Thresholds:
         finite_width: Flag "finite_width" when the predicted variance of the
             log of the per-example scale (`predicted_log_spread ** 2`)
             exceeds this (SGD and other non-adaptive optimizers). Defaults
-            to `3.0`.
+            to `2.5`.
         finite_width_adaptive: ... with an adaptive optimizer. Defaults to
             `4.0`.
         update_ratio_low: Flag "update_ratio" when a layer's first updates
@@ -106,7 +106,7 @@ class Thresholds:
     symmetry: float = 0.1
     mismatch_tolerance: float = 1.5
     initial_loss: float = 3.0
-    finite_width: float = 3.0
+    finite_width: float = 2.5
     finite_width_adaptive: float = 4.0
     update_ratio_low: float = 1e-6
     update_ratio_high: float = 1.0
