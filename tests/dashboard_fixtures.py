@@ -71,10 +71,16 @@ class DashboardLogs:
 
     logdir: str
     model_reports: list
+    model_update_ratios: dict
 
 
 def fit_model_run(log_dir: str):
-    """Fit a small residual net with a dead zero layer; return the reports."""
+    """Fit a small residual net with a dead zero layer.
+
+    Returns:
+        The callback's reports and its `update_ratios` (written at the step
+        of the first updates, which is not a diagnosis step).
+    """
     import keras
 
     import keras_initdiag
@@ -99,7 +105,7 @@ def fit_model_run(log_dir: str):
         log_dir=log_dir, probe_data=(x[:32], y[:32]), on_flag="ignore", verbose=0
     )
     model.fit(x, y, batch_size=16, epochs=2, callbacks=[callback], verbose=0)
-    return list(callback.reports)
+    return list(callback.reports), dict(callback.update_ratios)
 
 
 def write_other_run(run_dir: str) -> None:
@@ -116,7 +122,7 @@ def write_other_run(run_dir: str) -> None:
 @pytest.fixture(scope="session")
 def dashboard_logs(tmp_path_factory) -> DashboardLogs:
     logdir = str(tmp_path_factory.mktemp("dashboard") / "logs")
-    reports = fit_model_run(os.path.join(logdir, "model"))
+    reports, update_ratios = fit_model_run(os.path.join(logdir, "model"))
     write_run(
         os.path.join(logdir, "synthetic", "initdiag"),
         SYNTHETIC_LAYERS,
@@ -155,7 +161,7 @@ def dashboard_logs(tmp_path_factory) -> DashboardLogs:
     truncated = os.path.join(logdir, "truncated", "initdiag")
     write_run(truncated, ["a", "b"], report_steps=[0, 1, 2])
     truncate_last_scalars(truncated)
-    return DashboardLogs(logdir, reports)
+    return DashboardLogs(logdir, reports, update_ratios)
 
 
 def wait_for_runs(base: str, ready, timeout: float = 60.0) -> dict:

@@ -109,8 +109,11 @@ def test_heatmap_returns_every_number_the_callback_wrote(
     reports = dashboard_logs.model_reports
     run = runs_by_name(dashboard_server)["model/initdiag"]
     compared = 0
+    assert "update_ratio" in run["stats"]
     for stat in run["stats"]:
         body, values = heatmap(dashboard_server, "model/initdiag", stat)
+        if stat == "update_ratio":
+            continue  # Written at the first updates' step; compared below.
         assert body["rows"] == [n for n in reports[-1].layers if n in body["rows"]]
         assert body["sampled"] is False and body["cap"] == 1000
         for report in reports:
@@ -126,10 +129,26 @@ def test_heatmap_returns_every_number_the_callback_wrote(
                 else:
                     assert got == np.float32(expected), (stat, layer, report.step)
                     compared += 1
-    assert set(run["stats"]) <= set(STAT_NAMES)
+    assert set(run["stats"]) <= {*STAT_NAMES, "update_ratio"}
     assert compared > 100
     body, _ = heatmap(dashboard_server, "model/initdiag", "activation_variance")
     assert body["steps"] == [0, 4, 8]
+
+
+def test_heatmap_update_ratio_is_what_the_callback_measured(
+    dashboard_server, dashboard_logs
+):
+    ratios = dashboard_logs.model_update_ratios
+    assert ratios, "the fit measured no update ratios"
+    body, values = heatmap(dashboard_server, "model/initdiag", "update_ratio")
+    (step,) = body["steps"]
+    assert step not in [r.step for r in dashboard_logs.model_reports]
+    written = {layer: r for layer, r in ratios.items() if not math.isnan(r)}
+    assert written and len(written) < len(ratios)  # Zero kernels: NaN, unwritten.
+    assert sorted(body["rows"]) == sorted(written)
+    for layer, ratio in written.items():
+        got = values[body["rows"].index(layer), 0]
+        assert got == np.float32(ratio), layer
 
 
 def test_heatmap_points_keeps_evenly_spaced_columns(dashboard_server):
