@@ -2,11 +2,13 @@
 
 Every entry is a model people actually train, built with its published
 initializers (`weights=None` for `keras.applications`), small enough for a
-CPU test: `keras.applications` ResNet50 and MobileNetV2 at 32x32, a 20-block
-conv-BN-ReLU ResNet, a post-LN Transformer encoder written with `h + a`, and
-LSTM and GRU text models with `mask_zero=True`. At step 0 none of them has a
-problem the diagnostics should flag. `tests/test_zoo.py` checks exactly that;
-`benchmarks/overhead.py` times one diagnosis of each against one train step.
+CPU test: `keras.applications` ResNet50, MobileNetV2, EfficientNetB0 (its
+squeeze-and-excite gates) and ConvNeXtTiny (LayerScale 1e-6) at 32x32, a
+20-block conv-BN-ReLU ResNet, a post-LN Transformer encoder written with
+`h + a`, and LSTM and GRU text models with `mask_zero=True`. At step 0 none
+of them has a problem the diagnostics should flag. `tests/test_zoo.py` checks
+exactly that; `benchmarks/overhead.py` times one diagnosis of each against
+one train step.
 
 Two failing models sit beside them: a 50-layer plain Dense-BN-ReLU network,
 whose back-propagated gradient grows by about sqrt(pi / (pi - 1)) per layer
@@ -63,20 +65,24 @@ def _compile(model: keras.Model, from_logits: bool = True) -> keras.Model:
     return model
 
 
-def resnet50() -> keras.Model:
-    """`keras.applications.ResNet50(weights=None)` at 32x32, 10 classes."""
-    model = keras.applications.ResNet50(
-        weights=None, input_shape=(32, 32, 3), classes=10
-    )
-    return _compile(model, from_logits=False)
+def application(name: str, size: int = 32) -> Callable[[], keras.Model]:
+    """`keras.applications.<name>(weights=None)` at `size` x `size`, 10 classes.
 
+    Args:
+        name: The application's class name, e.g. `"ResNet50"`.
+        size: Input height and width. Defaults to `32`.
 
-def mobilenet_v2() -> keras.Model:
-    """`keras.applications.MobileNetV2(weights=None)` at 32x32, 10 classes."""
-    model = keras.applications.MobileNetV2(
-        weights=None, input_shape=(32, 32, 3), classes=10
-    )
-    return _compile(model, from_logits=False)
+    Returns:
+        A builder of the compiled model (softmax outputs).
+    """
+
+    def build() -> keras.Model:
+        model = getattr(keras.applications, name)(
+            weights=None, input_shape=(size, size, 3), classes=10
+        )
+        return _compile(model, from_logits=False)
+
+    return build
 
 
 def conv_resnet(blocks: int = 20, width: int = 16, normalize: bool = True):
@@ -156,8 +162,10 @@ def _vectors(n_features: int = 32, classes: int = 10):
 
 #: Published architectures: no non-advisory flag at step 0.
 HEALTHY: tuple[Entry, ...] = (
-    Entry("resnet50", resnet50, _images(32)),
-    Entry("mobilenet_v2", mobilenet_v2, _images(32)),
+    Entry("resnet50", application("ResNet50"), _images(32)),
+    Entry("mobilenet_v2", application("MobileNetV2"), _images(32)),
+    Entry("efficientnet_b0", application("EfficientNetB0"), _images(32)),
+    Entry("convnext_tiny", application("ConvNeXtTiny"), _images(32)),
     Entry("conv_resnet20", conv_resnet, _images(16)),
     Entry("transformer_post_ln", transformer, _tokens(16, 100)),
     Entry("lstm_text", lambda: recurrent("LSTM"), _tokens(20, 200)),

@@ -4,6 +4,7 @@ Reports are built by hand as small graphs: every node names the nodes it
 reads (`LayerInfo.inputs`), as the engine records them.
 """
 
+import dataclasses
 import math
 
 import pytest
@@ -146,6 +147,26 @@ def test_finite_width_threshold_follows_the_optimizer():
     assert kinds(report) == []
 
 
+@pytest.mark.parametrize("gate_spread, flagged", [(0.1, False), (2.5, True)])
+def test_finite_width_judges_the_spread_a_node_passes_on(gate_spread, flagged):
+    # Squeeze-and-excite: a 4-unit layer spreads its own output (3.3), but
+    # the sigmoid gate it drives squashes that away (0.1): nothing reaches
+    # the signal. A gate that kept it (2.5, carried on to the end) would.
+    nodes = [node("x", kind="input"), node("d0", ["x"]), node("narrow", ["d0"])]
+    nodes += [node("gate", ["narrow"])]
+    nodes += [node("mul", ["d0", "gate"], kind="merge", merge="product")]
+    nodes += [node("d1", ["mul"]), node("head", ["d1"], is_output=True)]
+    spreads = {"x": 0.0, "d0": 0.5, "narrow": 3.3, "gate": gate_spread}
+    spreads["mul"] = spreads["d1"] = spreads["head"] = 0.5 + gate_spread
+    values = {
+        n.name: stats(predicted_log_spread=math.sqrt(spreads[n.name])) for n in nodes
+    }
+    flags = judge(report_of(nodes, values))
+    assert [f.kind for f in flags] == (["finite_width"] if flagged else [])
+    if flagged:
+        assert flags[0].value == pytest.approx(3.0)
+
+
 def test_output_layer_is_left_out_of_the_forward_scale():
     info = {"d2": node("d2", ["d1"], is_output=True)}
     assert kinds(chain([1.0, 1.0, 1e-6], info=info)) == []
@@ -212,6 +233,22 @@ def test_normalized_residual_stream_grows_linearly_and_is_quiet():
 def test_small_by_design_branch_is_not_vanishing():
     # LayerScale 1e-6: the branch is tiny relative to the stream.
     assert kinds(residual(20, lambda m2: 1e-12 * m2)) == []
+
+
+@pytest.mark.parametrize("passes_through", [True, False])
+def test_small_branch_seen_through_an_identity_before_the_merge(passes_through):
+    # ConvNeXt: norm -> dense -> LayerScale(1e-6) -> Activation("linear") -> Add.
+    # A ReLU between the gate and the merge is not a pass-through: judged.
+    activation = "linear" if passes_through else "relu"
+    nodes = [node("x", kind="input"), node("norm", ["x"], kind="norm")]
+    nodes += [node("dense", ["norm"]), node("scale", ["dense"])]
+    nodes += [node("identity", ["scale"], weights=False, activation=activation)]
+    nodes += [node("add", ["x", "identity"], kind="merge", merge="sum")]
+    nodes[-2] = dataclasses.replace(nodes[-2], propagation="activation")
+    values = {n.name: stats() for n in nodes}
+    values["scale"] = values["identity"] = stats(1e-12)
+    values["add"] = stats(1.0 + 1e-12)
+    assert ("vanishing" in kinds(report_of(nodes, values))) != passes_through
 
 
 def test_two_inputs_of_different_scales_are_not_compared():

@@ -149,6 +149,37 @@ def test_hanin_rolnick_spread_over_fresh_initializations():
     assert measured == pytest.approx(spread**2, rel=0.25)
 
 
+@pytest.mark.parametrize(
+    "activation, gain2, expected",
+    [("tanh", 1.0, 0.41), ("tanh", 4.0, 0.0072), ("sigmoid", 16.0, 0.0145)],
+)
+def test_bounded_activations_pass_on_only_part_of_the_spread(
+    activation, gain2, expected
+):
+    # A saturating tanh or a sigmoid gate squashes each example's scale:
+    # Var(log ||h||^2) stays far below the ReLU sum 5 * depth / width = 2.5
+    # (which the old prediction, about 1.0 here, treated like a linear sum).
+    # Simulated over 300 fresh initializations; `expected` is that value.
+    depth, width, trials = 32, 64, 300
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, width))
+    phi = np.tanh if activation == "tanh" else (lambda z: 1 / (1 + np.exp(-z)))
+    logs = []
+    for _ in range(trials):
+        h = x
+        for _ in range(depth):
+            w = rng.standard_normal((width, width)) * math.sqrt(gain2 / width)
+            h = phi(h @ w)
+        logs.append(math.log(float(np.sum(h * h))))
+    measured = float(np.var(logs))
+    assert measured == pytest.approx(expected, rel=0.05)
+    kernel = keras.initializers.VarianceScaling(gain2, "fan_in", "untruncated_normal")
+    model = mlp(kernel, activation, depth=depth, width=width, d_in=width)
+    report = keras_initdiag.diagnose(model, x.astype("float32"))
+    spread = report.stats[report.layers[-1]]["predicted_log_spread"]
+    assert spread**2 == pytest.approx(measured, rel=0.15)
+
+
 def test_dropout_and_batch_norm_predictions():
     model = keras.Sequential(
         [

@@ -100,22 +100,62 @@ def _gaussian_kurtosis(mean: float, variance: float) -> float:
     return fourth / (second * second) if second > 0 else 3.0
 
 
+#: Step in `log E[z^2]` of the central difference that measures how an
+#: activation passes the per-example scale (`_elasticity`).
+_LOG_STEP = 0.1
+
+
 def _through(
-    moments: Moments, name: str, mean: float, variance: float, units: int
+    moments: Moments,
+    name: str,
+    mean: float,
+    variance: float,
+    units: int,
+    spread: float,
 ) -> tuple[float, float, float] | None:
-    """`(mean, moment, added spread)` of `phi(z)`, `z ~ N(mean, variance)`."""
-    found = moments(name, mean, max(variance, 0.0))
+    """`(mean, moment, spread)` of `phi(z)`, `z ~ N(mean, variance)`.
+
+    `spread` is the variance of `log` of the per-example scale of `z`: the
+    scale carried from upstream plus the sampling term of `z`'s own `units`
+    Gaussian terms (`log_variance(kurtosis - 1, units)`). An example whose
+    `z` is `e^(t/2)` times larger has `E[phi^2]` about `e^(elasticity * t)`
+    times larger, so `phi` passes `elasticity^2` of the upstream part on (the
+    delta method): all of it for ReLU and linear maps, which are homogeneous,
+    little of it for a sigmoid gate near its centre or a saturated tanh. The
+    sampling term becomes `phi`'s own, `log_variance(E[phi^4] / E[phi^2]^2 -
+    1, units)`: 5 / n for ReLU, as Hanin & Rolnick have it.
+    """
+    variance = max(variance, 0.0)
+    found = moments(name, mean, variance)
     if found is None:
         return None
     first, second, fourth = found
     if not (math.isfinite(second) and second > 0):
         return None
-    added = 0.0
-    if units > 0:
-        excess = fourth / (second * second) - 1.0
-        before = _gaussian_kurtosis(mean, variance) - 1.0
-        added = max(log_variance(excess, units) - log_variance(before, units), 0.0)
-    return first, second, added
+    passed = _elasticity(moments, name, mean, variance) ** 2
+    if units <= 0:
+        return first, second, passed * spread
+    excess = fourth / (second * second) - 1.0
+    before = log_variance(_gaussian_kurtosis(mean, variance) - 1.0, units)
+    upstream = max(spread - before, 0.0)
+    return first, second, passed * upstream + log_variance(excess, units)
+
+
+def _elasticity(moments: Moments, name: str, mean: float, variance: float) -> float:
+    """`d log E[phi(z)^2] / d log E[z^2]` when `z` is scaled as a whole.
+
+    1 for a homogeneous activation (ReLU, linear); NaN moments count as 1,
+    so a failed evaluation never hides a spread.
+    """
+    logs = []
+    for sign in (1.0, -1.0):
+        factor = math.exp(sign * _LOG_STEP / 2)
+        found = moments(name, mean * factor, variance * factor * factor)
+        moment = found[1] if found is not None else math.nan
+        if not (math.isfinite(moment) and moment > 0):
+            return 1.0
+        logs.append(math.log(moment))
+    return abs(logs[0] - logs[1]) / (2 * _LOG_STEP)
 
 
 def log_variance(excess: float, units: int) -> float:
@@ -156,11 +196,10 @@ def _linear(report, name, info: LayerInfo, source: State, extras, moments):
     spread = source.spread + log_variance(2.0, info.units)
     if info.activation in ("", "linear"):
         return State(0.0, q, spread, info.fan_in)
-    found = _through(moments, name, 0.0, q, info.units)
+    found = _through(moments, name, 0.0, q, info.units, spread)
     if found is None:
         return None
-    first, second, added = found
-    return State(first, second, spread + added, info.fan_in)
+    return State(*found, info.fan_in)
 
 
 def _norm(info: LayerInfo, source: State, extras, training: bool) -> State | None:
@@ -308,11 +347,10 @@ def _predict_node(report, name, info, states, extras, moments, training):
     if how == "linear":
         return _linear(report, name, info, source, mine, moments)
     if how == "activation":
-        found = _through(moments, name, source.mean, source.variance, info.units)
-        if found is None:
-            return None
-        first, second, added = found
-        return State(first, second, source.spread + added)
+        found = _through(
+            moments, name, source.mean, source.variance, info.units, source.spread
+        )
+        return None if found is None else State(*found)
     if how in ("batch_norm", "layer_norm", "rms_norm"):
         return _norm(info, source, mine, training)
     if how == "dropout":

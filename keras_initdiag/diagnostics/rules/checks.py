@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from keras_initdiag.diagnostics.report import DiagnosticReport, Flag
-from keras_initdiag.diagnostics.rules.common import get, info
+from keras_initdiag.diagnostics.rules.common import get, info, readers
 from keras_initdiag.diagnostics.rules.thresholds import Thresholds
 
 
@@ -93,12 +93,18 @@ def finite_width_flags(report: DiagnosticReport, t: Thresholds) -> list[Flag]:
     each example's `||z||^2` drifts by a random amount of variance about
     `5 * sum(1 / n_l)`, even when the mean is right. When that variance is
     large, examples reach the output at wildly different scales.
+
+    A node is judged by the spread it passes on (`_carried`): a narrow
+    bottleneck whose output only drives a bounded gate (a squeeze-and-excite
+    block's 4-unit layer before its sigmoid) spreads its own output, not the
+    signal's.
     """
+    carried = _carried(report)
     worst, value = None, 0.0
     for name in report.layers:
         if info(report, name).is_output:
             continue  # A few output units spread by design (the task's width).
-        spread = get(report, name, "predicted_log_spread")
+        spread = carried[name]
         if math.isfinite(spread) and spread * spread > value:
             worst, value = name, spread * spread
     if worst is None or value <= t.finite_width:
@@ -119,6 +125,28 @@ def finite_width_flags(report: DiagnosticReport, t: Thresholds) -> list[Flag]:
             "normalization or residual connections.",
         )
     ]
+
+
+def _carried(report: DiagnosticReport) -> dict[str, float]:
+    """Each node's `predicted_log_spread`, capped by what its readers carry.
+
+    Where the signal ends (an output, a normalization layer, a reader without
+    a prediction) a node keeps its own spread; elsewhere it keeps at most the
+    largest spread its readers carry on, so a spread the next node squashes
+    away (a sigmoid gate) no longer counts.
+    """
+    found: dict[str, float] = {}
+    for name, consumers in reversed(list(readers(report).items())):
+        own = get(report, name, "predicted_log_spread")
+        ahead = [found.get(c, math.nan) for c in consumers]
+        if not consumers or any(
+            info(report, c).kind == "norm" or not math.isfinite(a)
+            for c, a in zip(consumers, ahead)
+        ):
+            found[name] = own
+        else:
+            found[name] = min(own, max(ahead))
+    return found
 
 
 def update_ratio_flags(

@@ -46,18 +46,22 @@ def branch_ends(report: DiagnosticReport) -> set[str]:
     Such an output is added to a stream that carries the signal on (a
     residual branch's last layer, a LayerScale, a ReZero or SkipInit gate, an
     attention block before `h + a`): its scale relative to the stream is a
-    design choice, not something compounding with depth.
+    design choice, not something compounding with depth. Pass-through nodes
+    on the way to the merge (an identity or linear activation, dropout, as
+    ConvNeXt's `LayerScale -> Activation("linear") -> Add`) are seen through.
     """
     from keras_initdiag.diagnostics.signal import second_moments
 
     moments = second_moments(report)
-    ends = set()
-    for name, consumers in readers(report).items():
+    ends: set[str] = set()
+    for name, consumers in reversed(list(readers(report).items())):
         if not consumers:
             continue
         small = True
         for consumer in consumers:
             merge = info(report, consumer)
+            if consumer in ends and _passes_through(merge):
+                continue
             if merge.merge not in ("sum", "average"):
                 small = False
                 break
@@ -69,6 +73,13 @@ def branch_ends(report: DiagnosticReport) -> set[str]:
         if small:
             ends.add(name)
     return ends
+
+
+def _passes_through(facts) -> bool:
+    """Whether a node hands its input on unscaled (up to dropout's noise)."""
+    if facts.propagation in ("identity", "dropout"):
+        return True
+    return facts.propagation == "activation" and facts.activation in ("", "linear")
 
 
 def advice(report: DiagnosticReport, layers: list[str]) -> str:
