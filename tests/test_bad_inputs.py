@@ -161,6 +161,7 @@ CASES = [
     ("callback-on-flag", lambda: keras_initdiag.InitDiagnostics(on_flag="panic"), ValueError, "on_flag", "'panic'"),
     ("callback-thresholds", lambda: keras_initdiag.InitDiagnostics(thresholds=0.5), TypeError, "thresholds", "0.5"),
     ("callback-histograms", lambda: keras_initdiag.InitDiagnostics(histograms="yes"), TypeError, "histograms", "'yes'"),
+    ("callback-depth-profile", lambda: keras_initdiag.InitDiagnostics(depth_profile=1), TypeError, "depth_profile", "1"),
     ("callback-verbose", lambda: keras_initdiag.InitDiagnostics(verbose=3), ValueError, "verbose", "3"),
     ("callback-layers-str", lambda: keras_initdiag.InitDiagnostics(layers="dense_a"), TypeError, "layers", "'dense_a'"),
     ("callback-log-dir-empty", lambda: keras_initdiag.InitDiagnostics(log_dir=""), ValueError, "log_dir", "''"),

@@ -58,10 +58,10 @@ def test_epoch_schedule_starts_at_step_0_and_writes_events(tmp_path):
     assert value == pytest.approx(
         callback.reports[0].stats["dense"]["activation_variance"], rel=1e-6
     )
-    # Custom scalars layout, flags table, depth profile image.
+    # Custom scalars layout, flags table; no image unless asked for.
     assert "flags" in tensor_tags(accumulator, "text")
     assert "custom_scalars__config__" in tags
-    assert "depth_profile" in tensor_tags(accumulator, "images")
+    assert tensor_tags(accumulator, "images") == []
 
 
 def test_step_0_is_before_any_update(tmp_path):
@@ -322,6 +322,7 @@ def test_depth_profile_image_at_step_0_and_at_the_end(tmp_path):
         update_freq=1,
         verbose=0,
         on_flag="ignore",
+        depth_profile=True,
     )
     fit(model, x, y, callback)  # 2 epochs of 4 steps: diagnoses at 0..8
     accumulator = event_accumulator(str(tmp_path / "initdiag"))
@@ -355,7 +356,10 @@ def test_int_schedule_ends_with_a_diagnosis_of_the_final_state():
 def test_epoch_schedule_draws_the_image_at_step_0_and_the_last_epoch(tmp_path):
     model, x, y = model_and_data()
     callback = keras_initdiag.InitDiagnostics(
-        log_dir=str(tmp_path), probe_data=(x[:16], y[:16]), verbose=0
+        log_dir=str(tmp_path),
+        probe_data=(x[:16], y[:16]),
+        verbose=0,
+        depth_profile=True,
     )
     fit(model, x, y, callback, epochs=3)
     accumulator = event_accumulator(str(tmp_path / "initdiag"))
@@ -365,7 +369,10 @@ def test_epoch_schedule_draws_the_image_at_step_0_and_the_last_epoch(tmp_path):
 def test_a_second_fit_does_not_redraw_the_same_image(tmp_path):
     model, x, y = model_and_data()
     callback = keras_initdiag.InitDiagnostics(
-        log_dir=str(tmp_path), probe_data=(x[:16], y[:16]), verbose=0
+        log_dir=str(tmp_path),
+        probe_data=(x[:16], y[:16]),
+        verbose=0,
+        depth_profile=True,
     )
     fit(model, x, y, callback, epochs=1)  # images at steps 0 and 4
     fit(model, x, y, callback, epochs=1)  # resumes at 4: only 8 is new

@@ -228,7 +228,7 @@ def test_default_log_dir_is_logs_initdiag(tmp_path, monkeypatch):
 def test_images_are_drawn_off_the_training_thread_and_all_written(tmp_path):
     pytest.importorskip("matplotlib")
     model = _model()
-    callback = _callback(tmp_path)
+    callback = _callback(tmp_path, depth_profile=True)
     _fit(model, callback, epochs=2)
     # Step 0 and the end of training, each once.
     assert callback.sink.images == 2

@@ -282,6 +282,7 @@ def run_regime(
         probe_data=probe,
         on_flag="ignore",
         verbose=0,
+        depth_profile=True,
     )
     history = model.fit(
         x,
