@@ -97,6 +97,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from keras_initdiag.diagnostics import rules  # noqa: E402
+
 RESULTS = pathlib.Path(__file__).parent / "results"
 DEFAULT_OUT = RESULTS / "trainability_runs.jsonl"
 QUICK_OUT = RESULTS / "trainability_quick.jsonl"
@@ -732,17 +734,12 @@ def diagnose_grid(runs_path: pathlib.Path, out: pathlib.Path) -> int:
 
 # -- judging the flags against the outcomes -----------------------------------
 
-#: Flag kinds that say "this network will not train" (the others advise).
-SERIOUS = (
-    "nonfinite",
-    "exploding",
-    "vanishing",
-    "initial_loss",
-    "no_gradient",
-    "symmetry",
-    "dead",
-    "saturation",
-    "finite_width",
+#: Flag kinds that say "this network will not train" at step 0: every
+#: non-advisory kind but `update_ratio`, which needs training steps.
+SERIOUS = tuple(
+    kind
+    for kind in rules.FLAG_KINDS
+    if kind not in rules.ADVISORY and kind != "update_ratio"
 )
 #: A network fails when its training loss after the budget is above this
 #: fraction of the chance loss (see `failed`).
@@ -777,8 +774,6 @@ def failed(run: dict) -> bool:
 
 def serious_flags(report, thresholds=None) -> list:
     """The report's flags of the `SERIOUS` kinds under `thresholds`."""
-    from keras_initdiag.diagnostics import rules
-
     return [f for f in rules.judge(report, thresholds) if f.kind in SERIOUS]
 
 
