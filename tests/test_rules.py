@@ -283,6 +283,25 @@ def test_backward_energy_compounds_through_a_plain_chain():
     assert "gradient" in flags[0].message
 
 
+@pytest.mark.parametrize("normalized", [False, True])
+def test_gradient_threshold_depends_on_normalization(normalized):
+    # Energy growth 1.106 per layer over 50 layers (~140x): a tanh MLP with
+    # He's gain, which failed on the grid; BN nets train through 6e2.
+    depth = 50
+    grads = [1.106 ** ((depth - 1 - i) / 2) for i in range(depth)]
+    info = {}
+    if normalized:  # A norm at the end leaves the backward energy as it is.
+        info["d49"] = node("d49", ["d48"], kind="norm")
+    flags = judge(chain([1.0] * depth, grads=grads, info=info))
+    if normalized:
+        assert flags == []
+        return
+    (flag,) = flags
+    assert flag.kind == "exploding" and flag.threshold == 1e2
+    assert flag.value == pytest.approx(1.106 ** (depth - 1), rel=1e-6)
+    assert "threshold 100 without normalization layers" in flag.message
+
+
 def test_backward_energy_is_judged_only_where_it_trains_a_weight():
     # A frozen first half: the gradient that reaches it trains nothing.
     depth = 50

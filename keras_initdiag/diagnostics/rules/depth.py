@@ -36,9 +36,12 @@ def depth_flags(report: DiagnosticReport, t: Thresholds) -> list[Flag]:
     renormalized = _read_only_by_norms(report)
     trained = _behind_weights(report)
     found: dict[str, Flag] = {}
+    gradient_high = (
+        t.gradient_exploding if _normalized(report) else t.gradient_exploding_plain
+    )
     for direction, result, low, high in (
         ("forward", forward, t.vanishing, t.exploding),
-        ("backward", backward, t.gradient_vanishing, t.gradient_exploding),
+        ("backward", backward, t.gradient_vanishing, gradient_high),
     ):
         judged = {
             name: scale
@@ -63,6 +66,11 @@ def depth_flags(report: DiagnosticReport, t: Thresholds) -> list[Flag]:
     if "exploding" not in found:
         flags += _absolute(report, t)
     return flags
+
+
+def _normalized(report: DiagnosticReport) -> bool:
+    """Whether the network has a normalization layer (a different threshold)."""
+    return any(facts.kind == "norm" for facts in report.info.values())
 
 
 def _judged(
@@ -291,7 +299,10 @@ def _flag(report, kind, direction, result, name, value, threshold) -> Flag:
 
 
 def _with(report: DiagnosticReport, kind: str, direction: str) -> str:
-    """Which optimizer a forward vanishing threshold was chosen for."""
+    """What a threshold was chosen for: the optimizer, or normalization."""
+    if direction == "backward" and kind == "exploding":
+        where = "with" if _normalized(report) else "without"
+        return f" {where} normalization layers"
     if kind != "vanishing" or direction != "forward":
         return ""
     if report.optimizer in ADAPTIVE_OPTIMIZERS:
