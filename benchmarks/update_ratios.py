@@ -145,11 +145,11 @@ def judge(runs_path: pathlib.Path, reports_path: pathlib.Path, out: pathlib.Path
     defaults = rules.Thresholds()
     for low_t, high_t in (
         (defaults.update_ratio_low, defaults.update_ratio_high),
+        (1e-6, 1.0),
         (1e-5, 1.0),
-        (1e-4, 1.0),
+        (1e-5, 0.5),
         (1e-6, 0.3),
-        (1e-6, 0.1),
-        (1e-5, 0.1),
+        (1e-4, 1.0),
     ):
         hits = [r for r in rows if r[3] < low_t or r[4] > high_t]
         tp = sum(r[1] for r in hits)
