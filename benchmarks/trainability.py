@@ -169,6 +169,11 @@ class RunConfig:
             f"-{self.optimizer}-s{self.seed}"
         )
 
+    @classmethod
+    def from_record(cls, record: dict) -> RunConfig:
+        """The config a results record (`train`'s JSON line) was run with."""
+        return cls(*(record[field.name] for field in dataclasses.fields(cls)))
+
     @property
     def graph_key(self) -> tuple:
         """Configs with equal graph keys differ only in their initial weights."""
@@ -698,14 +703,7 @@ def diagnose_grid(runs_path: pathlib.Path, out: pathlib.Path) -> int:
     task = make_task(n=N_TRAIN, seed=TASK_SEED)
     shared, shared_key = None, None
     for i, run in enumerate(todo, 1):
-        config = RunConfig(
-            run["arch"],
-            run["depth"],
-            run["activation"],
-            run["init"],
-            run["optimizer"],
-            run["seed"],
-        )
+        config = RunConfig.from_record(run)
         start = time.perf_counter()
         fresh = build_model(config)
         if weights_digest(fresh) != run["init_weights_sha256"]:

@@ -71,14 +71,7 @@ def measure(runs_path: pathlib.Path, out: pathlib.Path, only=None) -> int:
     task = tr.make_task(n=tr.N_TRAIN, seed=tr.TASK_SEED)
     cache = tr.ModelCache(steps_per_execution=1)
     for i, run in enumerate(todo, 1):
-        config = tr.RunConfig(
-            run["arch"],
-            run["depth"],
-            run["activation"],
-            run["init"],
-            run["optimizer"],
-            run["seed"],
-        )
+        config = tr.RunConfig.from_record(run)
         start = time.perf_counter()
         model = cache.get(config)
         if tr.weights_digest(model) != run["init_weights_sha256"]:
