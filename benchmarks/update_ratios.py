@@ -84,7 +84,9 @@ def measure(runs_path: pathlib.Path, out: pathlib.Path, only=None) -> int:
             verbose=0,
         )
         data = tr._dataset(task, config.arch, tr.BATCH_SIZE, config.seed)
-        model.fit(data.take(STEPS), epochs=1, verbose=0, callbacks=[callback])
+        model.fit(
+            data.take(STEPS), epochs=1, shuffle=False, verbose=0, callbacks=[callback]
+        )
         ratios = {k: tr._finite_or_string(v) for k, v in callback.update_ratios.items()}
         tr.append_run(out, {"key": config.key, "update_ratios": ratios})
         print(
@@ -106,6 +108,12 @@ def judge(runs_path: pathlib.Path, reports_path: pathlib.Path, out: pathlib.Path
     runs = {r["key"]: r for r in tr.load_runs(runs_path)}
     reports = {r["key"]: tr.report_from_record(r) for r in tr.load_runs(reports_path)}
     measured = {r["key"]: r for r in tr.load_runs(out)}
+    if not reports:
+        print(
+            f"No step-0 reports at {reports_path}: run `python "
+            "benchmarks/trainability.py diagnose` first; until then the "
+            "step-0 columns count no flags."
+        )
     rows = []
     for key, record in measured.items():
         run, report = runs[key], reports.get(key)
