@@ -67,4 +67,4 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small and fast")
     args = parser.parse_args()
-    main(depth=8, width=16, samples=64) if args.quick else main()
+    main(depth=8, width=32, samples=64) if args.quick else main()

@@ -83,6 +83,6 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="small and fast")
     args = parser.parse_args()
     if args.quick:
-        main(samples=512, depth=16, width=32, epochs=1)
+        main(samples=512, depth=16, width=64, epochs=1)
     else:
         main()

@@ -302,6 +302,16 @@ def test_gradient_threshold_depends_on_normalization(normalized):
     assert "threshold 100 without normalization layers" in flag.message
 
 
+def test_the_output_layers_own_backward_step_is_not_depth():
+    # A 1-unit regression head on a collapsed representation: the energy
+    # jumps 500x across the head alone (no mean-field law there), then stays
+    # flat. Depth compounding starts below the head.
+    depth = 10
+    grads = [500**0.5] * (depth - 1) + [1.0]
+    info = {f"d{depth - 1}": node(f"d{depth - 1}", [f"d{depth - 2}"], is_output=True)}
+    assert judge(chain([1.0] * depth, grads=grads, info=info)) == []
+
+
 def test_backward_energy_is_judged_only_where_it_trains_a_weight():
     # A frozen first half: the gradient that reaches it trains nothing.
     depth = 50

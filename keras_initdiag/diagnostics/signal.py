@@ -184,7 +184,10 @@ def backward(report: DiagnosticReport) -> Backward:
     """Compound gradient energies from the outputs back (see module).
 
     A node's reference consumer is the node reading it with the largest
-    gradient energy; a node read by a merge starts a new chain.
+    gradient energy; a node read by a merge starts a new chain, and so does
+    a node read by an output layer (the head's own step follows the loss and
+    the head's shape, e.g. a 1-unit regression head on a collapsed
+    representation, not any law of depth).
     """
     moments = second_moments(report)
     energy = {n: gradient_energy(report, n, moments) for n in report.layers}
@@ -204,7 +207,8 @@ def backward(report: DiagnosticReport) -> Backward:
         consumer = max(measured, key=lambda r: energy[r])
         step = energy[name] - energy[consumer]
         result.gain[name] = math.exp(step)
-        if _info(report, consumer).kind == "merge":
+        reference = _info(report, consumer)
+        if reference.kind == "merge" or reference.is_output:
             result.scale[name] = 0.0
             continue
         result.scale[name] = result.scale[consumer] + step
