@@ -1,4 +1,4 @@
-"""Helpers shared by the tests: serialization round trips and event reading.
+"""Helpers shared by the tests: round trips, event reading, script loading.
 
 Only public APIs are used: `keras.saving` for round trips and TensorBoard's
 own event reader for logs.
@@ -6,9 +6,28 @@ own event reader for logs.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import pathlib
+import sys
 
 import keras
+
+ROOT = pathlib.Path(__file__).parents[1]
+
+
+def load_script(relative: str):
+    """Import a script of the repository, e.g. `"benchmarks/zoo.py"`.
+
+    It is registered in `sys.modules` under its file name before it runs,
+    so that the dataclasses it defines can resolve their module.
+    """
+    path = ROOT / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def config_round_trip(obj):

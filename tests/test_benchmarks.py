@@ -1,24 +1,14 @@
 """Keeps `benchmarks/overhead.py` working: a tiny run, no timing assertions."""
 
-import importlib.util
 import json
-import pathlib
 
 import pytest
-
-SCRIPT = pathlib.Path(__file__).parents[1] / "benchmarks" / "overhead.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("overhead", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_script
 
 
 @pytest.mark.slow
 def test_quick_run_writes_every_configuration(tmp_path, capsys):
-    overhead = _load()
+    overhead = load_script("benchmarks/overhead.py")
     output = tmp_path / "quick.json"
     overhead.main(["--quick", "--name", "quick", "--output", str(output)])
     results = json.loads(output.read_text())

@@ -1,20 +1,13 @@
 """Each example runs with small sizes and shows what its docstring says."""
 
-import importlib.util
-import pathlib
-
 import pytest
+from helpers import load_script
 
 from keras_initdiag.diagnostics.rules import ADVISORY
 
-EXAMPLES = pathlib.Path(__file__).parents[1] / "examples"
-
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"examples/{name}.py")
 
 
 def test_quickstart_flags_glorot_and_not_he(tmp_path, capsys):

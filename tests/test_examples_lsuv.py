@@ -1,13 +1,8 @@
-import importlib.util
-import pathlib
-
-EXAMPLE = pathlib.Path(__file__).parents[1] / "examples" / "lsuv_deep_net.py"
+from helpers import load_script
 
 
 def test_example_runs_and_lsuv_removes_vanishing(capsys):
-    spec = importlib.util.spec_from_file_location("lsuv_deep_net", EXAMPLE)
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+    example = load_script("examples/lsuv_deep_net.py")
     results = example.main(depth=12, width=32, samples=128)
     assert "vanishing" in results["flags_before"]
     assert "vanishing" not in results["flags_after"]

@@ -1,13 +1,8 @@
-import importlib.util
-import pathlib
-
-EXAMPLE = pathlib.Path(__file__).parents[1] / "examples" / "whitening_inputs.py"
+from helpers import load_script
 
 
 def test_example_runs_and_whitening_wins(capsys):
-    spec = importlib.util.spec_from_file_location("whitening_inputs", EXAMPLE)
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+    example = load_script("examples/whitening_inputs.py")
     results = example.main(samples=256, epochs=10)
     assert results["condition_number"] > 100
     assert results["whitened_condition_number"] < 1.001

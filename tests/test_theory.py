@@ -9,27 +9,16 @@ initializations.
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import pathlib
-import sys
 
 import keras
 import numpy as np
 import pytest
+from helpers import load_script
 
 import keras_initdiag
 
 RNG = np.random.default_rng(0)
-
-
-def _zoo():
-    path = pathlib.Path(__file__).parents[1] / "benchmarks" / "zoo.py"
-    spec = importlib.util.spec_from_file_location("zoo", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["zoo"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def mlp(kernel, activation="relu", depth=30, width=256, d_in=32):
@@ -107,7 +96,7 @@ def test_conv_stack_within_the_band_padding_included():
 
 @pytest.mark.slow
 def test_conv_bn_relu_resnet_within_the_band():
-    zoo = _zoo()
+    zoo = load_script("benchmarks/zoo.py")
     entry = next(e for e in zoo.HEALTHY if e.name == "conv_resnet20")
     x, y = zoo.batch(entry)
     report = keras_initdiag.diagnose(entry.build(), x, y)

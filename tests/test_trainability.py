@@ -1,28 +1,16 @@
 """Keeps `benchmarks/trainability.py` honest: a quick grid, trained for real."""
 
-import importlib.util
 import json
 import math
-import pathlib
-import sys
 
 import numpy as np
 import pytest
-
-SCRIPT = pathlib.Path(__file__).parents[1] / "benchmarks" / "trainability.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("trainability", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["trainability"] = module  # dataclasses resolve their module.
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_script
 
 
 @pytest.fixture(scope="module")
 def trainability():
-    return _load()
+    return load_script("benchmarks/trainability.py")
 
 
 def test_task_is_standardized_balanced_and_deterministic(trainability):

@@ -1,23 +1,12 @@
 """Keeps `benchmarks/update_ratios.py` honest: real first steps of grid nets."""
 
-import importlib.util
 import math
-import pathlib
-import sys
 
-SCRIPT = pathlib.Path(__file__).parents[1] / "benchmarks" / "update_ratios.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("update_ratios", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["update_ratios"] = module
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_script
 
 
 def test_measures_what_the_committed_results_hold(tmp_path, capsys):
-    ur = _load()
+    ur = load_script("benchmarks/update_ratios.py")
     out = tmp_path / "ratios.jsonl"
     # A healthy net and a BN net with N(0, 0.01^2) kernels under SGD.
     keys = ["mlp-d2-relu-he-sgd-s0", "mlp_bn-d2-relu-small-sgd-s0"]

@@ -5,28 +5,14 @@ false alarm on a network people train is a bug; so is a miss on one that
 cannot train.
 """
 
-import importlib.util
-import pathlib
-import sys
-
 import keras
 import pytest
+from helpers import load_script
 
 import keras_initdiag
 from keras_initdiag.diagnostics.rules import ADVISORY
 
-SCRIPT = pathlib.Path(__file__).parents[1] / "benchmarks" / "zoo.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("zoo", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["zoo"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-zoo = _load()
+zoo = load_script("benchmarks/zoo.py")
 
 
 @pytest.mark.slow
