@@ -39,6 +39,17 @@ def model_and_data(first=keras.layers.Dense, dtype_policy=None):
     return model, x, rng.integers(0, 3, 64)
 
 
+def recording_callback(probe_data, log_dir=None):
+    """A quiet `InitDiagnostics` that records every batch's gradient norms."""
+    return keras_initdiag.InitDiagnostics(
+        log_dir=log_dir,
+        probe_data=probe_data,
+        batch_gradients=True,
+        on_flag="ignore",
+        verbose=0,
+    )
+
+
 def direct_norms(model, x, y):
     with tf.GradientTape() as tape:
         loss = model.compute_loss(x=x, y=y, y_pred=model(x, training=True))
@@ -60,13 +71,7 @@ def direct_norms(model, x, y):
 
 def test_norms_equal_the_gradients_of_each_batch(tmp_path):
     model, x, y = model_and_data()
-    callback = keras_initdiag.InitDiagnostics(
-        log_dir=str(tmp_path),
-        probe_data=(x[:16], y[:16]),
-        batch_gradients=True,
-        on_flag="ignore",
-        verbose=0,
-    )
+    callback = recording_callback((x[:16], y[:16]), log_dir=str(tmp_path))
     model.fit(
         x, y, epochs=2, batch_size=16, shuffle=False, verbose=0, callbacks=[callback]
     )
@@ -107,13 +112,7 @@ def test_mixed_precision_norms_are_unscaled():
         try:
             keras.utils.set_random_seed(0)
             model, x, y = model_and_data()
-            callback = keras_initdiag.InitDiagnostics(
-                log_dir=None,
-                probe_data=(x[:16], y[:16]),
-                batch_gradients=True,
-                on_flag="ignore",
-                verbose=0,
-            )
+            callback = recording_callback((x[:16], y[:16]))
             model.fit(
                 x,
                 y,
@@ -143,13 +142,7 @@ def test_every_step_is_recorded_with_steps_per_execution():
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         steps_per_execution=3,
     )
-    callback = keras_initdiag.InitDiagnostics(
-        log_dir=None,
-        probe_data=(x[:16], y[:16]),
-        batch_gradients=True,
-        on_flag="ignore",
-        verbose=0,
-    )
+    callback = recording_callback((x[:16], y[:16]))
     model.fit(
         x, y, epochs=2, batch_size=8, shuffle=False, verbose=0, callbacks=[callback]
     )
@@ -171,13 +164,7 @@ def test_embedding_norms_sum_repeated_rows():
     rng = np.random.default_rng(1)
     x = rng.integers(0, 3, size=(16, 6))  # few ids: rows repeat many times
     y = rng.integers(0, 3, 16)
-    callback = keras_initdiag.InitDiagnostics(
-        log_dir=None,
-        probe_data=(x, y),
-        batch_gradients=True,
-        on_flag="ignore",
-        verbose=0,
-    )
+    callback = recording_callback((x, y))
     model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[callback])
     ((_, norms),) = callback.batch_gradient_norms
     with tf.GradientTape() as tape:
@@ -201,13 +188,7 @@ def test_the_tap_delegates_to_the_users_optimizer():
             tap.learning_rate = 5e-4  # a learning-rate schedule's move
             seen["variables"] = [v.path for v in tap.variables]
 
-    callback = keras_initdiag.InitDiagnostics(
-        log_dir=None,
-        probe_data=(x[:16], y[:16]),
-        batch_gradients=True,
-        on_flag="ignore",
-        verbose=0,
-    )
+    callback = recording_callback((x[:16], y[:16]))
     model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[callback, Probe()])
     assert seen["tap"] == "GradientTap"
     assert seen["iterations"] == int(np.asarray(optimizer.iterations)) == 4
@@ -221,13 +202,7 @@ def test_a_checkpoint_saved_during_fit_keeps_the_optimizer_state(tmp_path):
     model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
     path = str(tmp_path / "mid.keras")
     checkpoint = keras.callbacks.ModelCheckpoint(path, save_freq=2)
-    callback = keras_initdiag.InitDiagnostics(
-        log_dir=None,
-        probe_data=(x[:16], y[:16]),
-        batch_gradients=True,
-        on_flag="ignore",
-        verbose=0,
-    )
+    callback = recording_callback((x[:16], y[:16]))
     model.fit(
         x, y, epochs=1, batch_size=16, verbose=0, callbacks=[callback, checkpoint]
     )

@@ -346,8 +346,12 @@ class InitDiagnostics(keras.callbacks.Callback):
             return
         self.schedule.diagnosed(step, image=image)
         self.history.add(report)
+        self._act(self.actor.act, report)
+
+    def _act(self, act, what) -> None:
+        """Let the actor act on `what`: stop training, or raise (shut down first)."""
         try:
-            stop = self.actor.act(report)
+            stop = act(what)
         except FlagError:
             self._shutdown()
             raise
@@ -381,13 +385,7 @@ class InitDiagnostics(keras.callbacks.Callback):
             self._warn_failure(step, error)
             return
         self.history.count(flags)
-        try:
-            stop = self.actor.act_on(flags)
-        except FlagError:
-            self._shutdown()
-            raise
-        if stop:
-            self.model.stop_training = True
+        self._act(self.actor.act_on, flags)
 
     # -- per-step gradient norms ---------------------------------------------
 
