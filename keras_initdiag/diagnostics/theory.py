@@ -132,13 +132,14 @@ def _through(
     first, second, fourth = found
     if not (math.isfinite(second) and second > 0):
         return None
-    passed = _elasticity(moments, name, mean, variance) ** 2
-    if units <= 0:
-        return first, second, passed * spread
-    excess = fourth / (second * second) - 1.0
-    before = log_variance(_gaussian_kurtosis(mean, variance) - 1.0, units)
+    before = own = 0.0  # Without a known width, no sampling term.
+    if units > 0:
+        before = log_variance(_gaussian_kurtosis(mean, variance) - 1.0, units)
+        own = log_variance(fourth / (second * second) - 1.0, units)
     upstream = max(spread - before, 0.0)
-    return first, second, passed * upstream + log_variance(excess, units)
+    if upstream > 0:  # Two more quadratures, only when there is a spread to pass.
+        upstream *= _elasticity(moments, name, mean, variance) ** 2
+    return first, second, upstream + own
 
 
 def _elasticity(moments: Moments, name: str, mean: float, variance: float) -> float:
