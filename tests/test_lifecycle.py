@@ -59,14 +59,14 @@ def _fit(model, callback, epochs=1, **kwargs):
 def test_a_second_model_gets_its_own_step_zero_and_input_check():
     callback = _callback(update_freq=2)
     first = _model("first")
-    _fit(first, callback, epochs=2)  # steps 0..8
-    assert [r.step for r in callback.reports] == [0, 2, 4, 6, 8]
+    _fit(first, callback, epochs=2)  # steps 0..8; 3: after the first updates
+    assert [r.step for r in callback.reports] == [0, 2, 3, 4, 6, 8]
     second = _model("second")
     _fit(second, callback)
     # The new model is diagnosed from its own step 0, with its own probe
     # and its own history.
     assert callback.diagnoser.model is second
-    assert [r.step for r in callback.reports] == [0, 2, 4]
+    assert [r.step for r in callback.reports] == [0, 2, 3, 4]
     # And its input check runs: a model the probe data does not fit is
     # refused before the first step.
     narrow = keras.Sequential([keras.Input((5,)), keras.layers.Dense(2)])
@@ -221,7 +221,7 @@ def test_default_log_dir_is_logs_initdiag(tmp_path, monkeypatch):
     model = _model()
     callback = keras_initdiag.InitDiagnostics(probe_data=(X[:16], Y[:16]), verbose=0)
     _fit(model, callback)
-    assert [r.step for r in read_reports(tmp_path / "logs" / "initdiag")] == [0, 4]
+    assert [r.step for r in read_reports(tmp_path / "logs" / "initdiag")] == [0, 3, 4]
     assert not (tmp_path / "logs" / "initdiag" / "initdiag").exists()
 
 
@@ -240,3 +240,64 @@ def test_images_are_drawn_off_the_training_thread_and_all_written(tmp_path):
     assert steps == [0, 8]
     (_, value) = tensor_values(accumulator, "depth_profile")[0]
     assert value[2][:4] == b"\x89PNG" and int(value[0]) > 100
+
+
+class _Interrupt(keras.callbacks.Callback):
+    """Another callback that raises at one batch hook (Ctrl-C, its own bug)."""
+
+    def __init__(self, hook, batch, error=KeyboardInterrupt):
+        super().__init__()
+        self.hook, self.batch, self.error = hook, batch, error
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.hook == "begin" and batch == self.batch:
+            raise self.error("interrupted")
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.hook == "end" and batch == self.batch:
+            raise self.error("interrupted")
+
+
+@pytest.mark.parametrize(
+    "hook, batch, first", [("end", 1, False), ("begin", 1, True), ("end", 0, True)]
+)
+def test_the_users_optimizer_is_back_after_a_foreign_exception(hook, batch, first):
+    model = _model()
+    optimizer = model.optimizer
+    callback = _callback(batch_gradients=True, on_flag="ignore")
+    other = _Interrupt(hook, batch)
+    order = [other, callback] if first else [callback, other]
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, Y, batch_size=16, epochs=1, verbose=0, callbacks=order)
+    assert model.optimizer is optimizer
+    # A later fit without the callback trains with the user's optimizer and
+    # its own train function: the recording one gives way at its first call.
+    before = len(callback._recorder.read()) if callback._recorder else 0
+    steps = int(np.asarray(optimizer.iterations))
+    model.fit(X, Y, batch_size=16, epochs=1, verbose=0)
+    assert model.optimizer is optimizer
+    assert int(np.asarray(optimizer.iterations)) == steps + 4
+    assert type(model.train_function).__name__ != "RecordingTrainFunction"
+    assert before >= 0 and callback._recorder.read() == []  # nothing recorded
+    # And the callback, used again, records every step of its next fit.
+    _fit(model, callback)
+    assert [s for s, _ in callback.batch_gradient_norms][-4:] == [
+        steps + 5,
+        steps + 6,
+        steps + 7,
+        steps + 8,
+    ]
+    assert model.optimizer is optimizer
+
+
+def test_recording_is_traced_once_across_fits():
+    model = _model()
+    callback = _callback(batch_gradients=True, on_flag="ignore")
+    own = model.make_train_function() or model.train_function
+    _fit(model, callback)
+    _fit(model, callback)
+    assert callback._recorder.traces == 1
+    # Between and after fits the model has its very own train function.
+    assert model.train_function is own
+    steps = [s for s, _ in callback.batch_gradient_norms]
+    assert steps == list(range(1, 9))

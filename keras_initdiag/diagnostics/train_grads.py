@@ -1,14 +1,23 @@
 """Per-layer gradient norms of every training step, with no extra pass.
 
 The train step hands its gradients to `model.optimizer.apply(grads, vars)`.
-`GradientRecorder.attach()` puts a `GradientTap` in that place for the
-length of a `fit`: a `keras.optimizers.Optimizer` that delegates everything
-to the user's optimizer (its variables, learning rate, iteration count,
-loss scaling, saving), as Keras's own `LossScaleOptimizer` wraps an inner
-optimizer, and first reduces the gradients to one squared norm per layer on
-the device. `detach()` gives the model back the very optimizer object it
-had. Nothing is patched: the tap is an object in its own right, and the
-train function is rebuilt with `model.make_train_function(force=True)`.
+A `RecordingOptimizer` in that place is a `keras.optimizers.Optimizer` that
+delegates everything to the user's optimizer (its variables, learning rate,
+iteration count, loss scaling, saving), as Keras's own `LossScaleOptimizer`
+wraps an inner optimizer, and first reduces the gradients to one squared
+norm per layer on the device. Nothing is patched.
+
+The recording optimizer is `model.optimizer` only while a training step
+runs: `GradientRecorder.attach()` makes `model.train_function` a
+`RecordingTrainFunction`, which puts the recording optimizer in place, calls
+the train function traced with it, and gives the model back the user's very
+optimizer object in a `finally`. So after any exit of `fit` (Ctrl-C,
+another callback's error, an out-of-memory error) `model.optimizer` is the
+user's. The traced function is kept across `fit` calls (no retrace), and
+`detach()` gives the model back its own train function object. One left in
+place by an interrupted `fit` heals itself: called in a `fit` that did not
+arm it (the callback arms it at every batch begin), it puts the model's own
+train function back and runs that.
 
 - Every step is recorded, also with `steps_per_execution > 1`: the norms go
   to row `step % steps_per_execution` of a small device buffer, which the
@@ -22,8 +31,7 @@ train function is rebuilt with `model.make_train_function(force=True)`.
 - An embedding's gradient (`IndexedSlices`, rows repeated once per lookup)
   is summed per distinct row before its norm is taken.
 - Saving the model during `fit` (e.g. `ModelCheckpoint`) saves the user's
-  optimizer state in its own layout: the tap saves and loads exactly the
-  inner optimizer's variables.
+  optimizer itself: outside the step it is `model.optimizer`.
 """
 
 from __future__ import annotations
@@ -35,17 +43,29 @@ import tensorflow as tf
 from keras_initdiag.diagnostics.taps import Tap
 
 
-def _row_sums(gradient) -> tf.Tensor:
-    """Sum of squares of a gradient, in float64 (IndexedSlices summed by row)."""
+def _row_sums(gradient, unscale=None) -> tf.Tensor:
+    """Sum of squares of a gradient, in float32 (IndexedSlices summed by row).
+
+    `unscale` (a loss scaling's `1 / scale`) multiplies the gradient first.
+
+    Each tensor is divided by its largest magnitude first, so the squares
+    neither overflow nor underflow float32 (devices without float64, such as
+    TPUs, compute the same): `max^2 * sum((g / max)^2)`.
+    """
     if isinstance(gradient, tf.IndexedSlices):
         rows, position = tf.unique(gradient.indices)
         gradient = tf.math.unsorted_segment_sum(
             gradient.values, position, tf.size(rows)
         )
-    return tf.reduce_sum(tf.square(tf.cast(gradient, tf.float64)))
+    gradient = tf.cast(gradient, tf.float32)
+    if unscale is not None:
+        gradient = gradient * unscale
+    largest = tf.reduce_max(tf.abs(gradient))
+    safe = tf.where(largest > 0, largest, tf.ones_like(largest))
+    return tf.square(safe) * tf.reduce_sum(tf.square(gradient / safe))
 
 
-class GradientTap(keras.optimizers.Optimizer):
+class RecordingOptimizer(keras.optimizers.Optimizer):
     """Delegates to an optimizer; records per-layer gradient norms first.
 
     Args:
@@ -53,7 +73,7 @@ class GradientTap(keras.optimizers.Optimizer):
         record: `(grads, variables) -> None`, called in the train step.
 
     Example:
-    >>> tap = GradientTap(model.optimizer, recorder.record)
+    >>> recording = RecordingOptimizer(model.optimizer, recorder.record)
     """
 
     def __init__(self, inner: keras.optimizers.Optimizer, record):
@@ -125,6 +145,41 @@ class GradientTap(keras.optimizers.Optimizer):
         return self.inner_optimizer.get_config()
 
 
+class RecordingTrainFunction:
+    """`model.train_function` while a `GradientRecorder` is attached.
+
+    Calls the train function traced with the recording optimizer, with that
+    optimizer in `model.optimizer` only for the length of the call.
+
+    Args:
+        recorder: The recorder that owns it.
+        traced: The train function built with the recording optimizer.
+        original: The model's own train function, given back by `detach`.
+    """
+
+    def __init__(self, recorder: GradientRecorder, traced, original):
+        self.recorder = recorder
+        self.traced = traced
+        self.original = original
+
+    def __call__(self, iterator):
+        """Run one call of the train function (one or more steps)."""
+        recorder = self.recorder
+        model = recorder.model
+        if not recorder.armed:
+            # Left behind by a `fit` that was interrupted: not ours any more.
+            if model.train_function is self:
+                model.train_function = self.original
+            return self.original(iterator)
+        recorder.armed = False
+        users = model.optimizer
+        model.optimizer = recorder.recording
+        try:
+            return self.traced(iterator)
+        finally:
+            model.optimizer = users
+
+
 class GradientRecorder:
     """Records per-layer gradient norms inside the compiled train step.
 
@@ -132,11 +187,18 @@ class GradientRecorder:
         model: A compiled model.
         taps: The layers whose gradient norms are recorded.
 
+    Attributes:
+        traces: How often the recording step was traced (once per model and
+            compile, whatever the number of `fit` calls).
+        armed: Set before every training step of a `fit` that records (the
+            callback's `on_train_batch_begin`); cleared by the step.
+
     Example:
     >>> recorder = GradientRecorder(model, diagnoser.tapset.taps)
     >>> recorder.attach()           # at the start of fit
+    >>> recorder.armed = True       # before each batch
     >>> records = recorder.read()   # after a batch: [(step, {layer: norm})]
-    >>> recorder.detach()           # the model's own optimizer again
+    >>> recorder.detach()           # the model's own train function again
     """
 
     def __init__(self, model: keras.Model, taps: list[Tap]):
@@ -146,9 +208,15 @@ class GradientRecorder:
         self._owner = {
             id(w): i for i, tap in enumerate(with_weights) for w in tap.weights
         }
-        self.optimizer = None
-        self._buffer = None  # [rows, squared norm per layer..., step]
+        self.optimizer = None  # the user's
+        self.recording: RecordingOptimizer | None = None
+        self._function: RecordingTrainFunction | None = None
+        self._buffer = None  # [rows, squared norm per layer]
+        self._steps = None  # [rows]: the step each row holds (-1: none yet)
         self._last_step = -1
+        self.attached = False
+        self.armed = False
+        self.traces = 0
 
     @staticmethod
     def supported(model: keras.Model) -> str | None:
@@ -158,80 +226,113 @@ class GradientRecorder:
         return None
 
     def attach(self) -> None:
-        """Give the model a `GradientTap` and rebuild its train function."""
-        if self.optimizer is not None:
+        """Make `model.train_function` record (traced once, kept across fits)."""
+        model = self.model
+        if self._function is not None and model.train_function is self._function:
+            self.attached = True  # still in place (an interrupted fit)
             return
-        self.optimizer = self.model.optimizer
+        if model.train_function is None:
+            model.make_train_function()
+        current = model.train_function
+        if (
+            isinstance(current, RecordingTrainFunction)
+            and current is not self._function
+        ):
+            current = current.original  # another recorder's, left behind
+        if (
+            self._function is None
+            or self.optimizer is not model.optimizer
+            or current not in (self._function, self._function.original)
+        ):
+            self._build(current)
+        model.train_function = self._function
+        self.attached = True
+
+    def _build(self, original) -> None:
+        model = self.model
+        self.optimizer = model.optimizer
         if not self.optimizer.built:
             # As Keras would at the first step; here, outside the train
             # function, so that the loss scale exists when it is traced.
-            with self.model.distribute_strategy.scope():
-                self.optimizer.build(self.model.trainable_variables)
-        rows = int(getattr(self.model, "steps_per_execution", 1) or 1)
-        with self.model.distribute_strategy.scope():
-            self._buffer = tf.Variable(
-                tf.fill([rows, len(self.names) + 1], tf.constant(-1.0, tf.float64)),
+            with model.distribute_strategy.scope():
+                self.optimizer.build(model.trainable_variables)
+        rows = int(getattr(model, "steps_per_execution", 1) or 1)
+        with model.distribute_strategy.scope():
+            kept = dict(
                 trainable=False,
                 synchronization=tf.VariableSynchronization.ON_WRITE,
                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
             )
-        self.model.optimizer = GradientTap(self.optimizer, self.record)
-        self.model.make_train_function(force=True)
+            self._buffer = tf.Variable(
+                tf.zeros([rows, len(self.names)], tf.float32), **kept
+            )
+            self._steps = tf.Variable(
+                tf.fill([rows], tf.constant(-1, tf.int64)), **kept
+            )
+        self.recording = RecordingOptimizer(self.optimizer, self.record)
+        # A new train function object (traced lazily, at its first call, when
+        # the recording optimizer is in place); the model keeps its own.
+        model.make_train_function(force=True)
+        traced, model.train_function = model.train_function, original
+        self._function = RecordingTrainFunction(self, traced, original)
+        self._last_step = -1
 
     def detach(self) -> None:
-        """Give the model back its own optimizer (idempotent)."""
-        if self.optimizer is None:
-            return
-        self.model.optimizer = self.optimizer
-        self.optimizer = None
-        self.model.make_train_function(force=True)
+        """Give the model back its own train function (idempotent)."""
+        self.attached = self.armed = False
+        if self._function is not None and self.model.train_function is self._function:
+            self.model.train_function = self._function.original
 
     def record(self, grads, variables) -> None:
         """Reduce the step's gradients to norms in the buffer (in the graph)."""
+        self.traces += 1
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync > 1:
             grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        inner = self.optimizer
+        unscale = None
+        if isinstance(inner, keras.optimizers.LossScaleOptimizer):
+            unscale = 1.0 / tf.cast(inner.dynamic_scale, tf.float32)
         sums = [[] for _ in self.names]
         finite = []
         for grad, variable in zip(grads, variables):
             index = self._owner.get(id(variable))
             if grad is None or index is None:
                 continue
-            total = _row_sums(grad)
+            total = _row_sums(grad, unscale)
             finite.append(tf.math.is_finite(total))
             sums[index].append(total)
-        inner = self.optimizer
-        if isinstance(inner, keras.optimizers.LossScaleOptimizer):
-            scale = tf.cast(inner.dynamic_scale, tf.float64)
-            sums = [[s / tf.square(scale) for s in group] for group in sums]
-        nan = tf.constant(float("nan"), tf.float64)
+        nan = tf.constant(float("nan"), tf.float32)
         values = [tf.add_n(group) if group else nan for group in sums]
-        # The optimizer's counter before this update: the step it completes.
-        step = tf.cast(inner.iterations, tf.float64) + 1.0
         row = tf.cast(inner.iterations, tf.int64) % self._buffer.shape[0]
         ok = tf.reduce_all(finite) if finite else tf.constant(True)
-        update = tf.expand_dims(tf.stack(values + [step]), 0)
-        written = tf.tensor_scatter_nd_update(self._buffer, [[row]], update)
-        # No control flow around the assignment: under a strategy it is a
-        # synchronization point, which a `tf.cond` branch may not contain.
-        self._buffer.assign(tf.where(ok, written, self._buffer))
+        # The optimizer's counter before this update + 1: the step it completes.
+        step = tf.cast(inner.iterations, tf.int64) + 1
+        norms = tf.tensor_scatter_nd_update(self._buffer, [[row]], [tf.stack(values)])
+        steps = tf.tensor_scatter_nd_update(self._steps, [[row]], [step])
+        # No control flow around the assignments: under a strategy they are
+        # synchronization points, which a `tf.cond` branch may not contain.
+        self._buffer.assign(tf.where(ok, norms, self._buffer))
+        self._steps.assign(tf.where(ok, steps, self._steps))
 
     def read(self) -> list[tuple[int, dict[str, float]]]:
         """Steps recorded since the last read: `[(step, {layer: norm})]`.
 
-        One host copy of a `steps_per_execution x (layers + 1)` buffer.
+        One host copy of a `steps_per_execution x layers` buffer (and its steps).
         """
         if self._buffer is None:
             return []
-        buffer = np.asarray(self._buffer.numpy())
-        rows = sorted(
-            (row for row in buffer if row[-1] > self._last_step),
-            key=lambda row: row[-1],
-        )
-        if not rows:
+        norms, steps = (np.asarray(v) for v in (self._buffer, self._steps))
+        order = [i for i in np.argsort(steps) if steps[i] > self._last_step]
+        if not order:
             return []
-        self._last_step = rows[-1][-1]
+        self._last_step = int(steps[order[-1]])
         return [
-            (int(row[-1]), dict(zip(self.names, (float(v) for v in np.sqrt(row[:-1])))))
-            for row in rows
+            (
+                int(steps[i]),
+                dict(
+                    zip(self.names, (float(v) for v in np.sqrt(norms[i].astype(float))))
+                ),
+            )
+            for i in order
         ]
