@@ -100,6 +100,8 @@ STAT_ORDER = (
     "nonfinite_weights",
     "nonfinite_gradients",
     metadata.TRAIN_GRADIENT_TAG,
+    "update_ratio",
+    "update_ratio_at_peak_lr",
     "predicted_activation_variance",
     "predicted_log_spread",
 )

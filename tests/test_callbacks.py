@@ -43,14 +43,15 @@ def test_epoch_schedule_starts_at_step_0_and_writes_events(tmp_path):
         log_dir=str(tmp_path), probe_data=(x[:16], y[:16]), verbose=0
     )
     fit(model, x, y, callback)
-    # 64 samples / 16 per batch = 4 steps per epoch.
-    assert [r.step for r in callback.reports] == [0, 4, 8]
+    # 64 samples / 16 per batch = 4 steps per epoch; step 3 is the
+    # diagnosis after the first updates (their ratios join it).
+    assert [r.step for r in callback.reports] == [0, 3, 4, 8]
     accumulator = event_accumulator(str(tmp_path / "initdiag"))
     tags = tensor_tags(accumulator)
     assert "activation_variance/dense" in tags
     assert "activation_gradient_rms/dense_2" in tags
     steps = [e.step for e in accumulator.Tensors("activation_variance/dense")]
-    assert steps == [0, 4, 8]
+    assert steps == [0, 3, 4, 8]
     first = accumulator.Tensors("activation_variance/dense")[0]
     from tensorboard.util import tensor_util
 
@@ -98,7 +99,7 @@ def test_initial_epoch_is_respected():
         log_dir=None, probe_data=(x[:16], y[:16]), verbose=0
     )
     fit(model, x, y, callback, epochs=3, initial_epoch=1)
-    assert [r.step for r in callback.reports] == [0, 4, 8]
+    assert [r.step for r in callback.reports] == [0, 3, 4, 8]
 
 
 def test_symmetry_warns_once_per_layer():

@@ -190,3 +190,97 @@ def test_update_ratio_names_a_layer_that_did_not_move_at_all():
     )
     assert [(f.layer, f.value) for f in flags] == [("frozen", 0.0)]
     assert "it did not move" in flags[0].message
+
+
+def _healthy_mlp(width=64, depth=4):
+    return keras.Sequential(
+        [keras.Input((8,))]
+        + [
+            keras.layers.Dense(width, activation="relu", kernel_initializer="he_normal")
+            for _ in range(depth)
+        ]
+        + [keras.layers.Dense(1, name="head")]
+    )
+
+
+def test_a_warmup_from_zero_is_not_a_frozen_layer_and_does_not_stop_training(
+    capsys,
+):
+    # The usual transformer recipe: a linear warmup from 0 to 1e-3 over 10,000
+    # steps. The first updates are ~1e-7 of the weights by design.
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=100_000, warmup_target=1e-3, warmup_steps=10_000
+    )
+    model = _healthy_mlp()
+    model.compile(keras.optimizers.Adam(schedule), "mse")
+    x = RNG.standard_normal((64, 8)).astype("float32")
+    y = RNG.standard_normal((64, 1)).astype("float32")
+    callback = keras_initdiag.InitDiagnostics(
+        log_dir=None, probe_data=(x[:16], y[:16]), on_flag="stop", verbose=1
+    )
+    history = model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[callback])
+    assert len(history.history["loss"]) == 3  # not stopped
+    assert "update_ratio" not in {f.kind for f in callback.flags}
+    # The first updates (~1e-7 x 1/rms(W)) are too small for float32 to
+    # measure well: measuring goes on until they are not.
+    (report,) = [
+        r for r in callback.reports if not np.isnan(r.stat("update_ratio")).all()
+    ]
+    assert 3 < report.step <= 64
+    name = report.layers[1]
+    kernel = model.get_layer(name).kernel
+    rms = float(np.sqrt(np.mean(np.square(np.asarray(kernel.value)))))
+    # Adam moves every entry by about lr (exactly lr at its first step, ~0.7
+    # lr after): the ratio at the 1e-3 peak is about 1e-3 / rms(W).
+    peak = report.stats[name]["update_ratio_at_peak_lr"]
+    assert 0.4 < peak / (1e-3 / rms) < 1.1, peak
+    assert report.stats[name]["update_ratio"] < 1e-5  # frozen, at a fixed rate
+    assert "stopping training" not in capsys.readouterr().out
+
+
+def test_a_rate_too_small_even_at_its_peak_stops_training_and_says_why(capsys):
+    # A warmup to 1e-8 under SGD: every update stays ~1e-8 of the weights,
+    # some round to nothing. Step 2 runs at the peak rate itself.
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=1000, warmup_target=1e-8, warmup_steps=2
+    )
+    model = _healthy_mlp(width=16, depth=2)
+    model.compile(keras.optimizers.SGD(schedule), "mse")
+    x = RNG.standard_normal((64, 8)).astype("float32")
+    y = RNG.standard_normal((64, 1)).astype("float32")
+    callback = keras_initdiag.InitDiagnostics(
+        log_dir=None, probe_data=(x[:16], y[:16]), on_flag="stop", verbose=1
+    )
+    history = model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[callback])
+    assert len(history.history["loss"]) == 1  # stopped in the first epoch
+    flags = [f for f in callback.flags if f.kind == "update_ratio"]
+    assert flags and {f.step for f in flags} == {3}
+    assert all(f.value < 1e-6 for f in flags)
+    assert any("even at the schedule's peak learning rate" in f.message for f in flags)
+    out = capsys.readouterr().out
+    assert 'stopping training at step 3 (on_flag="stop")' in out
+    assert f"[update_ratio] {flags[0].layer}" in out
+
+
+def test_sampled_update_ratio_equals_the_whole_weights_ratio():
+    from keras_initdiag.callbacks.updates import UpdateTracker
+    from keras_initdiag.diagnostics.taps import build_taps  # noqa: F401
+
+    model = _healthy_mlp(width=256, depth=2)  # 256 x 256 = 65,536 entries
+    model.compile(keras.optimizers.Adam(1e-3), "mse")
+    callback = keras_initdiag.InitDiagnostics(log_dir=None, verbose=0)
+    x = RNG.standard_normal((64, 8)).astype("float32")
+    y = RNG.standard_normal((64, 1)).astype("float32")
+    model.fit(x[:8], y[:8], epochs=1, verbose=0, callbacks=[callback])
+    taps = callback.diagnoser.tapset.taps
+    tracker = UpdateTracker(taps, model.optimizer, steps=1)
+    kernel = model.layers[1].kernel
+    before = np.asarray(kernel.value).copy()
+    step = int(np.asarray(model.optimizer.iterations))
+    tracker.start(step)
+    model.fit(x, y, batch_size=64, epochs=1, verbose=0)
+    measured = tracker.after_batch(step + 1)["update_ratio"][model.layers[1].name]
+    whole = np.linalg.norm(np.asarray(kernel.value) - before) / np.linalg.norm(before)
+    # A 4,096-entry sample of 65,536: within a few percent of the whole.
+    assert measured == pytest.approx(whole, rel=0.05)
+    assert measured > 0

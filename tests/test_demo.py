@@ -56,7 +56,7 @@ def test_demo_flags_zeros_symmetry_and_he_healthy(quick_demo):
     assert zeros[0].step == 0
     assert "symmetry" in {flag.kind for flag in zeros[0].flags}
     reports = read_reports(logdir / "he" / "initdiag")
-    assert len(reports) == 2  # Step 0 and after the one epoch.
+    assert len(reports) == 3  # Step 0, after the first updates, after the epoch.
     kinds = {flag.kind for report in reports for flag in report.flags}
     assert not kinds & {"vanishing", "exploding", "symmetry", "nonfinite"}
 

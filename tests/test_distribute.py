@@ -117,9 +117,9 @@ def _run_script(script: str, *args: str, timeout: int = 300) -> dict:
 def test_mirrored_strategy_two_cpus(tmp_path):
     out = _run_script(MIRRORED_SCRIPT, str(tmp_path))
     assert out["replicas"] == 2
-    assert out["steps"] == [0, 2, 4]
+    assert out["steps"] == [0, 2, 3, 4]  # 3: after the first updates
     # Written once per diagnosis, one event file, every step readable.
-    assert out["read_steps"] == [0, 2, 4]
+    assert out["read_steps"] == [0, 2, 3, 4]
     assert len([f for f in out["event_files"] if "tfevents" in f]) == 1
     # Per-step gradient norms: of the gradient summed over the replicas, the
     # one applied, so equal to the single-device run's; the model keeps its
@@ -157,6 +157,7 @@ def test_steps_per_execution_schedule(tmp_path, steps_per_execution, update_freq
     )
     # 8 batches per epoch, 2 epochs: global steps 1..16.
     model.fit(X, Y, batch_size=8, epochs=2, verbose=0, callbacks=[callback])
-    expected = list(range(0, 17, update_freq))
+    # The first updates are measured at 3 batch ends: step 3 x steps_per_execution.
+    expected = sorted({*range(0, 17, update_freq), 3 * steps_per_execution})
     assert [r.step for r in callback.reports] == expected
     assert [r.step for r in read_reports(tmp_path / "initdiag")] == expected

@@ -40,7 +40,7 @@ def test_batch_gradients_run_reads_back_every_report(tmp_path):
     problems = []
     reports = read_reports(tmp_path / "initdiag", problems)
     assert problems == []
-    assert [r.step for r in reports] == [0, 2, 4, 6, 8]
+    assert [r.step for r in reports] == [0, 2, 3, 4, 6, 8]  # 3: first updates
     for report in reports:
         kept = next(r for r in callback.reports if r.step == report.step)
         for layer, stats in kept.stats.items():

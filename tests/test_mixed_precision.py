@@ -8,6 +8,7 @@ loss scale, and training with overflow-and-skip steps raises no false flags.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import keras
@@ -128,7 +129,12 @@ def test_fit_with_loss_scale_overflow_raises_no_false_flags(mixed_policy, tmp_pa
     # skipped overflow steps do not count (as in Keras's own TensorBoard).
     applied = int(np.asarray(mixed.optimizer.iterations))
     assert 0 < applied < 8
-    assert [r.step for r in callback.reports] == list(range(0, applied + 1, 2))
+    scheduled = [
+        r.step
+        for r in callback.reports
+        if all(math.isnan(v) for v in r.stat("update_ratio"))
+    ]
+    assert scheduled == list(range(0, applied + 1, 2))
     for report in callback.reports:
         for layer in report.layers:
             if report.info[layer].weight_shape:

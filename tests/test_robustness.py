@@ -103,12 +103,13 @@ def test_crash_mid_epoch_leaves_readable_events_and_resume_continues(tmp_path):
             callbacks=[callback, _RaiseAt(batch=4, epoch=0)],
         )
     run_dir = tmp_path / "initdiag"
-    # Steps 0, 2, 4 were written and flushed although on_train_end never ran.
-    assert [r.step for r in read_reports(run_dir)] == [0, 2, 4]
+    # Steps 0, 2, 3 (the first updates), 4 were written and flushed although
+    # on_train_end never ran.
+    assert [r.step for r in read_reports(run_dir)] == [0, 2, 3, 4]
     # Resume: the numbering continues from the optimizer's 5 steps.
     model.fit(X, Y, batch_size=8, epochs=1, verbose=0, callbacks=[callback])
     steps = [r.step for r in read_reports(run_dir)]
-    assert steps == [0, 2, 4, 5, 6, 8, 10, 12, 13]  # 13: the final state
+    assert steps == [0, 2, 3, 4, 5, 6, 8, 10, 12, 13]  # 13: the final state
     assert steps == sorted(set(steps))
     # Each step was written exactly once across both event files.
     written = [
@@ -124,8 +125,8 @@ def test_resume_with_initial_epoch(tmp_path):
     model.fit(
         X, Y, batch_size=16, epochs=3, initial_epoch=1, verbose=0, callbacks=[callback]
     )
-    assert [r.step for r in callback.reports] == [0, 4, 8, 12]
-    assert [r.step for r in read_reports(tmp_path / "initdiag")] == [0, 4, 8, 12]
+    assert [r.step for r in callback.reports] == [0, 3, 4, 8, 12]
+    assert [r.step for r in read_reports(tmp_path / "initdiag")] == [0, 3, 4, 8, 12]
 
 
 # --- NaN injected mid-training --------------------------------------------------

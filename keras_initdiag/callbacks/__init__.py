@@ -43,7 +43,6 @@ from keras_initdiag.diagnostics.batches import probe_inputs, split_probe_data
 from keras_initdiag.diagnostics.engine import Diagnoser, ProbeInputError
 from keras_initdiag.diagnostics.report import DiagnosticReport, Flag
 from keras_initdiag.diagnostics.train_grads import GradientRecorder
-from keras_initdiag.tensorboard import UPDATE_RATIO_TAG
 
 #: Flag kinds that are advice, never a reason to stop or raise.
 ADVISORY = rules.ADVISORY
@@ -196,14 +195,21 @@ class InitDiagnostics(keras.callbacks.Callback):
         self.schedule.begin_fit()
         self._diagnose(first=True)
         if not self.update_ratios and getattr(self.model, "optimizer", None):
-            self._updates = UpdateTracker(self._diagnoser.tapset.taps)
+            self._updates = UpdateTracker(
+                self._diagnoser.tapset.taps, self.model.optimizer
+            )
             self._updates.start(self._step())
         if self.batch_gradients:
             self._start_recorder()
 
+    def on_train_batch_begin(self, batch, logs=None):
+        """Arm the recording train function for this batch's steps."""
+        if self._recorder is not None and self._recorder.attached:
+            self._recorder.armed = True
+
     def on_train_batch_end(self, batch, logs=None):
         """Collect the steps' gradient norms; diagnose on an int schedule."""
-        if self._recorder is not None:
+        if self._recorder is not None and self._recorder.attached:
             self._collect_norms()
         if self._updates is not None and self._updates.active:
             self._measure_updates()
@@ -230,20 +236,22 @@ class InitDiagnostics(keras.callbacks.Callback):
         self._shutdown()
 
     def _shutdown(self):
-        """Restore the optimizer's train function, write everything, close.
+        """Give the model its own train function back, write everything, close.
 
         Every exit path of this callback goes through here: the end of
         training and its own `FlagError`. An exception from elsewhere skips
-        `on_train_end` (Keras calls it outside any `finally`); the events
-        are flushed at every diagnosis and epoch, and the next `fit` or the
-        interpreter's exit closes what is left.
+        `on_train_end` (Keras calls it outside any `finally`): the user's
+        optimizer is `model.optimizer` all the same (the recording one is in
+        place only inside a training step), the recording train function
+        gives way to the model's own at its next call outside this callback's
+        `fit`, the events are flushed at every diagnosis and epoch, and the
+        next `fit` or the interpreter's exit closes what is left.
         """
         if self._updates is not None:
             self._updates.stop()
-        recorder, self._recorder = self._recorder, None
-        if recorder is not None:
-            recorder.detach()
-            self._collect_norms(recorder)
+        if self._recorder is not None and self._recorder.attached:
+            self._recorder.detach()
+            self._collect_norms()
         self.sink.close()
 
     # -- binding -------------------------------------------------------------
@@ -306,12 +314,13 @@ class InitDiagnostics(keras.callbacks.Callback):
 
     # -- one diagnosis -------------------------------------------------------
 
-    def _diagnose(self, first: bool = False):
+    def _diagnose(self, first: bool = False, extra: dict | None = None):
         """Measure, judge, write and act at the current step (once per step).
 
         On the first diagnosis of a `fit`, a batch the model rejects raises a
         `ValueError` before any training step; any other failure warns once
-        and training goes on.
+        and training goes on. `extra` (statistic -> {layer: value}, e.g. the
+        update ratios) joins the measured statistics before they are judged.
         """
         step = self._step()
         image = self.depth_profile and self.schedule.image_wanted(step)
@@ -327,6 +336,10 @@ class InitDiagnostics(keras.callbacks.Callback):
                 validate=first,
                 full=self.schedule.full_due,
             )
+            for stat, values in (extra or {}).items():
+                for layer, value in values.items():
+                    if layer in report.stats:
+                        report.stats[layer][stat] = value
             report.flags = rules.judge(report, self.thresholds)
             histograms, self._diagnoser.last_histograms = (
                 self._diagnoser.last_histograms,
@@ -371,21 +384,17 @@ class InitDiagnostics(keras.callbacks.Callback):
     # -- the first updates ---------------------------------------------------
 
     def _measure_updates(self):
+        """After the first updates, diagnose with their ratios in the report."""
         step = self._step()
         try:
-            ratios = self._updates.after_batch(step)
-            if ratios is None:
-                return
-            self.update_ratios = ratios
-            if self.sink.writes(self.model):
-                self.sink.add_series([(step, ratios)], prefix=UPDATE_RATIO_TAG)
-            flags = rules.update_ratio_flags(step, ratios, self.thresholds)
+            measured = self._updates.after_batch(step)
         except Exception as error:  # noqa: BLE001 - never break the user's fit.
             self._updates.stop()
             self._warn_failure(step, error)
             return
-        self.history.count(flags)
-        self._act(self.actor.act_on, flags)
+        if measured is not None:
+            self.update_ratios = measured["update_ratio"]
+            self._diagnose(extra=measured)
 
     # -- per-step gradient norms ---------------------------------------------
 
@@ -397,11 +406,12 @@ class InitDiagnostics(keras.callbacks.Callback):
                 f"InitDiagnostics: batch_gradients=True stays off: {reason}.",
             )
             return
-        self._recorder = GradientRecorder(self.model, self._diagnoser.tapset.taps)
+        if self._recorder is None:
+            self._recorder = GradientRecorder(self.model, self._diagnoser.tapset.taps)
         self._recorder.attach()
 
-    def _collect_norms(self, recorder: GradientRecorder | None = None):
-        records = (recorder or self._recorder).read()
+    def _collect_norms(self):
+        records = self._recorder.read()
         if records:
             self.history.norms.extend(records)
             if self.sink.writes(self.model):

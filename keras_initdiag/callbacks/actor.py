@@ -99,7 +99,14 @@ class Actor:
                 InitDiagnosticsWarning,
                 stacklevel=4,
             )
-        return self.on_flag == "stop" and bool(serious)
+        stop = self.on_flag == "stop" and bool(serious)
+        if stop and self.verbose:
+            print(
+                f"InitDiagnostics: stopping training at step {serious[0].step} "
+                '(on_flag="stop") because of:\n'
+                + "\n".join(f"  {flag}" for flag in serious)
+            )
+        return stop
 
     def warn_once(self, key, message: str) -> None:
         """Warn with `message` unless `key` was warned about before."""

@@ -3,24 +3,90 @@
 A layer whose update per step is a millionth of its weights hardly learns; one
 whose update is as large as its weights is unstable. The gradient does not
 tell (Adam's update is not proportional to it): the weights before and after
-do. `UpdateTracker` keeps a device copy of each layer's main weight at the
-start of training and, after each of the first few training batches, reduces
-`||W_now - W_before|| / ||W_before||` for every layer to one vector (one
-host copy per batch), per step. The median over those first steps is the
-layer's `update_ratio`.
+do. `UpdateTracker` keeps, for each layer's main weight, a fixed random sample
+of at most `SAMPLE` of its entries (the same entries at every step), and after
+each of the first few training batches reduces `||W_now - W_before|| /
+||W_before||` over that sample for every layer to one vector (one host copy
+per batch). Memory stays bounded: `SAMPLE` floats per layer, never a copy of
+the weights. For a dense update the sampled ratio estimates the whole one
+within a few percent (`1 / sqrt(SAMPLE)` times the spread of the entries).
+
+The learning rate each step used is read through the optimizer's public API
+(its schedule, from `get_config()`, evaluated at those steps), and so is the
+largest learning rate the schedule reaches later (its peak, e.g. the end of a
+warmup). A layer's `update_ratio` is the median of its first steps' ratios
+(3 steps; more during a warmup whose first updates are too small to measure,
+up to `MAX_STEPS`);
+`update_ratio_at_peak_lr` is the median ratio per unit learning rate times
+that peak: what the updates become when the warmup is over. Only steps whose
+learning rate is the peak, or whose updates are well above float32
+resolution (`RESOLUTION`), are used for it: a warmup's first updates can be
+so small that they round to nothing, which is no frozen layer. It is NaN
+when no step is usable (e.g. a learning rate of exactly 0 so far), and
+then the layer is not judged as too slow yet.
 """
 
 from __future__ import annotations
 
 import math
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_initdiag.diagnostics.taps import Tap
 
-#: Training batches (after step 0) whose updates are measured.
+#: Training batches (after step 0) whose updates are measured, at least...
 STEPS = 3
+#: ... and at most: a warmup's first updates may be too small to measure;
+#: measuring goes on until every layer has a usable step, or this many.
+MAX_STEPS = 64
+#: Entries of each weight whose updates are measured (a fixed random sample).
+SAMPLE = 4096
+#: Relative updates below this are not used to extrapolate to the peak
+#: learning rate: ten float32 epsilons, where rounding starts to eat them.
+RESOLUTION = 10 * float(np.finfo(np.float32).eps)
+#: How far ahead the schedule's peak is looked for, in steps.
+HORIZON = 10_000_000
+
+
+def _schedule(optimizer):
+    """The optimizer's learning-rate schedule, or None for a fixed rate."""
+    inner = getattr(optimizer, "inner_optimizer", None)  # loss scaling
+    if inner is not None:
+        return _schedule(inner)
+    config = optimizer.get_config().get("learning_rate")
+    if isinstance(config, dict):
+        return keras.optimizers.schedules.deserialize(config)
+    return None
+
+
+def learning_rates(optimizer, steps: np.ndarray) -> np.ndarray:
+    """The learning rate `optimizer` applies at each of `steps` (0-based).
+
+    Example:
+    >>> learning_rates(keras.optimizers.SGD(0.1), np.arange(3))
+    array([0.1, 0.1, 0.1])
+    """
+    steps = np.asarray(steps, dtype=np.int64)
+    schedule = _schedule(optimizer)
+    if schedule is None:
+        return np.full(steps.shape, float(np.asarray(optimizer.learning_rate)))
+    # Schedules take one step at a time (some branch with `ops.cond`).
+    return np.array([float(np.asarray(schedule(int(s)))) for s in steps.ravel()])
+
+
+def peak_learning_rate(optimizer, start: int) -> float:
+    """The largest learning rate the schedule gives from `start` on.
+
+    Example:
+    >>> peak_learning_rate(keras.optimizers.SGD(0.1), 0)
+    0.1
+    """
+    ahead = np.unique(np.geomspace(1, HORIZON, 120).astype(np.int64))
+    return float(
+        np.max(learning_rates(optimizer, np.concatenate([[0], ahead]) + start))
+    )
 
 
 class UpdateTracker:
@@ -29,63 +95,152 @@ class UpdateTracker:
     Args:
         taps: The taps; those whose layer has a trainable main weight are
             measured.
+        optimizer: The optimizer that applies the updates (its learning
+            rate is read, never changed).
         steps: How many batch ends to measure. Defaults to `STEPS`.
+        sample: Entries sampled per weight. Defaults to `SAMPLE`.
 
     Example:
-    >>> tracker = UpdateTracker(taps)
+    >>> tracker = UpdateTracker(taps, model.optimizer)
     >>> tracker.start(step=0)
-    >>> ratios = tracker.after_batch(step=1)   # None until `steps` batches
+    >>> result = tracker.after_batch(step=1)   # None until `steps` batches
     """
 
-    def __init__(self, taps: list[Tap], steps: int = STEPS):
+    def __init__(
+        self,
+        taps: list[Tap],
+        optimizer,
+        steps: int = STEPS,
+        sample: int = SAMPLE,
+        max_steps: int = MAX_STEPS,
+    ):
         self.layers = [
             (tap.name, tap.main_weight)
             for tap in taps
             if tap.main_weight is not None and tap.main_weight.trainable
         ]
+        self.optimizer = optimizer
         self.steps = steps
+        self.max_steps = max(max_steps, steps)
+        self._peak = math.nan
+        rng = np.random.default_rng(0)
+        self._indices = [
+            None
+            if math.prod(weight.shape) <= sample
+            else tf.constant(
+                np.sort(rng.choice(math.prod(weight.shape), sample, replace=False))
+            )
+            for _, weight in self.layers
+        ]
         self._before: list | None = None
         self._step = 0
         self._ratios: list[np.ndarray] = []
+        self._rates: list[float] = []
 
     @property
     def active(self) -> bool:
         """Whether updates are still being measured."""
         return self._before is not None
 
+    def _read(self) -> list[tf.Tensor]:
+        """The sampled entries of every weight, in float32 (device tensors)."""
+        return [
+            tf.cast(
+                tf.reshape(weight.value, [-1])
+                if index is None
+                else tf.gather(tf.reshape(weight.value, [-1]), index),
+                tf.float32,
+            )
+            for (_, weight), index in zip(self.layers, self._indices)
+        ]
+
     def start(self, step: int) -> None:
-        """Copy the weights as they are before the first update."""
+        """Sample the weights as they are before the first update."""
         if not self.layers:
             return
-        self._before = [tf.identity(weight.value) for _, weight in self.layers]
+        self._before = self._read()
         self._step = step
-        self._ratios = []
+        self._ratios, self._rates = [], []
+        self._peak = peak_learning_rate(self.optimizer, step)
 
     def stop(self) -> None:
-        """Drop the copies (the measurement is over or abandoned)."""
+        """Drop the samples (the measurement is over or abandoned)."""
         self._before = None
 
-    def after_batch(self, step: int) -> dict[str, float] | None:
-        """Measure the updates since the last call; the ratios when done."""
+    def after_batch(self, step: int) -> dict[str, dict[str, float]] | None:
+        """Measure the updates since the last call; the result when done.
+
+        Returns:
+            None until `steps` batch ends were measured, then
+            `{"update_ratio": {layer: ratio}, "update_ratio_at_peak_lr":
+            {layer: ratio}}`.
+        """
         if self._before is None or step <= self._step:
             return None
-        now = [tf.identity(weight.value) for _, weight in self.layers]
+        now = self._read()
         pairs = [
-            tf.stack(
-                [tf.norm(tf.cast(n - b, tf.float32)), tf.norm(tf.cast(b, tf.float32))]
-            )
-            for n, b in zip(now, self._before)
+            tf.stack([tf.norm(n - b), tf.norm(b)]) for n, b in zip(now, self._before)
         ]
         norms = tf.stack(pairs).numpy().astype(np.float64)  # one host copy
+        taken = step - self._step
+        rate = float(
+            np.mean(learning_rates(self.optimizer, np.arange(self._step, step)))
+        )
         with np.errstate(divide="ignore", invalid="ignore"):
-            per_step = norms[:, 0] / norms[:, 1] / (step - self._step)
-        self._ratios.append(per_step)
+            self._ratios.append(norms[:, 0] / norms[:, 1] / taken)
+        self._rates.append(rate)
         self._before, self._step = now, step
         if len(self._ratios) < self.steps:
             return None
+        ratios, usable = self._usable()
+        if len(self._ratios) < self.max_steps and not usable.any(axis=0).all():
+            return None
         self.stop()
-        median = np.median(np.stack(self._ratios), axis=0)
+        return self._result(ratios, usable)
+
+    def _usable(self) -> tuple[np.ndarray, np.ndarray]:
+        """The ratios `[steps, layers]` and which tell the rate at the peak.
+
+        A step tells the ratio per unit learning rate when its learning rate
+        is the peak itself, or when its update is well above float32
+        resolution (smaller ones round to fewer digits, or to nothing, and
+        would read as a frozen layer). A layer whose weights are all zero
+        has no ratio and needs none.
+        """
+        ratios = np.stack(self._ratios)
+        rates = np.asarray(self._rates)[:, None]
+        usable = (rates > 0) & (
+            (rates >= self._peak * (1 - 1e-6)) | (ratios >= RESOLUTION)
+        )
+        return ratios, usable | np.isnan(ratios)
+
+    def _result(self, ratios: np.ndarray, usable: np.ndarray) -> dict:
+        rates = np.asarray(self._rates)[:, None]
+        peak = self._peak
+        usable = usable & np.isfinite(ratios)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_rate = np.where(usable, ratios / rates, np.nan)
+            at_peak = np.where(usable.any(axis=0), _nanmedian(per_rate) * peak, np.nan)
+        median = np.median(ratios, axis=0)
+        names = [name for name, _ in self.layers]
         return {
-            name: float(value) if math.isfinite(value) else math.nan
-            for (name, _), value in zip(self.layers, median)
+            "update_ratio": dict(zip(names, map(_finite, median))),
+            "update_ratio_at_peak_lr": dict(zip(names, map(_finite, at_peak))),
         }
+
+
+def _nanmedian(values: np.ndarray) -> np.ndarray:
+    """Column medians over the finite entries (NaN for an empty column)."""
+    return np.array(
+        [
+            np.median(column[np.isfinite(column)])
+            if np.isfinite(column).any()
+            else np.nan
+            for column in values.T
+        ]
+    )
+
+
+def _finite(value) -> float:
+    value = float(value)
+    return value if math.isfinite(value) else math.nan

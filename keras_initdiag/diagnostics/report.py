@@ -28,6 +28,8 @@ STAT_NAMES: tuple[str, ...] = (
     "nonfinite_gradients",
     "predicted_activation_variance",
     "predicted_log_spread",
+    "update_ratio",
+    "update_ratio_at_peak_lr",
 )
 
 

@@ -52,7 +52,7 @@ UPDATE_RATIO_TAG = "update_ratio"
 
 _REPORT_FORMAT = 1
 # Scalar prefixes written at a report's step that are not its statistics.
-_NOT_STATS = (TRAIN_GRADIENT_TAG, UPDATE_RATIO_TAG, LOSS_TAG.partition("/")[0])
+_NOT_STATS = (TRAIN_GRADIENT_TAG, LOSS_TAG.partition("/")[0])
 # A TFRecord frames each record with a uint64 length, a uint32 CRC of the
 # length and a uint32 CRC of the data: 16 bytes around the payload.
 _RECORD_OVERHEAD = 16
@@ -218,8 +218,8 @@ def _read_file(path: str, problems: list[ReadProblem]) -> dict[int, tuple]:
                 report = pending[event.step][1]
                 number = _scalar(value)
                 # Only the report's own statistics: the per-step gradient
-                # norms, the update ratios and the loss may share its step
-                # but are not part of it.
+                # norms and the loss may share its step but are not part of
+                # it. (The update ratios are, in the report of their step.)
                 if stat in _NOT_STATS or layer not in report.stats:
                     continue
                 if number is not None:
@@ -227,7 +227,9 @@ def _read_file(path: str, problems: list[ReadProblem]) -> dict[int, tuple]:
     complete = {}
     for step, (wall_time, report, expected) in pending.items():
         found = sum(len(s) for s in report.stats.values())
-        if found == expected:
+        # More than expected: a file written before the update ratios
+        # belonged to their report had them beside it.
+        if found >= expected:
             complete[step] = (wall_time, report)
         else:
             reason = f"step {step}: {found} of {expected} statistics found; skipped"

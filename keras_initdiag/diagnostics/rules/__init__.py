@@ -18,6 +18,7 @@ from keras_initdiag.diagnostics.rules.checks import (
     finite_width_flags,
     initial_loss_flags,
     no_gradient_flags,
+    report_update_ratio_flags,
 )
 from keras_initdiag.diagnostics.rules.checks import (
     update_ratio_flags as update_ratio_flags,
@@ -79,6 +80,7 @@ def judge(report: DiagnosticReport, thresholds: Thresholds | None = None) -> lis
     flags += initial_loss_flags(report, t)
     flags += no_gradient_flags(report)
     flags += finite_width_flags(report, t)
+    flags += report_update_ratio_flags(report, t)
     flags += dead_flags(report, t, ends)
     for layer in report.layers:
         flags += unit_flags(report, layer, t, ends)

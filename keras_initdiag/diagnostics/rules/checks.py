@@ -150,39 +150,64 @@ def _carried(report: DiagnosticReport) -> dict[str, float]:
 
 
 def update_ratio_flags(
-    step: int, ratios: dict[str, float], t: Thresholds
+    step: int,
+    ratios: dict[str, float],
+    t: Thresholds,
+    at_peak: dict[str, float] | None = None,
 ) -> list[Flag]:
     """Layers whose first real updates are far from what training needs.
+
+    "Too small" is judged at the schedule's peak learning rate (`at_peak`):
+    a warmup that starts near 0 makes the first updates tiny by design, and
+    only updates that stay tiny once the warmup is over are a problem. A
+    layer whose peak is unknown (a learning rate of exactly 0 so far) is not
+    judged as too small. "Too large" is judged on the updates as measured.
 
     Args:
         step: The step after which the ratios were measured.
         ratios: Layer -> `||update|| / ||weights||` per step (the median of
             the first steps), from the weights the optimizer actually wrote.
         t: The thresholds.
+        at_peak: Layer -> the same ratio at the schedule's peak learning
+            rate. Defaults to `None`: `ratios` (a fixed learning rate).
 
     Returns:
-        An "update_ratio" flag per layer below `t.update_ratio_low` (nearly
-        frozen) or above `t.update_ratio_high` (unstable).
+        An "update_ratio" flag per layer below `t.update_ratio_low` at the
+        peak learning rate (nearly frozen) or above `t.update_ratio_high`
+        (unstable).
+
+    Example:
+    >>> flags = update_ratio_flags(3, {"dense": 1e-9}, Thresholds(), {"dense": 1e-3})
+    >>> flags   # tiny now, fine once the warmup is over
+    []
     """
+    at_peak = ratios if at_peak is None else at_peak
     flags = []
     for name, ratio in ratios.items():
-        if not math.isfinite(ratio):
-            continue
-        if ratio < t.update_ratio_low:
-            limit, what = (
-                t.update_ratio_low,
-                (
-                    "hardly moves: at this rate it needs millions of steps to "
-                    "change. Raise its learning rate (or check a per-layer "
-                    "scale or optimizer setting)"
-                ),
-            )
-        elif ratio > t.update_ratio_high:
-            limit, what = (
+        peak = at_peak.get(name, math.nan)
+        if math.isfinite(ratio) and ratio > t.update_ratio_high:
+            value, limit, what = (
+                ratio,
                 t.update_ratio_high,
                 (
                     "changes by more than its own size in one step: training is "
                     "unstable. Lower the learning rate or clip gradients"
+                ),
+            )
+        elif math.isfinite(peak) and peak < t.update_ratio_low:
+            value, limit, what = (
+                peak,
+                t.update_ratio_low,
+                (
+                    "hardly moves"
+                    + (
+                        ""
+                        if peak == ratio
+                        else ", even at the schedule's peak learning rate"
+                    )
+                    + ": at this rate it needs millions of steps to change. Raise "
+                    "its learning rate (or check a per-layer scale or optimizer "
+                    "setting)"
                 ),
             )
         else:
@@ -192,14 +217,30 @@ def update_ratio_flags(
                 "update_ratio",
                 name,
                 step,
-                ratio,
+                value,
                 limit,
-                f"Layer {name!r}: each update is {ratio:.3g}x its weights "
-                f"({_log10(ratio)}; a common rule of thumb puts the log10 near "
+                f"Layer {name!r}: each update is {value:.3g}x its weights "
+                f"({_log10(value)}; a common rule of thumb puts the log10 near "
                 f"-3). The layer {what}.",
             )
         )
     return flags
+
+
+def report_update_ratio_flags(report: DiagnosticReport, t: Thresholds) -> list[Flag]:
+    """`update_ratio_flags` on the ratios a report carries (if it has any)."""
+    ratios = {
+        name: stats["update_ratio"]
+        for name, stats in report.stats.items()
+        if "update_ratio" in stats
+    }
+    if not ratios:
+        return []
+    at_peak = {
+        name: report.stats[name].get("update_ratio_at_peak_lr", ratios[name])
+        for name in ratios
+    }
+    return update_ratio_flags(report.step, ratios, t, at_peak)
 
 
 def _log10(ratio: float) -> str:
