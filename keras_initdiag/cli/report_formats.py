@@ -118,10 +118,52 @@ def as_json(runs, problems) -> str:
     return json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
 
 
+# A spreadsheet reads a cell starting with one of these as a formula (OWASP,
+# "CSV Injection"); a leading tab or carriage return hides one.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value):
+    """A CSV cell that a spreadsheet shows as written, never runs as a formula.
+
+    Text that starts like a formula gets a leading single quote, as OWASP
+    recommends; numbers (a negative value too) are left as numbers.
+
+    Args:
+        value: The cell: a string, a number or `None`.
+
+    Returns:
+        `value`, or the text with `'` in front.
+
+    Example:
+    >>> _csv_cell("@SUM(A1:A9)")
+    "'@SUM(A1:A9)"
+    >>> _csv_cell(-0.5)
+    -0.5
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+class _SafeWriter:
+    """A `csv.writer` whose text cells go through `_csv_cell`."""
+
+    def __init__(self, buffer):
+        self._writer = csv.writer(buffer, lineterminator="\n")
+
+    def writerow(self, row) -> None:
+        self._writer.writerow([_csv_cell(cell) for cell in row])
+
+
 def as_csv(runs, problems) -> str:
-    """One row per flag, and per (layer, statistic) at the first and last step."""
+    """One row per flag, and per (layer, statistic) at the first and last step.
+
+    Text cells that a spreadsheet would run as a formula (a layer named
+    `=HYPERLINK(...)`) start with a single quote.
+    """
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = _SafeWriter(buffer)
     writer.writerow(
         ["run", "step", "record", "layer", "name", "value", "threshold", "message"]
     )
