@@ -204,6 +204,47 @@ def test_report_skips_corrupt_and_truncated_files(logdir, tmp_path, capsys):
     assert os.path.join("zeros", "initdiag") in names
 
 
+def test_report_reads_only_runs_with_reports_not_tensorboard_runs_beside(
+    logdir, tmp_path, capsys
+):
+    copy = tmp_path / "logs"
+    shutil.copytree(logdir, copy)
+    x, y = _data()
+    plain = keras.callbacks.TensorBoard(log_dir=str(copy / "plain"))
+    _mlp(_he, "plain").fit(x, y, epochs=8, callbacks=[plain], verbose=0)
+    (event,) = (copy / "plain" / "train").glob("*tfevents*")
+    # A large foreign run ends, here, in bytes no loader can read: reading it
+    # to its end would report it as corrupt.
+    with open(event, "ab") as f:
+        f.write(b"\x00garbage" * 1000)
+    code, out, err = _run(capsys, "report", copy, "--format", "json")
+    assert code == 0
+    payload = json.loads(out)
+    assert payload["skipped"] == [] and "warning" not in err
+    assert sorted(run["name"] for run in payload["runs"]) == [
+        os.path.join("he", "initdiag"),
+        os.path.join("zeros", "initdiag"),
+    ]
+
+
+def test_report_reads_a_log_dir_on_another_file_system(capsys):
+    from keras_initdiag.diagnostics.report import DiagnosticReport, LayerInfo
+    from keras_initdiag.tensorboard import DiagnosticsWriter
+
+    root = "ram://report_cli_logs"  # TensorFlow's in-memory file system.
+    stats = {"d0": {"activation_variance": 2.0}}
+    info = {"d0": LayerInfo("d0", class_name="Dense")}
+    report = DiagnosticReport(0, ["d0"], stats, [], info, loss=1.0)
+    with DiagnosticsWriter(root + "/run", depth_profile=False) as writer:
+        writer.write(report)
+    code, out, err = _run(capsys, "report", root, "--format", "json")
+    assert code == 0, err
+    (run,) = json.loads(out)["runs"]
+    assert run["name"] == "run/initdiag"
+    assert run["path"] == root + "/run/initdiag"
+    assert run["diagnoses"][0]["layers"]["d0"]["activation_variance"] == 2.0
+
+
 @pytest.mark.parametrize("what", ["missing", "empty"])
 def test_report_without_runs_is_an_input_error(tmp_path, capsys, what):
     path = tmp_path / "nothing" if what == "missing" else tmp_path

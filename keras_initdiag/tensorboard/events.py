@@ -231,15 +231,22 @@ def read_reports(
     return [latest[step][1] for step in sorted(latest)]
 
 
-def find_runs(logdir: str | os.PathLike) -> list[str]:
+def find_runs(
+    logdir: str | os.PathLike, problems: list[ReadProblem] | None = None
+) -> list[str]:
     """Find every run directory below `logdir` that holds diagnostic reports.
 
     A directory counts when one of its event files starts with a report
-    (the writer puts the report JSON first). Unreadable files are ignored
-    here; `read_reports` reports them.
+    (the writer puts the report JSON first). Only the first few records of
+    each event file are read, so other TensorBoard runs beside ours cost
+    next to nothing. Works on any file system `tf.io.gfile` knows (`gs://`).
 
     Args:
         logdir: The TensorBoard log directory to search (recursively).
+        problems: A list that receives a `ReadProblem(path, reason)` for every
+            event file of a directory that is not a run and whose first
+            records could not be read (it may have been one). Defaults to
+            `None`: such files are ignored.
 
     Returns:
         The run directories, sorted.
@@ -259,9 +266,14 @@ def find_runs(logdir: str | os.PathLike) -> list[str]:
         )
     runs = []
     for directory, _, _ in tf.io.gfile.walk(logdir):
+        unreadable = []
         for path in _event_files(directory):
-            events = _load_events(path, [], limit=4)
+            events = _load_events(path, unreadable, limit=4)
             if any(_is_report(v) for e in events for v in e.summary.value):
                 runs.append(directory)
                 break
+        else:
+            # A run's files are read, and their problems told, by read_reports.
+            if problems is not None:
+                problems.extend(unreadable)
     return sorted(runs)
