@@ -249,7 +249,7 @@ class Diagnoser:
 
 
 #: Device values the theory uses besides the public statistics.
-_EXTRAS = ("bias_second_moment", "scale_second_moment")
+_EXTRAS = ("bias_mean", "bias_second_moment", "scale_second_moment")
 
 
 def _larger(a: float, b: float) -> float:

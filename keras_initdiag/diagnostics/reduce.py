@@ -27,8 +27,8 @@ from keras_initdiag.diagnostics.taps import Tap
 #: identical kernels share), `size` (output elements per sample), and the
 #: fractions of units duplicating another by their incoming weights and by
 #: their outputs (the public `duplicate_unit_fraction` is the larger one),
-#: and the mean squares of the bias and scale each layer applies last (for
-#: the theory's predictions).
+#: and the mean and mean square of the bias and the mean square of the scale
+#: each layer applies last (for the theory's predictions).
 DEVICE_FIELDS: tuple[str, ...] = (
     "activation_mean",
     "activation_variance",
@@ -46,6 +46,7 @@ DEVICE_FIELDS: tuple[str, ...] = (
     "nonfinite_gradients",
     "kernel_signature",
     "size",
+    "bias_mean",
     "bias_second_moment",
     "scale_second_moment",
 )
@@ -168,19 +169,21 @@ def gradient_stats(table: Table, taps: list[Tap], gradients: list) -> None:
 
 
 class _Reduced:
-    """Per-variable sums of squares and non-finite counts, in group order."""
+    """Per-variable sums, sums of squares and non-finite counts, in group order."""
 
     def __init__(self, tensors: list, on_group=None):
         self.position: dict[int, int] = {}
-        squares, bad = [], []
+        sums, squares, bad = [], [], []
         for key, members in groups(tensors, batch=False).items():
             flat = _flat_rows(tensors, members)
+            sums.append(tf.reduce_sum(flat, axis=1))
             squares.append(stats.sum_of_squares(flat, 1))
             bad.append(stats.nonfinite_count(flat, 1))
             for member in members:
                 self.position[member] = len(self.position)
             if on_group is not None:
                 on_group(key, members, flat)
+        self.sums = tf.concat(sums, 0) if sums else None
         self.squares = tf.concat(squares, 0) if squares else None
         self.bad = tf.concat(bad, 0) if bad else None
 
@@ -235,6 +238,7 @@ def weight_stats(table: Table, taps: list[Tap], variables, values, grads, full):
             )
 
     weights = _Reduced(values, main_weights)
+    _bias_and_scale(table, taps, index, weights)
     gradients = _Reduced(grads)
     owners = [[index[id(w)] for w in tap.weights] for tap in taps]
     rows, (w_sq, w_bad) = weights.per_tap(owners)
@@ -258,20 +262,27 @@ def weight_stats(table: Table, taps: list[Tap], variables, values, grads, full):
         table.put("kernel_gradient_norm", [t for t, _ in kernels], tf.sqrt(picked))
 
 
-def _mean_squares(table, taps, index, weights: _Reduced, variables) -> None:
-    """Mean square of each tap's bias and scale, from the group sums."""
-    for field, attr in (
-        ("bias_second_moment", "bias"),
-        ("scale_second_moment", "scale"),
+def _bias_and_scale(table: Table, taps: list[Tap], index: dict, weights) -> None:
+    """Mean and mean square of each tap's bias, mean square of its scale.
+
+    Read from the per-variable sums of `weights` (a `_Reduced` of the
+    variables' values), so no variable is reduced twice.
+    """
+    for attr, fields in (
+        ("bias", (("bias_mean", "sums"), ("bias_second_moment", "squares"))),
+        ("scale", (("scale_second_moment", "squares"),)),
     ):
         found = [
             (t, weights.position[index[id(getattr(tap, attr))]], getattr(tap, attr))
             for t, tap in enumerate(taps)
             if getattr(tap, attr) is not None and id(getattr(tap, attr)) in index
         ]
-        if found:
-            sizes = tf.constant([float(max(np.prod(v.shape), 1)) for _, _, v in found])
-            picked = tf.gather(weights.squares, [p for _, p, _ in found])
+        if not found:
+            continue
+        sizes = tf.constant([float(max(np.prod(v.shape), 1)) for _, _, v in found])
+        rows = [p for _, p, _ in found]
+        for field, totals in fields:
+            picked = tf.gather(getattr(weights, totals), rows)
             table.put(field, [t for t, _, _ in found], picked / sizes)
 
 
