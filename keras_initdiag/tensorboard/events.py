@@ -35,17 +35,21 @@ REPORT_METADATA = dashboard_metadata.create_report_metadata()
 # Plugins a report summary may belong to: the dashboard (current), the Text
 # plugin (older logs), or none (metadata is only sure to be on a tag's first
 # event).
-_REPORT_PLUGINS = ("", dashboard_metadata.PLUGIN_NAME, "text")
+_REPORT_PLUGINS = (
+    "",
+    dashboard_metadata.PLUGIN_NAME,
+    dashboard_metadata.TEXT_PLUGIN_NAME,
+)
 #: Tag of the markdown flag table.
 FLAGS_TAG = "flags"
 #: Tag of the probe-batch loss scalar.
-LOSS_TAG = "loss/probe"
+LOSS_TAG = dashboard_metadata.LOSS_TAG
 #: Tag of the depth-profile image.
 DEPTH_PROFILE_TAG = "depth_profile"
 #: Title of the custom-scalars category.
 LAYOUT_CATEGORY = "keras_initdiag"
 #: Prefix of the per-batch gradient norms taken from the real train step.
-TRAIN_GRADIENT_TAG = "train_gradient_norm"
+TRAIN_GRADIENT_TAG = dashboard_metadata.TRAIN_GRADIENT_TAG
 #: Prefix of the update-to-weight ratios of the first training steps.
 UPDATE_RATIO_TAG = "update_ratio"
 
