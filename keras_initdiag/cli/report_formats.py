@@ -12,6 +12,8 @@ import io
 import json
 import math
 
+from keras_initdiag.tensorboard.codec import json_float
+
 
 def _ends(reports):
     """The first and, when different, the last report."""
@@ -73,19 +75,13 @@ def markdown(runs, problems) -> str:
     return "\n".join(out)
 
 
-def _number(value: float):
-    """JSON-safe float: non-finite values become "nan", "inf" or "-inf"."""
-    value = float(value)
-    return value if math.isfinite(value) else str(value)
-
-
 def _flag_dict(flag) -> dict:
     return {
         "step": flag.step,
         "kind": flag.kind,
         "layer": flag.layer,
-        "value": _number(flag.value),
-        "threshold": _number(flag.threshold),
+        "value": json_float(flag.value),
+        "threshold": json_float(flag.threshold),
         "message": flag.message,
     }
 
@@ -102,9 +98,9 @@ def as_json(runs, problems) -> str:
                 "diagnoses": [
                     {
                         "step": r.step,
-                        "loss": _number(r.loss),
+                        "loss": json_float(r.loss),
                         "layers": {
-                            layer: {s: _number(v) for s, v in r.stats[layer].items()}
+                            layer: {s: json_float(v) for s, v in r.stats[layer].items()}
                             for layer in r.layers
                         },
                     }
