@@ -58,7 +58,9 @@ def test_demo_flags_zeros_symmetry_and_he_healthy(quick_demo):
     reports = read_reports(logdir / "he" / "initdiag")
     assert len(reports) == 2  # Step 0 and after the one epoch.
     kinds = {flag.kind for report in reports for flag in report.flags}
-    assert not kinds & {"vanishing", "exploding", "symmetry", "nonfinite"}
+    # Healthy means no flag but advisory ones: dead units included (a ReLU
+    # layer of 16 units under He has a few dead ones, far below the flag).
+    assert kinds - set(demo.ADVISORY) == set(), kinds
 
 
 @pytest.mark.slow
