@@ -109,7 +109,7 @@ def _flat_rows(tensors: list, indices: list[int]) -> tf.Tensor:
     return tf.reshape(tf.stack([tensors[i] for i in indices]), [len(indices), -1])
 
 
-def output_stats(table: Table, taps: list[Tap], outputs: list, full) -> None:
+def output_stats(table: Table, taps: list[Tap], outputs: list, searches) -> None:
     """Moments, size, non-finite counts, dead, saturated and duplicate units."""
     for indices in groups(outputs).values():
         stacked = tf.stack([outputs[i] for i in indices])
@@ -126,13 +126,13 @@ def output_stats(table: Table, taps: list[Tap], outputs: list, full) -> None:
         units = outputs[indices[0]].shape[-1]
         columns = tf.reshape(stacked, [len(indices), -1, tf.shape(stacked)[-1]])
         table.put("dead_fraction", indices, stats.dead_fraction(columns))
-        found = duplicates(stats.duplicate_output_units, columns, units, full)
-        table.put("duplicate_output_fraction", indices, _fraction(found, full))
+        found = duplicates(stats.duplicate_output_units, columns, units, searches)
+        table.put("duplicate_output_fraction", indices, _fraction(found, searches))
 
 
-def _fraction(mask: tf.Tensor, full) -> tf.Tensor:
+def _fraction(mask: tf.Tensor, searches) -> tf.Tensor:
     """Per-row fraction of True units; NaN when the search did not run."""
-    return tf.where(full, tf.reduce_mean(tf.cast(mask, tf.float32), axis=1), _NAN)
+    return tf.where(searches, tf.reduce_mean(tf.cast(mask, tf.float32), axis=1), _NAN)
 
 
 def _saturation(table: Table, taps: list[Tap], indices: list[int], flat) -> None:
@@ -204,7 +204,7 @@ class _Reduced:
         )
 
 
-def weight_stats(table: Table, taps: list[Tap], variables, values, grads, full):
+def weight_stats(table: Table, taps: list[Tap], variables, values, grads, searches):
     """Per-tap weight and gradient statistics from one pass over the variables.
 
     Every variable is reduced once, stacked with the others of its shape: sum
@@ -218,7 +218,7 @@ def weight_stats(table: Table, taps: list[Tap], variables, values, grads, full):
         variables: The distinct variables the taps use (main and trainable).
         values: Their values, float32 tensors (the probe's stateless copies).
         grads: Their gradients (float32 tensors, or None without one).
-        full: Whether to run the signature and duplicate searches.
+        searches: Whether to run the signature and duplicate searches.
     """
     if not variables:
         return
@@ -234,7 +234,7 @@ def weight_stats(table: Table, taps: list[Tap], variables, values, grads, full):
         if chosen:
             tap_indices = [main[members[j]] for j in chosen]
             _main_weight_stats(
-                table, taps, tap_indices, tf.gather(flat, chosen), key, full
+                table, taps, tap_indices, tf.gather(flat, chosen), key, searches
             )
 
     weights = _Reduced(values, main_weights)
@@ -286,34 +286,35 @@ def _bias_and_scale(table: Table, taps: list[Tap], index: dict, weights) -> None
             table.put(field, [t for t, _, _ in found], picked / sizes)
 
 
-def _main_weight_stats(table, taps, tap_indices, rows, key, full) -> None:
+def _main_weight_stats(table, taps, tap_indices, rows, key, searches) -> None:
     """Variance, signature and duplicate units of the main weights in a group."""
     table.put("weight_variance", tap_indices, stats.variance(rows, axis=1))
-    signature = tf.where(full, stats.kernel_signature(rows), _NAN)
+    signature = tf.where(searches, stats.kernel_signature(rows), _NAN)
     table.put("kernel_signature", tap_indices, signature)
     shape = key if key[0] != "single" else None
     shared = [j for j, t in enumerate(tap_indices) if _has_shared_inputs(taps[t])]
     if shared and shape is not None and len(shape) >= 2:
         columns = tf.reshape(tf.gather(rows, shared), [len(shared), -1, shape[-1]])
-        found = duplicates(stats.duplicate_weight_units, columns, shape[-1], full)
+        found = duplicates(stats.duplicate_weight_units, columns, shape[-1], searches)
         table.put(
             "duplicate_weight_fraction",
             [tap_indices[j] for j in shared],
-            _fraction(found, full),
+            _fraction(found, searches),
         )
 
 
-def duplicates(reduction, columns: tf.Tensor, units, full) -> tf.Tensor:
-    """`reduction(columns)` when `full`; no duplicates for a single unit.
+def duplicates(reduction, columns: tf.Tensor, units, searches) -> tf.Tensor:
+    """`reduction(columns)` when `searches` is true; none for a single unit.
 
     One unit cannot duplicate another (and the sort-and-compare reduction
-    needs two), e.g. a `Dense(1)` regression head. Without `full` the search
-    is skipped on the device (and the fraction reported as NaN).
+    needs two), e.g. a `Dense(1)` regression head. When `searches` (a bool
+    tensor) is false, the search is skipped on the device (and the fraction
+    reported as NaN).
     """
     none = tf.zeros([tf.shape(columns)[0], tf.shape(columns)[2]], tf.bool)
     if units is not None and units < 2:
         return none
-    return tf.cond(full, lambda: reduction(columns), lambda: none)
+    return tf.cond(searches, lambda: reduction(columns), lambda: none)
 
 
 def _has_shared_inputs(tap: Tap) -> bool:

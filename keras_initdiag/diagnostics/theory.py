@@ -188,13 +188,13 @@ def trigamma(k: float) -> float:
     return total + series
 
 
-def _extra(extras: dict, key: str, default: float) -> float:
+def _moment_of(affine: dict, key: str, default: float) -> float:
     """A bias or scale moment of the node; `default` where it has none."""
-    value = extras.get(key, default)
+    value = affine.get(key, default)
     return value if math.isfinite(value) else default
 
 
-def _linear(report, name, info: LayerInfo, source: State, extras, moments):
+def _linear(report, name, info: LayerInfo, source: State, affine, moments):
     """`z = W x + b`, then the activation.
 
     Over units and examples, `z` has mean `mean(b)` and second moment
@@ -205,8 +205,8 @@ def _linear(report, name, info: LayerInfo, source: State, extras, moments):
     weight_variance = _get(report, name, "weight_variance")
     if not (info.fan_in > 0 and math.isfinite(weight_variance)):
         return None
-    bias_mean = _extra(extras, "bias_mean", 0.0)
-    bias = _extra(extras, "bias_second_moment", 0.0)
+    bias_mean = _moment_of(affine, "bias_mean", 0.0)
+    bias = _moment_of(affine, "bias_second_moment", 0.0)
     q = info.fan_in * weight_variance * source.moment + bias
     spread = source.spread + log_variance(2.0, info.units)
     if info.activation in ("", "linear"):
@@ -218,15 +218,15 @@ def _linear(report, name, info: LayerInfo, source: State, extras, moments):
     return State(*found, info.fan_in)
 
 
-def _norm(info: LayerInfo, source: State, extras, training: bool) -> State | None:
+def _norm(info: LayerInfo, source: State, affine, training: bool) -> State | None:
     """A normalization layer's output, `gamma * x_hat + beta`, per unit.
 
     Over units and examples: mean `mean(beta)`, second moment
     `E[gamma^2] * E[x_hat^2] + E[beta^2]`.
     """
-    scale = _extra(extras, "scale_second_moment", 1.0)
-    bias = _extra(extras, "bias_second_moment", 0.0)
-    mean = _extra(extras, "bias_mean", 0.0)
+    scale = _moment_of(affine, "scale_second_moment", 1.0)
+    bias = _moment_of(affine, "bias_second_moment", 0.0)
+    mean = _moment_of(affine, "bias_mean", 0.0)
     eps = info.epsilon
     if info.propagation == "rms_norm":
         return State(mean, scale * source.moment / (source.moment + eps) + bias)
@@ -307,7 +307,7 @@ def _weighted_spread(states: list[State], weights: list[float]) -> float:
 
 def predict(
     report: DiagnosticReport,
-    extras: dict[str, dict[str, float]],
+    bias_and_scale: dict[str, dict[str, float]],
     moments: Moments,
     training: bool = True,
 ) -> dict[str, State | None]:
@@ -316,7 +316,7 @@ def predict(
     Args:
         report: The measured report (its inputs' statistics start the theory;
             its layers' weight variances and facts drive it).
-        extras: Node -> `{"bias_mean": ..., "bias_second_moment": ...,
+        bias_and_scale: Node -> `{"bias_mean": ..., "bias_second_moment": ...,
             "scale_second_moment": ...}`: the mean and mean square of the
             bias (beta) it adds and the mean square of the scale (gamma) it
             multiplies. Missing or NaN: no bias, a unit scale.
@@ -329,7 +329,7 @@ def predict(
         root), or None where no theory applies.
 
     Example:
-    >>> predictions = predict(report, extras, moments)
+    >>> predictions = predict(report, bias_and_scale, moments)
     >>> predictions["dense_3"].variance
     0.125
     """
@@ -337,7 +337,9 @@ def predict(
     out: dict[str, State | None] = {}
     for name in report.layers:
         info = report.info.get(name) or LayerInfo(name=name)
-        state = _predict_node(report, name, info, states, extras, moments, training)
+        state = _predict_node(
+            report, name, info, states, bias_and_scale, moments, training
+        )
         if state is not None and math.isfinite(state.moment) and state.moment >= 0:
             out[name] = states[name] = state
         else:
@@ -348,7 +350,7 @@ def predict(
     return out
 
 
-def _predict_node(report, name, info, states, extras, moments, training):
+def _predict_node(report, name, info, states, bias_and_scale, moments, training):
     how = info.propagation
     if how == "input":
         return _measured(report, name)
@@ -366,16 +368,16 @@ def _predict_node(report, name, info, states, extras, moments, training):
         ]
         return _merge(info, sources, sizes)
     source = sources[0]
-    mine = extras.get(name, {})
+    affine = bias_and_scale.get(name, {})
     if how == "linear":
-        return _linear(report, name, info, source, mine, moments)
+        return _linear(report, name, info, source, affine, moments)
     if how == "activation":
         found = _through(
             moments, name, source.mean, source.variance, info.units, source.spread
         )
         return None if found is None else State(*found)
     if how in ("batch_norm", "layer_norm", "rms_norm"):
-        return _norm(info, source, mine, training)
+        return _norm(info, source, affine, training)
     if how == "dropout":
         factor = 1.0 / (1.0 - info.rate) if training else 1.0
         return State(source.mean, source.moment * factor, source.spread)
