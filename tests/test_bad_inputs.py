@@ -9,7 +9,6 @@ training step.
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 import warnings
@@ -22,6 +21,7 @@ import tensorflow as tf
 import keras_initdiag
 from keras_initdiag.callbacks import InitDiagnosticsWarning
 from keras_initdiag.diagnostics.rules import Thresholds
+from keras_initdiag.lsuv import lsuv
 
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((16, 6)).astype("float32")
@@ -243,13 +243,9 @@ def test_unwritable_log_dir_fails_at_train_begin(tmp_path):
     )
 
 
-# --- lsuv and the CLI, once they have landed --------------------------------
-
-_HAS_LSUV = importlib.util.find_spec("keras_initdiag.lsuv") is not None
-_HAS_CLI = importlib.util.find_spec("keras_initdiag.cli") is not None
+# --- lsuv and the CLI ----------------------------------------------------------
 
 
-@pytest.mark.skipif(not _HAS_LSUV, reason="keras_initdiag.lsuv has not landed")
 @pytest.mark.parametrize(
     "kwargs, exc_type, name, received",
     [
@@ -263,15 +259,12 @@ _HAS_CLI = importlib.util.find_spec("keras_initdiag.cli") is not None
     ids=["tol-zero", "tol-negative", "max-iter-0", "empty-x", "nan-x", "layers"],
 )
 def test_lsuv_bad_input(kwargs, exc_type, name, received):
-    from keras_initdiag.lsuv import lsuv
-
     model = _model()
     x = kwargs.pop("x", X)
     _check(lambda: lsuv(model, x, verbose=0, **kwargs), exc_type, name, received)
 
 
 @pytest.mark.slow  # Each case starts Python and imports TensorFlow.
-@pytest.mark.skipif(not _HAS_CLI, reason="keras_initdiag.cli has not landed")
 @pytest.mark.parametrize(
     "args, needles",
     [

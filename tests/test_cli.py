@@ -125,6 +125,34 @@ def test_report_csv_has_header_and_rows(logdir, capsys):
     assert any(",stat,d0,activation_variance," in line for line in lines)
 
 
+def test_report_csv_neutralizes_formulas_but_keeps_negative_numbers(tmp_path, capsys):
+    import csv
+
+    from keras_initdiag.diagnostics.report import DiagnosticReport, Flag, LayerInfo
+    from keras_initdiag.tensorboard import DiagnosticsWriter
+
+    link, at = '=HYPERLINK("http://evil.example","x")', "@SUM(A1:A9)"
+    stats = {link: {"activation_mean": -0.5}, at: {"activation_mean": -2.0}}
+    flag = Flag("dead", link, 0, -1.5, 0.5, "-2+3 units are dead")
+    info = {name: LayerInfo(name, class_name="Dense") for name in stats}
+    report = DiagnosticReport(0, list(stats), stats, [flag], info, loss=-1.0)
+    with DiagnosticsWriter(tmp_path / "+run", depth_profile=False) as writer:
+        writer.write(report)
+    code, out, _ = _run(capsys, "report", tmp_path, "--format", "csv")
+    assert code == 0
+    rows = list(csv.reader(out.splitlines()))[1:]
+    texts = [row[i] for row in rows for i in (0, 3, 4, 7)]
+    assert not any(cell[:1] in ("=", "+", "-", "@", "\t", "\r") for cell in texts)
+    flag_row = next(row for row in rows if row[2] == "flag")
+    assert flag_row[0] == "'" + os.path.join("+run", "initdiag")
+    assert flag_row[3] == "'" + link
+    assert flag_row[5:8] == ["-1.5", "0.5", "'-2+3 units are dead"]
+    loss_row = next(row for row in rows if row[2] == "loss")
+    assert loss_row[5] == "-1.0"
+    stat_rows = {row[3]: row[5] for row in rows if row[2] == "stat"}
+    assert stat_rows["'" + link] == "-0.5" and stat_rows["'" + at] == "-2.0"
+
+
 def test_report_markdown_has_tables(logdir, capsys):
     code, out, _ = _run(capsys, "report", logdir, "--format", "markdown")
     assert code == 0
@@ -174,6 +202,47 @@ def test_report_skips_corrupt_and_truncated_files(logdir, tmp_path, capsys):
     assert "warning: skipped" in err
     names = [run["name"] for run in payload["runs"]]
     assert os.path.join("zeros", "initdiag") in names
+
+
+def test_report_reads_only_runs_with_reports_not_tensorboard_runs_beside(
+    logdir, tmp_path, capsys
+):
+    copy = tmp_path / "logs"
+    shutil.copytree(logdir, copy)
+    x, y = _data()
+    plain = keras.callbacks.TensorBoard(log_dir=str(copy / "plain"))
+    _mlp(_he, "plain").fit(x, y, epochs=8, callbacks=[plain], verbose=0)
+    (event,) = (copy / "plain" / "train").glob("*tfevents*")
+    # A large foreign run ends, here, in bytes no loader can read: reading it
+    # to its end would report it as corrupt.
+    with open(event, "ab") as f:
+        f.write(b"\x00garbage" * 1000)
+    code, out, err = _run(capsys, "report", copy, "--format", "json")
+    assert code == 0
+    payload = json.loads(out)
+    assert payload["skipped"] == [] and "warning" not in err
+    assert sorted(run["name"] for run in payload["runs"]) == [
+        os.path.join("he", "initdiag"),
+        os.path.join("zeros", "initdiag"),
+    ]
+
+
+def test_report_reads_a_log_dir_on_another_file_system(capsys):
+    from keras_initdiag.diagnostics.report import DiagnosticReport, LayerInfo
+    from keras_initdiag.tensorboard import DiagnosticsWriter
+
+    root = "ram://report_cli_logs"  # TensorFlow's in-memory file system.
+    stats = {"d0": {"activation_variance": 2.0}}
+    info = {"d0": LayerInfo("d0", class_name="Dense")}
+    report = DiagnosticReport(0, ["d0"], stats, [], info, loss=1.0)
+    with DiagnosticsWriter(root + "/run", depth_profile=False) as writer:
+        writer.write(report)
+    code, out, err = _run(capsys, "report", root, "--format", "json")
+    assert code == 0, err
+    (run,) = json.loads(out)["runs"]
+    assert run["name"] == "run/initdiag"
+    assert run["path"] == root + "/run/initdiag"
+    assert run["diagnoses"][0]["layers"]["d0"]["activation_variance"] == 2.0
 
 
 @pytest.mark.parametrize("what", ["missing", "empty"])

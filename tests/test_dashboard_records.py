@@ -218,6 +218,29 @@ def test_plugin_constants_match_the_package():
     assert set(STAT_NAMES) <= set(plugin.STAT_ORDER)
 
 
+def test_the_event_contract_is_defined_only_in_the_plugins_metadata():
+    import ast
+    import pathlib
+
+    import keras_initdiag
+
+    contract = {
+        metadata.REPORT_TAG,
+        metadata.LOSS_TAG,
+        metadata.TRAIN_GRADIENT_TAG,
+    }
+    package = pathlib.Path(keras_initdiag.__file__).parent
+    copies = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            value = getattr(node, "value", None)
+            if isinstance(node, (ast.Assign, ast.AnnAssign)) and (
+                isinstance(value, ast.Constant) and value.value in contract
+            ):
+                copies.append(f"{path.relative_to(package)}:{node.lineno}")
+    assert copies == [], "import these tags from tensorboard_plugin_initdiag.metadata"
+
+
 def test_loading_the_plugin_imports_neither_tensorflow_nor_keras():
     code = (
         "import sys, tensorboard_plugin_initdiag.plugin;"

@@ -7,6 +7,8 @@ after step 0 is dropped as incomplete and `--fail-on` misses its flags.
 
 from __future__ import annotations
 
+import json
+
 import keras
 import numpy as np
 
@@ -14,6 +16,7 @@ import keras_initdiag
 from keras_initdiag.cli import main
 from keras_initdiag.diagnostics.report import DiagnosticReport, Flag, LayerInfo
 from keras_initdiag.tensorboard import DiagnosticsWriter, read_reports
+from keras_initdiag.tensorboard.codec import report_to_json
 
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((64, 6)).astype("float32")
@@ -71,3 +74,46 @@ def test_a_later_flag_fails_the_cli_gate_next_to_per_step_norms(tmp_path, capsys
     assert main(["report", str(tmp_path), "--fail-on", "vanishing"]) == 1
     assert main(["report", str(tmp_path), "--fail-on", "dead"]) == 0
     capsys.readouterr()
+
+
+def _write_raw_report(run_dir, step, value):
+    """A report record of any payload, as a foreign or damaged writer makes it."""
+    import tensorflow as tf
+
+    from tensorboard_plugin_initdiag import metadata
+
+    writer = tf.summary.create_file_writer(str(run_dir))
+    with writer.as_default():
+        tf.summary.write(
+            metadata.REPORT_TAG,
+            value,
+            step=step,
+            metadata=metadata.create_report_metadata(),
+        )
+    writer.close()
+
+
+def test_malformed_report_records_are_skipped_not_a_traceback(tmp_path, capsys):
+    writer = DiagnosticsWriter(tmp_path, depth_profile=False)
+    writer.write(_report(0))
+    writer.close()
+    run = tmp_path / "initdiag"
+    good = json.loads(report_to_json(_report(0), num_scalars=2))
+    _write_raw_report(run, 1, json.dumps(dict(good, info=[])))
+    _write_raw_report(run, 2, json.dumps(dict(good, flags={"kind": "dead"})))
+    _write_raw_report(run, 3, json.dumps([1, 2]))
+    _write_raw_report(run, 4, 2.5)  # A float tensor where the JSON text belongs.
+    _write_raw_report(run, 5, b"\xff\xfe not utf-8")
+    problems = []
+    reports = read_reports(run, problems)
+    assert [r.step for r in reports] == [0]
+    reasons = sorted(p.reason for p in problems)
+    assert len(reasons) == 5 and all("skipped" in r for r in reasons), reasons
+    assert [r.split(":")[0] for r in reasons] == [f"step {s}" for s in range(1, 6)]
+    for fail_on in ("any", "dead"):
+        code = main(["report", str(tmp_path), "--fail-on", fail_on, "--format", "json"])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        assert "Traceback" not in err
+        assert err.count("warning: skipped") == 5
+        assert len(json.loads(out)["skipped"]) == 5

@@ -225,13 +225,35 @@ def test_default_log_dir_is_logs_initdiag(tmp_path, monkeypatch):
     assert not (tmp_path / "logs" / "initdiag" / "initdiag").exists()
 
 
-def test_images_are_drawn_off_the_training_thread_and_all_written(tmp_path):
+def test_images_are_drawn_off_the_training_thread_and_all_written(
+    tmp_path, monkeypatch
+):
     pytest.importorskip("matplotlib")
+    import threading
+
+    from keras_initdiag.callbacks import sink
+
+    drawn_on, trained_on = [], set()
+    draw = sink.depth_profile_png
+
+    def recording_draw(report):
+        drawn_on.append(threading.current_thread())
+        return draw(report)
+
+    # The sink's own drawing function, wrapped to record where it runs.
+    monkeypatch.setattr(sink, "depth_profile_png", recording_draw)
+    training = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda *_, **__: trained_on.add(threading.current_thread())
+    )
     model = _model()
     callback = _callback(tmp_path, depth_profile=True)
-    _fit(model, callback, epochs=2)
-    # Step 0 and the end of training, each once.
+    model.fit(X, Y, batch_size=16, epochs=2, verbose=0, callbacks=[callback, training])
+    # Step 0 and the end of training, each once, and never on the thread
+    # that runs the training steps.
     assert callback.sink.images == 2
+    assert len(drawn_on) == 2 and len(trained_on) == 1
+    assert not trained_on & set(drawn_on)
+    assert all(t.name.startswith("initdiag-image") for t in drawn_on)
     from helpers import event_accumulator, tensor_tags, tensor_values
 
     accumulator = event_accumulator(str(tmp_path / "initdiag"))

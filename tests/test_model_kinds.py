@@ -60,6 +60,36 @@ def _finite(report, layer: str, names: tuple[str, ...]) -> None:
         assert math.isfinite(value), (layer, name, value)
 
 
+def _sequential_reference(model: keras.Sequential, x, y, name: str) -> dict:
+    """One layer's statistics computed directly: its layers called one by one.
+
+    The loss is the compiled `"mse"`; `tf.GradientTape` gives the gradient at
+    the layer's output and at its weights.
+    """
+    import tensorflow as tf
+
+    layer = model.get_layer(name)
+    with tf.GradientTape(persistent=True) as tape:
+        h = tf.convert_to_tensor(x)
+        for current in model.layers:
+            h = current(h, training=True)
+            if current is layer:
+                out = h
+        loss = tf.reduce_mean(tf.square(h - y))
+    out_grad = tape.gradient(loss, out)
+    weight_grads = tape.gradient(loss, layer.trainable_variables)
+    del tape
+    dense = [tf.convert_to_tensor(g).numpy().astype(np.float64) for g in weight_grads]
+    out = out.numpy().astype(np.float64)
+    return {
+        "activation_mean": out.mean(),
+        "activation_variance": out.var(),
+        "activation_gradient_rms": np.sqrt(np.mean(out_grad.numpy() ** 2)),
+        "gradient_norm": np.sqrt(sum(np.sum(g * g) for g in dense)),
+        "loss": float(loss),
+    }
+
+
 def _diagnose_untouched(model, x, y, **kwargs):
     """Diagnose twice; nothing changes, and fixed seeds make it repeatable."""
     before = _snapshot(model)
@@ -150,16 +180,30 @@ def test_nested_model_as_layer():
 
 
 def test_shared_layer():
+    import tensorflow as tf
+
     shared = keras.layers.Dense(6, activation="tanh", name="shared")
     inputs = keras.Input((6,))
     h = shared(shared(inputs))
-    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(h))
+    head = keras.layers.Dense(2, name="head")
+    model = keras.Model(inputs, head(h))
     model.compile("sgd", "mse")
     report = _diagnose_untouched(model, X, Y)
     assert report.layers.count("shared") == 1
-    # Its gradient sums both uses.
-    _finite(report, "shared", ("weight_variance", "gradient_norm"))
-    _finite(report, "head", ("activation_variance", "gradient_norm"))
+    # The kernel's gradient sums both uses: one variable per use, then add.
+    kernel, bias = (tf.constant(v.numpy()) for v in (shared.kernel, shared.bias))
+    first, second = tf.Variable(kernel), tf.Variable(kernel)
+    with tf.GradientTape() as tape:
+        h1 = tf.tanh(X @ first + bias)
+        h2 = tf.tanh(h1 @ second + bias)
+        loss = tf.reduce_mean(tf.square(head(h2) - Y))
+    by_use = [g.numpy() for g in tape.gradient(loss, [first, second])]
+    both = np.linalg.norm(by_use[0] + by_use[1])
+    measured = report.stats["shared"]["kernel_gradient_norm"]
+    assert measured == pytest.approx(both, rel=1e-5)
+    for one_use in by_use:
+        assert abs(np.linalg.norm(one_use) - both) > 0.05 * both
+    assert report.loss == pytest.approx(float(loss), rel=1e-6)
 
 
 @pytest.mark.parametrize("loss_form", ["list", "dict"])
@@ -192,6 +236,22 @@ def test_multi_input_multi_output(loss_form):
 # --- recurrent, embedding, normalization, dropout ------------------------------
 
 
+_REFERENCE_STATS = (
+    "activation_mean",
+    "activation_variance",
+    "activation_gradient_rms",
+    "gradient_norm",
+)
+
+
+def _matches_reference(report, model, x, name) -> None:
+    expected = _sequential_reference(model, x, Y, name)
+    for stat in _REFERENCE_STATS:
+        measured = report.stats[name][stat]
+        assert measured == pytest.approx(expected[stat], rel=1e-4), (name, stat)
+    assert report.loss == pytest.approx(expected["loss"], rel=1e-6)
+
+
 @pytest.mark.parametrize("cell", ["LSTM", "GRU"])
 def test_recurrent(cell):
     layer = getattr(keras.layers, cell)
@@ -207,18 +267,16 @@ def test_recurrent(cell):
     x = RNG.standard_normal((16, 5, 4)).astype("float32")
     report = _diagnose_untouched(model, x, Y)
     for name in ("rnn_1", "rnn_2"):
-        _finite(
-            report,
-            name,
-            (
-                "activation_variance",
-                "activation_gradient_rms",
-                "weight_variance",
-                "gradient_norm",
-                "saturation_fraction",
-            ),
+        _matches_reference(report, model, x, name)
+        # The main weight is the input kernel (cell.kernel).
+        kernel = model.get_layer(name).cell.kernel.numpy()
+        assert report.stats[name]["weight_variance"] == pytest.approx(
+            np.var(kernel, dtype=np.float64), rel=1e-5
         )
+        assert report.info[name].weight_shape == kernel.shape
         assert report.info[name].activation == "tanh"
+        # tanh outputs of a fresh cell are small: none is near +-1.
+        assert report.stats[name]["saturation_fraction"] == 0.0
 
 
 def test_embedding():
@@ -232,11 +290,12 @@ def test_embedding():
     )
     model.compile("sgd", "mse")
     x = RNG.integers(0, 20, size=(16, 5)).astype("int32")
+    assert len(np.unique(x)) < x.size  # Repeated ids: their gradients add up.
     report = _diagnose_untouched(model, x, Y)
-    _finite(
-        report,
-        "embed",
-        ("activation_variance", "weight_variance", "gradient_norm"),
+    _matches_reference(report, model, x, "embed")
+    table = model.get_layer("embed").embeddings.numpy()
+    assert report.stats["embed"]["weight_variance"] == pytest.approx(
+        np.var(table, dtype=np.float64), rel=1e-5
     )
     assert report.info["embed"].weight_shape == (20, 8)
 

@@ -1,78 +1,99 @@
-"""The callback's schedule on literal step numbers: no TensorFlow involved."""
+"""`Schedule` on literal step numbers: each method, no TensorFlow involved.
+
+The callback's own use of the schedule (which hook asks what) is covered by
+the callback tests; here every answer is checked against the rule the
+schedule's docstring states.
+"""
+
+import pytest
 
 from keras_initdiag.callbacks.schedule import Schedule
 
 
-def run(schedule, batch_ends, epoch_ends=(), start=None):
-    """Drive a schedule like `fit`; returns the steps diagnosed and drawn."""
-    diagnosed, drawn = [], []
-
-    def diagnose(step):
-        if schedule.done(step):
-            if schedule.image_wanted(step):
-                drawn.append(step)
-                schedule.diagnosed(step, image=True)
-            return
-        image = schedule.image_wanted(step)
-        diagnosed.append((step, schedule.full_due))
-        if image:
-            drawn.append(step)
-        schedule.diagnosed(step, image)
-
-    schedule.begin_fit()
-    diagnose(batch_ends[0] - 1 if start is None else start)
-    for step in batch_ends:
-        if schedule.due_at_batch(step):
-            diagnose(step)
-        if step in epoch_ends:
-            schedule.end_epoch()
-            if schedule.due_at_epoch_end():
-                diagnose(step)
-    schedule.end_fit()
-    diagnose(batch_ends[-1])
-    return diagnosed, drawn
+def test_a_fresh_schedule_diagnoses_its_first_batch_end_full_and_drawn():
+    schedule = Schedule(3)
+    assert schedule.due_at_batch(7)
+    assert schedule.full_due and schedule.image_wanted(7)
+    assert not schedule.done(0)
 
 
-def test_epoch_schedule_is_full_and_drawn_at_the_ends():
-    diagnosed, drawn = run(Schedule("epoch"), list(range(1, 9)), epoch_ends=(4, 8))
-    assert diagnosed == [(0, True), (4, True), (8, True)]
-    assert drawn == [0, 8]
+@pytest.mark.parametrize(
+    "last, due, not_due",
+    [
+        (0, [3, 4, 10], [1, 2]),  # The first multiple of 3 after step 0.
+        (3, [6, 7], [4, 5]),
+        (4, [6, 8], [5]),  # steps_per_execution=4: batch ends at 4, 8, 12.
+        (6, [9], [7, 8]),
+    ],
+)
+def test_an_int_schedule_is_due_once_a_multiple_of_n_is_crossed(last, due, not_due):
+    schedule = Schedule(3)
+    schedule.diagnosed(last, image=False)
+    assert [schedule.due_at_batch(step) for step in due] == [True] * len(due)
+    assert [schedule.due_at_batch(step) for step in not_due] == [False] * len(not_due)
 
 
-def test_int_schedule_every_n_steps_full_once_per_epoch():
-    diagnosed, drawn = run(Schedule(3), list(range(1, 9)), epoch_ends=(4, 8))
-    # After the last epoch end, the final diagnosis is the first of a new
-    # epoch: full.
-    assert diagnosed == [(0, True), (3, False), (6, True), (8, True)]
-    assert drawn == [0, 8]
-
-
-def test_steps_per_execution_lands_on_the_next_batch_end():
-    # Batch ends every 4 steps with update_freq=3: at 4 (crossed 3), 8 (6).
-    diagnosed, _ = run(Schedule(3), [4, 8, 12], start=0)
-    assert [step for step, _ in diagnosed] == [0, 4, 8, 12]
-
-
-def test_a_resumed_fit_does_not_diagnose_a_step_twice_but_draws_it():
+def test_an_epoch_schedule_is_due_at_epoch_ends_only():
     schedule = Schedule("epoch")
-    first, _ = run(schedule, [1, 2], epoch_ends=(2,))
-    assert [s for s, _ in first] == [0, 2]
-    # The next fit starts at step 2, already diagnosed and drawn at the end
-    # of the first fit: neither remeasured nor redrawn.
-    second, drawn = run(schedule, [3, 4], epoch_ends=(4,))
-    assert [s for s, _ in second] == [4]
-    assert drawn == [4]
+    assert not schedule.per_batch
+    assert schedule.due_at_epoch_end()
+    assert not schedule.due_at_batch(0) and not schedule.due_at_batch(100)
+    every_5 = Schedule(5)
+    assert every_5.per_batch and not every_5.due_at_epoch_end()
+
+
+def test_full_at_the_start_of_each_fit_and_the_first_diagnosis_of_each_epoch():
+    schedule = Schedule(2)
+    schedule.begin_fit()
+    assert schedule.full_due
+    schedule.diagnosed(0, image=True)
+    assert not schedule.full_due
+    schedule.diagnosed(2, image=False)
+    assert not schedule.full_due
+    schedule.end_epoch()
+    assert schedule.full_due
+    schedule.diagnosed(4, image=False)
+    assert not schedule.full_due
+    schedule.begin_fit()
+    assert schedule.full_due
+
+
+def test_drawn_at_the_first_diagnosis_of_a_fit_and_at_the_end_once_per_step():
+    schedule = Schedule(2)
+    schedule.begin_fit()
+    assert schedule.image_wanted(0)
+    schedule.diagnosed(0, image=True)
+    assert not schedule.image_wanted(2)  # Between the ends: no image.
+    schedule.diagnosed(2, image=False)
+    schedule.end_fit()
+    assert schedule.image_wanted(4)
+    schedule.diagnosed(4, image=True)
+    assert schedule.image_step == 4
+    # The next fit resumes at step 4, drawn already: not drawn again.
+    schedule.begin_fit()
+    assert not schedule.image_wanted(4)
+    assert schedule.image_wanted(5)
+
+
+def test_an_undrawn_diagnosis_keeps_the_last_drawn_step():
+    schedule = Schedule("epoch")
+    schedule.diagnosed(0, image=True)
+    schedule.end_fit()
+    schedule.diagnosed(8, image=False)
+    assert schedule.image_step == 0 and not schedule.image_due
+
+
+def test_done_is_the_last_diagnosed_step():
+    schedule = Schedule("epoch")
+    schedule.diagnosed(8, image=False)
+    assert schedule.done(8)
+    assert not schedule.done(7) and not schedule.done(9)
 
 
 def test_reset_forgets_everything():
     schedule = Schedule(2)
-    run(schedule, [1, 2, 3, 4])
+    schedule.diagnosed(4, image=True)
     schedule.reset()
     assert schedule.last_step is None and schedule.image_step is None
-    assert schedule.due_at_batch(1)
-
-
-def test_only_an_int_schedule_is_due_at_batch_ends():
-    # With "epoch" the callback never reads the step at a batch end.
-    assert not Schedule("epoch").per_batch
-    assert Schedule(5).per_batch
+    assert schedule.full_due and schedule.image_due
+    assert schedule.due_at_batch(1) and not schedule.done(4)

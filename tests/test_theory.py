@@ -209,3 +209,72 @@ def test_no_theory_is_nan_and_the_measurement_carries_on():
     assert math.isnan(report.stats["lstm"]["predicted_activation_variance"])
     assert math.isfinite(report.stats["after"]["predicted_activation_variance"])
     within_band(report)
+
+
+def _biased_bn_model():
+    """A Dense with bias 3 (ReLU), a plain Dense, a BN with gamma 5 and beta 2."""
+    return keras.Sequential(
+        [
+            keras.Input((16,)),
+            keras.layers.Dense(
+                64,
+                activation="relu",
+                kernel_initializer=keras.initializers.HeNormal(seed=1),
+                bias_initializer=keras.initializers.Constant(3.0),
+                name="biased",
+            ),
+            keras.layers.Dense(
+                64, kernel_initializer=keras.initializers.HeNormal(seed=2), name="pre"
+            ),
+            keras.layers.BatchNormalization(
+                gamma_initializer=keras.initializers.Constant(5.0),
+                beta_initializer=keras.initializers.Constant(2.0),
+                name="bn",
+            ),
+        ]
+    )
+
+
+def _relu_of_gaussian(mean, variance):
+    """`(E[relu(z)], E[relu(z)^2])` for `z ~ N(mean, variance)`, closed form."""
+    sd = math.sqrt(variance)
+    ratio = mean / sd
+    cdf = 0.5 * (1.0 + math.erf(ratio / math.sqrt(2.0)))
+    pdf = math.exp(-0.5 * ratio * ratio) / math.sqrt(2.0 * math.pi)
+    first = mean * cdf + sd * pdf
+    second = (mean * mean + variance) * cdf + mean * sd * pdf
+    return first, second
+
+
+def test_biases_and_batch_norm_gamma_beta_enter_the_prediction():
+    model = _biased_bn_model()
+    x = RNG.standard_normal((512, 16)).astype("float32")
+    report = keras_initdiag.diagnose(model, x)
+    stats, info = report.stats, report.info
+    inputs = stats[report.layers[0]]
+    moment = inputs["activation_variance"] + inputs["activation_mean"] ** 2
+    # A constant bias of 3 moves each pre-activation's mean, not its spread:
+    # z ~ N(3, fan_in * Var(W) * E[x^2]), then ReLU.
+    spread = info["biased"].fan_in * stats["biased"]["weight_variance"] * moment
+    first, second = _relu_of_gaussian(3.0, spread)
+    predicted = stats["biased"]["predicted_activation_variance"]
+    assert predicted == pytest.approx(second - first * first, rel=1e-4)
+    assert stats["biased"]["activation_variance"] == pytest.approx(predicted, rel=0.1)
+    # Training-mode BN: 5 * z_hat + 2 per unit, so mean 2 and variance
+    # 25 * v / (v + eps), v the variance it normalizes.
+    v = stats["pre"]["predicted_activation_variance"]
+    closed_form = 25.0 * v / (v + info["bn"].epsilon)
+    assert stats["bn"]["predicted_activation_variance"] == pytest.approx(
+        closed_form, rel=1e-6
+    )
+    assert stats["bn"]["activation_variance"] == pytest.approx(closed_form, rel=0.01)
+
+
+def test_check_without_data_predicts_biases_gamma_and_beta():
+    from keras_initdiag.diagnostics.engine import predicted_report
+
+    report = predicted_report(_biased_bn_model())
+    bn = report.stats["bn"]
+    assert bn["activation_mean"] == pytest.approx(2.0, rel=1e-6)
+    assert bn["activation_variance"] == pytest.approx(25.0, rel=1e-3)
+    assert report.stats["biased"]["activation_mean"] > 3.0  # relu(N(3, s))

@@ -236,21 +236,37 @@ def _cmd_demo(args) -> int:
 
 
 def _collect_runs(logdir: str):
-    """(name, run_dir, reports) per run under `logdir`, and the read problems."""
+    """(name, run_dir, reports) per run under `logdir`, and the read problems.
+
+    Only the runs `find_runs` recognizes are read (through `tf.io.gfile`, so a
+    `gs://` log directory works): a `keras.callbacks.TensorBoard` run beside
+    them is looked at for its first records, never read to its end. A file
+    unreadable from its start is reported: it may have been a run.
+    """
     from keras_initdiag import tensorboard
 
-    if not os.path.isdir(logdir):
-        raise InputError(f"log directory not found: {logdir}")
     problems = []
+    try:
+        run_dirs = tensorboard.find_runs(logdir, problems)
+    except ValueError:
+        raise InputError(f"log directory not found: {logdir}") from None
     runs = []
-    for directory, _, files in sorted(os.walk(logdir)):
-        if not any("tfevents" in name for name in files):
-            continue
+    for directory in run_dirs:
         reports = tensorboard.read_reports(directory, problems)
         if reports:
-            name = os.path.relpath(directory, logdir)
-            runs.append((name, directory, reports))
+            runs.append((_run_name(directory, logdir), directory, reports))
     return runs, problems
+
+
+def _run_name(run_dir: str, logdir: str) -> str:
+    """`run_dir` relative to `logdir`; plain string work, so any URL scheme fits."""
+    root = logdir.rstrip("/" + os.sep)
+    if run_dir == root or run_dir == logdir:
+        return "."
+    for sep in {os.sep, "/"}:
+        if run_dir.startswith(root + sep):
+            return run_dir[len(root) + 1 :]
+    return run_dir
 
 
 def _cmd_report(args) -> int:

@@ -16,12 +16,11 @@ trains, and whitening the inputs trains fastest.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TextIO
 
 import keras
@@ -31,6 +30,7 @@ from keras_initdiag import initializers as inits
 from keras_initdiag.callbacks import ADVISORY, InitDiagnostics
 from keras_initdiag.diagnostics.report import DiagnosticReport, Flag, format_table
 from keras_initdiag.layers import Whitening
+from keras_initdiag.lsuv import lsuv
 
 #: Every regime, in the order the demo runs them.
 REGIMES: tuple[str, ...] = (
@@ -107,7 +107,6 @@ class RegimeResult:
         loss: Final training loss (NaN when training diverged).
         accuracy: Final training accuracy.
         seconds: Wall time of the regime (build, init, fit).
-        note: Why the regime was skipped, `""` when it ran.
     """
 
     regime: str
@@ -117,7 +116,6 @@ class RegimeResult:
     loss: float = math.nan
     accuracy: float = math.nan
     seconds: float = 0.0
-    note: str = ""
 
     @property
     def initial_flags(self) -> list[Flag]:
@@ -239,16 +237,6 @@ def make_whitening(x: np.ndarray) -> Whitening:
     return whitening
 
 
-def _find_lsuv() -> Callable | None:
-    """`keras_initdiag.lsuv`, or `None` while it is not available."""
-    try:
-        module = importlib.import_module("keras_initdiag.lsuv")
-    except ImportError:
-        return None
-    function = getattr(module, "lsuv", None)
-    return function if callable(function) else None
-
-
 def run_regime(
     regime: str, x: np.ndarray, y: np.ndarray, config: DemoConfig, logdir: str
 ) -> RegimeResult:
@@ -263,7 +251,7 @@ def run_regime(
             `<logdir>/<regime>/initdiag`.
 
     Returns:
-        A `RegimeResult`; its `note` says why when the regime was skipped.
+        A `RegimeResult`.
     """
     result = RegimeResult(regime, run_dir=os.path.join(logdir, regime, "initdiag"))
     start = time.perf_counter()
@@ -272,10 +260,6 @@ def run_regime(
     whitening = make_whitening(x) if regime == "he_whitening" else None
     model = build_model(regime, config, whitening)
     if regime == "lsuv":
-        lsuv = _find_lsuv()
-        if lsuv is None:
-            result.note = "skipped: keras_initdiag.lsuv is not available yet"
-            return result
         lsuv(model, probe[0], verbose=0)
     callback = InitDiagnostics(
         log_dir=os.path.join(logdir, regime),
@@ -333,9 +317,6 @@ def comparison_table(results: Sequence[RegimeResult]) -> str:
     ]
     rows = []
     for r in results:
-        if r.note:
-            rows.append([r.regime, _DESCRIPTIONS[r.regime], r.note, "", "", "", ""])
-            continue
         rows.append(
             [
                 r.regime,
@@ -439,16 +420,13 @@ def run_demo(
         print(f"{tag} started ({_DESCRIPTIONS[regime]})", file=out, flush=True)
         result = run_regime(regime, x, y, config, logdir)
         results.append(result)
-        if result.note:
-            print(f"{tag} {result.note}", file=out, flush=True)
-        else:
-            print(
-                f"{tag} done in {result.seconds:.1f}s: loss {result.loss:.3g}, "
-                f"accuracy {result.accuracy:.2f}, step-0 flags: "
-                f"{flag_summary(result.initial_flags)}",
-                file=out,
-                flush=True,
-            )
+        print(
+            f"{tag} done in {result.seconds:.1f}s: loss {result.loss:.3g}, "
+            f"accuracy {result.accuracy:.2f}, step-0 flags: "
+            f"{flag_summary(result.initial_flags)}",
+            file=out,
+            flush=True,
+        )
     print("", file=out)
     print(comparison_table(results), file=out)
     png = os.path.join(logdir, "summary.png")

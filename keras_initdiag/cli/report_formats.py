@@ -12,6 +12,8 @@ import io
 import json
 import math
 
+from keras_initdiag.tensorboard.codec import json_float
+
 
 def _ends(reports):
     """The first and, when different, the last report."""
@@ -73,19 +75,13 @@ def markdown(runs, problems) -> str:
     return "\n".join(out)
 
 
-def _number(value: float):
-    """JSON-safe float: non-finite values become "nan", "inf" or "-inf"."""
-    value = float(value)
-    return value if math.isfinite(value) else str(value)
-
-
 def _flag_dict(flag) -> dict:
     return {
         "step": flag.step,
         "kind": flag.kind,
         "layer": flag.layer,
-        "value": _number(flag.value),
-        "threshold": _number(flag.threshold),
+        "value": json_float(flag.value),
+        "threshold": json_float(flag.threshold),
         "message": flag.message,
     }
 
@@ -102,9 +98,9 @@ def as_json(runs, problems) -> str:
                 "diagnoses": [
                     {
                         "step": r.step,
-                        "loss": _number(r.loss),
+                        "loss": json_float(r.loss),
                         "layers": {
-                            layer: {s: _number(v) for s, v in r.stats[layer].items()}
+                            layer: {s: json_float(v) for s, v in r.stats[layer].items()}
                             for layer in r.layers
                         },
                     }
@@ -118,10 +114,52 @@ def as_json(runs, problems) -> str:
     return json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
 
 
+# A spreadsheet reads a cell starting with one of these as a formula (OWASP,
+# "CSV Injection"); a leading tab or carriage return hides one.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value):
+    """A CSV cell that a spreadsheet shows as written, never runs as a formula.
+
+    Text that starts like a formula gets a leading single quote, as OWASP
+    recommends; numbers (a negative value too) are left as numbers.
+
+    Args:
+        value: The cell: a string, a number or `None`.
+
+    Returns:
+        `value`, or the text with `'` in front.
+
+    Example:
+    >>> _csv_cell("@SUM(A1:A9)")
+    "'@SUM(A1:A9)"
+    >>> _csv_cell(-0.5)
+    -0.5
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+class _SafeWriter:
+    """A `csv.writer` whose text cells go through `_csv_cell`."""
+
+    def __init__(self, buffer):
+        self._writer = csv.writer(buffer, lineterminator="\n")
+
+    def writerow(self, row) -> None:
+        self._writer.writerow([_csv_cell(cell) for cell in row])
+
+
 def as_csv(runs, problems) -> str:
-    """One row per flag, and per (layer, statistic) at the first and last step."""
+    """One row per flag, and per (layer, statistic) at the first and last step.
+
+    Text cells that a spreadsheet would run as a formula (a layer named
+    `=HYPERLINK(...)`) start with a single quote.
+    """
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = _SafeWriter(buffer)
     writer.writerow(
         ["run", "step", "record", "layer", "name", "value", "threshold", "message"]
     )

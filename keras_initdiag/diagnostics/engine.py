@@ -80,7 +80,7 @@ class Diagnoser:
         self.state = cache.model_state(model)
         self.last_histograms: dict = {}
         self._moments = ActivationMoments(self.tapset)
-        self._extras: dict = {}
+        self._bias_and_scale: dict = {}
 
     @property
     def model(self) -> keras.Model:
@@ -182,7 +182,7 @@ class Diagnoser:
         gains = signal.activation_gains(report)
         for name in names:
             report.stats[name]["activation_gain"] = gains.get(name, math.nan)
-        self._extras = {name: {k: values[name][k] for k in _EXTRAS} for name in names}
+        self._bias_and_scale = {n: {k: values[n][k] for k in _AFFINE} for n in names}
         for name, state in self.predict(report).items():
             found = state is not None
             spread = math.sqrt(max(state.spread, 0.0)) if found else math.nan
@@ -199,7 +199,7 @@ class Diagnoser:
         report's own measurement.
         """
         return theory.predict(
-            report, self._extras, self._moments, training=self.probe.training
+            report, self._bias_and_scale, self._moments, training=self.probe.training
         )
 
     def _chance(self, info: dict) -> float:
@@ -248,8 +248,8 @@ class Diagnoser:
         return None
 
 
-#: Device values the theory uses besides the public statistics.
-_EXTRAS = ("bias_second_moment", "scale_second_moment")
+#: The theory's device values: moments of each layer's last bias and scale.
+_AFFINE = ("bias_mean", "bias_second_moment", "scale_second_moment")
 
 
 def _larger(a: float, b: float) -> float:

@@ -27,8 +27,8 @@ from keras_initdiag.diagnostics.taps import Tap
 #: identical kernels share), `size` (output elements per sample), and the
 #: fractions of units duplicating another by their incoming weights and by
 #: their outputs (the public `duplicate_unit_fraction` is the larger one),
-#: and the mean squares of the bias and scale each layer applies last (for
-#: the theory's predictions).
+#: and the mean and mean square of the bias and the mean square of the scale
+#: each layer applies last (for the theory's predictions).
 DEVICE_FIELDS: tuple[str, ...] = (
     "activation_mean",
     "activation_variance",
@@ -46,6 +46,7 @@ DEVICE_FIELDS: tuple[str, ...] = (
     "nonfinite_gradients",
     "kernel_signature",
     "size",
+    "bias_mean",
     "bias_second_moment",
     "scale_second_moment",
 )
@@ -108,7 +109,7 @@ def _flat_rows(tensors: list, indices: list[int]) -> tf.Tensor:
     return tf.reshape(tf.stack([tensors[i] for i in indices]), [len(indices), -1])
 
 
-def output_stats(table: Table, taps: list[Tap], outputs: list, full) -> None:
+def output_stats(table: Table, taps: list[Tap], outputs: list, searches) -> None:
     """Moments, size, non-finite counts, dead, saturated and duplicate units."""
     for indices in groups(outputs).values():
         stacked = tf.stack([outputs[i] for i in indices])
@@ -125,13 +126,13 @@ def output_stats(table: Table, taps: list[Tap], outputs: list, full) -> None:
         units = outputs[indices[0]].shape[-1]
         columns = tf.reshape(stacked, [len(indices), -1, tf.shape(stacked)[-1]])
         table.put("dead_fraction", indices, stats.dead_fraction(columns))
-        found = duplicates(stats.duplicate_output_units, columns, units, full)
-        table.put("duplicate_output_fraction", indices, _fraction(found, full))
+        found = duplicates(stats.duplicate_output_units, columns, units, searches)
+        table.put("duplicate_output_fraction", indices, _fraction(found, searches))
 
 
-def _fraction(mask: tf.Tensor, full) -> tf.Tensor:
+def _fraction(mask: tf.Tensor, searches) -> tf.Tensor:
     """Per-row fraction of True units; NaN when the search did not run."""
-    return tf.where(full, tf.reduce_mean(tf.cast(mask, tf.float32), axis=1), _NAN)
+    return tf.where(searches, tf.reduce_mean(tf.cast(mask, tf.float32), axis=1), _NAN)
 
 
 def _saturation(table: Table, taps: list[Tap], indices: list[int], flat) -> None:
@@ -168,19 +169,21 @@ def gradient_stats(table: Table, taps: list[Tap], gradients: list) -> None:
 
 
 class _Reduced:
-    """Per-variable sums of squares and non-finite counts, in group order."""
+    """Per-variable sums, sums of squares and non-finite counts, in group order."""
 
     def __init__(self, tensors: list, on_group=None):
         self.position: dict[int, int] = {}
-        squares, bad = [], []
+        sums, squares, bad = [], [], []
         for key, members in groups(tensors, batch=False).items():
             flat = _flat_rows(tensors, members)
+            sums.append(tf.reduce_sum(flat, axis=1))
             squares.append(stats.sum_of_squares(flat, 1))
             bad.append(stats.nonfinite_count(flat, 1))
             for member in members:
                 self.position[member] = len(self.position)
             if on_group is not None:
                 on_group(key, members, flat)
+        self.sums = tf.concat(sums, 0) if sums else None
         self.squares = tf.concat(squares, 0) if squares else None
         self.bad = tf.concat(bad, 0) if bad else None
 
@@ -201,7 +204,7 @@ class _Reduced:
         )
 
 
-def weight_stats(table: Table, taps: list[Tap], variables, values, grads, full):
+def weight_stats(table: Table, taps: list[Tap], variables, values, grads, searches):
     """Per-tap weight and gradient statistics from one pass over the variables.
 
     Every variable is reduced once, stacked with the others of its shape: sum
@@ -215,7 +218,7 @@ def weight_stats(table: Table, taps: list[Tap], variables, values, grads, full):
         variables: The distinct variables the taps use (main and trainable).
         values: Their values, float32 tensors (the probe's stateless copies).
         grads: Their gradients (float32 tensors, or None without one).
-        full: Whether to run the signature and duplicate searches.
+        searches: Whether to run the signature and duplicate searches.
     """
     if not variables:
         return
@@ -231,10 +234,11 @@ def weight_stats(table: Table, taps: list[Tap], variables, values, grads, full):
         if chosen:
             tap_indices = [main[members[j]] for j in chosen]
             _main_weight_stats(
-                table, taps, tap_indices, tf.gather(flat, chosen), key, full
+                table, taps, tap_indices, tf.gather(flat, chosen), key, searches
             )
 
     weights = _Reduced(values, main_weights)
+    _bias_and_scale(table, taps, index, weights)
     gradients = _Reduced(grads)
     owners = [[index[id(w)] for w in tap.weights] for tap in taps]
     rows, (w_sq, w_bad) = weights.per_tap(owners)
@@ -258,51 +262,59 @@ def weight_stats(table: Table, taps: list[Tap], variables, values, grads, full):
         table.put("kernel_gradient_norm", [t for t, _ in kernels], tf.sqrt(picked))
 
 
-def _mean_squares(table, taps, index, weights: _Reduced, variables) -> None:
-    """Mean square of each tap's bias and scale, from the group sums."""
-    for field, attr in (
-        ("bias_second_moment", "bias"),
-        ("scale_second_moment", "scale"),
+def _bias_and_scale(table: Table, taps: list[Tap], index: dict, weights) -> None:
+    """Mean and mean square of each tap's bias, mean square of its scale.
+
+    Read from the per-variable sums of `weights` (a `_Reduced` of the
+    variables' values), so no variable is reduced twice.
+    """
+    for attr, fields in (
+        ("bias", (("bias_mean", "sums"), ("bias_second_moment", "squares"))),
+        ("scale", (("scale_second_moment", "squares"),)),
     ):
         found = [
             (t, weights.position[index[id(getattr(tap, attr))]], getattr(tap, attr))
             for t, tap in enumerate(taps)
             if getattr(tap, attr) is not None and id(getattr(tap, attr)) in index
         ]
-        if found:
-            sizes = tf.constant([float(max(np.prod(v.shape), 1)) for _, _, v in found])
-            picked = tf.gather(weights.squares, [p for _, p, _ in found])
+        if not found:
+            continue
+        sizes = tf.constant([float(max(np.prod(v.shape), 1)) for _, _, v in found])
+        rows = [p for _, p, _ in found]
+        for field, totals in fields:
+            picked = tf.gather(getattr(weights, totals), rows)
             table.put(field, [t for t, _, _ in found], picked / sizes)
 
 
-def _main_weight_stats(table, taps, tap_indices, rows, key, full) -> None:
+def _main_weight_stats(table, taps, tap_indices, rows, key, searches) -> None:
     """Variance, signature and duplicate units of the main weights in a group."""
     table.put("weight_variance", tap_indices, stats.variance(rows, axis=1))
-    signature = tf.where(full, stats.kernel_signature(rows), _NAN)
+    signature = tf.where(searches, stats.kernel_signature(rows), _NAN)
     table.put("kernel_signature", tap_indices, signature)
     shape = key if key[0] != "single" else None
     shared = [j for j, t in enumerate(tap_indices) if _has_shared_inputs(taps[t])]
     if shared and shape is not None and len(shape) >= 2:
         columns = tf.reshape(tf.gather(rows, shared), [len(shared), -1, shape[-1]])
-        found = duplicates(stats.duplicate_weight_units, columns, shape[-1], full)
+        found = duplicates(stats.duplicate_weight_units, columns, shape[-1], searches)
         table.put(
             "duplicate_weight_fraction",
             [tap_indices[j] for j in shared],
-            _fraction(found, full),
+            _fraction(found, searches),
         )
 
 
-def duplicates(reduction, columns: tf.Tensor, units, full) -> tf.Tensor:
-    """`reduction(columns)` when `full`; no duplicates for a single unit.
+def duplicates(reduction, columns: tf.Tensor, units, searches) -> tf.Tensor:
+    """`reduction(columns)` when `searches` is true; none for a single unit.
 
     One unit cannot duplicate another (and the sort-and-compare reduction
-    needs two), e.g. a `Dense(1)` regression head. Without `full` the search
-    is skipped on the device (and the fraction reported as NaN).
+    needs two), e.g. a `Dense(1)` regression head. When `searches` (a bool
+    tensor) is false, the search is skipped on the device (and the fraction
+    reported as NaN).
     """
     none = tf.zeros([tf.shape(columns)[0], tf.shape(columns)[2]], tf.bool)
     if units is not None and units < 2:
         return none
-    return tf.cond(full, lambda: reduction(columns), lambda: none)
+    return tf.cond(searches, lambda: reduction(columns), lambda: none)
 
 
 def _has_shared_inputs(tap: Tap) -> bool:

@@ -6,17 +6,18 @@ through the graph, starting from the *measured* statistics of the model's
 inputs and using each layer's *actual* weight variance:
 
 - a linear layer (Dense, Conv, EinsumDense) with fan-in `n` maps an input
-  of second moment `E[x^2]` to pre-activations `z ~ N(0, q)` with
-  `q = n * Var(W) * E[x^2] + E[b^2]`; its activation `phi` then gives
-  `E[phi(z)]`, `E[phi(z)^2]` by quadrature (`gaussian_moments`). So a layer
+  of second moment `E[x^2]` to Gaussian pre-activations `z` of mean
+  `mean(b)` and second moment `q = n * Var(W) * E[x^2] + E[b^2]`; its
+  activation `phi` then gives `E[phi(z)]`, `E[phi(z)^2]` by quadrature
+  (`gaussian_moments`). Without a bias, a layer
   multiplies the second moment by `n * Var(W) * E[phi(z)^2] / E[z^2]`: 1/2
   for Glorot with ReLU at equal widths, 1 for He;
 - an activation layer applies `phi` to a Gaussian of its input's mean and
   variance;
 - BatchNormalization in training mode, LayerNormalization and
-  RMSNormalization reset the scale to `E[gamma^2] * v / (v + eps) +
-  E[beta^2]` (in inference mode at step 0, BatchNormalization only divides
-  by `sqrt(1 + eps)`);
+  RMSNormalization reset the second moment to `E[gamma^2] * v / (v + eps)
+  + E[beta^2]` and the mean to `mean(beta)` (in inference mode at step 0,
+  BatchNormalization only divides by `sqrt(1 + eps)`);
 - dropout in training mode multiplies the second moment by `1 / (1 - rate)`
   (Hendrycks & Gimpel 2016);
 - a sum merge adds second moments (a branch's random weights make it
@@ -187,35 +188,54 @@ def trigamma(k: float) -> float:
     return total + series
 
 
-def _linear(report, name, info: LayerInfo, source: State, extras, moments):
+def _moment_of(affine: dict, key: str, default: float) -> float:
+    """A bias or scale moment of the node; `default` where it has none."""
+    value = affine.get(key, default)
+    return value if math.isfinite(value) else default
+
+
+def _linear(report, name, info: LayerInfo, source: State, affine, moments):
+    """`z = W x + b`, then the activation.
+
+    Over units and examples, `z` has mean `mean(b)` and second moment
+    `n * Var(W) * E[x^2] + E[b^2]`; it is carried as the Gaussian with those
+    two moments (exact for a constant bias, the mean-field one for random
+    biases).
+    """
     weight_variance = _get(report, name, "weight_variance")
     if not (info.fan_in > 0 and math.isfinite(weight_variance)):
         return None
-    bias = extras.get("bias_second_moment", 0.0)
-    bias = bias if math.isfinite(bias) else 0.0
+    bias_mean = _moment_of(affine, "bias_mean", 0.0)
+    bias = _moment_of(affine, "bias_second_moment", 0.0)
     q = info.fan_in * weight_variance * source.moment + bias
     spread = source.spread + log_variance(2.0, info.units)
     if info.activation in ("", "linear"):
-        return State(0.0, q, spread, info.fan_in)
-    found = _through(moments, name, 0.0, q, info.units, spread)
+        return State(bias_mean, q, spread, info.fan_in)
+    variance = q - bias_mean * bias_mean
+    found = _through(moments, name, bias_mean, variance, info.units, spread)
     if found is None:
         return None
     return State(*found, info.fan_in)
 
 
-def _norm(info: LayerInfo, source: State, extras, training: bool) -> State | None:
-    scale = extras.get("scale_second_moment", 1.0)
-    scale = scale if math.isfinite(scale) else 1.0
-    bias = extras.get("bias_second_moment", 0.0)
-    bias = bias if math.isfinite(bias) else 0.0
+def _norm(info: LayerInfo, source: State, affine, training: bool) -> State | None:
+    """A normalization layer's output, `gamma * x_hat + beta`, per unit.
+
+    Over units and examples: mean `mean(beta)`, second moment
+    `E[gamma^2] * E[x_hat^2] + E[beta^2]`.
+    """
+    scale = _moment_of(affine, "scale_second_moment", 1.0)
+    bias = _moment_of(affine, "bias_second_moment", 0.0)
+    mean = _moment_of(affine, "bias_mean", 0.0)
     eps = info.epsilon
     if info.propagation == "rms_norm":
-        return State(0.0, scale * source.moment / (source.moment + eps) + bias)
+        return State(mean, scale * source.moment / (source.moment + eps) + bias)
     if info.propagation == "batch_norm" and not training:
         # Moving statistics at their start (mean 0, variance 1).
-        return State(0.0, scale * source.moment / (1.0 + eps) + bias, source.spread)
+        moment = scale * source.moment / (1.0 + eps) + bias
+        return State(mean, moment, source.spread)
     variance = max(source.variance, 0.0)
-    return State(0.0, scale * _normalized(variance, eps, source.dof) + bias)
+    return State(mean, scale * _normalized(variance, eps, source.dof) + bias)
 
 
 def _normalized(variance: float, eps: float, dof: float) -> float:
@@ -287,7 +307,7 @@ def _weighted_spread(states: list[State], weights: list[float]) -> float:
 
 def predict(
     report: DiagnosticReport,
-    extras: dict[str, dict[str, float]],
+    bias_and_scale: dict[str, dict[str, float]],
     moments: Moments,
     training: bool = True,
 ) -> dict[str, State | None]:
@@ -296,8 +316,10 @@ def predict(
     Args:
         report: The measured report (its inputs' statistics start the theory;
             its layers' weight variances and facts drive it).
-        extras: Node -> `{"bias_second_moment": ..., "scale_second_moment":
-            ...}` (the mean squares of the bias/beta and gamma it applies).
+        bias_and_scale: Node -> `{"bias_mean": ..., "bias_second_moment": ...,
+            "scale_second_moment": ...}`: the mean and mean square of the
+            bias (beta) it adds and the mean square of the scale (gamma) it
+            multiplies. Missing or NaN: no bias, a unit scale.
         moments: The activations' Gaussian moments (see `Moments`).
         training: Whether the report was measured in training mode.
 
@@ -307,7 +329,7 @@ def predict(
         root), or None where no theory applies.
 
     Example:
-    >>> predictions = predict(report, extras, moments)
+    >>> predictions = predict(report, bias_and_scale, moments)
     >>> predictions["dense_3"].variance
     0.125
     """
@@ -315,7 +337,9 @@ def predict(
     out: dict[str, State | None] = {}
     for name in report.layers:
         info = report.info.get(name) or LayerInfo(name=name)
-        state = _predict_node(report, name, info, states, extras, moments, training)
+        state = _predict_node(
+            report, name, info, states, bias_and_scale, moments, training
+        )
         if state is not None and math.isfinite(state.moment) and state.moment >= 0:
             out[name] = states[name] = state
         else:
@@ -326,7 +350,7 @@ def predict(
     return out
 
 
-def _predict_node(report, name, info, states, extras, moments, training):
+def _predict_node(report, name, info, states, bias_and_scale, moments, training):
     how = info.propagation
     if how == "input":
         return _measured(report, name)
@@ -344,16 +368,16 @@ def _predict_node(report, name, info, states, extras, moments, training):
         ]
         return _merge(info, sources, sizes)
     source = sources[0]
-    mine = extras.get(name, {})
+    affine = bias_and_scale.get(name, {})
     if how == "linear":
-        return _linear(report, name, info, source, mine, moments)
+        return _linear(report, name, info, source, affine, moments)
     if how == "activation":
         found = _through(
             moments, name, source.mean, source.variance, info.units, source.spread
         )
         return None if found is None else State(*found)
     if how in ("batch_norm", "layer_norm", "rms_norm"):
-        return _norm(info, source, mine, training)
+        return _norm(info, source, affine, training)
     if how == "dropout":
         factor = 1.0 / (1.0 - info.rate) if training else 1.0
         return State(source.mean, source.moment * factor, source.spread)

@@ -1,20 +1,18 @@
-"""Reading diagnostics back from TensorBoard event files, and their JSON codec.
+"""Reading diagnostics back from TensorBoard event files.
 
 Every diagnosis the writer records starts with a string summary holding the
-report (layer order, layer facts, loss, flags) as standard JSON, followed by
-the `<stat>/<layer>` scalars. The report carries the dashboard plugin's
-metadata (`tensorboard_plugin_initdiag`); versions before the dashboard wrote
-it as a text summary, and both are read. `read_reports` rebuilds reports from those with
-TensorBoard's own record loader; nothing is unpickled or evaluated. Truncated
-or corrupt files are reported and skipped.
+report (layer order, layer facts, loss, flags) as standard JSON (`codec.py`),
+followed by the `<stat>/<layer>` scalars. The report carries the dashboard
+plugin's metadata (`tensorboard_plugin_initdiag`); versions before the
+dashboard wrote it as a text summary, and both are read. `read_reports`
+rebuilds reports from those with TensorBoard's own record loader; nothing is
+unpickled or evaluated. Truncated or corrupt files, and report records that
+do not fit the format, are reported and skipped.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
-import math
 import os
 from typing import NamedTuple
 
@@ -24,7 +22,8 @@ from tensorboard.backend.event_processing import event_file_loader
 from tensorboard.compat.proto import event_pb2
 from tensorboard.util import tensor_util
 
-from keras_initdiag.diagnostics.report import DiagnosticReport, Flag, LayerInfo
+from keras_initdiag.diagnostics.report import DiagnosticReport
+from keras_initdiag.tensorboard.codec import report_from_json
 from tensorboard_plugin_initdiag import metadata as dashboard_metadata
 
 logger = logging.getLogger("keras_initdiag")
@@ -36,94 +35,29 @@ REPORT_METADATA = dashboard_metadata.create_report_metadata()
 # Plugins a report summary may belong to: the dashboard (current), the Text
 # plugin (older logs), or none (metadata is only sure to be on a tag's first
 # event).
-_REPORT_PLUGINS = ("", dashboard_metadata.PLUGIN_NAME, "text")
+_REPORT_PLUGINS = (
+    "",
+    dashboard_metadata.PLUGIN_NAME,
+    dashboard_metadata.TEXT_PLUGIN_NAME,
+)
 #: Tag of the markdown flag table.
 FLAGS_TAG = "flags"
 #: Tag of the probe-batch loss scalar.
-LOSS_TAG = "loss/probe"
+LOSS_TAG = dashboard_metadata.LOSS_TAG
 #: Tag of the depth-profile image.
 DEPTH_PROFILE_TAG = "depth_profile"
 #: Title of the custom-scalars category.
 LAYOUT_CATEGORY = "keras_initdiag"
 #: Prefix of the per-batch gradient norms taken from the real train step.
-TRAIN_GRADIENT_TAG = "train_gradient_norm"
+TRAIN_GRADIENT_TAG = dashboard_metadata.TRAIN_GRADIENT_TAG
 #: Prefix of the update-to-weight ratios of the first training steps.
 UPDATE_RATIO_TAG = "update_ratio"
 
-_REPORT_FORMAT = 1
 # Scalar prefixes written at a report's step that are not its statistics.
 _NOT_STATS = (TRAIN_GRADIENT_TAG, LOSS_TAG.partition("/")[0])
 # A TFRecord frames each record with a uint64 length, a uint32 CRC of the
 # length and a uint32 CRC of the data: 16 bytes around the payload.
 _RECORD_OVERHEAD = 16
-
-
-def _encode_float(value: float) -> float | str:
-    """JSON-safe float: non-finite values become "nan", "inf" or "-inf"."""
-    value = float(value)
-    return value if math.isfinite(value) else str(value)
-
-
-def report_to_json(report: DiagnosticReport, num_scalars: int) -> str:
-    """Serialize everything but the statistics of `report` as JSON.
-
-    The statistics travel as scalars; `num_scalars` records how many were
-    written so the reader can tell a complete report from a truncated one.
-
-    Args:
-        report: The report to serialize.
-        num_scalars: Number of `<stat>/<layer>` scalars written with it.
-
-    Returns:
-        A JSON string (standard JSON: non-finite floats are strings).
-    """
-    flags = [
-        {
-            **dataclasses.asdict(flag),
-            "value": _encode_float(flag.value),
-            "threshold": _encode_float(flag.threshold),
-        }
-        for flag in report.flags
-    ]
-    payload = {
-        "format": _REPORT_FORMAT,
-        "step": int(report.step),
-        "layers": list(report.layers),
-        "info": {name: dataclasses.asdict(info) for name, info in report.info.items()},
-        "loss": _encode_float(report.loss),
-        "flags": flags,
-        "num_scalars": num_scalars,
-    }
-    return json.dumps(payload, ensure_ascii=False)
-
-
-def report_from_json(text: str) -> tuple[DiagnosticReport, int]:
-    """Rebuild a report without statistics, and the expected scalar count."""
-    payload = json.loads(text)
-    known = {field.name for field in dataclasses.fields(LayerInfo)}
-    info = {}
-    for name, fields in payload["info"].items():
-        # JSON turns tuples (the only sequences in LayerInfo) into lists; keys
-        # from a newer writer that this version does not know are dropped.
-        fields = {
-            key: tuple(value) if isinstance(value, list) else value
-            for key, value in fields.items()
-            if key in known
-        }
-        info[name] = LayerInfo(**fields)
-    flags = [
-        Flag(**dict(f, value=float(f["value"]), threshold=float(f["threshold"])))
-        for f in payload["flags"]
-    ]
-    report = DiagnosticReport(
-        step=int(payload["step"]),
-        layers=list(payload["layers"]),
-        stats={layer: {} for layer in payload["layers"]},
-        flags=flags,
-        info=info,
-        loss=float(payload["loss"]),
-    )
-    return report, int(payload["num_scalars"])
 
 
 class ReadProblem(NamedTuple):
@@ -184,7 +118,10 @@ def _scalar(value) -> float | None:
     """The float in a scalar tensor summary value, `None` for anything else."""
     if not value.HasField("tensor"):
         return None
-    array = tensor_util.make_ndarray(value.tensor)
+    try:
+        array = tensor_util.make_ndarray(value.tensor)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"the record's tensor cannot be read: {e}") from None
     if array.ndim != 0 or array.dtype.kind != "f":
         return None
     return float(array)
@@ -198,17 +135,30 @@ def _is_report(value) -> bool:
     )
 
 
+def _report_text(value) -> str:
+    """The JSON text of a report record; `ValueError` if it holds anything else."""
+    try:
+        array = tensor_util.make_ndarray(value.tensor)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"the record's tensor cannot be read: {e}") from None
+    if array.ndim != 0 or not isinstance(array.item(), bytes):
+        raise ValueError(
+            "the record must be one string. Received: a tensor of dtype "
+            f"{array.dtype} and shape {array.shape}"
+        )
+    return array.item().decode("utf-8")
+
+
 def _read_file(path: str, problems: list[ReadProblem]) -> dict[int, tuple]:
     """Step -> (wall time, report) of the complete reports in one event file."""
     pending = {}
     for event in _load_events(path, problems):
         for value in event.summary.value:
             if _is_report(value):
-                text = tensor_util.make_ndarray(value.tensor).item()
                 try:
-                    report, expected = report_from_json(text.decode("utf-8"))
-                except (ValueError, KeyError, TypeError) as e:
-                    reason = f"step {event.step}: bad report JSON ({e!r}); skipped"
+                    report, expected = report_from_json(_report_text(value))
+                except ValueError as e:
+                    reason = f"step {event.step}: bad report record ({e}); skipped"
                     problems.append(ReadProblem(path, reason))
                     continue
                 report.step = int(event.step)
@@ -287,15 +237,22 @@ def read_reports(
     return [latest[step][1] for step in sorted(latest)]
 
 
-def find_runs(logdir: str | os.PathLike) -> list[str]:
+def find_runs(
+    logdir: str | os.PathLike, problems: list[ReadProblem] | None = None
+) -> list[str]:
     """Find every run directory below `logdir` that holds diagnostic reports.
 
     A directory counts when one of its event files starts with a report
-    (the writer puts the report JSON first). Unreadable files are ignored
-    here; `read_reports` reports them.
+    (the writer puts the report JSON first). Only the first few records of
+    each event file are read, so other TensorBoard runs beside ours cost
+    next to nothing. Works on any file system `tf.io.gfile` knows (`gs://`).
 
     Args:
         logdir: The TensorBoard log directory to search (recursively).
+        problems: A list that receives a `ReadProblem(path, reason)` for every
+            event file of a directory that is not a run and whose first
+            records could not be read (it may have been one). Defaults to
+            `None`: such files are ignored.
 
     Returns:
         The run directories, sorted.
@@ -315,9 +272,14 @@ def find_runs(logdir: str | os.PathLike) -> list[str]:
         )
     runs = []
     for directory, _, _ in tf.io.gfile.walk(logdir):
+        unreadable = []
         for path in _event_files(directory):
-            events = _load_events(path, [], limit=4)
+            events = _load_events(path, unreadable, limit=4)
             if any(_is_report(v) for e in events for v in e.summary.value):
                 runs.append(directory)
                 break
+        else:
+            # A run's files are read, and their problems told, by read_reports.
+            if problems is not None:
+                problems.extend(unreadable)
     return sorted(runs)

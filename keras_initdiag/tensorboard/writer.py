@@ -25,6 +25,7 @@ from tensorboard.util import tensor_util
 
 from keras_initdiag import _checks
 from keras_initdiag.diagnostics.report import STAT_NAMES, DiagnosticReport, Flag
+from keras_initdiag.tensorboard.codec import report_to_json
 from keras_initdiag.tensorboard.events import (
     DEPTH_PROFILE_TAG,
     FLAGS_TAG,
@@ -33,7 +34,6 @@ from keras_initdiag.tensorboard.events import (
     REPORT_METADATA,
     REPORT_TAG,
     TRAIN_GRADIENT_TAG,
-    report_to_json,
 )
 
 logger = logging.getLogger("keras_initdiag")
