@@ -251,7 +251,10 @@ def test_a_rate_too_small_even_at_its_peak_stops_training_and_says_why(capsys):
     callback = keras_initdiag.InitDiagnostics(
         log_dir=None, probe_data=(x[:16], y[:16]), on_flag="stop", verbose=1
     )
-    history = model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[callback])
+    with pytest.warns(keras_initdiag.InitDiagnosticsWarning, match="update_ratio"):
+        history = model.fit(
+            x, y, batch_size=8, epochs=3, verbose=0, callbacks=[callback]
+        )
     assert len(history.history["loss"]) == 1  # stopped in the first epoch
     flags = [f for f in callback.flags if f.kind == "update_ratio"]
     assert flags and {f.step for f in flags} == {3}
@@ -264,13 +267,14 @@ def test_a_rate_too_small_even_at_its_peak_stops_training_and_says_why(capsys):
 
 def test_sampled_update_ratio_equals_the_whole_weights_ratio():
     from keras_initdiag.callbacks.updates import UpdateTracker
-    from keras_initdiag.diagnostics.taps import build_taps  # noqa: F401
 
     model = _healthy_mlp(width=256, depth=2)  # 256 x 256 = 65,536 entries
     model.compile(keras.optimizers.Adam(1e-3), "mse")
-    callback = keras_initdiag.InitDiagnostics(log_dir=None, verbose=0)
     x = RNG.standard_normal((64, 8)).astype("float32")
     y = RNG.standard_normal((64, 1)).astype("float32")
+    callback = keras_initdiag.InitDiagnostics(
+        log_dir=None, probe_data=(x[:8], y[:8]), verbose=0
+    )
     model.fit(x[:8], y[:8], epochs=1, verbose=0, callbacks=[callback])
     taps = callback.diagnoser.tapset.taps
     tracker = UpdateTracker(taps, model.optimizer, steps=1)
@@ -284,3 +288,30 @@ def test_sampled_update_ratio_equals_the_whole_weights_ratio():
     # A 4,096-entry sample of 65,536: within a few percent of the whole.
     assert measured == pytest.approx(whole, rel=0.05)
     assert measured > 0
+
+
+def test_update_ratio_flags_reach_the_event_files_and_report_fail_on(tmp_path, capsys):
+    from keras_initdiag.cli import main
+    from keras_initdiag.tensorboard import read_reports
+
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=1000, warmup_target=1e-8, warmup_steps=2
+    )
+    model = _healthy_mlp(width=16, depth=2)
+    model.compile(keras.optimizers.SGD(schedule), "mse")
+    x = RNG.standard_normal((64, 8)).astype("float32")
+    y = RNG.standard_normal((64, 1)).astype("float32")
+    callback = keras_initdiag.InitDiagnostics(
+        log_dir=str(tmp_path), probe_data=(x[:16], y[:16]), on_flag="ignore", verbose=0
+    )
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[callback])
+    (report,) = [r for r in read_reports(tmp_path / "initdiag") if r.step == 3]
+    assert {f.kind for f in report.flags} == {"update_ratio"}
+    ratios = report.stat("update_ratio")
+    assert ratios == pytest.approx(
+        [callback.update_ratios.get(n, float("nan")) for n in report.layers],
+        nan_ok=True,
+    )
+    capsys.readouterr()
+    assert main(["report", str(tmp_path), "--fail-on", "update_ratio"]) == 1
+    assert main(["report", str(tmp_path), "--fail-on", "vanishing"]) == 0
