@@ -323,3 +323,54 @@ def test_recording_is_traced_once_across_fits():
     assert model.train_function is own
     steps = [s for s, _ in callback.batch_gradient_norms]
     assert steps == list(range(1, 9))
+
+
+def test_a_failing_diagnosis_backs_off_instead_of_running_at_every_batch(
+    monkeypatch,
+):
+    model = _model()
+    callback = _callback(update_freq=1)
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(int(np.asarray(model.optimizer.iterations)))
+        raise ValueError("an error inside the diagnostics")
+
+    monkeypatch.setattr(engine.probe_lib, "decode", broken)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(
+            np.tile(X, (7, 1)),
+            np.tile(Y, (7, 1)),
+            batch_size=16,
+            epochs=1,
+            verbose=0,
+            callbacks=[callback],
+        )  # 28 steps
+    assert int(np.asarray(model.optimizer.iterations)) == 28
+    # Steps 0, 1, 2 and the update measurement's own attempt at 3: four
+    # failures in a row, so the next waits 4 due points (7), then 8 (15),
+    # then 16 (past the end). Before: an attempt at every one of 29 batch ends.
+    assert calls == [0, 1, 2, 3, 7, 15]
+    failures = [w for w in caught if "failed" in str(w.message)]
+    assert len(failures) == 1
+
+
+def test_a_retry_after_flag_error_diagnoses_step_zero_again():
+    model = keras.Sequential(
+        [keras.Input((6,))]
+        + [keras.layers.Dense(16, activation="relu", kernel_initializer="zeros")]
+        + [keras.layers.Dense(2, name="head")]
+    )
+    model.compile("sgd", "mse")
+    callback = _callback(on_flag="raise")
+    with pytest.raises(FlagError):
+        _fit(model, callback)
+    assert int(np.asarray(model.optimizer.iterations)) == 0
+    # The usual fix: new weights in place, the same callback, fit again.
+    dense = model.layers[0]
+    dense.kernel.assign(keras.initializers.HeNormal(seed=0)(dense.kernel.shape))
+    _fit(model, callback)
+    zero = [r for r in callback.reports if r.step == 0]
+    assert zero and not [f for f in zero[-1].flags if f.kind == "symmetry"]
+    assert int(np.asarray(model.optimizer.iterations)) == 4

@@ -97,3 +97,35 @@ def test_reset_forgets_everything():
     assert schedule.last_step is None and schedule.image_step is None
     assert schedule.full_due and schedule.image_due
     assert schedule.due_at_batch(1) and not schedule.done(4)
+
+
+def test_failed_attempts_count_and_back_off_after_three_in_a_row():
+    schedule = Schedule(update_freq=1)
+    schedule.begin_fit()
+    attempts = []
+    for step in range(0, 26):
+        if schedule.due_at_batch(step):
+            attempts.append(step)
+            schedule.failed(step)
+    # Three attempts at the normal pace, then 2, 4, 8, 16 due points apart.
+    assert attempts == [0, 1, 2, 4, 8, 16]
+    # One success resets the pace.
+    schedule.diagnosed(16, image=False)
+    assert [
+        s
+        for s in range(17, 20)
+        if schedule.due_at_batch(s) and (schedule.diagnosed(s, image=False) or True)
+    ] == [17, 18, 19]
+
+
+def test_a_stopped_step_is_diagnosed_again_by_the_next_fit():
+    schedule = Schedule(update_freq="epoch")
+    schedule.begin_fit()
+    schedule.diagnosed(0, image=False)
+    schedule.stopped(0)
+    assert schedule.done(0)  # the same fit's end does not repeat it
+    schedule.begin_fit()
+    assert not schedule.done(0)  # the retry does
+    schedule.diagnosed(0, image=False)
+    schedule.begin_fit()
+    assert schedule.done(0)  # an ordinary resumed fit does not

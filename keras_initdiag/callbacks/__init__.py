@@ -352,24 +352,35 @@ class InitDiagnostics(keras.callbacks.Callback):
                     f"Argument `probe_data` does not fit model {self.model.name!r}: "
                     f"{error}"
                 ) from error
-            self._warn_failure(step, error)
+            self._failed(step, error)
             return
         except Exception as error:  # noqa: BLE001 - never break the user's fit.
-            self._warn_failure(step, error)
+            self._failed(step, error)
             return
         self.schedule.diagnosed(step, image=image)
         self.history.add(report)
-        self._act(self.actor.act, report)
+        self._act(report)
 
-    def _act(self, act, what) -> None:
-        """Let the actor act on `what`: stop training, or raise (shut down first)."""
+    def _act(self, report: DiagnosticReport) -> None:
+        """Let the actor act on a report: stop training, or raise (shut down first).
+
+        Either way the next `fit` diagnoses this step again: the usual retry
+        fixes the weights in place and fits again.
+        """
         try:
-            stop = act(what)
+            stop = self.actor.act(report)
         except FlagError:
+            self.schedule.stopped(report.step)
             self._shutdown()
             raise
         if stop:
+            self.schedule.stopped(report.step)
             self.model.stop_training = True
+
+    def _failed(self, step: int, error: Exception) -> None:
+        """A diagnosis failed: an attempt all the same; warn once."""
+        self.schedule.failed(step)
+        self._warn_failure(step, error)
 
     def _warn_failure(self, step: int, error: Exception):
         if not self._failure_warned:

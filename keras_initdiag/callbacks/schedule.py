@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 
+#: Consecutive failed diagnoses after which the schedule backs off: the
+#: next attempt waits 2, then 4, 8, ... due points.
+BACKOFF_AFTER = 3
+
 
 @dataclasses.dataclass
 class Schedule:
@@ -23,6 +27,11 @@ class Schedule:
       at the start of each `fit` and at the first diagnosis of each epoch.
     - The depth-profile image is drawn at the first diagnosis of each `fit`
       and at the end of training, once per step.
+    - A failed diagnosis counts as an attempt (the next is due at the next
+      due point, not at the next batch); after `BACKOFF_AFTER` failures in a
+      row, attempts wait twice as many due points each time.
+    - A step whose flags stopped or raised is diagnosed again by the next
+      `fit` (the usual retry: fix the weights in place, fit again).
 
     Args:
         update_freq: `"epoch"` or a positive int (batches).
@@ -39,16 +48,33 @@ class Schedule:
     full_due: bool = True
     image_due: bool = True
     image_step: int | None = None
+    failures: int = 0
+    skip: int = 0
+    redo_step: int | None = None
 
     def reset(self) -> None:
         """Forget everything (the callback moved to another model)."""
-        self.last_step = None
-        self.image_step = None
+        self.last_step = self.image_step = self.redo_step = None
         self.full_due = self.image_due = True
+        self.failures = self.skip = 0
 
     def begin_fit(self) -> None:
         """A `fit` starts: its first diagnosis is full and drawn."""
         self.full_due = self.image_due = True
+        if self.redo_step is not None and self.redo_step == self.last_step:
+            self.last_step = None  # Diagnose the stopped step again.
+        self.redo_step = None
+
+    def stopped(self, step: int) -> None:
+        """Flags at `step` stopped training: the next `fit` diagnoses it again."""
+        self.redo_step = step
+
+    def failed(self, step: int) -> None:
+        """A diagnosis at `step` failed: it counts as an attempt; back off."""
+        self.last_step = step
+        self.failures += 1
+        if self.failures >= BACKOFF_AFTER:
+            self.skip = 2 ** (self.failures - BACKOFF_AFTER + 1) - 1
 
     def end_epoch(self) -> None:
         """An epoch ended: the next diagnosis is full."""
@@ -74,11 +100,20 @@ class Schedule:
         if self.last_step is None:
             return True
         last = max(self.last_step, 0)
-        return step // self.update_freq > last // self.update_freq
+        return self._take(step // self.update_freq > last // self.update_freq, step)
 
     def due_at_epoch_end(self) -> bool:
         """With `update_freq="epoch"`, every epoch end is due."""
-        return self.update_freq == "epoch"
+        return self._take(self.update_freq == "epoch")
+
+    def _take(self, due: bool, step: int | None = None) -> bool:
+        """`due`, unless a back-off passes over this due point."""
+        if due and self.skip:
+            self.skip -= 1
+            if step is not None:
+                self.last_step = step
+            return False
+        return due
 
     def image_wanted(self, step: int) -> bool:
         """Whether to draw the depth profile for a diagnosis at `step`."""
@@ -88,6 +123,7 @@ class Schedule:
         """Record a diagnosis at `step` (and whether its image was drawn)."""
         self.last_step = step
         self.full_due = False
+        self.failures = self.skip = 0
         if image:
             self.image_step = step
         self.image_due = False
