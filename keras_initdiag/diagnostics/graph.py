@@ -78,6 +78,9 @@ class Node:
         first_call: Whether this is the first call and output 0 of its layer,
             the node that carries the layer's weight statistics.
         note: Why the output is not measured, `""` when it is.
+        position: For a model input, its index in the flattened input
+            structure (`tf.nest.flatten` of the model's inputs, as the probe
+            batch is given); -1 for other nodes.
     """
 
     name: str
@@ -87,6 +90,7 @@ class Node:
     tensor: object = None
     first_call: bool = True
     note: str = ""
+    position: int = -1
 
     @property
     def layer(self) -> keras.layers.Layer | None:
@@ -180,9 +184,10 @@ class _Recorder:
             self.by_tensor[id(tensor)] = index
         return index
 
-    def add_input(self, tensor, name: str) -> int:
-        """A model input as a node."""
-        return self.add(Node(self.unique(name), None, "input"), tensor)
+    def add_input(self, tensor, name: str, position: int) -> int:
+        """A model input as a node, at `position` in the input structure."""
+        node = Node(self.unique(name), None, "input", position=position)
+        return self.add(node, tensor)
 
     def sources(self, args, kwargs) -> tuple[int, ...]:
         """Indices of the recorded nodes whose tensors appear in a call."""
@@ -230,9 +235,9 @@ class _Recorder:
         tapped = dict(zip(inner.taps, result["taps"]))
         for index, node in enumerate(inner.nodes):
             if node.kind == "input":
-                position = sum(n.kind == "input" for n in inner.nodes[:index])
-                if position < len(outer_inputs) and outer_inputs[position] is not None:
-                    mapping[index] = outer_inputs[position]
+                if 0 <= node.position < len(outer_inputs):
+                    if outer_inputs[node.position] is not None:
+                        mapping[index] = outer_inputs[node.position]
                 continue
             sources = tuple(mapping[s] for s in node.inputs if s in mapping)
             copy = dataclasses.replace(node, inputs=sources, tensor=None)
@@ -294,7 +299,7 @@ def _trace_sequential(model: keras.Sequential, recorder: _Recorder):
         return None
     tensor = keras.Input(batch_shape=tuple(spec.shape), dtype=spec.dtype)
     recorder.input_structure = tensor
-    recorder.add_input(tensor, "input")
+    recorder.add_input(tensor, "input", 0)
     for layer in model.layers:
         tensor = recorder(layer, tensor)
     return tensor
@@ -318,8 +323,9 @@ def _trace_functional(model: keras.Model, recorder: _Recorder):
                 names[id(layer.output)] = layer.name
             except (AttributeError, ValueError):
                 continue
-    for tensor, spec in zip(tf.nest.flatten(inputs), tf.nest.flatten(structure)):
-        recorder.add_input(tensor, names.get(id(spec), spec.name))
+    flat = zip(tf.nest.flatten(inputs), tf.nest.flatten(structure))
+    for position, (tensor, spec) in enumerate(flat):
+        recorder.add_input(tensor, names.get(id(spec), spec.name), position)
     recorder.input_structure = inputs
     try:
         clone = keras.models.clone_model(
