@@ -34,20 +34,8 @@ import keras
 import tensorflow as tf
 
 from keras_initdiag import _checks
+from keras_initdiag.diagnostics import layer_facts
 
-#: Layers (and layer class names) whose output scale is set by design.
-NORMALIZATION_LAYERS: tuple[type, ...] = tuple(
-    getattr(keras.layers, name)
-    for name in (
-        "BatchNormalization",
-        "LayerNormalization",
-        "GroupNormalization",
-        "UnitNormalization",
-        "RMSNormalization",
-        "Normalization",
-    )
-    if hasattr(keras.layers, name)
-)
 #: Operations (layer or op-level, by class name) that merge branches, and how.
 MERGES: dict[str, str] = {
     "Add": "sum",
@@ -133,14 +121,17 @@ class Graph:
 
 
 def kind_of(op) -> str:
-    """The node kind of a layer or operation (see `Node.kind`)."""
+    """The node kind of a layer or operation (see `Node.kind`).
+
+    A layer's kind comes from its class (`isinstance`), a wrapper's from the
+    layer it wraps: `SpectralNormalization(Dense(...))` is a layer with
+    weights, `TimeDistributed(BatchNormalization())` a normalization.
+    """
     if op is None:
         return "input"
     if type(op).__name__ in MERGES:
         return "merge"
-    if isinstance(op, NORMALIZATION_LAYERS) or type(op).__name__.endswith(
-        ("Normalization", "Whitening")
-    ):
+    if layer_facts.is_normalization(op):
         return "norm"
     return "layer" if isinstance(op, keras.layers.Layer) else "op"
 

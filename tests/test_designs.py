@@ -1,0 +1,69 @@
+"""Designs the class name or the constant output misreads, on real models.
+
+A wrapped layer is judged by what it does (a spectrally normalized Dense is
+a layer with weights, not an output normalization).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+import keras_initdiag
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+RNG = np.random.default_rng(0)
+
+
+def _kinds(report) -> set[str]:
+    return {f.kind for f in report.flags if f.kind != "init_mismatch"}
+
+
+def _spectral_stack(kernel, activation="relu", depth=30, width=64):
+    layers = [keras.Input((width,))]
+    for i in range(depth):
+        dense = keras.layers.Dense(
+            width, activation=activation, kernel_initializer=kernel()
+        )
+        layers.append(keras.layers.SpectralNormalization(dense, name=f"sn{i}"))
+    layers.append(keras.layers.Dense(10, name="head"))
+    model = keras.Sequential(layers)
+    model.compile(keras.optimizers.SGD(0.01), LOSS)
+    x = RNG.standard_normal((64, width)).astype("float32")
+    return model, x, RNG.integers(0, 10, 64)
+
+
+def test_a_collapsing_spectrally_normalized_stack_is_flagged_vanishing():
+    # Kernels drawn at 1e-2. Read as an output normalization, the stack got
+    # no flag at all, although its signal falls to about 3e-18.
+    model, x, y = _spectral_stack(lambda: keras.initializers.RandomNormal(0, 0.01))
+    report = keras_initdiag.diagnose(model, x, y)
+    (flag,) = [f for f in report.flags if f.kind == "vanishing"]
+    assert flag.value < 1e-12 and flag.layer == "sn29"
+    assert report.info["sn5"].kind == "layer"
+    assert report.info["sn5"].activation == "relu"
+    assert report.info["sn5"].initializer == "small_random"
+
+
+def test_spectral_normalization_as_fit_runs_it_collapses_whatever_the_scale():
+    # In training mode the kernel is divided by its estimated largest
+    # singular value, so its scale no longer matters: a Gaussian 64x64
+    # kernel keeps about 1/4 of E[x^2] per ReLU layer, He or not.
+    model, x, y = _spectral_stack(keras.initializers.HeNormal)
+    report = keras_initdiag.diagnose(model, x, y)
+    (flag,) = [f for f in report.flags if f.kind == "vanishing"]
+    assert flag.value < 1e-12
+    # The same He stack as `predict` runs it (kernels as drawn) is healthy.
+    report = keras_initdiag.diagnose(model, x, y, training=False)
+    assert _kinds(report) == set(), [str(f) for f in report.flags]
+
+
+def test_a_healthy_spectrally_normalized_stack_is_not_flagged():
+    # An orthogonal kernel's singular values are all equal, so spectral
+    # normalization makes it exactly orthogonal: a linear stack keeps E[x^2].
+    model, x, y = _spectral_stack(keras.initializers.Orthogonal, activation=None)
+    report = keras_initdiag.diagnose(model, x, y)
+    assert _kinds(report) == set(), [str(f) for f in report.flags]
+    m2 = report.stats["sn29"]["activation_variance"]
+    assert m2 == pytest.approx(float(np.mean(x**2)), rel=0.1)

@@ -1,0 +1,69 @@
+"""What a layer does, judged by its class and through its wrappers.
+
+A node's kind decides where the signal's scale is reset: a normalization
+layer sets its output scale by design, a layer with weights does not. It is
+read with `isinstance` against the public Keras classes, never from a class
+name, and a wrapper (`SpectralNormalization`, `TimeDistributed`,
+`Bidirectional`) is judged by the layer it wraps.
+"""
+
+from __future__ import annotations
+
+import keras
+import pytest
+
+from keras_initdiag.diagnostics import layer_facts
+from keras_initdiag.diagnostics.graph import kind_of
+from keras_initdiag.diagnostics.taps import activation_of, weight_spec
+
+L = keras.layers
+
+
+class SpectralLookalikeNormalization(L.Dense):
+    """A layer with weights whose class name merely ends in "Normalization"."""
+
+
+class MyLayerNorm(L.LayerNormalization):
+    """A normalization layer whose class name does not say so."""
+
+
+@pytest.mark.parametrize(
+    "layer, kind",
+    [
+        (L.BatchNormalization(), "norm"),
+        (L.LayerNormalization(), "norm"),
+        (L.GroupNormalization(groups=2), "norm"),
+        (L.UnitNormalization(), "norm"),
+        (MyLayerNorm(), "norm"),
+        (L.TimeDistributed(L.BatchNormalization()), "norm"),
+        (L.SpectralNormalization(L.Dense(4)), "layer"),
+        (SpectralLookalikeNormalization(4), "layer"),
+        (L.TimeDistributed(L.Dense(4)), "layer"),
+        (L.Bidirectional(L.LSTM(4)), "layer"),
+        (L.Dense(4), "layer"),
+    ],
+    ids=lambda v: type(v).__name__ if not isinstance(v, str) else v,
+)
+def test_kind_comes_from_the_class_and_the_wrapped_layer(layer, kind):
+    assert kind_of(layer) == kind
+
+
+def test_a_wrapper_is_judged_by_its_inner_layer():
+    inner = L.Dense(8, activation="relu", kernel_initializer="he_normal")
+    wrapped = L.SpectralNormalization(inner)
+    wrapped.build((None, 4))
+    assert layer_facts.unwrapped(wrapped) is inner
+    assert activation_of(wrapped) == "relu"
+    spec = weight_spec(wrapped)
+    assert spec.variable is inner.kernel
+    assert spec.fans == (4, 8)
+    assert type(spec.initializer).__name__ == "HeNormal"
+    assert layer_facts.bias_and_scale(wrapped) == (inner.bias, None)
+    # Spectral normalization divides the kernel by its largest singular
+    # value: the mean-field map of a plain Dense does not describe it.
+    assert layer_facts.propagation(wrapped, "layer") == ""
+    timed = L.TimeDistributed(L.Dense(8))
+    assert layer_facts.propagation(timed, "layer") == "linear"
+    recurrent = L.Bidirectional(L.LSTM(3, activation="tanh"))
+    assert layer_facts.unwrapped(recurrent) is recurrent.forward_layer
+    assert activation_of(recurrent) == "tanh"
