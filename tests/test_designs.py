@@ -1,7 +1,8 @@
 """Designs the class name or the constant output misreads, on real models.
 
 A wrapped layer is judged by what it does (a spectrally normalized Dense is
-a layer with weights, not an output normalization).
+a layer with weights, not an output normalization). A preprocessing layer
+inside the model sets its output scale by design.
 """
 
 from __future__ import annotations
@@ -67,3 +68,24 @@ def test_a_healthy_spectrally_normalized_stack_is_not_flagged():
     assert _kinds(report) == set(), [str(f) for f in report.flags]
     m2 = report.stats["sn29"]["activation_variance"]
     assert m2 == pytest.approx(float(np.mean(x**2)), rel=0.1)
+
+
+def test_rescaling_of_raw_pixels_starts_a_segment():
+    # `Rescaling(1/255)` of 0..255 pixels divides E[x^2] by 65025 (about
+    # 2.2e4 -> 0.33): by design, not depth. It read as "vanishing" 1.5e-5.
+    inputs = keras.Input((8, 8, 3))
+    h = keras.layers.Rescaling(1 / 255, name="rescale")(inputs)
+    for _ in range(4):
+        h = keras.layers.Conv2D(
+            16, 3, padding="same", activation="relu", kernel_initializer="he_normal"
+        )(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    model = keras.Model(inputs, keras.layers.Dense(10)(h))
+    model.compile(keras.optimizers.SGD(0.01), LOSS)
+    x = RNG.uniform(0, 255, (16, 8, 8, 3)).astype("float32")
+    report = keras_initdiag.diagnose(model, x, RNG.integers(0, 10, 16))
+    assert _kinds(report) == set(), [str(f) for f in report.flags]
+    assert report.info["rescale"].kind == "preprocess"
+    gain = report.stats["rescale"]["activation_gain"]
+    assert gain == pytest.approx(1 / 255**2, rel=1e-4)
+

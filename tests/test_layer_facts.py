@@ -12,6 +12,7 @@ from __future__ import annotations
 import keras
 import pytest
 
+import keras_initdiag
 from keras_initdiag.diagnostics import layer_facts
 from keras_initdiag.diagnostics.graph import kind_of
 from keras_initdiag.diagnostics.taps import activation_of, weight_spec
@@ -67,3 +68,22 @@ def test_a_wrapper_is_judged_by_its_inner_layer():
     recurrent = L.Bidirectional(L.LSTM(3, activation="tanh"))
     assert layer_facts.unwrapped(recurrent) is recurrent.forward_layer
     assert activation_of(recurrent) == "tanh"
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        L.Rescaling(1 / 255),
+        L.Normalization(),
+        L.Resizing(8, 8),
+        L.CenterCrop(8, 8),
+        L.RandomFlip(),
+        L.RandomContrast(0.1),
+        keras_initdiag.Whitening(),
+    ],
+    ids=lambda v: type(v).__name__,
+)
+def test_preprocessing_layers_are_their_own_kind(layer):
+    # Their output scale is set by design (as a normalization layer's is),
+    # but they do not make a network "normalized" for the backward rules.
+    assert kind_of(layer) == "preprocess"

@@ -59,6 +59,7 @@ class Node:
             operation's name for op-level calls, the input's name for inputs.
         op: The layer or operation called (`None` for a model input).
         kind: `"input"`, `"layer"`, `"norm"` (normalization layer),
+            `"preprocess"` (preprocessing layer, e.g. `Rescaling`),
             `"merge"` (a layer or op that merges branches) or `"op"` (any
             other operation that is not a layer).
         inputs: Indices (into the graph's node list) of the nodes it reads.
@@ -133,6 +134,8 @@ def kind_of(op) -> str:
         return "merge"
     if layer_facts.is_normalization(op):
         return "norm"
+    if layer_facts.is_preprocessing(op):
+        return "preprocess"
     return "layer" if isinstance(op, keras.layers.Layer) else "op"
 
 

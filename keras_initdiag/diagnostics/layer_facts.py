@@ -2,7 +2,8 @@
 
 What a layer does, judged by its class (`isinstance` against the public
 Keras classes, never a class name) and through its wrappers (`unwrapped`):
-whether it normalizes (`NORMALIZATION_LAYERS`). How the theory carries a
+whether it normalizes (`NORMALIZATION_LAYERS`) or preprocesses
+(`PREPROCESSING_LAYERS`). How the theory carries a
 node's second moment through it (`propagation`), a convolution's effective
 fan-in (its border outputs sum over fewer inputs), a normalization layer's
 epsilon, a dropout layer's rate, and the bias and scale variables whose
@@ -27,15 +28,57 @@ def _classes(*names: str) -> tuple[type, ...]:
     return tuple(getattr(_L, name) for name in names if hasattr(_L, name))
 
 
-#: Layers whose output scale is set by design: they normalize what they see
-#: (per batch, sample or group) or standardize it with adapted statistics.
+#: Layers that normalize what they see (per batch, sample or group): their
+#: output scale is set by design, and they change how gradients compound.
 NORMALIZATION_LAYERS: tuple[type, ...] = _classes(
     "BatchNormalization",
     "LayerNormalization",
     "GroupNormalization",
     "UnitNormalization",
     "RMSNormalization",
+)
+#: Preprocessing layers (in the model, e.g. a `keras.applications` model's
+#: `Rescaling` and `Normalization` of 0-255 pixels): their output scale is
+#: set by design (a fixed rescaling, statistics adapted from data, an image
+#: operation, a spectrogram, an encoding), so, like a model input, they
+#: start a segment of the signal's path.
+PREPROCESSING_LAYERS: tuple[type, ...] = _classes(
+    "Rescaling",
     "Normalization",
+    "Resizing",
+    "CenterCrop",
+    "RandomCrop",
+    "RandomFlip",
+    "RandomRotation",
+    "RandomTranslation",
+    "RandomZoom",
+    "RandomShear",
+    "RandomPerspective",
+    "RandomElasticTransform",
+    "RandomErasing",
+    "RandomContrast",
+    "RandomBrightness",
+    "RandomColorDegeneration",
+    "RandomColorJitter",
+    "RandomGaussianBlur",
+    "RandomGrayscale",
+    "RandomHue",
+    "RandomInvert",
+    "RandomPosterization",
+    "RandomSaturation",
+    "RandomSharpness",
+    "AugMix",
+    "AutoContrast",
+    "CutMix",
+    "Equalization",
+    "ContrastLimitedAdaptiveHistogramEqualization",
+    "MixUp",
+    "RandAugment",
+    "Solarization",
+    "MelSpectrogram",
+    "STFTSpectrogram",
+    "CategoryEncoding",
+    "Pipeline",
 ) + (Whitening,)
 
 
@@ -56,8 +99,13 @@ def unwrapped(layer):
 
 
 def is_normalization(layer) -> bool:
-    """Whether a layer (or the layer it wraps) sets its output scale."""
+    """Whether a layer (or the layer it wraps) normalizes what it sees."""
     return isinstance(unwrapped(layer), NORMALIZATION_LAYERS)
+
+
+def is_preprocessing(layer) -> bool:
+    """Whether a layer (or the layer it wraps) is a preprocessing layer."""
+    return isinstance(unwrapped(layer), PREPROCESSING_LAYERS)
 
 
 #: How the theory passes a node, by layer class (see `theory.py`).
