@@ -89,3 +89,39 @@ def test_rescaling_of_raw_pixels_starts_a_segment():
     gain = report.stats["rescale"]["activation_gain"]
     assert gain == pytest.approx(1 / 255**2, rel=1e-4)
 
+
+def _he_mlp(zero: str, depth: int = 6, width: int = 64):
+    layers = [keras.Input((32,))]
+    for i in range(depth):
+        kernel = "zeros" if zero == "hidden" and i == depth // 2 else "he_normal"
+        layers.append(
+            keras.layers.Dense(
+                width, activation="relu", kernel_initializer=kernel, name=f"h{i}"
+            )
+        )
+    head = "zeros" if zero == "head" else "glorot_uniform"
+    layers.append(keras.layers.Dense(10, kernel_initializer=head, name="head"))
+    model = keras.Sequential(layers)
+    model.compile(keras.optimizers.SGD(0.01), LOSS)
+    x = RNG.standard_normal((64, 32)).astype("float32")
+    return model, x, RNG.integers(0, 10, 64)
+
+
+def test_a_zero_initialized_head_is_judged_by_its_gradient():
+    # Its outputs are all zero, yet its units differ by their targets and
+    # its kernel gets a gradient at step 0: healthy. It read as "symmetry"
+    # 100% and "dead" 100%.
+    model, x, y = _he_mlp("head")
+    report = keras_initdiag.diagnose(model, x, y)
+    assert _kinds(report) == set(), [str(f) for f in report.flags]
+    assert report.stats["head"]["kernel_gradient_norm"] > 0.1
+    assert report.stats["head"]["activation_variance"] == 0.0
+    # Softmax of zero logits: the loss is exactly ln(10).
+    assert report.loss == pytest.approx(np.log(10), rel=1e-6)
+
+
+def test_a_zero_hidden_layer_is_still_symmetric():
+    model, x, y = _he_mlp("hidden")
+    report = keras_initdiag.diagnose(model, x, y)
+    flagged = {(f.kind, f.layer) for f in report.flags}
+    assert ("symmetry", "h3") in flagged, [str(f) for f in report.flags]

@@ -31,6 +31,7 @@ from keras_initdiag.diagnostics.rules.thresholds import (
 from keras_initdiag.diagnostics.rules.units import (
     dead_flags,
     nonfinite_flags,
+    readouts,
     unit_flags,
 )
 from keras_initdiag.diagnostics.rules.units import (
@@ -79,9 +80,10 @@ def judge(report: DiagnosticReport, thresholds: Thresholds | None = None) -> lis
     flags += initial_loss_flags(report, t)
     flags += no_gradient_flags(report)
     flags += finite_width_flags(report, t)
-    flags += dead_flags(report, t, ends)
+    heads = readouts(report)
+    flags += dead_flags(report, t, ends, heads)
     for layer in report.layers:
-        flags += unit_flags(report, layer, t, ends)
+        flags += unit_flags(report, layer, t, ends, heads)
     order = {kind: i for i, kind in enumerate(FLAG_KINDS)}
     depth = {layer: i for i, layer in enumerate(report.layers)}
     return sorted(
