@@ -10,6 +10,7 @@ name, and a wrapper (`SpectralNormalization`, `TimeDistributed`,
 from __future__ import annotations
 
 import keras
+import numpy as np
 import pytest
 
 import keras_initdiag
@@ -87,3 +88,31 @@ def test_preprocessing_layers_are_their_own_kind(layer):
     # Their output scale is set by design (as a normalization layer's is),
     # but they do not make a network "normalized" for the backward rules.
     assert kind_of(layer) == "preprocess"
+
+
+def _time_model(wrap: bool):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((5, 16))
+    dense = L.Dense(32, activation="relu", kernel_initializer="he_normal")
+    h = (L.TimeDistributed(dense) if wrap else dense)(inputs)
+    model = keras.Model(inputs, L.Dense(2)(L.GlobalAveragePooling1D()(h)))
+    model.compile("sgd", "mse")
+    return model, model.layers[1].name
+
+
+def test_the_theory_sees_through_time_distributed():
+    # TimeDistributed(Dense) is the Dense applied at every step: the same
+    # prediction and measurement as the Dense on the same 3-D input.
+    x = np.random.default_rng(0).standard_normal((64, 5, 16)).astype("float32")
+    y = np.zeros((64, 2), "float32")
+    found = []
+    for wrap in (True, False):
+        model, name = _time_model(wrap)
+        stats = keras_initdiag.diagnose(model, x, y).stats[name]
+        found.append(
+            (stats["predicted_activation_variance"], stats["activation_variance"])
+        )
+    (predicted, measured), (plain_predicted, plain_measured) = found
+    assert predicted == pytest.approx(plain_predicted, rel=1e-6)
+    assert measured == pytest.approx(plain_measured, rel=1e-5)
+    assert predicted == pytest.approx(measured, rel=0.15)
