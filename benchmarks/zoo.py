@@ -68,8 +68,15 @@ def _images(size: int, classes: int = 10):
 
 
 def _pixels(size: int, module: str = "", classes: int = 10):
-    """Pixels uniform in 0..255, then `keras.applications.<module>`'s
-    `preprocess_input` when the model expects it outside (`""`: raw)."""
+    """Pixels uniform in 0..255, preprocessed as the model's documentation asks.
+
+    Args:
+        size: Height and width.
+        module: The `keras.applications` module whose `preprocess_input` the
+            model expects applied outside it; `""` for models that take the
+            raw pixels (their preprocessing is inside). Defaults to `""`.
+        classes: Number of classes of the targets. Defaults to `10`.
+    """
 
     def data(rng, n):
         x = rng.uniform(0.0, 255.0, (n, size, size, 3)).astype("float32")
