@@ -2,9 +2,9 @@
 
 Every entry is a model people actually train, built with its published
 initializers (`weights=None` for `keras.applications`), small enough for a
-CPU test: `keras.applications` ResNet50, MobileNetV2, EfficientNetB0 (its
-squeeze-and-excite gates) and ConvNeXtTiny (LayerScale 1e-6) at 32x32, a
-20-block conv-BN-ReLU ResNet, a Fixup ResNet (no normalization; each
+CPU test: `keras.applications` ResNet50, MobileNetV2, MobileNetV3Small,
+EfficientNetB0 (its squeeze-and-excite gates) and ConvNeXtTiny (LayerScale
+1e-6) at 32x32, a 20-block conv-BN-ReLU ResNet, a Fixup ResNet (no normalization; each
 branch's last convolution and the classifier zero-initialized), a He MLP with
 a zero-initialized head (the muP readout), a post-LN Transformer encoder
 written with `h + a`, LSTM and GRU text models with `mask_zero=True`, and a
@@ -21,6 +21,8 @@ model's docstring:
   scaled: about -124..152);
 - MobileNetV2: `keras.applications.mobilenet_v2.preprocess_input` applied
   outside (scaled to -1..1);
+- MobileNetV3Small: the raw 0..255 pixels (its `Rescaling` to -1..1 is
+  inside the model);
 - EfficientNetB0: the raw 0..255 pixels (its `Rescaling` and
   `Normalization` layers are inside the model);
 - ConvNeXtTiny: the raw 0..255 pixels (its `Normalization` is inside).
@@ -278,6 +280,7 @@ def _vectors(n_features: int = 32, classes: int = 10):
 HEALTHY: tuple[Entry, ...] = (
     Entry("resnet50", application("ResNet50"), _pixels(32, "resnet")),
     Entry("mobilenet_v2", application("MobileNetV2"), _pixels(32, "mobilenet_v2")),
+    Entry("mobilenet_v3_small", application("MobileNetV3Small"), _pixels(32)),
     Entry("efficientnet_b0", application("EfficientNetB0"), _pixels(32)),
     Entry("convnext_tiny", application("ConvNeXtTiny"), _pixels(32)),
     Entry("conv_resnet20", conv_resnet, _images(16)),

@@ -60,6 +60,7 @@ def test_plain_bn_gradient_grows_as_yang_et_al_predict():
     [
         ("resnet50", -123.68, 255.0 - 103.939),  # caffe: BGR, mean-centred
         ("mobilenet_v2", -1.0, 1.0),
+        ("mobilenet_v3_small", 0.0, 255.0),  # preprocessing inside the model
         ("efficientnet_b0", 0.0, 255.0),  # preprocessing inside the model
         ("convnext_tiny", 0.0, 255.0),
     ],
