@@ -42,6 +42,10 @@ def test_a_collapsing_spectrally_normalized_stack_is_flagged_vanishing():
     report = keras_initdiag.diagnose(model, x, y)
     (flag,) = [f for f in report.flags if f.kind == "vanishing"]
     assert flag.value < 1e-12 and flag.layer == "sn29"
+    # A better initializer would not help: the advice says what would.
+    assert "largest singular value" in flag.message
+    assert "He initialization" not in flag.message
+    assert "init_mismatch" not in [f.kind for f in report.flags]
     assert report.info["sn5"].kind == "layer"
     assert report.info["sn5"].activation == "relu"
     assert report.info["sn5"].initializer == "small_random"

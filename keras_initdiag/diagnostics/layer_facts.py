@@ -103,6 +103,11 @@ def is_normalization(layer) -> bool:
     return isinstance(unwrapped(layer), NORMALIZATION_LAYERS)
 
 
+def normalizes_kernel(layer) -> bool:
+    """Whether a layer divides its kernel by its spectral norm when training."""
+    return isinstance(layer, _classes("SpectralNormalization"))
+
+
 def is_preprocessing(layer) -> bool:
     """Whether a layer (or the layer it wraps) is a preprocessing layer."""
     return isinstance(unwrapped(layer), PREPROCESSING_LAYERS)

@@ -120,6 +120,10 @@ class LayerInfo:
         epsilon: A normalization layer's epsilon (0 otherwise).
         rate: A dropout layer's rate (0 otherwise).
         trainable: Whether its layer had trainable weights when measured.
+        kernel_normalized: Whether training divides its kernel by the
+            kernel's largest singular value at every step
+            (`SpectralNormalization`), so the initial scale does not set
+            its gain in training mode.
     """
 
     name: str
@@ -145,6 +149,7 @@ class LayerInfo:
     epsilon: float = 0.0
     rate: float = 0.0
     trainable: bool = False
+    kernel_normalized: bool = False
 
 
 @dataclasses.dataclass

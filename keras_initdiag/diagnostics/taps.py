@@ -292,6 +292,7 @@ def _info(graph, index: int, first: dict, outputs: set, inputs, readers) -> tupl
         propagation=layer_facts.propagation(node.op, node.kind),
         epsilon=layer_facts.epsilon(layer),
         rate=layer_facts.rate(layer),
+        kernel_normalized=layer_facts.normalizes_kernel(layer),
     )
     return info, spec
 

@@ -255,6 +255,8 @@ def mismatch_flags(report: DiagnosticReport, layer: str, t: Thresholds) -> list[
     facts = info(report, layer)
     if not facts.recommended or facts.initializer in facts.recommended:
         return []
+    if facts.kernel_normalized and report.training:
+        return []  # Training rescales the kernel: its initializer is moot.
     actual = get(report, layer, "weight_variance")
     if not (math.isfinite(actual) and actual > 0):
         return []
