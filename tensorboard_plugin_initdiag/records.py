@@ -21,7 +21,6 @@ _NORM_CLASSES = frozenset(
         "GroupNormalization",
         "UnitNormalization",
         "RMSNormalization",
-        "SpectralNormalization",
     }
 )
 _MERGE_CLASSES = frozenset(

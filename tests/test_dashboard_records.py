@@ -58,6 +58,8 @@ def test_node_kind_uses_the_recorded_kind_then_the_class():
     assert node_kind({"class_name": "Concatenate"}) == "merge"
     assert node_kind({"class_name": "InputLayer"}) == "input"
     assert node_kind({"class_name": "Dense"}) == "layer"
+    # A wrapper that normalizes the kernel of the layer it wraps, not its output.
+    assert node_kind({"class_name": "SpectralNormalization"}) == "layer"
     assert node_kind({}) == "layer"
 
 

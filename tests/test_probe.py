@@ -280,3 +280,65 @@ def test_eager_calls_then_one_trace_with_the_same_numbers():
             checked += math.isfinite(value)
     assert checked > 50
     assert graph.loss == pytest.approx(eager[0].loss, rel=1e-5)
+
+
+def _ids_and_features(order: str, dict_inputs: bool = False):
+    """Token ids into an Embedding and float features into a Dense, one head.
+
+    The ids span 1000 values (variance about 8e4): paired with the features'
+    node by mistake, they make the features' Dense look like a 1e-5 collapse.
+    """
+    ids = keras.Input((6,), dtype="int32", name="ids")
+    feats = keras.Input((8,), name="feats")
+    e = keras.layers.Embedding(1000, 16, name="embed")(ids)
+    e = keras.layers.GlobalAveragePooling1D(name="pool")(e)
+    f = keras.layers.Dense(
+        16, activation="relu", kernel_initializer="he_normal", name="dense"
+    )(feats)
+    h = keras.layers.Concatenate(name="concat")([e, f])
+    out = keras.layers.Dense(3, name="head")(h)
+    if dict_inputs:
+        inputs = {"ids": ids, "feats": feats}
+    else:
+        inputs = [ids, feats] if order == "ids_first" else [feats, ids]
+    model = keras.Model(inputs, out)
+    model.compile(
+        keras.optimizers.SGD(0.01),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    ids_x = RNG.integers(0, 1000, (32, 6)).astype("int32")
+    feats_x = (0.5 * RNG.standard_normal((32, 8))).astype("float32")
+    if dict_inputs:
+        x = {"ids": ids_x, "feats": feats_x}
+    else:
+        x = [ids_x, feats_x] if order == "ids_first" else [feats_x, ids_x]
+    return model, x, feats_x, RNG.integers(0, 3, 32)
+
+
+@pytest.mark.parametrize("order", ["ids_first", "features_first", "dict"])
+def test_each_input_is_paired_by_its_position_in_the_input_structure(order):
+    # An integer input is not measured; pairing measured inputs with the
+    # flattened batch by counting them gave the features node the ids.
+    model, x, feats_x, y = _ids_and_features(order, dict_inputs=order == "dict")
+    report = keras_initdiag.diagnose(model, x, y)
+    assert report.stats["feats"]["activation_variance"] == pytest.approx(
+        float(np.var(feats_x)), rel=1e-5
+    )
+    assert report.stats["feats"]["activation_mean"] == pytest.approx(
+        float(np.mean(feats_x)), abs=1e-6
+    )
+    assert "vanishing" not in [f.kind for f in report.flags], report.flags
+
+
+def test_an_input_left_out_by_layers_does_not_shift_the_next_one():
+    a, b = keras.Input((4,), name="a"), keras.Input((4,), name="b")
+    h = keras.layers.Concatenate()([keras.layers.Dense(4, name="da")(a), b])
+    model = keras.Model([a, b], keras.layers.Dense(2, name="head")(h))
+    model.compile("sgd", "mse")
+    xa = (10.0 * RNG.standard_normal((32, 4))).astype("float32")
+    xb = RNG.standard_normal((32, 4)).astype("float32")
+    y = RNG.standard_normal((32, 2)).astype("float32")
+    report = keras_initdiag.diagnose(model, [xa, xb], y, layers=["b", "head"])
+    assert report.stats["b"]["activation_variance"] == pytest.approx(
+        float(np.var(xb)), rel=1e-5
+    )

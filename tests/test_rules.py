@@ -364,6 +364,50 @@ def test_zero_by_design_residual_branch_is_not_vanishing_or_dead():
     assert sorted(kinds(chain([1.0, 0.0, 1.0], extra=extra))) == ["dead", "symmetry"]
 
 
+def _zero_head(kernel_gradient, below=1.0, softmax=False):
+    """d0 -> d1 -> d2, a zero-initialized output layer (+ a softmax node)."""
+    zero = {
+        "activation_variance": 0.0,
+        "weight_variance": 0.0,
+        "dead_fraction": 1.0,
+        "duplicate_unit_fraction": 1.0,
+        "kernel_gradient_norm": kernel_gradient,
+    }
+    extra = {"d2": zero, "d0": {"activation_gradient_rms": 0.0}}
+    extra["d1"] = {"activation_gradient_rms": 0.0}
+    info = {"d2": node("d2", ["d1"], is_output=not softmax)}
+    report = chain([1.0, below, 0.0], extra=extra, info=info)
+    if softmax:
+        # Softmax of zeros: a constant 1/C, every unit alike.
+        out = node("softmax", ["d2"], weights=False, is_output=True)
+        report.layers.append("softmax")
+        report.info["softmax"] = out
+        report.stats["softmax"] = stats(
+            0.0, activation_mean=0.1, dead_fraction=1.0, duplicate_unit_fraction=1.0
+        )
+    return report
+
+
+@pytest.mark.parametrize("softmax", [False, True])
+def test_zero_head_with_a_kernel_gradient_is_by_design(softmax):
+    # Fixup, the muP readout, "zero-init the last layer": the output units
+    # are told apart by their targets, and the kernel gets a gradient.
+    assert kinds(_zero_head(0.3, softmax=softmax)) == []
+    # Without targets (no gradient measured), a live input is the evidence:
+    # the kernel's gradient x^T dL/dy is not zero.
+    assert kinds(_zero_head(NAN, softmax=softmax)) == []
+
+
+def test_zero_head_without_a_kernel_gradient_is_still_a_defect():
+    # Its kernel gets no gradient: it stays zero (e.g. its input is zero).
+    assert sorted(kinds(_zero_head(0.0))) == ["dead", "symmetry"]
+    extra = {"activation_variance": 0.0, "weight_variance": 0.0}
+    report = _zero_head(NAN, below=0.0)
+    report.stats["d1"].update(extra, dead_fraction=1.0, duplicate_unit_fraction=1.0)
+    assert ("symmetry", "d1") in [(f.kind, f.layer) for f in judge(report)]
+    assert ("symmetry", "d2") in [(f.kind, f.layer) for f in judge(report)]
+
+
 def test_zero_gate_with_rank_one_weight_is_by_design():
     extra = {"d1": {"weight_variance": 0.0, "dead_fraction": 1.0}}
     info = {"d1": node("d1", ["d0"], weight_shape=(1,))}

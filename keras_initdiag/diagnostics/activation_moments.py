@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from keras_initdiag import initializers
+from keras_initdiag.diagnostics import layer_facts
 from keras_initdiag.diagnostics.taps import TapSet
 
 
@@ -46,8 +47,8 @@ class ActivationMoments:
 
 
 def _activation_function(tap):
-    """The element-wise function a tap's layer applies last, or None."""
-    layer = tap.layer
+    """The element-wise function a tap's layer (or the layer it wraps) applies last."""
+    layer = layer_facts.unwrapped(tap.layer)
     if layer is None or tap.info.activation in ActivationMoments._NOT_ELEMENTWISE:
         return None
     if tap.info.propagation == "activation":

@@ -34,20 +34,8 @@ import keras
 import tensorflow as tf
 
 from keras_initdiag import _checks
+from keras_initdiag.diagnostics import layer_facts
 
-#: Layers (and layer class names) whose output scale is set by design.
-NORMALIZATION_LAYERS: tuple[type, ...] = tuple(
-    getattr(keras.layers, name)
-    for name in (
-        "BatchNormalization",
-        "LayerNormalization",
-        "GroupNormalization",
-        "UnitNormalization",
-        "RMSNormalization",
-        "Normalization",
-    )
-    if hasattr(keras.layers, name)
-)
 #: Operations (layer or op-level, by class name) that merge branches, and how.
 MERGES: dict[str, str] = {
     "Add": "sum",
@@ -71,6 +59,7 @@ class Node:
             operation's name for op-level calls, the input's name for inputs.
         op: The layer or operation called (`None` for a model input).
         kind: `"input"`, `"layer"`, `"norm"` (normalization layer),
+            `"preprocess"` (preprocessing layer, e.g. `Rescaling`),
             `"merge"` (a layer or op that merges branches) or `"op"` (any
             other operation that is not a layer).
         inputs: Indices (into the graph's node list) of the nodes it reads.
@@ -78,6 +67,9 @@ class Node:
         first_call: Whether this is the first call and output 0 of its layer,
             the node that carries the layer's weight statistics.
         note: Why the output is not measured, `""` when it is.
+        position: For a model input, its index in the flattened input
+            structure (`tf.nest.flatten` of the model's inputs, as the probe
+            batch is given); -1 for other nodes.
     """
 
     name: str
@@ -87,6 +79,7 @@ class Node:
     tensor: object = None
     first_call: bool = True
     note: str = ""
+    position: int = -1
 
     @property
     def layer(self) -> keras.layers.Layer | None:
@@ -129,15 +122,20 @@ class Graph:
 
 
 def kind_of(op) -> str:
-    """The node kind of a layer or operation (see `Node.kind`)."""
+    """The node kind of a layer or operation (see `Node.kind`).
+
+    A layer's kind comes from its class (`isinstance`), a wrapper's from the
+    layer it wraps: `SpectralNormalization(Dense(...))` is a layer with
+    weights, `TimeDistributed(BatchNormalization())` a normalization.
+    """
     if op is None:
         return "input"
     if type(op).__name__ in MERGES:
         return "merge"
-    if isinstance(op, NORMALIZATION_LAYERS) or type(op).__name__.endswith(
-        ("Normalization", "Whitening")
-    ):
+    if layer_facts.is_normalization(op):
         return "norm"
+    if layer_facts.is_preprocessing(op):
+        return "preprocess"
     return "layer" if isinstance(op, keras.layers.Layer) else "op"
 
 
@@ -180,9 +178,10 @@ class _Recorder:
             self.by_tensor[id(tensor)] = index
         return index
 
-    def add_input(self, tensor, name: str) -> int:
-        """A model input as a node."""
-        return self.add(Node(self.unique(name), None, "input"), tensor)
+    def add_input(self, tensor, name: str, position: int) -> int:
+        """A model input as a node, at `position` in the input structure."""
+        node = Node(self.unique(name), None, "input", position=position)
+        return self.add(node, tensor)
 
     def sources(self, args, kwargs) -> tuple[int, ...]:
         """Indices of the recorded nodes whose tensors appear in a call."""
@@ -230,9 +229,9 @@ class _Recorder:
         tapped = dict(zip(inner.taps, result["taps"]))
         for index, node in enumerate(inner.nodes):
             if node.kind == "input":
-                position = sum(n.kind == "input" for n in inner.nodes[:index])
-                if position < len(outer_inputs) and outer_inputs[position] is not None:
-                    mapping[index] = outer_inputs[position]
+                if 0 <= node.position < len(outer_inputs):
+                    if outer_inputs[node.position] is not None:
+                        mapping[index] = outer_inputs[node.position]
                 continue
             sources = tuple(mapping[s] for s in node.inputs if s in mapping)
             copy = dataclasses.replace(node, inputs=sources, tensor=None)
@@ -294,7 +293,7 @@ def _trace_sequential(model: keras.Sequential, recorder: _Recorder):
         return None
     tensor = keras.Input(batch_shape=tuple(spec.shape), dtype=spec.dtype)
     recorder.input_structure = tensor
-    recorder.add_input(tensor, "input")
+    recorder.add_input(tensor, "input", 0)
     for layer in model.layers:
         tensor = recorder(layer, tensor)
     return tensor
@@ -318,8 +317,9 @@ def _trace_functional(model: keras.Model, recorder: _Recorder):
                 names[id(layer.output)] = layer.name
             except (AttributeError, ValueError):
                 continue
-    for tensor, spec in zip(tf.nest.flatten(inputs), tf.nest.flatten(structure)):
-        recorder.add_input(tensor, names.get(id(spec), spec.name))
+    flat = zip(tf.nest.flatten(inputs), tf.nest.flatten(structure))
+    for position, (tensor, spec) in enumerate(flat):
+        recorder.add_input(tensor, names.get(id(spec), spec.name), position)
     recorder.input_structure = inputs
     try:
         clone = keras.models.clone_model(

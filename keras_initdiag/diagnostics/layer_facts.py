@@ -1,10 +1,14 @@
-"""Facts about one layer call that signal-propagation theory needs.
+"""Facts about one layer call that the rules and signal-propagation theory need.
 
-How the theory carries a node's second moment through it (`propagation`), a
-convolution's effective fan-in (its border outputs sum over fewer inputs),
-a normalization layer's epsilon, a dropout layer's rate, and the bias and
-scale variables whose second moments enter the prediction. Read once per
-model, from the layer's configuration and static shapes.
+What a layer does, judged by its class (`isinstance` against the public
+Keras classes, never a class name) and through its wrappers (`unwrapped`):
+whether it normalizes (`NORMALIZATION_LAYERS`) or preprocesses
+(`PREPROCESSING_LAYERS`). How the theory carries a
+node's second moment through it (`propagation`), a convolution's effective
+fan-in (its border outputs sum over fewer inputs), a normalization layer's
+epsilon, a dropout layer's rate, and the bias and scale variables whose
+second moments enter the prediction. Read once per model, from the layer's
+configuration and static shapes.
 """
 
 from __future__ import annotations
@@ -14,8 +18,101 @@ import math
 import keras
 
 from keras_initdiag import _fans
+from keras_initdiag.layers.whitening import Whitening
 
 _L = keras.layers
+
+
+def _classes(*names: str) -> tuple[type, ...]:
+    """The public `keras.layers` classes of these names this Keras has."""
+    return tuple(getattr(_L, name) for name in names if hasattr(_L, name))
+
+
+#: Layers that normalize what they see (per batch, sample or group): their
+#: output scale is set by design, and they change how gradients compound.
+NORMALIZATION_LAYERS: tuple[type, ...] = _classes(
+    "BatchNormalization",
+    "LayerNormalization",
+    "GroupNormalization",
+    "UnitNormalization",
+    "RMSNormalization",
+)
+#: Preprocessing layers (in the model, e.g. a `keras.applications` model's
+#: `Rescaling` and `Normalization` of 0-255 pixels): their output scale is
+#: set by design (a fixed rescaling, statistics adapted from data, an image
+#: operation, a spectrogram, an encoding), so, like a model input, they
+#: start a segment of the signal's path.
+PREPROCESSING_LAYERS: tuple[type, ...] = _classes(
+    "Rescaling",
+    "Normalization",
+    "Resizing",
+    "CenterCrop",
+    "RandomCrop",
+    "RandomFlip",
+    "RandomRotation",
+    "RandomTranslation",
+    "RandomZoom",
+    "RandomShear",
+    "RandomPerspective",
+    "RandomElasticTransform",
+    "RandomErasing",
+    "RandomContrast",
+    "RandomBrightness",
+    "RandomColorDegeneration",
+    "RandomColorJitter",
+    "RandomGaussianBlur",
+    "RandomGrayscale",
+    "RandomHue",
+    "RandomInvert",
+    "RandomPosterization",
+    "RandomSaturation",
+    "RandomSharpness",
+    "AugMix",
+    "AutoContrast",
+    "CutMix",
+    "Equalization",
+    "ContrastLimitedAdaptiveHistogramEqualization",
+    "MixUp",
+    "RandAugment",
+    "Solarization",
+    "MelSpectrogram",
+    "STFTSpectrogram",
+    "CategoryEncoding",
+    "Pipeline",
+) + (Whitening,)
+
+
+def unwrapped(layer):
+    """The layer that does the work inside wrappers.
+
+    A `keras.layers.Wrapper` (`SpectralNormalization`, `TimeDistributed`)
+    is judged by the layer it wraps, a `Bidirectional` by its forward layer
+    (both directions are built alike); any other layer is itself.
+    """
+    while True:
+        if isinstance(layer, _L.Bidirectional):
+            layer = layer.forward_layer
+        elif isinstance(layer, _L.Wrapper):
+            layer = layer.layer
+        else:
+            return layer
+
+
+def is_normalization(layer) -> bool:
+    """Whether a layer (or the layer it wraps) normalizes what it sees."""
+    return isinstance(unwrapped(layer), NORMALIZATION_LAYERS)
+
+
+def normalizes_kernel(layer) -> bool:
+    """Whether a layer divides its kernel by its spectral norm when training."""
+    return isinstance(layer, _classes("SpectralNormalization"))
+
+
+def is_preprocessing(layer) -> bool:
+    """Whether a layer (or the layer it wraps) is a preprocessing layer."""
+    return isinstance(unwrapped(layer), PREPROCESSING_LAYERS)
+
+
 #: How the theory passes a node, by layer class (see `theory.py`).
 _PROPAGATION: tuple[tuple[tuple, str], ...] = (
     ((_L.BatchNormalization,), "batch_norm"),
@@ -66,10 +163,15 @@ def propagation(op, kind: str) -> str:
     Merges and inputs are passed by their kind; layers by their class:
     `"linear"` (a weighted linear map, then its activation), `"activation"`,
     `"batch_norm"`, `"layer_norm"`, `"rms_norm"`, `"dropout"`,
-    `"embedding"`, `"identity"`.
+    `"embedding"`, `"identity"`. A wrapper passes as the layer it wraps,
+    except `SpectralNormalization`, which divides the kernel by its largest
+    singular value (no mean-field map of the kernel as drawn describes it).
     """
     if kind in ("input", "merge"):
         return kind
+    if isinstance(op, _classes("SpectralNormalization")):
+        return ""
+    op = unwrapped(op)
     for classes, name in _PROPAGATION:
         if classes and isinstance(op, classes):
             if name == "activation" and _is_softmax(op):
@@ -96,6 +198,7 @@ def effective_fan_in(layer, fan_in: float, input_tensor) -> float:
         the input along each spatial axis; `fan_in` for other layers or
         unknown lengths.
     """
+    layer = unwrapped(layer)
     if not isinstance(layer, _CONVOLUTIONS) or input_tensor is None:
         return float(fan_in)
     shape = tuple(input_tensor.shape)
@@ -121,13 +224,13 @@ def units(tensor) -> int:
 
 def epsilon(layer) -> float:
     """A normalization layer's epsilon (0 for other layers)."""
-    value = getattr(layer, "epsilon", 0.0)
+    value = getattr(unwrapped(layer), "epsilon", 0.0)
     return float(value) if isinstance(value, (int, float)) else 0.0
 
 
 def rate(layer) -> float:
     """A dropout layer's rate (0 for other layers)."""
-    value = getattr(layer, "rate", 0.0)
+    value = getattr(unwrapped(layer), "rate", 0.0)
     if isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value < 1:
         return float(value)
     return 0.0
@@ -137,6 +240,7 @@ def bias_and_scale(layer) -> tuple:
     """The variables added (bias, beta) and multiplied (gamma, scale) last."""
     if layer is None or isinstance(layer, keras.Model):
         return None, None
+    layer = unwrapped(layer)
     bias = getattr(layer, "bias", None)
     if bias is None:
         bias = getattr(layer, "beta", None)

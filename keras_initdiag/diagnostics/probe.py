@@ -184,17 +184,17 @@ class Probe:
 
         The view may hand its inputs back converted (e.g. cast for a mixed
         precision policy); the tensor passed in is the one the gradient
-        reaches.
+        reaches. Each input is found by its position in the input structure,
+        recorded when the graph was traced: inputs that are not measured
+        (integer ids, inputs left out by `layers=`) shift nothing.
         """
         given = tf.nest.flatten(x)
-        position = 0
         tapped = list(tapped)
         for tap in self.tapset.taps:
-            if tap.node.kind != "input":
-                continue
-            if tap.output_index is not None and position < len(given):
-                tapped[tap.output_index] = given[position]
-            position += 1
+            position = tap.node.position
+            if tap.node.kind == "input" and tap.output_index is not None:
+                if 0 <= position < len(given):
+                    tapped[tap.output_index] = given[position]
         return tapped
 
     def _run(self, x, y, full):

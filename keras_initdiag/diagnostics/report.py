@@ -97,7 +97,9 @@ class LayerInfo:
             no rule applies).
         same_kernel_as: Earlier layers whose initial kernel is identical.
         kind: `"input"`, `"layer"`, `"norm"` (a normalization layer, whose
-            output scale is set by design), `"merge"` (a layer or op that
+            output scale is set by design), `"preprocess"` (a preprocessing
+            layer such as `Rescaling`, `Normalization` or `Whitening`, whose
+            output scale is set by design too), `"merge"` (a layer or op that
             merges branches, e.g. `Add` or `h + r`) or `"op"` (another
             operation that is not a layer); `""` when unknown (reports
             written before kinds were recorded).
@@ -120,6 +122,10 @@ class LayerInfo:
         epsilon: A normalization layer's epsilon (0 otherwise).
         rate: A dropout layer's rate (0 otherwise).
         trainable: Whether its layer had trainable weights when measured.
+        kernel_normalized: Whether training divides its kernel by the
+            kernel's largest singular value at every step
+            (`SpectralNormalization`), so the initial scale does not set
+            its gain in training mode.
     """
 
     name: str
@@ -145,6 +151,7 @@ class LayerInfo:
     epsilon: float = 0.0
     rate: float = 0.0
     trainable: bool = False
+    kernel_normalized: bool = False
 
 
 @dataclasses.dataclass

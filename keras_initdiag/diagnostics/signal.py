@@ -12,8 +12,9 @@ Pure Python on a `DiagnosticReport` (no TensorFlow), shared by the engine
   branch; for a concatenation, the size-weighted mean of its inputs.
 - The *forward scale* `L` of a node is the log of its second moment
   relative to its segment's start, compounded along reference inputs. A
-  segment starts at a model input, a normalization layer (its output scale is
-  set by design), an embedding, or wherever no input was measured. A plain
+  segment starts at a model input, a normalization or preprocessing layer
+  (its output scale is set by design: `Rescaling` of 0-255 pixels divides
+  it by 65025), an embedding, or wherever no input was measured. A plain
   chain with a per-layer factor `f` reaches `L = depth * log(f)`; a residual
   stream grows only as fast as its merges add to it.
 - The *backward scale* `B` compounds, from the outputs back, the log of
@@ -64,7 +65,10 @@ def _info(report: DiagnosticReport, name: str) -> LayerInfo:
 
 def starts_segment(info: LayerInfo) -> bool:
     """Whether a node's output scale is set by design (no compounding across)."""
-    return info.kind in ("input", "norm") or info.class_name in SEGMENT_STARTS
+    return (
+        info.kind in ("input", "norm", "preprocess")
+        or info.class_name in SEGMENT_STARTS
+    )
 
 
 @dataclasses.dataclass(frozen=True)

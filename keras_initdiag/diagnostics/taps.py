@@ -59,10 +59,12 @@ def weight_spec(layer) -> WeightSpec | None:
     Convolutions, dense and einsum layers use their kernel (a separable
     convolution its pointwise kernel), embeddings their table, recurrent
     layers their cell's input kernel, `MultiHeadAttention` its value
-    projection; other layers their first trainable weight of rank >= 2.
+    projection; other layers their first trainable weight of rank >= 2. A
+    wrapper's is the weight of the layer it wraps.
     """
     if isinstance(layer, keras.Model) or layer is None:
         return None
+    layer = layer_facts.unwrapped(layer)
     layers = keras.layers
     strides = tuple(getattr(layer, "strides", ()) or ())
     if isinstance(layer, (layers.SeparableConv1D, layers.SeparableConv2D)):
@@ -182,9 +184,10 @@ def check_model(model) -> None:
 
 
 def activation_of(layer) -> str:
-    """Canonical name of a layer's activation (`""` for none)."""
+    """Canonical name of a layer's activation (`""` for none), through wrappers."""
     if layer is None or isinstance(layer, keras.Model):
         return ""
+    layer = layer_facts.unwrapped(layer)
     name = type(layer).__name__
     if name in _ACTIVATION_LAYERS:
         return _ACTIVATION_LAYERS[name]
@@ -200,6 +203,7 @@ def activation_of(layer) -> str:
 def _recommended(layer, activation: str) -> tuple[str, ...]:
     if not activation:
         return ()
+    layer = layer_facts.unwrapped(layer)
     try:
         return initializers.recommended_families(
             getattr(getattr(layer, "cell", layer), "activation", activation)
@@ -211,7 +215,7 @@ def _recommended(layer, activation: str) -> tuple[str, ...]:
 def _family(layer, spec: WeightSpec | None) -> str:
     if spec is None:
         return ""
-    if layer in DATA_DEPENDENT:
+    if layer in DATA_DEPENDENT or layer_facts.unwrapped(layer) in DATA_DEPENDENT:
         return "lsuv"
     if spec.initializer is None:
         return ""
@@ -288,6 +292,7 @@ def _info(graph, index: int, first: dict, outputs: set, inputs, readers) -> tupl
         propagation=layer_facts.propagation(node.op, node.kind),
         epsilon=layer_facts.epsilon(layer),
         rate=layer_facts.rate(layer),
+        kernel_normalized=layer_facts.normalizes_kernel(layer),
     )
     return info, spec
 

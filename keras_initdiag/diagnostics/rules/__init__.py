@@ -32,6 +32,7 @@ from keras_initdiag.diagnostics.rules.thresholds import (
 from keras_initdiag.diagnostics.rules.units import (
     dead_flags,
     nonfinite_flags,
+    readouts,
     unit_flags,
 )
 from keras_initdiag.diagnostics.rules.units import (
@@ -81,9 +82,10 @@ def judge(report: DiagnosticReport, thresholds: Thresholds | None = None) -> lis
     flags += no_gradient_flags(report)
     flags += finite_width_flags(report, t)
     flags += report_update_ratio_flags(report, t)
-    flags += dead_flags(report, t, ends)
+    heads = readouts(report)
+    flags += dead_flags(report, t, ends, heads)
     for layer in report.layers:
-        flags += unit_flags(report, layer, t, ends)
+        flags += unit_flags(report, layer, t, ends, heads)
     order = {kind: i for i, kind in enumerate(FLAG_KINDS)}
     depth = {layer: i for i, layer in enumerate(report.layers)}
     return sorted(

@@ -84,6 +84,13 @@ def _passes_through(facts) -> bool:
 
 def advice(report: DiagnosticReport, layers: list[str]) -> str:
     """What to try for a scale problem among `layers`, as one sentence."""
+    if report.training and any(info(report, n).kernel_normalized for n in layers):
+        return (
+            "spectral normalization keeps each layer's gain at or below 1 (a "
+            "ReLU halves it again) whatever the initialization: use fewer "
+            "spectrally normalized layers, activations that keep the scale, or "
+            "residual connections"
+        )
     for layer in layers:
         facts = info(report, layer)
         if facts.recommended and facts.initializer not in facts.recommended:

@@ -184,6 +184,12 @@ def explain(report: DiagnosticReport, layer: str, gain: float) -> str:
     variance 2/(fan_in+fan_out) suits tanh, not relu; He would keep it at 1".
     """
     facts = info(report, layer)
+    if facts.kernel_normalized and report.training:
+        return (
+            f"{layer!r} multiplies the variance by {gain:.3g}: training divides "
+            "its kernel by the kernel's largest singular value, so its initial "
+            "scale does not set this gain"
+        )
     variance = get(report, layer, "weight_variance")
     if not (math.isfinite(variance) and variance > 0 and gain > 0):
         return ""

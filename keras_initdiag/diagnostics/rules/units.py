@@ -50,13 +50,64 @@ def nonfinite_flags(report: DiagnosticReport) -> list[Flag]:
     return []
 
 
-def zero_by_design(report: DiagnosticReport, layer: str, ends: set) -> bool:
-    """An all-zero output or weight that is a design choice, not a defect.
+def readouts(report: DiagnosticReport) -> set[str]:
+    """Constant output layers that training tells apart, and the nodes after them.
+
+    A readout is a model output's last layer with weights, with the
+    parameter-free nodes after it (a softmax). When its kernel starts
+    constant (zeros: Fixup, the muP readout, "zero-init the last layer"),
+    its units have identical incoming weights and a constant output, yet
+    they are not interchangeable: each output unit has its own target, so
+    the kernel's gradient `x^T dL/dy` differs per unit and the first step
+    tells them apart. That holds while the kernel gets a gradient: measured
+    (`kernel_gradient_norm > 0`) or, without targets, while some input of
+    the layer is not all zero. A readout whose kernel gets no gradient (its
+    input is all zero too) stays constant: a defect.
+    """
+    found: set[str] = set()
+    for name in report.layers:
+        if not info(report, name).is_output:
+            continue
+        path, head = [name], name
+        while not info(report, head).weight_shape:
+            inputs = info(report, head).inputs
+            if len(inputs) != 1 or inputs[0] in path:
+                break
+            head = inputs[0]
+            path.append(head)
+        if info(report, head).weight_shape and _told_apart(report, head):
+            found.update(path)
+    return found
+
+
+def _told_apart(report: DiagnosticReport, head: str) -> bool:
+    """Whether a readout's kernel is constant and still gets a gradient."""
+    if get(report, head, "weight_variance") != 0:
+        return False
+    gradient = get(report, head, "kernel_gradient_norm")
+    if math.isfinite(gradient):
+        return gradient > 0
+    for source in info(report, head).inputs:
+        mean = get(report, source, "activation_mean")
+        moment = get(report, source, "activation_variance") + mean * mean
+        if math.isfinite(moment) and moment > 0:
+            return True
+    return False
+
+
+def zero_by_design(
+    report: DiagnosticReport, layer: str, ends: set, heads: set = frozenset()
+) -> bool:
+    """An all-zero or constant output or weight that is a design choice.
 
     A zero-initialized last layer (or BatchNormalization gamma) of a
     residual branch gives exactly zero where the branch joins the stream,
-    and a ReZero/SkipInit gate is a zero scalar (a weight of rank < 2).
+    a ReZero/SkipInit gate is a zero scalar (a weight of rank < 2), and a
+    constant readout that training tells apart (`readouts`, given as
+    `heads`) is how Fixup and the muP readout start.
     """
+    if layer in heads:
+        return True
     facts = info(report, layer)
     weights = get(report, layer, "weight_variance")
     zero_weights = weights == 0 and count(report, layer, "nonfinite_weights") == 0
@@ -69,13 +120,15 @@ def zero_by_design(report: DiagnosticReport, layer: str, ends: set) -> bool:
     return (variance == 0 and mean == 0) or zero_weights
 
 
-def dead_flags(report: DiagnosticReport, t: Thresholds, ends: set) -> list[Flag]:
+def dead_flags(
+    report: DiagnosticReport, t: Thresholds, ends: set, heads: set = frozenset()
+) -> list[Flag]:
     """Flag "dead" where units die first, not at every node after it."""
     dead = {
         layer
         for layer in report.layers
         if get(report, layer, "dead_fraction") >= t.dead
-        and not zero_by_design(report, layer, ends)
+        and not zero_by_design(report, layer, ends, heads)
     }
     flags = []
     for layer in report.layers:
@@ -100,9 +153,11 @@ def dead_flags(report: DiagnosticReport, t: Thresholds, ends: set) -> list[Flag]
     return flags
 
 
-def unit_flags(report: DiagnosticReport, layer: str, t: Thresholds, ends) -> list:
+def unit_flags(
+    report: DiagnosticReport, layer: str, t: Thresholds, ends, heads=frozenset()
+) -> list:
     """Symmetry, identical kernels, saturation and mismatch at one node."""
-    if zero_by_design(report, layer, ends):
+    if zero_by_design(report, layer, ends, heads):
         return []
     flags = []
     duplicate = get(report, layer, "duplicate_unit_fraction")
@@ -200,6 +255,8 @@ def mismatch_flags(report: DiagnosticReport, layer: str, t: Thresholds) -> list[
     facts = info(report, layer)
     if not facts.recommended or facts.initializer in facts.recommended:
         return []
+    if facts.kernel_normalized and report.training:
+        return []  # Training rescales the kernel: its initializer is moot.
     actual = get(report, layer, "weight_variance")
     if not (math.isfinite(actual) and actual > 0):
         return []
