@@ -174,7 +174,8 @@ def test_dashboard_shows_layers_in_order_flagged_cells_and_step_0(
     clean_y = g["plotTop"] + (reports[0].layers.index("norm") + 0.5) * g["rowHeight"]
     assert board.pixel(run, outline_x, clean_y) != FLAG_RED  # never flagged
     caption = board.panel(run).query_selector(".caption").text_content()
-    assert caption.startswith(f"{len(rows)} layers \u00d7 3 steps")
+    # Steps 0, 3 (after the first updates), 4 and 8.
+    assert caption.startswith(f"{len(rows)} layers \u00d7 4 steps")
 
     # The depth profile starts at step 0, and marks the merge and the norm.
     assert board.page.text_content("#profile-step-label") == "step 0"
@@ -194,19 +195,20 @@ def test_dashboard_shows_layers_in_order_flagged_cells_and_step_0(
 
     # Clicking a row of the flag table highlights its cell.
     board.page.fill(".flag-filter", "model/initdiag")
-    flag = reports[1].flags[0]  # a flag of the second diagnosis (step 4)
+    fourth = next(r for r in reports if r.step == 4)
+    flag = fourth.flags[0]  # a flag of the diagnosis at the first epoch's end
     before = board.renders()
     board.page.click(
         f'table.flags tbody tr:has(td.col-layer:text-is("{flag.layer}"))'
         f':has(td.col-kind:text-is("{flag.kind}"))'
-        f':has(td.col-step:text-is("{reports[1].step}"))'
+        f':has(td.col-step:text-is("{fourth.step}"))'
     )
     board.wait_renders(before + 1)
     selection = board.panel(run).query_selector(".selection").text_content()
     assert selection.startswith(f"Selected: {flag.kind} at {flag.layer}, step 4")
     g = board.geometry(run)
     column = g["plotLeft"] + g["plotWidth"] * 4 / 12 + 2  # steps 0, 4, 8; end 12
-    row_top = g["plotTop"] + reports[1].layers.index(flag.layer) * g["rowHeight"]
+    row_top = g["plotTop"] + fourth.layers.index(flag.layer) * g["rowHeight"]
     assert board.pixel(run, column, row_top - 3) == HIGHLIGHT_BLUE
 
     shot = tmp_path / "dashboard.png"

@@ -62,7 +62,8 @@ def test_a_second_model_gets_its_own_step_zero_and_input_check():
     _fit(first, callback, epochs=2)  # steps 0..8; 3: after the first updates
     assert [r.step for r in callback.reports] == [0, 2, 3, 4, 6, 8]
     second = _model("second")
-    _fit(second, callback)
+    with pytest.warns(InitDiagnosticsWarning, match="moved to model 'second'"):
+        _fit(second, callback)
     # The new model is diagnosed from its own step 0, with its own probe
     # and its own history.
     assert callback.diagnoser.model is second
@@ -72,8 +73,44 @@ def test_a_second_model_gets_its_own_step_zero_and_input_check():
     narrow = keras.Sequential([keras.Input((5,)), keras.layers.Dense(2)])
     narrow.compile("sgd", "mse")
     with pytest.raises(ValueError, match="probe_data"):
-        narrow.fit(X[:, :5], Y, epochs=1, verbose=0, callbacks=[callback])
+        with pytest.warns(InitDiagnosticsWarning, match="moved"):
+            narrow.fit(X[:, :5], Y, epochs=1, verbose=0, callbacks=[callback])
     assert int(np.asarray(narrow.optimizer.iterations)) == 0
+
+
+def _zero_hidden_model(name):
+    model = keras.Sequential(
+        [keras.Input((6,))]
+        + [keras.layers.Dense(16, activation="relu", kernel_initializer="zeros")]
+        + [keras.layers.Dense(2, name="head")],
+        name=name,
+    )
+    model.compile("sgd", "mse")
+    return model
+
+
+def test_a_callback_reused_on_another_model_warns_again_and_writes_its_own_run(
+    tmp_path,
+):
+    callback = _callback(tmp_path, on_flag="warn")
+    first, second = _zero_hidden_model("first"), _zero_hidden_model("second")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _fit(first, callback)
+    assert any("[symmetry]" in str(w.message) for w in caught)
+    # The second model is trained to the first's last step without the
+    # callback: the callback must still diagnose it there.
+    second.fit(X, Y, batch_size=16, epochs=1, verbose=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _fit(second, callback)
+    messages = [str(w.message) for w in caught]
+    assert any("moved to model 'second'" in m for m in messages)
+    # The same defect at the same layer name is news for the new model.
+    assert any("[symmetry]" in m for m in messages), messages
+    mine = [r.step for r in read_reports(tmp_path / "initdiag")]
+    theirs = [r.step for r in read_reports(tmp_path / "initdiag_second")]
+    assert mine == [0, 3, 4] and theirs[0] == 4 and theirs[-1] == 8
 
 
 def test_freeze_unfreeze_and_recompile_are_picked_up():
@@ -374,3 +411,34 @@ def test_a_retry_after_flag_error_diagnoses_step_zero_again():
     zero = [r for r in callback.reports if r.step == 0]
     assert zero and not [f for f in zero[-1].flags if f.kind == "symmetry"]
     assert int(np.asarray(model.optimizer.iterations)) == 4
+
+
+class _Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__(name="subclassed")
+        self.hidden = keras.layers.Dense(16, activation="relu", name="hidden")
+        self.head = keras.layers.Dense(2, name="head")
+
+    def call(self, x):
+        return self.head(self.hidden(x))
+
+
+def test_a_subclassed_model_without_probe_data_trains_with_weight_statistics():
+    model = _Subclassed()
+    model.compile("sgd", "mse")
+    callback = keras_initdiag.InitDiagnostics(log_dir=None, verbose=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(X, Y, batch_size=16, epochs=1, verbose=0, callbacks=[callback])
+    assert int(np.asarray(model.optimizer.iterations)) == 4
+    messages = " ".join(str(w.message) for w in caught)
+    # Keras builds it at its first step; then it is probed on inputs shaped
+    # as it was built.
+    assert "diagnostics start after that step" in messages
+    assert "shaped as model 'subclassed' was built" in messages
+    assert callback.reports[0].step == 1
+    kernel = np.asarray(model.hidden.kernel.value)
+    last = callback.reports[-1]
+    assert last.stats["hidden"]["weight_variance"] == pytest.approx(
+        float(np.var(kernel)), rel=1e-4
+    )

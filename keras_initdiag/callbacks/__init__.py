@@ -161,6 +161,7 @@ class InitDiagnostics(keras.callbacks.Callback):
         self._updates: UpdateTracker | None = None
         self.update_ratios: dict[str, float] = {}
         self._failure_warned = False
+        self._deferred = False  # bind after the first step (unbuilt model)
 
     @property
     def reports(self) -> list[DiagnosticReport]:
@@ -189,8 +190,25 @@ class InitDiagnostics(keras.callbacks.Callback):
     # -- lifecycle -----------------------------------------------------------
 
     def on_train_begin(self, logs=None):
-        """Bind to the model, validate everything, then diagnose this step."""
+        """Bind to the model, validate everything, then diagnose this step.
+
+        A subclassed model that Keras builds only at its first step, with no
+        `probe_data` to build it on, is bound after that step instead.
+        """
         self._failure_warned = False
+        self._deferred = not self.model.built and self.probe_x is None
+        if self._deferred:
+            self.actor.warn_once(
+                "deferred",
+                f"InitDiagnostics: model {self.model.name!r} is built only by its "
+                "first training step, and no `probe_data` was given, so the "
+                "diagnostics start after that step (without step 0). Pass "
+                "`probe_data=(x, y)` to diagnose it from step 0.",
+            )
+            return
+        self._begin()
+
+    def _begin(self):
         self._bind()
         self.schedule.begin_fit()
         self._diagnose(first=True)
@@ -209,6 +227,14 @@ class InitDiagnostics(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         """Collect the steps' gradient norms; diagnose on an int schedule."""
+        if self._deferred:
+            self._deferred = False
+            try:
+                self._begin()
+            except Exception as error:  # noqa: BLE001 - never break the user's fit.
+                self._diagnoser = None
+                self._failed(self._step(), error)
+            return
         if self._recorder is not None and self._recorder.attached:
             self._collect_norms()
         if self._updates is not None and self._updates.active:
@@ -299,6 +325,17 @@ class InitDiagnostics(keras.callbacks.Callback):
         if self._recorder is not None:
             self._recorder.detach()
             self._recorder = None
+        if self._bound is not None:
+            # Another model: its own run, and its flags are news again.
+            run = self.sink.follow(model)
+            self.actor.reset()
+            warnings.warn(
+                f"InitDiagnostics moved to model {model.name!r}: it starts over "
+                "from that model's current step"
+                + (f", and its events go to {run!r}." if run else "."),
+                InitDiagnosticsWarning,
+                stacklevel=3,
+            )
         self._bound = weakref.ref(model)
         self._updates = None
         self.update_ratios = {}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
+import re
 
 import keras
 import tensorflow as tf
@@ -47,6 +48,7 @@ class Sink:
 
     def __init__(self, log_dir: str | os.PathLike | None):
         self.writer = None if log_dir is None else DiagnosticsWriter(log_dir)
+        self._runs = {"initdiag"}
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pending: list = []
         self._series: list = []
@@ -119,6 +121,28 @@ class Sink:
         if self.writer is not None:
             self.flush(wait=True)
             self.writer.close()
+
+    def follow(self, model: keras.Model) -> str | None:
+        """Send the events of another model than before to a run of its own.
+
+        The first model a callback writes for keeps `log_dir/initdiag`; each
+        later one gets `log_dir/initdiag_<model name>` (with a number if that
+        name was used), so the reports of two models never share a run.
+
+        Returns:
+            The new run directory, or None when nothing is written.
+        """
+        if self.writer is None:
+            return None
+        self.close()
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", model.name) or "model"
+        subdir, number = f"initdiag_{name}", 1
+        while subdir in self._runs:
+            number += 1
+            subdir = f"initdiag_{name}_{number}"
+        self._runs.add(subdir)
+        self.writer = DiagnosticsWriter(self.writer.log_dir, subdir=subdir)
+        return self.writer.run_dir
 
     def _draw(self, report: DiagnosticReport) -> None:
         if self._pool is None:

@@ -151,12 +151,9 @@ def synthetic_inputs(model: keras.Model, tapset, batch: int = 32):
         inputs = list(model.inputs)
     except (AttributeError, ValueError):
         inputs = []
-    if not inputs or tapset.view is None:
-        raise ValueError(
-            f"Argument `probe_data` is required for model {model.name!r}, whose input "
-            "shape is unknown (subclassed model). Received: probe_data=None"
-        )
     rng = np.random.default_rng(0)
+    if not inputs or tapset.view is None:
+        return _shaped_as_built(model, rng, batch)
     arrays, notes = [], []
     graph = tapset.graph
     readers = graph.consumers()
@@ -185,6 +182,41 @@ def synthetic_inputs(model: keras.Model, tapset, batch: int = 32):
         notes.append(f"random token ids in [{low}, {high}) for input {name!r}")
     structure = arrays[0] if len(arrays) == 1 else arrays
     return structure, notes
+
+
+def _shaped_as_built(model: keras.Model, rng, batch: int):
+    """Standard-normal inputs in the structure a subclassed model was built on.
+
+    `model.get_build_config()` records the input shapes `fit` built it with
+    (a shape, or a dict or list of them).
+
+    Raises:
+        ValueError: The model was never built, so its input shape is unknown.
+    """
+    config = model.get_build_config() if model.built else None
+    shapes = (config or {}).get("input_shape")
+    if shapes is None:
+        raise ValueError(
+            f"Argument `probe_data` is required for model {model.name!r}, whose "
+            "input shape is unknown (a subclassed model that is not built yet). "
+            "Received: probe_data=None"
+        )
+
+    def is_shape(value):
+        return isinstance(value, (list, tuple)) and all(
+            d is None or isinstance(d, int) for d in value
+        )
+
+    def draw(shape):
+        size = [batch] + [d if d is not None else 8 for d in shape[1:]]
+        return rng.standard_normal(size).astype(np.float32)
+
+    structure = (
+        keras.tree.map_shape_structure(draw, shapes)
+        if not is_shape(shapes)
+        else draw(shapes)
+    )
+    return structure, [f"shaped as model {model.name!r} was built (subclassed)"]
 
 
 def probe_inputs(model: keras.Model, tapset, x, y):
