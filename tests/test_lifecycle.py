@@ -442,3 +442,34 @@ def test_a_subclassed_model_without_probe_data_trains_with_weight_statistics():
     assert last.stats["hidden"]["weight_variance"] == pytest.approx(
         float(np.var(kernel)), rel=1e-4
     )
+
+
+class _KillUnits(keras.callbacks.Callback):
+    """Silences every ReLU of layer h1 after the first epoch (a bias of -1e3):
+    a mid-fit "dead" that, on the calibration grid, never predicted failure."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            self.model.get_layer("h1").bias.assign(np.full((16,), -1e3, "float32"))
+
+
+def test_dead_after_step_0_is_advice_and_does_not_stop_or_raise(capsys):
+    model = _model()
+    callback = _callback(on_flag="raise", verbose=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(
+            X,
+            Y,
+            batch_size=16,
+            epochs=3,
+            verbose=0,
+            callbacks=[_KillUnits(), callback],
+        )  # no FlagError
+    assert int(np.asarray(model.optimizer.iterations)) == 12
+    dead = [f for f in callback.flags if f.kind == "dead"]
+    assert dead and all(f.step > 0 for f in dead)
+    assert any(
+        "advisory" in str(w.message) and "[dead]" in str(w.message) for w in caught
+    )
+    assert "dead at" not in capsys.readouterr().out  # not printed as a problem

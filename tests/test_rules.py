@@ -10,7 +10,7 @@ import math
 import pytest
 
 from keras_initdiag.diagnostics import signal
-from keras_initdiag.diagnostics.report import DiagnosticReport, LayerInfo
+from keras_initdiag.diagnostics.report import DiagnosticReport, Flag, LayerInfo
 from keras_initdiag.diagnostics.rules import Thresholds, expected_variance, judge
 
 NAN = math.nan
@@ -577,3 +577,17 @@ def test_a_plain_normalized_stack_gets_the_residual_advice():
     flags = judge(report_of(nodes, values))
     (flag,) = [f for f in flags if f.kind == "exploding"]
     assert "residual connections" in flag.message and "Yang" in flag.message
+
+
+def test_kinds_that_do_not_predict_failure_during_training_are_advice_after_step_0():
+    from keras_initdiag.diagnostics.rules import is_advisory
+
+    def flag(kind, step):
+        return Flag(kind, "dense", step, 1.0, 0.5, "")
+
+    for kind in ("vanishing", "exploding", "dead", "saturation", "finite_width"):
+        assert not is_advisory(flag(kind, 0)) and is_advisory(flag(kind, 1)), kind
+    for kind in ("symmetry", "nonfinite", "update_ratio", "no_gradient"):
+        assert not is_advisory(flag(kind, 0)) and not is_advisory(flag(kind, 50))
+    for kind in ("identical_kernels", "init_mismatch"):
+        assert is_advisory(flag(kind, 0)) and is_advisory(flag(kind, 50))

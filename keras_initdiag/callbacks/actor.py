@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 
 from keras_initdiag.diagnostics.report import DiagnosticReport, Flag
-from keras_initdiag.diagnostics.rules import ADVISORY
+from keras_initdiag.diagnostics.rules import is_advisory
 
 ON_FLAG = ("warn", "stop", "raise", "ignore")
 
@@ -82,15 +82,13 @@ class Actor:
         """Warn about, stop for or raise on `flags` (see `act`)."""
         if self.on_flag == "ignore" or not flags:
             return False
-        serious = [f for f in flags if f.kind not in ADVISORY]
+        serious = [f for f in flags if not is_advisory(f)]
         if self.on_flag == "raise" and serious:
             raise FlagError(serious)
         for flag in serious:
             self.warn_once((flag.kind, flag.layer), str(flag))
         fresh = [
-            f
-            for f in flags
-            if f.kind in ADVISORY and (f.kind, f.layer) not in self._warned
+            f for f in flags if is_advisory(f) and (f.kind, f.layer) not in self._warned
         ]
         if fresh:
             self._warned |= {(f.kind, f.layer) for f in fresh}
@@ -120,13 +118,13 @@ class Actor:
             print(report.table())
             return
         serious = sorted(
-            {(f.kind, f.layer) for f in report.flags if f.kind not in ADVISORY}
+            {(f.kind, f.layer) for f in report.flags if not is_advisory(f)}
         )
         new = set(serious) - self._printed
         if self.verbose == 1 and (new or self._reports == 1):
             self._printed |= new
             kinds = ", ".join(f"{kind} at {layer}" for kind, layer in serious)
-            advisory = sum(f.kind in ADVISORY for f in report.flags)
+            advisory = sum(is_advisory(f) for f in report.flags)
             line = f"InitDiagnostics step {report.step}: " + (kinds or "no problems")
             if advisory:
                 line += f" ({advisory} advisory: see the warnings or TensorBoard)"

@@ -281,7 +281,18 @@ def _cmd_report(args) -> int:
     from keras_initdiag.cli import report_formats
 
     sys.stdout.write(report_formats.FORMATS[args.format](runs, problems))
-    raised = {f.kind for _, _, reports in runs for r in reports for f in r.flags}
+    from keras_initdiag.diagnostics.rules import ADVISORY, is_advisory
+
+    # A kind named in --fail-on fails the gate, except where it is advice:
+    # after step 0 for the kinds that do not predict failure during training
+    # (an always-advisory kind, named explicitly, counts).
+    raised = {
+        f.kind
+        for _, _, reports in runs
+        for r in reports
+        for f in r.flags
+        if f.kind in ADVISORY or not is_advisory(f)
+    }
     return EXIT_FLAGS if raised & set(args.fail_on) else EXIT_OK
 
 

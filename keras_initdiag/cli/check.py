@@ -90,7 +90,7 @@ def _labels(args):
 
 def run(args) -> int:
     """Run `check`; the exit code (1 when there are non-advisory flags)."""
-    from keras_initdiag.diagnostics.rules import ADVISORY
+    from keras_initdiag.diagnostics.rules import is_advisory
 
     model = _load_model(args.model)
     if args.data is None:
@@ -123,5 +123,5 @@ def run(args) -> int:
         except (TypeError, ValueError) as e:
             raise InputError(f"cannot diagnose {args.model} on {args.data}: {e}") from e
         print(report.table(MEASURED))
-    serious = [f for f in report.flags if f.kind not in ADVISORY]
+    serious = [f for f in report.flags if not is_advisory(f)]
     return EXIT_FLAGS if serious else EXIT_OK

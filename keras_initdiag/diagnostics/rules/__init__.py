@@ -56,6 +56,36 @@ FLAG_KINDS: tuple[str, ...] = (
 )
 #: Flag kinds that are advice, never a reason to stop or raise.
 ADVISORY: tuple[str, ...] = ("identical_kernels", "init_mismatch")
+#: Flag kinds that are advice once training has started (a diagnosis after
+#: step 0). Measured on the calibration grid's training runs
+#: (`benchmarks/midfit.py`, BENCHMARKS.md "Flags during training"): each
+#: fired after step 0 on networks that trained, and never on a failing one
+#: that step 0 had not already flagged. Symmetry, update_ratio, nonfinite and
+#: no_gradient did not fire on a network that trained, and stay serious.
+ADVISORY_DURING_TRAINING: tuple[str, ...] = (
+    "vanishing",
+    "exploding",
+    "dead",
+    "saturation",
+    "finite_width",
+)
+
+
+def is_advisory(flag: Flag) -> bool:
+    """Whether `flag` is advice, never a reason to stop, raise or fail.
+
+    Always for `ADVISORY` kinds; after step 0 also for
+    `ADVISORY_DURING_TRAINING` kinds.
+
+    Example:
+    >>> rules.is_advisory(Flag("dead", "dense", 0, 0.9, 0.5, ""))
+    False
+    >>> rules.is_advisory(Flag("dead", "dense", 100, 0.9, 0.5, ""))
+    True
+    """
+    return flag.kind in ADVISORY or (
+        flag.step > 0 and flag.kind in ADVISORY_DURING_TRAINING
+    )
 
 
 def judge(report: DiagnosticReport, thresholds: Thresholds | None = None) -> list[Flag]:
