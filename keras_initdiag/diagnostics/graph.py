@@ -136,6 +136,8 @@ def kind_of(op) -> str:
         return "norm"
     if layer_facts.is_preprocessing(op):
         return "preprocess"
+    if layer_facts.is_reduction(op):
+        return "reduce"
     return "layer" if isinstance(op, keras.layers.Layer) else "op"
 
 

@@ -108,6 +108,24 @@ def normalizes_kernel(layer) -> bool:
     return isinstance(layer, _classes("SpectralNormalization"))
 
 
+#: Pooling layers: each output reduces a window (or the whole map) of its
+#: input. Averaging k inputs divides the gradient energy `E[x^2] E||dL/dx||^2`
+#: by about k (a global pooling of a 32 x 32 map by ~1024) by construction,
+#: which is no law of depth.
+REDUCTION_LAYERS: tuple[type, ...] = _classes(
+    *(
+        f"{kind}Pooling{dims}D"
+        for kind in ("GlobalAverage", "GlobalMax", "Average", "Max")
+        for dims in (1, 2, 3)
+    )
+)
+
+
+def is_reduction(layer) -> bool:
+    """Whether a layer (or the layer it wraps) is a pooling layer."""
+    return isinstance(unwrapped(layer), REDUCTION_LAYERS)
+
+
 def is_preprocessing(layer) -> bool:
     """Whether a layer (or the layer it wraps) is a preprocessing layer."""
     return isinstance(unwrapped(layer), PREPROCESSING_LAYERS)

@@ -99,7 +99,8 @@ class LayerInfo:
         kind: `"input"`, `"layer"`, `"norm"` (a normalization layer, whose
             output scale is set by design), `"preprocess"` (a preprocessing
             layer such as `Rescaling`, `Normalization` or `Whitening`, whose
-            output scale is set by design too), `"merge"` (a layer or op that
+            output scale is set by design too), `"reduce"` (a pooling layer,
+            which averages or picks over windows), `"merge"` (a layer or op that
             merges branches, e.g. `Add` or `h + r`) or `"op"` (another
             operation that is not a layer); `""` when unknown (reports
             written before kinds were recorded).

@@ -29,7 +29,9 @@ Pure Python on a `DiagnosticReport` (no TensorFlow), shared by the engine
   chains and restarts where the signal was merged (a residual sum, a
   concatenation): behind a merge the gradient also flows through the other
   branches, the skip path among them, so the per-layer factors of a chain
-  do not multiply across it.
+  do not multiply across it. It restarts at a pooling layer too: averaging
+  `k` inputs divides the product by about `k` by construction (a global
+  pooling of a 32 x 32 map by ~1024), which says nothing about depth.
 """
 
 from __future__ import annotations
@@ -191,7 +193,8 @@ def backward(report: DiagnosticReport) -> Backward:
     gradient energy; a node read by a merge starts a new chain, and so does
     a node read by an output layer (the head's own step follows the loss and
     the head's shape, e.g. a 1-unit regression head on a collapsed
-    representation, not any law of depth).
+    representation, not any law of depth), and a node read by a pooling
+    layer (a reduction, not depth).
     """
     moments = second_moments(report)
     energy = {n: gradient_energy(report, n, moments) for n in report.layers}
@@ -212,7 +215,7 @@ def backward(report: DiagnosticReport) -> Backward:
         step = energy[name] - energy[consumer]
         result.gain[name] = math.exp(step)
         reference = _info(report, consumer)
-        if reference.kind == "merge" or reference.is_output:
+        if reference.kind in ("merge", "reduce") or reference.is_output:
             result.scale[name] = 0.0
             continue
         result.scale[name] = result.scale[consumer] + step

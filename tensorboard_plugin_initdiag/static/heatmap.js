@@ -17,6 +17,8 @@ export const KIND_COLORS = {
   input: '#757575',
   norm: '#2e7d32',
   merge: '#7b1fa2',
+  preprocess: '#0277bd',
+  reduce: '#5d4037',
   op: '#ef6c00',
 };
 

@@ -4,7 +4,14 @@ import {clear, el, sizeCanvas} from './dom.js';
 import {KIND_COLORS} from './heatmap.js';
 import {COLORS, tickLabel, viridis} from './scale.js';
 
-const KIND_NAMES = {input: 'model input', norm: 'normalization', merge: 'merge', op: 'op'};
+const KIND_NAMES = {
+  input: 'model input',
+  norm: 'normalization',
+  merge: 'merge',
+  preprocess: 'preprocessing',
+  reduce: 'pooling',
+  op: 'op',
+};
 
 /**
  * Fill `legend` for one statistic.
