@@ -379,3 +379,32 @@ def test_a_second_fit_does_not_redraw_the_same_image(tmp_path):
     fit(model, x, y, callback, epochs=1)  # resumes at 4: only 8 is new
     accumulator = event_accumulator(str(tmp_path / "initdiag"))
     assert [e.step for e in accumulator.Tensors("depth_profile")] == [0, 4, 8]
+
+
+def test_run_level_summaries_reach_every_logs_reader(tmp_path):
+    import csv
+    import math
+
+    model, x, y = model_and_data()
+    callback = keras_initdiag.InitDiagnostics(
+        log_dir=None, probe_data=(x[:16], y[:16]), verbose=0
+    )
+    path = tmp_path / "log.csv"
+    history = model.fit(
+        x,
+        y,
+        batch_size=16,
+        epochs=2,
+        verbose=0,
+        callbacks=[callback, keras.callbacks.CSVLogger(str(path))],
+    )
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2
+    last = callback.reports[-1]
+    dead = max(v for v in last.stat("dead_fraction") if not math.isnan(v))
+    assert float(rows[-1]["initdiag_max_dead_fraction"]) == pytest.approx(dead)
+    assert float(rows[-1]["initdiag_flags"]) == len(last.flags)  # none advisory here
+    assert history.history["initdiag_max_dead_fraction"][-1] == pytest.approx(dead)
+    worst = float(rows[-1]["initdiag_worst_backward_scale"])
+    assert 0 < worst < float("inf")

@@ -37,6 +37,7 @@ from keras_initdiag.callbacks.actor import (
 from keras_initdiag.callbacks.history import History
 from keras_initdiag.callbacks.schedule import Schedule
 from keras_initdiag.callbacks.sink import Sink
+from keras_initdiag.callbacks.summary import log_summary
 from keras_initdiag.callbacks.updates import UpdateTracker
 from keras_initdiag.diagnostics import rules
 from keras_initdiag.diagnostics.batches import probe_inputs, split_probe_data
@@ -248,10 +249,16 @@ class InitDiagnostics(keras.callbacks.Callback):
             self._diagnose()
 
     def on_epoch_end(self, epoch, logs=None):
-        """Diagnose after every epoch with `update_freq="epoch"`."""
+        """Diagnose after every epoch with `update_freq="epoch"`; fill `logs`.
+
+        The latest diagnosis's `summary.log_summary` joins `logs`, for the
+        callbacks after this one (History, the progress bar, CSVLogger).
+        """
         self.schedule.end_epoch()
         if self._diagnoser is not None and self.schedule.due_at_epoch_end():
             self._diagnose()
+        if logs is not None and self.history.last is not None:
+            logs.update(log_summary(self.history.last))
         self.sink.flush()
 
     def on_train_end(self, logs=None):
