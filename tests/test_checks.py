@@ -238,9 +238,9 @@ def test_a_warmup_from_zero_is_not_a_frozen_layer_and_does_not_stop_training(
     assert "stopping training" not in capsys.readouterr().out
 
 
-def test_a_rate_too_small_even_at_its_peak_stops_training_and_says_why(capsys):
-    # A warmup to 1e-8 under SGD: every update stays ~1e-8 of the weights,
-    # some round to nothing. Step 2 runs at the peak rate itself.
+def _too_slow_even_at_the_peak():
+    """A warmup to 1e-8 under SGD: every update stays ~1e-8 of the weights,
+    some round to nothing. Step 2 runs at the peak rate itself."""
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, decay_steps=1000, warmup_target=1e-8, warmup_steps=2
     )
@@ -248,6 +248,11 @@ def test_a_rate_too_small_even_at_its_peak_stops_training_and_says_why(capsys):
     model.compile(keras.optimizers.SGD(schedule), "mse")
     x = RNG.standard_normal((64, 8)).astype("float32")
     y = RNG.standard_normal((64, 1)).astype("float32")
+    return model, x, y
+
+
+def test_a_rate_too_small_even_at_its_peak_stops_training_and_says_why(capsys):
+    model, x, y = _too_slow_even_at_the_peak()
     callback = keras_initdiag.InitDiagnostics(
         log_dir=None, probe_data=(x[:16], y[:16]), on_flag="stop", verbose=1
     )
@@ -294,13 +299,7 @@ def test_update_ratio_flags_reach_the_event_files_and_report_fail_on(tmp_path, c
     from keras_initdiag.cli import main
     from keras_initdiag.tensorboard import read_reports
 
-    schedule = keras.optimizers.schedules.CosineDecay(
-        0.0, decay_steps=1000, warmup_target=1e-8, warmup_steps=2
-    )
-    model = _healthy_mlp(width=16, depth=2)
-    model.compile(keras.optimizers.SGD(schedule), "mse")
-    x = RNG.standard_normal((64, 8)).astype("float32")
-    y = RNG.standard_normal((64, 1)).astype("float32")
+    model, x, y = _too_slow_even_at_the_peak()
     callback = keras_initdiag.InitDiagnostics(
         log_dir=str(tmp_path), probe_data=(x[:16], y[:16]), on_flag="ignore", verbose=0
     )
