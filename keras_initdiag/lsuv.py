@@ -24,7 +24,7 @@ import tensorflow as tf
 from keras_initdiag import _checks, initializers
 from keras_initdiag.diagnostics.batches import as_batch, check_fits
 from keras_initdiag.diagnostics.cache import forget, graph_of
-from keras_initdiag.diagnostics.probe import stateless_forward
+from keras_initdiag.diagnostics.stateless import stateless_forward
 from keras_initdiag.diagnostics.taps import DATA_DEPENDENT, build_taps, check_model
 
 _L = keras.layers
