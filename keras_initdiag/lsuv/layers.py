@@ -22,38 +22,30 @@ def _conv(layer, x, kernel):
     return layer.convolution_op(x, kernel)
 
 
+def _options(layer) -> dict:
+    """The window options a convolution layer passes to its `keras.ops` call."""
+    return {
+        "strides": layer.strides,
+        "padding": layer.padding,
+        "dilation_rate": layer.dilation_rate,
+        "data_format": layer.data_format,
+    }
+
+
 def _conv_transpose(layer, x, kernel):
+    options = _options(layer) | {"strides": list(layer.strides)}
     return keras.ops.conv_transpose(
-        x,
-        kernel,
-        strides=list(layer.strides),
-        padding=layer.padding,
-        output_padding=layer.output_padding,
-        dilation_rate=layer.dilation_rate,
-        data_format=layer.data_format,
+        x, kernel, output_padding=layer.output_padding, **options
     )
 
 
 def _depthwise(layer, x, kernel):
-    return keras.ops.depthwise_conv(
-        x,
-        kernel,
-        strides=layer.strides,
-        padding=layer.padding,
-        dilation_rate=layer.dilation_rate,
-        data_format=layer.data_format,
-    )
+    return keras.ops.depthwise_conv(x, kernel, **_options(layer))
 
 
 def _separable(layer, x, kernel):
     return keras.ops.separable_conv(
-        x,
-        layer.depthwise_kernel,
-        kernel,
-        strides=layer.strides,
-        padding=layer.padding,
-        dilation_rate=layer.dilation_rate,
-        data_format=layer.data_format,
+        x, layer.depthwise_kernel, kernel, **_options(layer)
     )
 
 
