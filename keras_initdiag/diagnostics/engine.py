@@ -26,6 +26,7 @@ from keras_initdiag.diagnostics.activation_moments import ActivationMoments
 from keras_initdiag.diagnostics.batches import as_batch, check_fits, restructure
 from keras_initdiag.diagnostics.loss import ProbeLoss
 from keras_initdiag.diagnostics.report import STAT_NAMES, DiagnosticReport
+from keras_initdiag.diagnostics.stateless import read_only
 from keras_initdiag.diagnostics.taps import TapSet, build_taps, check_model
 
 
@@ -237,9 +238,8 @@ class Diagnoser:
 
     def _model_rejects(self, x, y) -> Exception | None:
         model = self.model
-        mapping = [(v, v.value) for v in model.variables]
         try:
-            with keras.StatelessScope(state_mapping=mapping, collect_losses=True):
+            with read_only(model):
                 preds = model(x, training=False)
                 if y is not None and self.probe.loss is not None:
                     self.probe.loss(model, x, y, preds)

@@ -16,6 +16,8 @@ import math
 import keras
 import tensorflow as tf
 
+from keras_initdiag.diagnostics import stateless
+
 
 class ProbeLoss:
     """Computes a model's loss from targets and predictions, statelessly.
@@ -76,8 +78,7 @@ class ProbeLoss:
         if self.built or self.explicit is not None:
             self.built = True
             return
-        mapping = [(v, v.value) for v in model.variables]
-        with keras.StatelessScope(state_mapping=mapping, collect_losses=True):
+        with stateless.read_only(model):
             self(model, x, y, preds)
         self.built = True
 

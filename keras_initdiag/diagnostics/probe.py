@@ -3,19 +3,13 @@
 `Probe` is built once per model (and tap selection, loss and measurement
 mode). Its first `EAGER_CALLS` calls run eagerly, then one `tf.function` per
 input signature runs the same code. It runs the view of the model
-statelessly inside a `keras.StatelessScope`: every variable is read into a
-tensor, the layers see those tensors, and whatever they would write
-(BatchNormalization's moving statistics, dropout's seed-generator state, the
-loss trackers) goes to the scope and is dropped. So the model runs exactly
-as `fit` runs it (training mode by default: batch statistics in
-normalization layers, dropout on), and no variable changes. It then computes
+statelessly (`stateless`: every variable read into a tensor, whatever the
+layers would write dropped), so the model runs exactly as `fit` runs it
+(training mode by default: batch statistics in normalization layers,
+dropout on with a fixed seed), and no variable changes. It then computes
 the loss, the gradients with respect to every tapped output, the model's
-inputs and the weights, reduces everything on the device, and returns a
-single float32 vector, which the host copies once.
-
-Random layers (dropout, noise) draw from a fixed seed in every diagnosis, so
-two diagnoses of the same weights give the same numbers and the model's own
-random state never moves.
+inputs and the weights (`backward`), reduces everything on the device, and
+returns a single float32 vector, which the host copies once.
 """
 
 from __future__ import annotations
@@ -27,7 +21,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_initdiag.diagnostics import reduce
+from keras_initdiag.diagnostics import backward, reduce, stateless
+from keras_initdiag.diagnostics.backward import FLOAT16_LOSS_SCALE as FLOAT16_LOSS_SCALE
 from keras_initdiag.diagnostics.loss import ProbeLoss
 from keras_initdiag.diagnostics.reduce import DEVICE_FIELDS, f32
 from keras_initdiag.diagnostics.taps import Tap, TapSet
@@ -41,24 +36,6 @@ _NAN = float("nan")
 #: frequent schedule compiles once, at its fifth diagnosis. Both paths run
 #: the same function, with one host copy per call.
 EAGER_CALLS = 4
-#: Under float16 compute, the probe first scales its loss by this power of
-#: two (exact in binary) and divides the gradients back in float32, so that
-#: small back-propagated gradients do not underflow float16 (smallest
-#: subnormal 6e-8). When that overflows, it tries the unscaled loss, then
-#: `1 / FLOAT16_LOSS_SCALE`: only gradients that overflow at every scale
-#: are reported as non-finite, as Keras's `LossScaleOptimizer` would skip
-#: them at every scale too.
-FLOAT16_LOSS_SCALE = 2.0**10
-_SEED_STATE = "seed_generator_state"
-
-
-def _unique(variables) -> list:
-    seen, out = set(), []
-    for v in variables:
-        if id(v) not in seen:
-            seen.add(id(v))
-            out.append(v)
-    return out
 
 
 class Probe:
@@ -91,9 +68,9 @@ class Probe:
         self.loss = loss
         self.training = bool(training)
         self.histograms = histograms
-        self.trainable, self.non_trainable = split_variables(tapset, model)
+        self.trainable, self.non_trainable = stateless.split_variables(tapset, model)
         # Every variable the reductions read: main weights and trainable ones.
-        self.measured = _unique(
+        self.measured = stateless.unique(
             [
                 w
                 for tap in tapset.taps
@@ -101,7 +78,7 @@ class Probe:
                 if w is not None
             ]
         )
-        self.scale = FLOAT16_LOSS_SCALE if _computes_in_float16(model) else 1.0
+        self.scale = backward.loss_scale(model)
         self._functions: dict = {}
         self.traces = 0
         self.calls = 0
@@ -171,13 +148,9 @@ class Probe:
         model = self.model
         head = tf.nest.map_structure(lambda a: a[:2], x)
         target = tf.nest.map_structure(lambda a: a[:2], y)
-        mapping = [(v, v.value) for v in model.variables]
-        with keras.StatelessScope(state_mapping=mapping):
+        with stateless.read_only(model, collect_losses=False):
             preds = model(head, training=False)
         self.loss.build(model, head, target, preds)
-
-    def _forward(self, model, x):
-        return forward(self.tapset, model, x, self.training)
 
     def _inputs_as_given(self, tapped: list, x) -> list:
         """Tapped outputs, with each model input taken as the tensor given.
@@ -203,12 +176,8 @@ class Probe:
         inputs = [t for t in tf.nest.flatten(x) if t.dtype.is_floating]
         with tf.GradientTape(watch_accessed_variables=False, persistent=True) as tape:
             tape.watch(values + inputs)
-            scope = keras.StatelessScope(
-                state_mapping=state_mapping(self.trainable, values, self.non_trainable),
-                collect_losses=True,
-            )
-            with scope:
-                preds, tapped = self._forward(model, x)
+            with stateless.scope(self.trainable, values, self.non_trainable):
+                preds, tapped = stateless.forward(self.tapset, model, x, self.training)
                 tapped = self._inputs_as_given(tapped, x)
                 tape.watch(tapped)
                 loss = None
@@ -216,7 +185,7 @@ class Probe:
                     loss = self.loss(model, x, y, preds)
         current = {id(v): value for v, value in zip(self.trainable, values)}
         if loss is not None:
-            grads = _gradients(tape, loss, list(tapped) + values, self.scale)
+            grads = backward.gradients(tape, loss, list(tapped) + values, self.scale)
             out_grads, weight_grads = grads[: len(tapped)], grads[len(tapped) :]
         else:
             out_grads, weight_grads = [None] * len(tapped), [None] * len(values)
@@ -243,67 +212,6 @@ class Probe:
             return vector
         hist = _histograms(taps, outputs, measured, measured_values, measured_grads)
         return vector, hist
-
-
-def split_variables(tapset: TapSet, model: keras.Model) -> tuple[list, list]:
-    """`(trainable, other)` variables of the view and the model, each once."""
-    source = tapset.view if tapset.view is not None else model
-    trainable = _unique(
-        list(source.trainable_variables) + list(model.trainable_variables)
-    )
-    ids = {id(v) for v in trainable}
-    every = _unique(list(source.variables) + list(model.variables))
-    return trainable, [v for v in every if id(v) not in ids]
-
-
-def state_mapping(trainable: list, values: list, non_trainable: list) -> list:
-    """`(variable, value)` for a stateless call; seed states are fixed.
-
-    Trainable variables map to `values` (tensors a tape can watch), the
-    others to their current values, except seed-generator states, which map
-    to a fixed seed each: random layers draw the same numbers at every
-    diagnosis, and the model's own random state never moves.
-    """
-    mapping = list(zip(trainable, values))
-    seeds = 0
-    for variable in non_trainable:
-        if variable.name == _SEED_STATE:
-            seeds += 1
-            value = tf.constant([1337 + seeds, 0], dtype=variable.dtype)
-        else:
-            value = tf.identity(variable.value)
-        mapping.append((variable, value))
-    return mapping
-
-
-def forward(tapset: TapSet, model: keras.Model, x, training: bool):
-    """`(predictions, tapped outputs)` of the view (or the model without one).
-
-    Call it inside a `keras.StatelessScope` (see `stateless_forward`).
-    """
-    if tapset.view is None:
-        return model(x, training=training), []
-    out = tapset.view(x, training=training)
-    return out["outputs"], list(out["taps"])
-
-
-def stateless_forward(tapset: TapSet, model: keras.Model, x, training: bool):
-    """`forward`, run in a `keras.StatelessScope`: no variable changes."""
-    source = tapset.view if tapset.view is not None else model
-    trainable = _unique(
-        list(source.trainable_variables) + list(model.trainable_variables)
-    )
-    ids = {id(v) for v in trainable}
-    others = [
-        v
-        for v in _unique(list(source.variables) + list(model.variables))
-        if id(v) not in ids
-    ]
-    values = [tf.identity(v.value) for v in trainable]
-    with keras.StatelessScope(
-        state_mapping=state_mapping(trainable, values, others), collect_losses=True
-    ):
-        return forward(tapset, model, x, training)
 
 
 def _tapped(tensors: list, tap: Tap):
@@ -344,67 +252,6 @@ def _specs(structure, view):
     shapes = free if len(free) == len(flat) else [None] * len(flat)
     specs = [spec(a, s) for a, s in zip(flat, shapes)]
     return tf.nest.pack_sequence_as(structure, specs)
-
-
-def _computes_in_float16(model: keras.Model) -> bool:
-    policy = getattr(model, "dtype_policy", None)
-    layers = [model] + list(model.layers)
-    dtypes = {getattr(layer, "compute_dtype", None) for layer in layers}
-    return "float16" in dtypes or getattr(policy, "compute_dtype", None) == "float16"
-
-
-def _dense(gradient):
-    """A gradient as one tensor; an `IndexedSlices` is summed per row first.
-
-    An embedding's gradient lists one slice per lookup, with repeated rows;
-    summing them per distinct row gives the true gradient's non-zero rows
-    (its norm and values), without materializing the whole table.
-    """
-    if isinstance(gradient, tf.IndexedSlices):
-        rows, position = tf.unique(gradient.indices)
-        return tf.math.unsorted_segment_sum(gradient.values, position, tf.size(rows))
-    return gradient
-
-
-def _gradients(tape, loss, sources: list, scale: float) -> list:
-    """Gradients of `loss` in float32, loss-scaled under float16 compute.
-
-    Which sources are connected to the loss is static, so every attempt has
-    the same `None` positions; a retry runs only when the previous attempt
-    overflowed (inside a `tf.cond` branch).
-    """
-    unconnected = tf.UnconnectedGradients.NONE
-
-    def attempt(factor) -> list:
-        # The seed of the backward pass is `factor` (the loss's own gradient):
-        # the same as differentiating `loss * factor`, recorded or not.
-        seed = tf.constant(factor, loss.dtype)
-        grads = tape.gradient(
-            loss, sources, output_gradients=seed, unconnected_gradients=unconnected
-        )
-        grads = [None if g is None else f32(_dense(g)) for g in grads]
-        return (
-            grads
-            if factor == 1.0
-            else [None if g is None else g / factor for g in grads]
-        )
-
-    result = attempt(scale)
-    if scale == 1.0:
-        return result
-    connected = [g is not None for g in result]
-    present = [g for g in result if g is not None]
-    for factor in (1.0, 1.0 / scale):
-        if not present:
-            break
-        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in present])
-        present = tf.cond(
-            finite,
-            lambda kept=present: kept,
-            lambda f=factor: [g for g in attempt(f) if g is not None],
-        )
-    it = iter(present)
-    return [next(it) if c else None for c in connected]
 
 
 def _histograms(taps, outputs, measured, values, grads) -> dict:

@@ -1,16 +1,9 @@
-"""The `keras-initdiag demo`: one deep ReLU MLP under every initialization regime.
+"""The demo's regimes: the data, the MLP under each initialization, its training.
 
-The task is synthetic and built in code with a fixed seed (nothing is
-downloaded): classification from features that are strongly correlated
-(0.9) and whose scales span a factor of 10, an elongated input
-distribution. The same 20-layer MLP is trained under each regime with SGD
-and momentum, the setting of He et al. (2015), where a signal that vanishes
-with depth stalls training; `InitDiagnostics` writes TensorBoard events to
-`<logdir>/<regime>/initdiag`. The demo prints a comparison table, writes a
-summary PNG (when matplotlib is installed), and says how to open the runs in
-TensorBoard's initdiag dashboard. What it shows (tested): every regime
-flagged at step 0 ends at the chance level or diverges, every unflagged one
-trains, and whitening the inputs trains fastest.
+`make_data` builds the synthetic task, `build_model` the 20-layer ReLU MLP
+with one regime's initializer (or whitened inputs), and `run_regime` trains
+it with `InitDiagnostics` writing to `<logdir>/<regime>/initdiag`, returning
+what the run produced as a `RegimeResult`.
 """
 
 from __future__ import annotations
@@ -18,17 +11,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import sys
 import time
-from collections.abc import Sequence
-from typing import TextIO
 
 import keras
 import numpy as np
 
 from keras_initdiag import initializers as inits
-from keras_initdiag.callbacks import ADVISORY, InitDiagnostics
-from keras_initdiag.diagnostics.report import DiagnosticReport, Flag, format_table
+from keras_initdiag.callbacks import InitDiagnostics
+from keras_initdiag.diagnostics.report import DiagnosticReport, Flag
 from keras_initdiag.layers import Whitening
 from keras_initdiag.lsuv import lsuv
 
@@ -45,7 +35,8 @@ REGIMES: tuple[str, ...] = (
     "he_whitening",
 )
 
-_DESCRIPTIONS = {
+#: What each regime initializes with, as the table shows it.
+DESCRIPTIONS = {
     "zeros": "all weights zero",
     "small_random": "N(0, 0.01^2)",
     "large_random": "N(0, 1)",
@@ -282,163 +273,3 @@ def run_regime(
     result.accuracy = float(history.history["accuracy"][-1])
     result.seconds = time.perf_counter() - start
     return result
-
-
-def flag_summary(flags: Sequence[Flag]) -> str:
-    """Distinct flag kinds with counts, advisory ones marked `*`; `-` if none."""
-    counts: dict[str, int] = {}
-    for flag in flags:
-        counts[flag.kind] = counts.get(flag.kind, 0) + 1
-    if not counts:
-        return "-"
-    return ", ".join(
-        f"{kind}{'*' if kind in ADVISORY else ''}" + (f" x{n}" if n > 1 else "")
-        for kind, n in counts.items()
-    )
-
-
-def comparison_table(results: Sequence[RegimeResult]) -> str:
-    """The regimes side by side as a fixed-width text table.
-
-    Args:
-        results: One `RegimeResult` per regime.
-
-    Returns:
-        The table; `*` marks advisory flags.
-    """
-    headers = [
-        "regime",
-        "init",
-        "flags at step 0",
-        "flags later",
-        "loss",
-        "acc",
-        "time",
-    ]
-    rows = []
-    for r in results:
-        rows.append(
-            [
-                r.regime,
-                _DESCRIPTIONS[r.regime],
-                flag_summary(r.initial_flags),
-                flag_summary(r.later_flags),
-                f"{r.loss:.3g}" if math.isfinite(r.loss) else "nan",
-                f"{r.accuracy:.2f}",
-                f"{r.seconds:.1f}s",
-            ]
-        )
-    table = format_table(headers, rows)
-    return table + "\n* advisory flag (a suggestion, not a defect)"
-
-
-def write_summary_png(results: Sequence[RegimeResult], path: str) -> bool:
-    """Write the depth profiles at step 0 and the loss curves as a PNG.
-
-    Args:
-        results: The regime results.
-        path: Where to write the PNG.
-
-    Returns:
-        `True` when written, `False` when matplotlib is not installed.
-    """
-    from keras_initdiag import plots
-
-    ran = [r for r in results if r.reports]
-    try:
-        fig = plots.summary_figure(
-            {r.regime: r.reports for r in ran}, {r.regime: r.losses for r in ran}
-        )
-    except ImportError:
-        return False
-    # The loss panel is the last one; a diverged regime's loss (1e7 or more)
-    # would flatten every other curve on a linear axis.
-    fig.axes[-1].set_yscale("log")
-    with open(path, "wb") as f:
-        f.write(plots.figure_to_png(fig, dpi=60))
-    return True
-
-
-def run_demo(
-    logdir: str = "runs/demo",
-    config: DemoConfig | None = None,
-    regimes: Sequence[str] | None = None,
-    out: TextIO | None = None,
-) -> list[RegimeResult]:
-    """Train the demo MLP under every regime and print the comparison.
-
-    Args:
-        logdir: Where the TensorBoard runs and `summary.png` go. Defaults to
-            `"runs/demo"`.
-        config: The sizes. Defaults to `DemoConfig()`.
-        regimes: Which regimes to run, in order. Defaults to `REGIMES`.
-        out: Stream for the progress and the table. Defaults to `sys.stdout`.
-
-    Returns:
-        One `RegimeResult` per regime.
-
-    Raises:
-        ValueError: For an unknown regime name or an unwritable `logdir`.
-
-    Example:
-    >>> from keras_initdiag.cli import demo
-    >>> results = demo.run_demo("runs/demo", demo.QUICK, regimes=["zeros", "he"])
-    """
-    out = out or sys.stdout
-    config = config or DemoConfig()
-    regimes = list(REGIMES if regimes is None else regimes)
-    unknown = [r for r in regimes if r not in REGIMES]
-    if unknown or not regimes:
-        raise ValueError(
-            f"Argument `regimes` must name regimes from {list(REGIMES)}. "
-            f"Received: regimes={regimes!r}"
-        )
-    try:
-        os.makedirs(logdir, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"Cannot create the log directory {logdir!r}: {e}") from e
-    earlier = [r for r in regimes if os.path.isdir(os.path.join(logdir, r, "initdiag"))]
-    if earlier:
-        print(
-            f"Note: {logdir} already holds runs of {', '.join(earlier)}; their new "
-            "events are added next to the old ones (the latest write of a step "
-            "wins). Use a fresh --logdir for a clean comparison.",
-            file=out,
-        )
-    x, y = make_data(config.samples, config.features, config.classes, config.seed)
-    print(
-        f"Demo: {config.depth} ReLU layers x {config.width} units, {config.samples} "
-        f"samples of {config.features} correlated features (scales spanning 10x), "
-        f"{config.classes} classes, SGD with momentum, {config.epochs} epoch(s) "
-        "per regime.",
-        file=out,
-        flush=True,
-    )
-    results = []
-    for i, regime in enumerate(regimes, start=1):
-        tag = f"[{i}/{len(regimes)}] {regime:<15}"
-        print(f"{tag} started ({_DESCRIPTIONS[regime]})", file=out, flush=True)
-        result = run_regime(regime, x, y, config, logdir)
-        results.append(result)
-        print(
-            f"{tag} done in {result.seconds:.1f}s: loss {result.loss:.3g}, "
-            f"accuracy {result.accuracy:.2f}, step-0 flags: "
-            f"{flag_summary(result.initial_flags)}",
-            file=out,
-            flush=True,
-        )
-    print("", file=out)
-    print(comparison_table(results), file=out)
-    png = os.path.join(logdir, "summary.png")
-    if write_summary_png(results, png):
-        print(f"\nSummary figure: {png}", file=out)
-    else:
-        print("\nSummary figure skipped: matplotlib is not installed.", file=out)
-    print(
-        'Dashboard: the "initdiag" tab of TensorBoard '
-        "(http://localhost:6006/#keras_initdiag) shows every layer at every step "
-        "as a heatmap, the signal propagation plot at any step and every flag.",
-        file=out,
-    )
-    print(f"Explore the runs with:\n  tensorboard --logdir {logdir}", file=out)
-    return results
