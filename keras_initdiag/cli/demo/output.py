@@ -5,20 +5,26 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from keras_initdiag.callbacks import ADVISORY
 from keras_initdiag.cli.demo.regimes import DESCRIPTIONS, RegimeResult
 from keras_initdiag.diagnostics.report import Flag, format_table
+from keras_initdiag.diagnostics.rules import is_advisory
 
 
 def flag_summary(flags: Sequence[Flag]) -> str:
-    """Distinct flag kinds with counts, advisory ones marked `*`; `-` if none."""
+    """Distinct flag kinds with counts, advisory ones marked `*`; `-` if none.
+
+    A kind is marked when every one of its flags is advice (an advisory kind,
+    or one that is advice after step 0, `rules.is_advisory`).
+    """
     counts: dict[str, int] = {}
+    advice: dict[str, bool] = {}
     for flag in flags:
         counts[flag.kind] = counts.get(flag.kind, 0) + 1
+        advice[flag.kind] = advice.get(flag.kind, True) and is_advisory(flag)
     if not counts:
         return "-"
     return ", ".join(
-        f"{kind}{'*' if kind in ADVISORY else ''}" + (f" x{n}" if n > 1 else "")
+        f"{kind}{'*' if advice[kind] else ''}" + (f" x{n}" if n > 1 else "")
         for kind, n in counts.items()
     )
 
