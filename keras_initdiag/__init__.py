@@ -44,7 +44,7 @@ with _startup.quiet_start():
     from keras_initdiag.callbacks import (
         InitDiagnosticsWarning as InitDiagnosticsWarning,
     )
-    from keras_initdiag.diagnostics.engine import diagnose as diagnose
+    from keras_initdiag.diagnostics.oneshot import diagnose as diagnose
     from keras_initdiag.diagnostics.report import DiagnosticReport as DiagnosticReport
     from keras_initdiag.diagnostics.report import Flag as Flag
     from keras_initdiag.diagnostics.rules import Thresholds as Thresholds

@@ -23,7 +23,7 @@ import tensorflow as tf
 import keras_initdiag
 import keras_initdiag.cli.demo
 import keras_initdiag.plots
-from keras_initdiag.diagnostics import engine, rules
+from keras_initdiag.diagnostics import predicted, rules
 
 
 def _public() -> dict[str, object]:
@@ -47,7 +47,7 @@ def _public() -> dict[str, object]:
                 found.setdefault(f"{obj.__module__}.{obj.__qualname__}", obj)
     for obj in (
         rules.judge,
-        engine.predicted_report,
+        predicted.predicted_report,
         keras_initdiag.cli.demo.run_demo,
     ):
         found[f"{obj.__module__}.{obj.__qualname__}"] = obj

@@ -271,7 +271,7 @@ def test_biases_and_batch_norm_gamma_beta_enter_the_prediction():
 
 
 def test_check_without_data_predicts_biases_gamma_and_beta():
-    from keras_initdiag.diagnostics.engine import predicted_report
+    from keras_initdiag.diagnostics.predicted import predicted_report
 
     report = predicted_report(_biased_bn_model())
     bn = report.stats["bn"]

@@ -1,7 +1,7 @@
 """`keras-initdiag check MODEL.keras [--data SAMPLE]`.
 
 Without data: the depth profile theory predicts from the architecture
-(`engine.predicted_report`) and the problems it predicts. With a data
+(`predicted.predicted_report`) and the problems it predicts. With a data
 sample: `diagnose()` on it, the measurement next to the prediction.
 """
 
@@ -94,7 +94,7 @@ def run(args) -> int:
 
     model = _load_model(args.model)
     if args.data is None:
-        from keras_initdiag.diagnostics.engine import predicted_report
+        from keras_initdiag.diagnostics.predicted import predicted_report
 
         try:
             report = predicted_report(model, samples=args.samples)

@@ -153,6 +153,34 @@ def dead_flags(
     return flags
 
 
+def same_kernels(signatures: dict) -> dict[str, tuple[str, ...]]:
+    """Which layers start with the same kernel as an earlier one.
+
+    Args:
+        signatures: Layer -> `(kernel shape, kernel signature)` in forward
+            order, for the layers with a non-zero kernel (the probe's
+            signature is a fixed random projection of the kernel: equal
+            kernels give equal signatures).
+
+    Returns:
+        Layer -> `(the first earlier layer with the same kernel,)`, for
+        the layers that have one. They become `LayerInfo.same_kernel_as`,
+        which `unit_flags` turns into "identical_kernels".
+
+    Example:
+    >>> same_kernels({"a": ((4, 4), 0.3), "b": ((4, 4), 0.3)})
+    {'b': ('a',)}
+    """
+    first: dict = {}
+    twins = {}
+    for name, key in signatures.items():
+        if key in first:
+            twins[name] = (first[key],)
+        else:
+            first[key] = name
+    return twins
+
+
 def unit_flags(
     report: DiagnosticReport, layer: str, t: Thresholds, ends, heads=frozenset()
 ) -> list:
