@@ -6,8 +6,8 @@ judge its reports (`rules.judge`), the writer writes them, the callback acts.
 `diagnose()` is the one-shot public entry point: measure, then judge.
 
 `diagnose()` keeps one `Diagnoser` per model and configuration (see
-`cache`). Recompiling the model, or freezing or unfreezing layers, changes
-the configuration, so the probe is rebuilt.
+`cache`). Recompiling with another loss or optimizer class, or freezing or
+unfreezing layers, rebuilds the probe; a new learning rate does not.
 """
 
 from __future__ import annotations
