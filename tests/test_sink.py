@@ -6,6 +6,7 @@ steps with `batch_gradients=True` held a million records in memory.
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 from helpers import event_accumulator, tensor_values
 
@@ -36,3 +37,9 @@ def test_without_a_log_dir_nothing_is_buffered():
     sink = sink_lib.Sink(None)
     sink.add_series([(1, {"dense": 1.0})])
     assert sink._series == []
+
+
+def test_is_writer_says_whether_this_process_writes_for_the_model(tmp_path):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    assert sink_lib.Sink(tmp_path).is_writer(model) is True
+    assert sink_lib.Sink(None).is_writer(model) is False

@@ -60,13 +60,21 @@ class Sink:
         self._series: list = []
         self.images = 0
 
-    def writes(self, model: keras.Model) -> bool:
-        """Whether this process writes events for `model`."""
+    def is_writer(self, model: keras.Model) -> bool:
+        """Whether this process writes `model`'s events (chief, with a log dir).
+
+        Example:
+        >>> Sink(None).is_writer(model)
+        False
+        """
         return self.writer is not None and is_chief(model)
+
+    # The old name, until `callbacks/__init__.py` calls `is_writer`.
+    writes = is_writer
 
     def check(self, model: keras.Model) -> None:
         """Raise `ValueError` now if the log directory cannot be written."""
-        if self.writes(model):
+        if self.is_writer(model):
             self.writer.check_writable()
 
     def write(
@@ -77,7 +85,7 @@ class Sink:
         image: bool = False,
     ) -> None:
         """Write one diagnosis (its image, if asked, once it is drawn)."""
-        if not self.writes(model):
+        if not self.is_writer(model):
             return
         self.writer.write(report, histograms or None, depth_profile=False)
         if image:
@@ -86,7 +94,7 @@ class Sink:
 
     def write_image(self, model: keras.Model, report: DiagnosticReport) -> None:
         """Draw and write the depth profile of an already written report."""
-        if self.writes(model):
+        if self.is_writer(model):
             self._draw(report)
             self.flush()
 
