@@ -20,14 +20,13 @@ through (its own `FlagError` included) before anything propagates.
 from __future__ import annotations
 
 import os
-import warnings
 import weakref
 from collections.abc import Sequence
 
 import keras
 import numpy as np
 
-from keras_initdiag import _checks
+from keras_initdiag import _checks, _warn
 from keras_initdiag.callbacks.actor import ON_FLAG as ON_FLAG
 from keras_initdiag.callbacks.actor import Actor
 from keras_initdiag.callbacks.actor import FlagError as FlagError
@@ -292,8 +291,10 @@ class InitDiagnostics(keras.callbacks.Callback):
     def _bind(self):
         """Make every per-model part belong to `self.model`, and validate.
 
-        A different model resets the schedule and the probe; a recompiled or
-        (un)frozen model gets a new probe on the same taps.
+        A different model resets the schedule and the probe; a model
+        recompiled with another loss, loss weights, optimizer class or loss
+        scaling, or (un)frozen, gets a new probe on the same taps (a new
+        learning rate keeps it).
         """
         model = self.model
         if self._bound is None or self._bound() is not model:
@@ -336,12 +337,11 @@ class InitDiagnostics(keras.callbacks.Callback):
             # Another model: its own run, and its flags are news again.
             run = self.sink.follow(model)
             self.actor.reset()
-            warnings.warn(
+            _warn.warn(
                 f"InitDiagnostics moved to model {model.name!r}: it starts over "
                 "from that model's current step"
                 + (f", and its events go to {run!r}." if run else "."),
                 InitDiagnosticsWarning,
-                stacklevel=3,
             )
         self._bound = weakref.ref(model)
         self._updates = None
@@ -429,11 +429,10 @@ class InitDiagnostics(keras.callbacks.Callback):
     def _warn_failure(self, step: int, error: Exception):
         if not self._failure_warned:
             self._failure_warned = True
-            warnings.warn(
+            _warn.warn(
                 f"InitDiagnostics failed at step {step} and will keep trying "
                 f"quietly; training goes on. {type(error).__name__}: {error}",
                 InitDiagnosticsWarning,
-                stacklevel=3,
             )
 
     # -- the first updates ---------------------------------------------------
@@ -469,5 +468,5 @@ class InitDiagnostics(keras.callbacks.Callback):
         records = self._recorder.read()
         if records:
             self.history.norms.extend(records)
-            if self.sink.writes(self.model):
+            if self.sink.is_writer(self.model):
                 self.sink.add_series(records)

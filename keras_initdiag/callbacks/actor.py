@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import warnings
-
+from keras_initdiag import _warn
 from keras_initdiag.diagnostics.report import DiagnosticReport, Flag
 from keras_initdiag.diagnostics.rules import is_advisory
 
@@ -92,10 +91,9 @@ class Actor:
         ]
         if fresh:
             self._warned |= {(f.kind, f.layer) for f in fresh}
-            warnings.warn(
+            _warn.warn(
                 f"{len(fresh)} advisory flag(s):\n" + "\n".join(str(f) for f in fresh),
                 InitDiagnosticsWarning,
-                stacklevel=4,
             )
         stop = self.on_flag == "stop" and bool(serious)
         if stop and self.verbose:
@@ -110,7 +108,7 @@ class Actor:
         """Warn with `message` unless `key` was warned about before."""
         if key not in self._warned:
             self._warned.add(key)
-            warnings.warn(message, InitDiagnosticsWarning, stacklevel=4)
+            _warn.warn(message, InitDiagnosticsWarning)
 
     def _print(self, report: DiagnosticReport) -> None:
         self._reports += 1

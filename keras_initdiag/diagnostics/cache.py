@@ -27,21 +27,24 @@ _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def model_state(model: keras.Model) -> tuple:
     """What a probe depends on besides the architecture.
 
-    The trainable variables (freezing a layer removes its weights) and the
-    compile configuration and optimizer (recompiling changes the loss).
+    The trainable variables (freezing a layer removes its weights), the
+    compiled loss and its weights (recompiling with another loss changes
+    the probe's loss), the optimizer's class (thresholds depend on it) and
+    whether it scales the loss (mixed precision). Nothing else of the
+    optimizer: a new learning rate, schedule or optimizer object of the
+    same class keeps the probe, its eager calls and its trace.
     """
-    compiled = ""
+    loss = ""
     if getattr(model, "compiled", False):
-        try:
-            compiled = json.dumps(
-                model.get_compile_config(), sort_keys=True, default=str
-            )
-        except (TypeError, ValueError, AttributeError):
-            compiled = repr(getattr(model, "loss", None))
+        weights = model.get_compile_config().get("loss_weights")
+        loss = loss_key(getattr(model, "loss", None))
+        loss += json.dumps(weights, sort_keys=True, default=str)
+    optimizer = getattr(model, "optimizer", None)
     return (
         tuple(id(v) for v in model.trainable_variables),
-        compiled,
-        id(getattr(model, "optimizer", None)),
+        loss,
+        type(getattr(optimizer, "inner_optimizer", optimizer)).__name__,
+        isinstance(optimizer, keras.optimizers.LossScaleOptimizer),
     )
 
 

@@ -12,14 +12,13 @@ changed, not even for a moment.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_initdiag import _checks, initializers
+from keras_initdiag import _checks, _warn, initializers
 from keras_initdiag.diagnostics.batches import as_batch, check_fits
 from keras_initdiag.diagnostics.cache import forget, graph_of
 from keras_initdiag.diagnostics.stateless import stateless_forward
@@ -158,14 +157,12 @@ def lsuv(
     forget(model)  # Cached diagnoses described the old initializers.
     for record in result.layers:
         if not record.converged:
-            warnings.warn(
-                LSUVWarning(
-                    f"LSUV did not converge for layer {record.name!r}: its "
-                    f"pre-activation variance is {record.variance_after:.4g} after "
-                    f"{record.iterations} rescale(s) (target 1 +/- {tol:g}). "
-                    "Raise `max_iter` or `tol`, or zero this layer's bias."
-                ),
-                stacklevel=2,
+            _warn.warn(
+                f"LSUV did not converge for layer {record.name!r}: its "
+                f"pre-activation variance is {record.variance_after:.4g} after "
+                f"{record.iterations} rescale(s) (target 1 +/- {tol:g}). "
+                "Raise `max_iter` or `tol`, or zero this layer's bias.",
+                LSUVWarning,
             )
     if verbose:
         print(result.table())
