@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 import keras_initdiag
-from keras_initdiag.diagnostics import engine, theory
+from keras_initdiag.diagnostics import oneshot, theory
 from keras_initdiag.diagnostics.activation_moments import (
     ActivationMoments,
     _activation_function,
@@ -108,7 +108,7 @@ def _model_of_every_kind():
 
 def test_every_node_kind_matches_the_keras_quadrature():
     model = _model_of_every_kind()
-    moments = ActivationMoments(engine.cached_diagnoser(model).tapset)
+    moments = ActivationMoments(oneshot.cached_diagnoser(model).tapset)
     functions = {**ACTIVATION_LAYERS, **FUSED}
     for name, function in functions.items():
         for mean, variance in GAUSSIANS:
@@ -139,7 +139,7 @@ def test_a_prediction_runs_no_tensorflow_op(monkeypatch):
     model = _deep_model()
     x = np.random.default_rng(0).standard_normal((64, 32)).astype("float32")
     report = keras_initdiag.diagnose(model, x, np.zeros((64, 1), "float32"))
-    diagnoser = engine.cached_diagnoser(model)
+    diagnoser = oneshot.cached_diagnoser(model)
     calls = []
     convert = tf.convert_to_tensor
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import keras_initdiag
-from keras_initdiag.diagnostics import cache, engine, probe
+from keras_initdiag.diagnostics import cache, oneshot, probe
 
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((32, 6)).astype("float32")
@@ -37,7 +37,7 @@ def _compiled_probe(model):
     """The cached probe of `model`, past its eager calls: traced once."""
     for _ in range(probe.EAGER_CALLS + 1):
         keras_initdiag.diagnose(model, X, Y)
-    compiled = engine.cached_diagnoser(model).probe
+    compiled = oneshot.cached_diagnoser(model).probe
     assert compiled.traces == 1
     return compiled
 
@@ -47,11 +47,11 @@ def test_a_new_learning_rate_or_schedule_keeps_the_probe():
     first = _compiled_probe(model)
     model.compile(keras.optimizers.Adam(0.1), "mse")
     report = keras_initdiag.diagnose(model, X, Y)
-    assert engine.cached_diagnoser(model).probe is first
+    assert oneshot.cached_diagnoser(model).probe is first
     schedule = keras.optimizers.schedules.ExponentialDecay(0.01, 100, 0.5)
     model.compile(keras.optimizers.Adam(schedule), "mse")
     again = keras_initdiag.diagnose(model, X, Y)
-    assert engine.cached_diagnoser(model).probe is first
+    assert oneshot.cached_diagnoser(model).probe is first
     assert first.traces == 1
     mse = float(np.mean((Y - np.asarray(model(X))) ** 2))
     assert report.loss == pytest.approx(mse, rel=1e-5)
@@ -84,7 +84,7 @@ def test_what_changes_the_probe_rebuilds_it(change):
     change(model)
     assert cache.model_state(model) != state
     keras_initdiag.diagnose(model, X, Y)
-    assert engine.cached_diagnoser(model).probe is not first
+    assert oneshot.cached_diagnoser(model).probe is not first
 
 
 def test_loss_scaling_and_freezing_change_the_key():
