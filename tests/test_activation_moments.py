@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 import keras_initdiag
-from keras_initdiag.diagnostics import oneshot, theory
+from keras_initdiag.diagnostics import assemble, oneshot, theory
 from keras_initdiag.diagnostics.activation_moments import (
     ActivationMoments,
     _activation_function,
@@ -160,7 +160,11 @@ def test_a_prediction_runs_no_tensorflow_op(monkeypatch):
         function = functions.get(name)
         return None if function is None else _keras_moments(function, mean, variance)
 
-    expected = theory.predict(report, diagnoser._bias_and_scale, old_moments)
+    affine = {
+        n: {k: diagnoser.last_values[n][k] for k in assemble.AFFINE}
+        for n in report.layers
+    }
+    expected = theory.predict(report, affine, old_moments)
     assert [n for n, s in predicted.items() if s] == [
         n for n, s in expected.items() if s
     ]

@@ -63,16 +63,19 @@ def test_a_later_flag_fails_the_cli_gate_next_to_per_step_norms(tmp_path, capsys
     writer.write_series(
         "train_gradient_norm", [(step, {"dense": 0.1 * step}) for step in range(1, 5)]
     )
-    flag = Flag("vanishing", "dense", 4, 1e-5, 1e-3, "The signal vanishes.")
-    writer.write(_report(4, [flag]))
+    flag = Flag("symmetry", "dense", 4, 0.5, 0.1, "Units are duplicates.")
+    advice = Flag("vanishing", "dense", 4, 1e-5, 1e-3, "The signal vanishes.")
+    writer.write(_report(4, [flag, advice]))
     writer.close()
     problems = []
     reports = read_reports(tmp_path / "initdiag", problems)
     assert problems == [] and [r.step for r in reports] == [0, 4]
-    assert reports[1].flags == [flag]
+    assert reports[1].flags == [flag, advice]
     assert reports[1].stats["dense"]["activation_variance"] == np.float32(0.2)
-    assert main(["report", str(tmp_path), "--fail-on", "vanishing"]) == 1
+    assert main(["report", str(tmp_path), "--fail-on", "symmetry"]) == 1
     assert main(["report", str(tmp_path), "--fail-on", "dead"]) == 0
+    # After step 0, vanishing is advice: it does not fail the gate.
+    assert main(["report", str(tmp_path), "--fail-on", "vanishing"]) == 0
     capsys.readouterr()
 
 

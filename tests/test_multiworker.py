@@ -205,7 +205,8 @@ def test_multi_worker_mirrored_two_workers(tmp_path):
 
     # Training completed in sync on both workers.
     total = EPOCHS * BATCHES
-    expected_steps = list(range(0, total + 1, UPDATE_FREQ))
+    # Plus step 3: the diagnosis after the first updates, with their ratios.
+    expected_steps = sorted({*range(0, total + 1, UPDATE_FREQ), 3})
     for out in (chief, other):
         assert out["replicas"] == 2
         assert out["iterations"] == total
