@@ -1,25 +1,25 @@
 """Do flags raised during training predict failure? Calibrates the mid-fit flags.
 
-`InitDiagnostics` diagnoses through the whole fit, but its thresholds were
-chosen at step 0 (`trainability.py`). This script trains networks of the
-trainability grid again, exactly as the grid does (`trainability.train`:
-same initial weights, same 160 steps, same batches in the same order), with
-`InitDiagnostics(log_dir=None, update_freq=16, on_flag="ignore")` attached
-and a fixed probe batch (the first 128 training samples). It records every
-flag of every diagnosis (steps 0, 16, ..., 160, and the `update_ratio` flags
-of the first updates) and the run's outcome (`trainability.failed`: a final
-loss above half the label entropy, or a non-finite one), checked against the
-committed grid record of the same key. `judge` then counts, per flag kind,
-how many runs that trained and how many that failed got it after step 0,
-and how many of those failures step 0 had already flagged.
+The thresholds of `InitDiagnostics` were chosen at step 0 (`trainability.py`),
+but it diagnoses through the whole fit. This script trains grid networks
+again exactly as the grid does (`trainability.train`: same initial weights,
+160 steps, batches in the same order) with `InitDiagnostics(update_freq=16)`
+attached, probing the first 128 training samples, and records every flag of
+every diagnosis (steps 0, 16, ..., 160; `update_ratio` after the first
+updates) with the outcome (`trainability.failed`), checked against the
+committed grid record. `judge` counts, per kind, the runs that trained and
+failed with it after step 0, and how many of those step 0 already flagged.
 
-The grid trains with `steps_per_execution=8`, so the callback sees a batch
-end every 8 steps: the diagnoses fall on multiples of 16 as asked, and the
-first-update ratios are per-step means over steps 0-8, 8-16 and 16-24.
+As in the grid, `steps_per_execution=8`: the callback sees every 8th batch
+end, so the first-update ratios are means over steps 0-8, 8-16 and 16-24.
+TensorFlow runs on one thread here; the grid ran on several, and a deep net
+near the 0.69-nat line can end on the other side of it (the callback changes
+nothing: three runs retrained without it ended at the same loss). One traced
+model serves a group (`ModelCache`), so every layer reports the group's first
+initializer (zeros): `init_mismatch`, advisory, cannot fire.
 
-Published-healthy fits outside the grid (`healthy`, `CASES`): the overhead
-benchmark's 20 x 256 He ReLU MLP (`overhead.mlp`), batch 128, diagnosed at
-every step (`update_freq=1`) for 120-128 steps.
+Published-healthy fits (`healthy`, `CASES`): the overhead benchmark's 20 x 256
+He ReLU MLP (`overhead.mlp`), batch 128, diagnosed at every step.
 
 Usage:
     python benchmarks/midfit.py measure --minutes 50    # resumable
@@ -50,7 +50,7 @@ import tensorflow as tf  # noqa: E402
 import trainability as tr  # noqa: E402
 
 import keras_initdiag  # noqa: E402
-from keras_initdiag.diagnostics import rules  # noqa: E402
+from keras_initdiag.diagnostics.rules import ADVISORY, FLAG_KINDS  # noqa: E402
 
 OUT = tr.RESULTS / "midfit_runs.jsonl"
 JUDGE = tr.RESULTS / "midfit_judge.md"
@@ -58,7 +58,8 @@ UPDATE_FREQ = 16
 #: The subset measured, cheapest first: (arch, depth) blocks of the grid,
 #: each with both activations, all 7 inits and both optimizers.
 PLAN = (("mlp", 6), ("mlp", 16), ("mlp_bn", 6), ("mlp_bn", 16), ("cnn", 6))
-PLAN += (("cnn", 16), ("mlp", 32), ("cnn_bn", 6), ("cnn_bn", 16))
+PLAN += (("cnn", 16), ("mlp", 32), ("cnn_bn", 6), ("cnn_bn", 16), ("mlp_bn", 32))
+PLAN += (("cnn", 32), ("mlp", 2), ("mlp_bn", 2), ("cnn", 2), ("cnn_bn", 2))
 
 
 def plan() -> list[tr.RunConfig]:
@@ -94,11 +95,10 @@ class FlagLog(keras.callbacks.Callback):
 
     def record(self) -> dict:
         """The diagnosed steps, the probe loss at each, and every flag."""
+        steps = sorted(self.losses)
         return {
-            "diagnosed": sorted(self.losses),
-            "probe_loss": [
-                tr._finite_or_string(v) for _, v in sorted(self.losses.items())
-            ],
+            "diagnosed": steps,
+            "probe_loss": [tr._finite_or_string(self.losses[s]) for s in steps],
             "flags": [
                 {"kind": f.kind, "layer": f.layer, "step": f.step}
                 | {"value": tr._finite_or_string(f.value)}
@@ -144,10 +144,7 @@ def measure_one(
 
 
 def measure(out=OUT, configs=None, minutes=math.inf, grid_path=tr.DEFAULT_OUT):
-    """Measure `configs` (the plan) not yet in `out`, until `minutes` pass.
-
-    Returns how many were measured.
-    """
+    """Measure `configs` (the plan) not in `out` until `minutes` pass; how many."""
     configs = plan() if configs is None else configs
     done = {r["key"] for r in tr.load_runs(out)}
     grid_runs = {r["key"]: r for r in tr.load_runs(grid_path)}
@@ -228,7 +225,7 @@ def _kinds(record: dict, after_zero: bool) -> set[str]:
 
 def flagged_at_zero(record: dict) -> bool:
     """Whether step 0 already raised a non-advisory flag."""
-    return bool(_kinds(record, after_zero=False) - set(rules.ADVISORY))
+    return bool(_kinds(record, after_zero=False) - set(ADVISORY))
 
 
 def count(records: list[dict]) -> dict:
@@ -245,7 +242,7 @@ def count(records: list[dict]) -> dict:
         for kind in _kinds(record, after_zero=True):
             table[kind][column] += 1
             table[kind][column + 1] += flagged_at_zero(record)
-    order = {kind: i for i, kind in enumerate(rules.FLAG_KINDS)}
+    order = {kind: i for i, kind in enumerate(FLAG_KINDS)}
     return {k: table[k] for k in sorted(table, key=lambda k: order.get(k, len(order)))}
 
 
@@ -278,37 +275,35 @@ def judge_lines(records: list[dict]) -> list[str]:
         f"Outcome as in the committed grid record: {same}; "
         f"differs: {len(disagree)} {disagree or ''}"
     )
-    alarms = [r for r in trained if _kinds(r, True) - set(rules.ADVISORY)]
+    alarms = [r for r in trained if _kinds(r, True) - set(ADVISORY)]
     new = [r for r in alarms if not flagged_at_zero(r)]
+    missed = [r for r in grid if r["failed"] and not flagged_at_zero(r)]
+    caught = [r for r in missed if _kinds(r, True) - set(ADVISORY)]
     lines += [
         "",
         f"**Non-advisory flags after step 0 on runs that trained: {len(alarms)} of "
-        f"{len(trained)}** ({len(new)} of them quiet at step 0).",
+        f"{len(trained)}** ({len(new)} of them quiet at step 0). Failed runs "
+        f"quiet at step 0: {len(missed)}, of which flagged after it: {len(caught)}"
+        f" {[r['key'] for r in caught] or ''}.",
         "",
         "| kind after step 0 | trained | of which flagged at step 0 | failed | "
         "of which flagged at step 0 |",
         "|---|---|---|---|---|",
     ]
     for kind, row in count(grid).items():
-        label = f"{kind} (advisory)" if kind in rules.ADVISORY else kind
+        label = f"{kind} (advisory)" if kind in ADVISORY else kind
         lines.append(f"| {label} | {' | '.join(str(n) for n in row)} |")
     table = per_step(grid)
     kinds = list(count(grid))
-    lines += [
-        "",
-        "Per diagnosis step, runs with the kind at that step (trained / failed):",
-        "",
-    ]
+    lines += ["", "Runs with the kind at each step (trained / failed):", ""]
     lines += [f"| step | {' | '.join(kinds)} |", "|---|" + "---|" * len(kinds)]
     for step, row in table.items():
         cells = [("{}/{}".format(*row[k]) if k in row else "") for k in kinds]
         lines.append(f"| {step} | {' | '.join(cells)} |")
     lines += ["", "Runs that trained, with non-advisory flags after step 0:", ""]
     for r in alarms:
-        first = {}
-        for f in r["flags"]:
-            if f["step"] > 0 and f["kind"] not in rules.ADVISORY:
-                first.setdefault(f["kind"], f)
+        later = [f for f in r["flags"] if f["step"] > 0]
+        first = {f["kind"]: f for f in reversed(later) if f["kind"] not in ADVISORY}
         where = ", ".join(
             f"{k} at {f['layer']} from step {f['step']} ({f['value']:.3g} vs "
             f"{f['threshold']:.3g})"
@@ -327,9 +322,11 @@ def _healthy_lines(records: list[dict]) -> list[str]:
         by_kind = collections.defaultdict(list)
         for f in r["flags"]:
             if f["step"] > 0:
-                by_kind[f["kind"]].append(f"{f['layer']}@{f['step']}")
+                by_kind[f["kind"]].append((f["step"], f["layer"]))
         fired = "; ".join(
-            f"{k} x{len(v)} ({', '.join(v[:6])})" for k, v in by_kind.items()
+            f"{k} at {len({s for s, _ in v})} diagnoses (steps {v[0][0]}-{v[-1][0]}"
+            f", {', '.join(sorted({layer for _, layer in v}))})"
+            for k, v in by_kind.items()
         )
         lines.append(
             f"- {r['case']} {CASES[r['case']]} seed {r['seed']}: loss "

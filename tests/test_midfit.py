@@ -122,4 +122,5 @@ def test_judge_counts_hand_made_records(midfit):
     assert "| 32 |  |  | 1/1 |  |  |" in text
     assert "- a (loss 0.100, quiet at step 0): dead at dense_1 from step 32" in text
     assert "seed 1: loss 2.000 (label entropy 2.300), 3 diagnoses; " in text
-    assert "after step 0: dead x1 (dense_1@2)" in text
+    assert "after step 0: dead at 1 diagnoses (steps 2-2, dense_1)" in text
+    assert "Failed runs quiet at step 0: 1, of which flagged after it: 1 ['c']" in text
