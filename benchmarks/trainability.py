@@ -479,12 +479,15 @@ def train(
     steps: int = STEPS,
     batch_size: int = BATCH_SIZE,
     cache: ModelCache | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> dict:
     """Train `config` on `task` for `steps` optimizer steps; a JSON-able record.
 
     `steps` must be a whole number of epochs (`task.n // batch_size` steps
     each). With a `cache`, consecutive configs of one group reuse one traced
     model (same initial weights as a fresh `build_model`, see `ModelCache`).
+    `callbacks` are added to `fit`'s, after `TerminateOnNaN` (`midfit.py`
+    attaches the diagnostics this way, to the very same training).
     """
     steps_per_epoch = task.n // batch_size
     if steps % steps_per_epoch:
@@ -501,7 +504,7 @@ def train(
         epochs=steps // steps_per_epoch,
         shuffle=False,  # The dataset is shuffled, with a seed.
         verbose=0,
-        callbacks=[keras.callbacks.TerminateOnNaN()],
+        callbacks=[keras.callbacks.TerminateOnNaN(), *callbacks],
     )
     curve = [float(v) for v in history.history["loss"]]
     stopped = bool(model.stop_training)

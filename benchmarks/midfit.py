@@ -1,0 +1,374 @@
+"""Do flags raised during training predict failure? Calibrates the mid-fit flags.
+
+The thresholds of `InitDiagnostics` were chosen at step 0 (`trainability.py`),
+but it diagnoses through the whole fit. This script trains grid networks
+again exactly as the grid does (`trainability.train`: same initial weights,
+160 steps, batches in the same order) with `InitDiagnostics(update_freq=16)`
+attached, probing the first 128 training samples, and records every flag of
+every diagnosis (steps 0, 16, ..., 160; `update_ratio` after the first
+updates) with the outcome (`trainability.failed`), checked against the
+committed grid record. `judge` counts, per kind, the runs that trained and
+failed with it after step 0, and how many of those step 0 already flagged.
+
+As in the grid, `steps_per_execution=8`: the callback sees every 8th batch
+end, so the first-update ratios are means over steps 0-8, 8-16 and 16-24.
+TensorFlow runs on one thread here; the grid ran on several, and a deep net
+near the 0.69-nat line can end on the other side of it (the callback changes
+nothing: three runs retrained without it ended at the same loss). One traced
+model serves a group (`ModelCache`), so every layer reports the group's first
+initializer (zeros): `init_mismatch`, advisory, cannot fire.
+
+Published-healthy fits (`healthy`, `CASES`): the overhead benchmark's 20 x 256
+He ReLU MLP (`overhead.mlp`), batch 128, diagnosed at every step.
+
+Usage:
+    python benchmarks/midfit.py measure --minutes 50    # resumable
+    python benchmarks/midfit.py healthy
+    python benchmarks/midfit.py judge
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import itertools
+import math
+import os
+import pathlib
+import sys
+import time
+from collections.abc import Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+HERE = pathlib.Path(__file__).parent
+sys.path.insert(0, str(HERE))  # the sibling scripts, also when imported
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import trainability as tr  # noqa: E402
+
+import keras_initdiag  # noqa: E402
+from keras_initdiag.diagnostics.rules import ADVISORY, FLAG_KINDS  # noqa: E402
+
+OUT = tr.RESULTS / "midfit_runs.jsonl"
+JUDGE = tr.RESULTS / "midfit_judge.md"
+UPDATE_FREQ = 16
+#: The subset measured, cheapest first: (arch, depth) blocks of the grid,
+#: each with both activations, all 7 inits and both optimizers.
+PLAN = (("mlp", 6), ("mlp", 16), ("mlp_bn", 6), ("mlp_bn", 16), ("cnn", 6))
+PLAN += (("cnn", 16), ("mlp", 32), ("cnn_bn", 6), ("cnn_bn", 16), ("mlp_bn", 32))
+PLAN += (("cnn", 32), ("mlp", 2), ("mlp_bn", 2), ("cnn", 2), ("cnn_bn", 2))
+
+
+def plan() -> list[tr.RunConfig]:
+    """The configs of `PLAN`, in its order."""
+    return [c for arch, depth in PLAN for c in tr.grid(archs=(arch,), depths=(depth,))]
+
+
+class FlagLog(keras.callbacks.Callback):
+    """Every diagnosis of the `InitDiagnostics` placed before it in `fit`.
+
+    Reads the callback's latest report after each of its hooks, so no report
+    is lost to the history's bound; the `update_ratio` flags (counted, never
+    in a report) are read at the end.
+    """
+
+    def __init__(self, diagnostics: keras_initdiag.InitDiagnostics):
+        super().__init__()
+        self.diagnostics = diagnostics
+        self.losses: dict[int, float] = {}
+        self.flags: list = []
+
+    def _read(self, *args, **kwargs):
+        report = self.diagnostics.history.last
+        if report is not None and report.step not in self.losses:
+            self.losses[report.step] = report.loss
+            self.flags += report.flags
+
+    on_train_begin = on_train_batch_end = _read
+
+    def on_train_end(self, logs=None):
+        self._read()
+        self.flags += [f for f in self.diagnostics.flags if f.kind == "update_ratio"]
+
+    def record(self) -> dict:
+        """The diagnosed steps, the probe loss at each, and every flag."""
+        steps = sorted(self.losses)
+        return {
+            "diagnosed": steps,
+            "probe_loss": [tr._finite_or_string(self.losses[s]) for s in steps],
+            "flags": [
+                {"kind": f.kind, "layer": f.layer, "step": f.step}
+                | {"value": tr._finite_or_string(f.value)}
+                | {"threshold": tr._finite_or_string(f.threshold)}
+                for f in sorted(self.flags, key=lambda f: f.step)
+            ],
+        }
+
+
+def attach(x, y, update_freq: int) -> tuple[keras_initdiag.InitDiagnostics, FlagLog]:
+    """A quiet `InitDiagnostics` on the probe `(x, y)` and its `FlagLog`."""
+    diagnostics = keras_initdiag.InitDiagnostics(
+        log_dir=None,
+        probe_data=(x, y),
+        update_freq=update_freq,
+        on_flag="ignore",
+        verbose=0,
+    )
+    return diagnostics, FlagLog(diagnostics)
+
+
+#: The fields of a grid record that `trainability.failed` reads, kept as is.
+OUTCOME = ("entropy", "final_loss", "final_loss_batch_stats", "nonfinite")
+
+
+def measure_one(
+    config, task, grid_run, cache, steps=tr.STEPS, batch_size=tr.BATCH_SIZE
+):
+    """Train `config` as the grid does, diagnosed; the JSON-able record."""
+    x = task.inputs(config.arch)
+    diagnostics, log = attach(x[: tr.PROBE], task.y[: tr.PROBE], UPDATE_FREQ)
+    run = tr.train(config, task, steps, batch_size, cache, callbacks=[diagnostics, log])
+    fields = ("key", *tr.RunConfig.__dataclass_fields__, *OUTCOME)
+    record = {k: run[k] for k in fields}
+    record["failed"] = tr.failed({k: tr._from_json_number(run[k]) for k in OUTCOME})
+    if grid_run is not None:
+        same = run["init_weights_sha256"] == grid_run["init_weights_sha256"]
+        record["grid_failed"] = tr.failed(grid_run)
+        record["grid_final_loss"] = tr._finite_or_string(tr.final_loss(grid_run))
+        record["agrees"] = same and record["failed"] == record["grid_failed"]
+    record.update(log.record(), steps_done=run["steps_done"], seconds=run["seconds"])
+    return record
+
+
+def measure(out=OUT, configs=None, minutes=math.inf, grid_path=tr.DEFAULT_OUT):
+    """Measure `configs` (the plan) not in `out` until `minutes` pass; how many."""
+    configs = plan() if configs is None else configs
+    done = {r["key"] for r in tr.load_runs(out)}
+    grid_runs = {r["key"]: r for r in tr.load_runs(grid_path)}
+    todo = [c for c in configs if c.key not in done]
+    print(f"{len(configs)} configs, {len(todo)} to measure", flush=True)
+    task = tr.make_task(n=tr.N_TRAIN, seed=tr.TASK_SEED)
+    cache = tr.ModelCache()
+    deadline = time.monotonic() + 60 * minutes
+    for i, config in enumerate(todo, 1):
+        if time.monotonic() > deadline:
+            print(f"time budget spent: {len(todo) - i + 1} left", flush=True)
+            return i - 1
+        record = measure_one(config, task, grid_runs.get(config.key), cache)
+        tr.append_run(out, record)
+        kinds = sorted({f["kind"] for f in record["flags"] if f["step"] > 0})
+        print(
+            f"[{i}/{len(todo)}] {config.key:34s} failed={record['failed']} "
+            f"agrees={record.get('agrees')} mid-fit {kinds} "
+            f"({record['seconds']:.0f} s)",
+            flush=True,
+        )
+    return len(todo)
+
+
+# -- published-healthy fits -----------------------------------------------------
+
+
+#: The published-healthy fits: labels (random, or a random linear teacher's),
+#: features, Adam's learning rate, samples, epochs. The third is the overhead
+#: benchmark's own setting (one epoch of 120 steps), where issue 17 saw "dead".
+CASES = {
+    "random_labels": ("random", 32, 1e-3, 2048, 8),
+    "learnable": ("teacher", 32, 1e-3, 2048, 8),
+    "overhead_setting": ("random", 64, 1e-4, 128 * 120, 1),
+}
+
+
+def healthy(out=OUT, cases=tuple(CASES), seeds=(1,), depth=20, width=256):
+    """The 20 x 256 He ReLU MLP (`overhead.mlp`), batch 128, every step."""
+    import overhead
+
+    done = {r["key"] for r in tr.load_runs(out)}
+    for name, seed in itertools.product(cases, seeds):
+        labels, features, lr, samples, epochs = CASES[name]
+        key = f"healthy-mlp{depth}x{width}-{name}-s{seed}"
+        if key in done:
+            continue
+        start = time.perf_counter()
+        x, y = overhead.data(
+            "mlp", samples, argparse.Namespace(features=features, classes=10)
+        )
+        if labels == "teacher":
+            y = np.argmax(x @ np.random.default_rng(1).normal(size=(features, 10)), 1)
+        keras.utils.set_random_seed(seed)
+        model = overhead.mlp(depth, width, features, 10)
+        model.compile(keras.optimizers.Adam(lr), "sparse_categorical_crossentropy")
+        diagnostics, log = attach(x[: tr.PROBE], y[: tr.PROBE], update_freq=1)
+        model.fit(
+            x, y, batch_size=128, epochs=epochs, verbose=0, callbacks=[diagnostics, log]
+        )
+        final = float(model.evaluate(x, y, batch_size=512, verbose=0))
+        freq = np.bincount(y)[np.bincount(y) > 0] / len(y)
+        record = {"key": key, "case": name, "seed": seed, "final_loss": final}
+        record["entropy"] = float(-(freq * np.log(freq)).sum())
+        record.update(log.record(), seconds=round(time.perf_counter() - start, 1))
+        tr.append_run(out, record)
+        kinds = collections.Counter(f["kind"] for f in record["flags"] if f["step"] > 0)
+        print(f"{key}: loss {final:.3f}, mid-fit {dict(kinds)}", flush=True)
+
+
+# -- judging ------------------------------------------------------------------
+
+
+def _kinds(record: dict, after_zero: bool) -> set[str]:
+    """The flag kinds of a record, after step 0 or at step 0."""
+    return {f["kind"] for f in record["flags"] if (f["step"] > 0) == after_zero}
+
+
+def flagged_at_zero(record: dict) -> bool:
+    """Whether step 0 already raised a non-advisory flag."""
+    return bool(_kinds(record, after_zero=False) - set(ADVISORY))
+
+
+def count(records: list[dict]) -> dict:
+    """Per kind fired after step 0: runs trained / failed with it, and step 0's.
+
+    Returns `{kind: [trained, trained flagged at step 0, failed, failed
+    flagged at step 0]}` over the grid records (those with an `arch`).
+    """
+    table = collections.defaultdict(lambda: [0, 0, 0, 0])
+    for record in records:
+        if "arch" not in record:
+            continue
+        column = 2 * bool(record["failed"])
+        for kind in _kinds(record, after_zero=True):
+            table[kind][column] += 1
+            table[kind][column + 1] += flagged_at_zero(record)
+    order = {kind: i for i, kind in enumerate(FLAG_KINDS)}
+    return {k: table[k] for k in sorted(table, key=lambda k: order.get(k, len(order)))}
+
+
+def per_step(records: list[dict]) -> dict:
+    """`{step: {kind: [trained, failed]}}`: runs with the kind at that step."""
+    steps = collections.defaultdict(lambda: collections.defaultdict(lambda: [0, 0]))
+    for record in records:
+        if "arch" not in record:
+            continue
+        seen = {(f["step"], f["kind"]) for f in record["flags"] if f["step"] > 0}
+        for step, kind in seen:
+            steps[step][kind][bool(record["failed"])] += 1
+    return {step: dict(steps[step]) for step in sorted(steps)}
+
+
+def judge_lines(records: list[dict]) -> list[str]:
+    """The judge's report, as Markdown lines."""
+    grid = [r for r in records if "arch" in r]
+    trained = [r for r in grid if not r["failed"]]
+    blocks = collections.Counter(f"{r['arch']}-d{r['depth']}" for r in grid)
+    lines = [
+        "# Mid-fit flags against the outcomes (`benchmarks/midfit.py judge`)",
+        "",
+        f"{len(grid)} grid runs ({', '.join(f'{k}: {n}' for k, n in blocks.items())}):"
+        f" {len(trained)} trained, {len(grid) - len(trained)} failed.",
+    ]
+    same = sum(r.get("agrees") is True for r in grid)
+    disagree = [r["key"] for r in grid if r.get("agrees") is False]
+    lines.append(
+        f"Outcome as in the committed grid record: {same}; "
+        f"differs: {len(disagree)} {disagree or ''}"
+    )
+    alarms = [r for r in trained if _kinds(r, True) - set(ADVISORY)]
+    new = [r for r in alarms if not flagged_at_zero(r)]
+    missed = [r for r in grid if r["failed"] and not flagged_at_zero(r)]
+    caught = [r for r in missed if _kinds(r, True) - set(ADVISORY)]
+    lines += [
+        "",
+        f"**Non-advisory flags after step 0 on runs that trained: {len(alarms)} of "
+        f"{len(trained)}** ({len(new)} of them quiet at step 0). Failed runs "
+        f"quiet at step 0: {len(missed)}, of which flagged after it: {len(caught)}"
+        f" {[r['key'] for r in caught] or ''}.",
+        "",
+        "| kind after step 0 | trained | of which flagged at step 0 | failed | "
+        "of which flagged at step 0 |",
+        "|---|---|---|---|---|",
+    ]
+    for kind, row in count(grid).items():
+        label = f"{kind} (advisory)" if kind in ADVISORY else kind
+        lines.append(f"| {label} | {' | '.join(str(n) for n in row)} |")
+    table = per_step(grid)
+    kinds = list(count(grid))
+    lines += ["", "Runs with the kind at each step (trained / failed):", ""]
+    lines += [f"| step | {' | '.join(kinds)} |", "|---|" + "---|" * len(kinds)]
+    for step, row in table.items():
+        cells = [("{}/{}".format(*row[k]) if k in row else "") for k in kinds]
+        lines.append(f"| {step} | {' | '.join(cells)} |")
+    lines += ["", "Runs that trained, with non-advisory flags after step 0:", ""]
+    for r in alarms:
+        later = [f for f in r["flags"] if f["step"] > 0]
+        first = {f["kind"]: f for f in reversed(later) if f["kind"] not in ADVISORY}
+        where = ", ".join(
+            f"{k} at {f['layer']} from step {f['step']} ({f['value']:.3g} vs "
+            f"{f['threshold']:.3g})"
+            for k, f in first.items()
+        )
+        zero = "flagged at step 0" if flagged_at_zero(r) else "quiet at step 0"
+        lines.append(f"- {r['key']} (loss {tr.final_loss(r):.3f}, {zero}): {where}")
+    lines += _healthy_lines([r for r in records if "case" in r])
+    return lines
+
+
+def _healthy_lines(records: list[dict]) -> list[str]:
+    """What fired during the published-healthy fits."""
+    lines = ["", "Published-healthy fits (20 x 256 He ReLU MLP), every step:", ""]
+    for r in records:
+        by_kind = collections.defaultdict(list)
+        for f in r["flags"]:
+            if f["step"] > 0:
+                by_kind[f["kind"]].append((f["step"], f["layer"]))
+        fired = "; ".join(
+            f"{k} at {len({s for s, _ in v})} diagnoses (steps {v[0][0]}-{v[-1][0]}"
+            f", {', '.join(sorted({layer for _, layer in v}))})"
+            for k, v in by_kind.items()
+        )
+        lines.append(
+            f"- {r['case']} {CASES[r['case']]} seed {r['seed']}: loss "
+            f"{r['final_loss']:.3f} (label entropy "
+            f"{r['entropy']:.3f}), {len(r['diagnosed'])} diagnoses; after step 0: "
+            f"{fired or 'nothing'}"
+        )
+    return lines
+
+
+def judge(path=OUT, out=JUDGE) -> list[str]:
+    """Print the judge's report and write it to `out`."""
+    lines = judge_lines(tr.load_runs(path))
+    print("\n".join(lines))
+    if out is not None:
+        out.write_text("\n".join(lines) + "\n")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: `measure`, `healthy` and `judge` (see the module)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    measure_cmd = commands.add_parser("measure", help="the plan's grid runs")
+    measure_cmd.add_argument("--only", nargs="+", metavar="SUBSTRING")
+    measure_cmd.add_argument("--minutes", type=float, default=math.inf)
+    healthy_cmd = commands.add_parser("healthy", help="published-healthy MLP fits")
+    healthy_cmd.add_argument("--cases", nargs="+", default=list(CASES))
+    healthy_cmd.add_argument("--seeds", nargs="+", type=int, default=[1])
+    commands.add_parser("judge", help="the flags against the outcomes")
+    args = parser.parse_args(argv)
+    # One core each: the machine is shared. Before TensorFlow runs anything.
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    if args.command == "measure":
+        measure(configs=tr.select(plan(), args.only), minutes=args.minutes)
+    elif args.command == "healthy":
+        healthy(cases=args.cases, seeds=args.seeds)
+    else:
+        judge()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
