@@ -314,3 +314,28 @@ def test_update_ratio_flags_reach_the_event_files_and_report_fail_on(tmp_path, c
     capsys.readouterr()
     assert main(["report", str(tmp_path), "--fail-on", "update_ratio"]) == 1
     assert main(["report", str(tmp_path), "--fail-on", "vanishing"]) == 0
+
+
+def test_a_kernel_read_only_by_batch_norm_is_not_unstable_for_a_large_step():
+    # Scale-invariant: a large relative step grows its norm and lowers its
+    # own effective rate (ResNet50's conv1 under its warmup: 1.01, then 0.14).
+    from keras_initdiag.diagnostics.report import DiagnosticReport, LayerInfo
+    from keras_initdiag.diagnostics.rules.checks import report_update_ratio_flags
+
+    layers = ["input", "conv", "bn", "dense"]
+    info = {
+        "input": LayerInfo(name="input", kind="input"),
+        "conv": LayerInfo(name="conv", kind="layer", inputs=("input",)),
+        "bn": LayerInfo(name="bn", kind="norm", inputs=("conv",)),
+        "dense": LayerInfo(name="dense", kind="layer", inputs=("bn",)),
+    }
+    stats = {n: {} for n in layers}
+    stats["conv"] = {"update_ratio": 1.01, "update_ratio_at_peak_lr": 2.0}
+    stats["dense"] = {"update_ratio": 0.9, "update_ratio_at_peak_lr": 1.8}
+    report = DiagnosticReport(step=3, layers=layers, stats=stats, info=info)
+    flags = report_update_ratio_flags(report, keras_initdiag.Thresholds())
+    assert [(f.layer, f.value) for f in flags] == [("dense", 0.9)]
+    # Too slow is still judged for it, at the peak rate.
+    stats["conv"] = {"update_ratio": 1e-9, "update_ratio_at_peak_lr": 1e-8}
+    flags = report_update_ratio_flags(report, keras_initdiag.Thresholds())
+    assert ("conv", 1e-8) in [(f.layer, f.value) for f in flags]

@@ -631,3 +631,35 @@ def test_a_global_pooling_is_no_depth_for_the_backward_scale():
     assert signal.backward(report).scale["conv_b"] == pytest.approx(
         math.log(65536 * 1e-8 / (64 * 1e-2)), rel=1e-9
     )  # read across it: ~1e-3, a false "vanishing"
+
+
+def test_output_units_of_unseen_classes_are_no_symmetry_after_step_0():
+    # A zero head fit to 8 of its 10 classes keeps two identical units.
+    layers = ["input", "hidden", "head"]
+    info = {
+        "input": LayerInfo(name="input", kind="input"),
+        "hidden": LayerInfo(
+            name="hidden", kind="layer", inputs=("input",), weight_shape=(4, 8)
+        ),
+        "head": LayerInfo(
+            name="head",
+            kind="layer",
+            inputs=("hidden",),
+            weight_shape=(8, 10),
+            is_output=True,
+        ),
+    }
+    stats = {
+        n: {
+            "activation_variance": 1.0,
+            "activation_mean": 0.0,
+            "weight_variance": 0.1,
+            "duplicate_unit_fraction": 0.0,
+        }
+        for n in layers
+    }
+    stats["head"]["duplicate_unit_fraction"] = 0.2
+    for step, flagged in ((0, True), (30, False)):
+        report = DiagnosticReport(step=step, layers=layers, stats=stats, info=info)
+        kinds = {(f.kind, f.layer) for f in judge(report)}
+        assert (("symmetry", "head") in kinds) is flagged, (step, kinds)

@@ -221,7 +221,10 @@ class UpdateTracker:
         with np.errstate(divide="ignore", invalid="ignore"):
             per_rate = np.where(usable, ratios / rates, np.nan)
             at_peak = np.where(usable.any(axis=0), _nanmedian(per_rate) * peak, np.nan)
-        median = np.median(ratios, axis=0)
+        # Steps at a learning rate of exactly 0 (a warmup's first) say
+        # nothing about the updates' size; the median leaves them out.
+        moving = rates[:, 0] > 0
+        median = np.median(ratios[moving] if moving.any() else ratios, axis=0)
         names = [name for name, _ in self.layers]
         return {
             "update_ratio": dict(zip(names, map(_finite, median))),

@@ -240,7 +240,20 @@ def report_update_ratio_flags(report: DiagnosticReport, t: Thresholds) -> list[F
         name: report.stats[name].get("update_ratio_at_peak_lr", ratios[name])
         for name in ratios
     }
-    return update_ratio_flags(report.step, ratios, t, at_peak)
+    # A kernel read only by normalization layers is scale-invariant: a large
+    # relative step only grows its norm, which lowers its own effective rate
+    # (Arora, Li & Lyu 2019). ResNet50's conv1 (read by conv1_bn) measured
+    # 1.01 under its warmup, then 0.14 by step 9 as its norm grew 2.4 -> 9.5,
+    # and trained. Its "too large" is not instability.
+    found = readers(report)
+    invariant = {
+        name
+        for name in ratios
+        if found.get(name) and all(info(report, r).kind == "norm" for r in found[name])
+    }
+    judged = {n: (math.nan if n in invariant else r) for n, r in ratios.items()}
+    flags = update_ratio_flags(report.step, judged, t, at_peak)
+    return flags
 
 
 def _log10(ratio: float) -> str:
