@@ -1,0 +1,78 @@
+"""Keeps `benchmarks/zoo_fit.py` working: one tiny entry, a few steps."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from helpers import load_script
+
+FIELDS = {
+    "model",
+    "optimizer",
+    "task",
+    "classes_in_labels",
+    "steps_planned",
+    "steps_run",
+    "stopped",
+    "diagnosed_steps",
+    "flags",
+    "non_advisory",
+    "advisory_count",
+    "loss_first_batch",
+    "loss_last_epoch",
+    "loss_per_epoch",
+    "update_ratios",
+    "seconds",
+}
+
+
+@pytest.mark.slow
+def test_quick_run_records_one_fit(tmp_path, capsys):
+    zoo_fit = load_script("benchmarks/zoo_fit.py")
+    output = tmp_path / "zoo_fit.json"
+    zoo_fit.main(["--quick", "--only", "zero_head_mlp", "--output", str(output)])
+    (record,) = json.loads(output.read_text())["records"]
+
+    assert set(record) == FIELDS
+    assert record["model"] == "zero_head_mlp"
+    assert record["optimizer"].startswith("SGD(momentum 0.9) peak 0.00625")
+    assert record["steps_planned"] == 12
+    assert record["stopped"] == (record["steps_run"] < 12)
+    # Step 0, the update-ratio diagnosis, every 10 steps, the last step.
+    assert record["diagnosed_steps"][0] == 0 and 10 in record["diagnosed_steps"]
+    assert record["update_ratios"]
+    for flag in record["flags"]:
+        assert set(flag) == {
+            "kind",
+            "layer",
+            "step",
+            "value",
+            "threshold",
+            "advisory",
+            "message",
+        }
+    assert record["non_advisory"] == [f for f in record["flags"] if not f["advisory"]]
+    assert record["advisory_count"] == len(record["flags"]) - len(
+        record["non_advisory"]
+    )
+    assert math.isfinite(record["loss_first_batch"])
+    assert math.isfinite(record["loss_last_epoch"])
+    assert "| zero_head_mlp |" in capsys.readouterr().out
+
+
+def test_labels_are_a_fixed_function_of_the_inputs():
+    zoo_fit = load_script("benchmarks/zoo_fit.py")
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (64, 8, 8, 3)).astype("float32")
+    task = zoo_fit.Task("sign", x)
+    y = task(x)
+    np.testing.assert_array_equal(task(x[:5]), y[:5])  # Per sample, not per batch.
+    assert set(y) <= set(range(10)) and len(set(y)) > 5
+    # Constant over positions: a translation-invariant net can learn them.
+    np.testing.assert_array_equal(task(np.roll(x, 3, axis=1)), y)
+    tokens = np.array([[13, 4, 4, 0], [7, 21, 31, 0]])
+    np.testing.assert_array_equal(zoo_fit.Task("first_token", tokens)(tokens), [3, 7])
+    np.testing.assert_array_equal(
+        zoo_fit.Task("majority_residue", tokens)(tokens), [4, 1]
+    )
