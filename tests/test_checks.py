@@ -339,3 +339,31 @@ def test_a_kernel_read_only_by_batch_norm_is_not_unstable_for_a_large_step():
     stats["conv"] = {"update_ratio": 1e-9, "update_ratio_at_peak_lr": 1e-8}
     flags = report_update_ratio_flags(report, keras_initdiag.Thresholds())
     assert ("conv", 1e-8) in [(f.layer, f.value) for f in flags]
+
+
+def test_a_zero_initialized_head_has_no_update_ratio_to_judge():
+    # Fixup's recipe under a warmup: the head grows from nothing, so each
+    # early update is about its whole size (1.21 at step 7 stopped the fit).
+    model = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(16, activation="relu", kernel_initializer="he_normal"),
+            keras.layers.Dense(4, kernel_initializer="zeros", name="head"),
+        ]
+    )
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=100, warmup_target=0.05, warmup_steps=5
+    )
+    model.compile(
+        keras.optimizers.SGD(schedule, momentum=0.9),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    x = RNG.standard_normal((64, 8)).astype("float32")
+    y = RNG.integers(0, 4, 64)
+    callback = keras_initdiag.InitDiagnostics(
+        log_dir=None, probe_data=(x[:16], y[:16]), on_flag="raise", verbose=0
+    )
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[callback])
+    assert math.isnan(callback.update_ratios["head"])
+    assert 0 < callback.update_ratios[model.layers[0].name] < 0.5
+    assert not [f for f in callback.flags if f.kind == "update_ratio"]

@@ -161,6 +161,7 @@ class UpdateTracker:
         self._before = self._read()
         self._step = step
         self._ratios, self._rates = [], []
+        self._from_zero = None
         self._peak = peak_learning_rate(self.optimizer, step)
 
     def stop(self) -> None:
@@ -188,6 +189,8 @@ class UpdateTracker:
         )
         with np.errstate(divide="ignore", invalid="ignore"):
             self._ratios.append(norms[:, 0] / norms[:, 1] / taken)
+        if self._from_zero is None:
+            self._from_zero = norms[:, 1] == 0
         self._rates.append(rate)
         self._before, self._step = now, step
         if len(self._ratios) < self.steps:
@@ -225,6 +228,11 @@ class UpdateTracker:
         # nothing about the updates' size; the median leaves them out.
         moving = rates[:, 0] > 0
         median = np.median(ratios[moving] if moving.any() else ratios, axis=0)
+        # A weight that starts at zero (a Fixup or muP head, a zero branch
+        # end) grows from nothing: its relative update is about 1/k at step
+        # k by construction, so it has no ratio to judge.
+        median = np.where(self._from_zero, np.nan, median)
+        at_peak = np.where(self._from_zero, np.nan, at_peak)
         names = [name for name, _ in self.layers]
         return {
             "update_ratio": dict(zip(names, map(_finite, median))),
