@@ -367,3 +367,21 @@ def test_a_zero_initialized_head_has_no_update_ratio_to_judge():
     assert math.isnan(callback.update_ratios["head"])
     assert 0 < callback.update_ratios[model.layers[0].name] < 0.5
     assert not [f for f in callback.flags if f.kind == "update_ratio"]
+
+
+def test_the_tracker_gives_no_ratio_for_a_weight_that_started_at_zero():
+    from keras_initdiag.callbacks.updates import UpdateTracker
+
+    head = keras.Variable(np.zeros((4, 3), "float32"))
+    body = keras.Variable(np.ones((4, 3), "float32"))
+    tracker = UpdateTracker([], keras.optimizers.SGD(0.1))
+    tracker.layers = [("head", head), ("body", body)]
+    tracker._indices = [None, None]
+    tracker.start(0)
+    for step in (1, 2, 3):
+        head.assign(head.value + 0.1)  # grows from nothing: 1/k per step
+        body.assign(body.value + 0.01)
+        result = tracker.after_batch(step)
+    assert math.isnan(result["update_ratio"]["head"])
+    assert math.isnan(result["update_ratio_at_peak_lr"]["head"])
+    assert result["update_ratio"]["body"] == pytest.approx(0.01 / 1.01, rel=1e-5)
