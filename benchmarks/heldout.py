@@ -49,7 +49,8 @@ Each record is the calibration's (`trainability.train`) plus what the early
 verdict needs:
 - `step0_flags`: `diagnose()` on the fresh network (first 128 samples) before
   training: kind, layer, value, threshold, `serious` (a `trainability.SERIOUS`
-  kind) and `advisory` (`rules.is_advisory`);
+  kind) and `advisory` (`rules.is_advisory`); None, with `step0_error`, if
+  the diagnosis raised;
 - `step_losses`: the training loss of each of the first `LOSS_STEPS` steps,
   recovered from the running means Keras logs (`step_losses`);
 - `step_learning_rates`: the optimizer's `learning_rate` before each of them;
@@ -310,7 +311,10 @@ def run(
         raise ValueError(f"{config.key} needs task seed {config.task_seed}")
     start = time.perf_counter()
     model = cache.get(config)
-    flags = step0_flags(cache.fresh, config.arch, task)
+    try:
+        flags, error = step0_flags(cache.fresh, config.arch, task), None
+    except Exception as e:  # Recorded: one network must not end the grid.
+        flags, error = None, f"{type(e).__name__}: {e}"
     diagnose_seconds = time.perf_counter() - start
     record = tr.train(
         config, task, steps, batch_size, cache=cache, callbacks=[recorder]
@@ -322,6 +326,7 @@ def run(
         failed=tr.failed(record),
         learning_rate=config.learning_rate,
         step0_flags=flags,
+        step0_error=error,
         step0_seconds=round(diagnose_seconds, 3),
         step_losses=[encode(v) for v in recorder.losses],
         step_learning_rates=recorder.learning_rates,
@@ -379,7 +384,7 @@ def run_grid(
         seconds.setdefault((config.arch, config.depth, config.width), []).append(
             record["seconds"]
         )
-        flags = sorted({f["kind"] for f in record["step0_flags"] if f["serious"]})
+        flags = sorted({f["kind"] for f in record["step0_flags"] or () if f["serious"]})
         print(
             f"[{i}/{len(todo)}] {config.key:48s} {tr._fmt(record['initial_loss'])}"
             f" -> {tr._fmt(tr.final_loss(record))} "
