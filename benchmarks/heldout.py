@@ -64,6 +64,7 @@ Usage:
     python benchmarks/heldout.py train --minutes 70    # resumable
     python benchmarks/heldout.py train --only resmlp_bn-d4 --minutes 5
     python benchmarks/heldout.py check                  # depth-2 learnability
+    python benchmarks/heldout.py summary                # runs and outcomes so far
 """
 
 from __future__ import annotations
@@ -421,8 +422,29 @@ def check(steps: int = tr.STEPS) -> list[tuple[str, float]]:
     return results
 
 
+def summary(out: pathlib.Path = OUT) -> dict:
+    """Print and return, per arch and optimizer: runs, failed, seconds per run."""
+    rows: dict = {}
+    for record in tr.load_runs(out):
+        for name in (record["arch"], f"{record['arch']} {record['optimizer']}"):
+            row = rows.setdefault(name, {"n": 0, "failed": 0, "seconds": []})
+            row["n"] += 1
+            row["failed"] += tr.failed(record)
+            row["seconds"].append(record["seconds"])
+    total = len(ordered())
+    print(f"{sum(r['n'] for k, r in rows.items() if ' ' not in k)} of {total} runs")
+    print("| networks | runs | trained | failed | median s | max s |")
+    print("|---|---|---|---|---|---|")
+    for name, row in sorted(rows.items()):
+        print(
+            f"| {name} | {row['n']} | {row['n'] - row['failed']} | {row['failed']} "
+            f"| {statistics.median(row['seconds']):.1f} | {max(row['seconds']):.1f} |"
+        )
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``train`` (resumable, within ``--minutes``) and ``check``."""
+    """Command line: ``train``, ``check`` and ``summary`` (see the module)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     train_cmd = commands.add_parser("train", help="train the grid (resumable)")
@@ -433,7 +455,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         command.add_argument(
             "--threads", type=int, default=1, help="TensorFlow threads (intra, inter)"
         )
+    commands.add_parser("summary", help=summary.__doc__)
     args = parser.parse_args(argv)
+    if args.command == "summary":
+        summary()
+        return 0
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)

@@ -217,4 +217,8 @@ def test_runs_write_resumable_records(heldout, tr, tmp_path, capsys):
     # A second run resumes: nothing left to train.
     assert heldout.run_grid(configs, out, **sizes) == 0
     assert "0 to train" in capsys.readouterr().out
+    rows = heldout.summary(out)
+    assert rows["cnn"]["n"] == rows["cnn sgd"]["n"] == 1
+    assert rows["resmlp_bn adam"]["failed"] == int(healthy["failed"])
+    assert "2 of 504 runs" in capsys.readouterr().out
     assert math.isfinite(healthy["seconds"]) and healthy["step0_seconds"] > 0
