@@ -324,7 +324,7 @@ def run(
         raise RuntimeError(f"{config.key}: the cache trained another model")
     encode = tr._finite_or_string
     record.update(
-        failed=tr.failed(record),
+        failed=tr.failed(decoded(record)),
         learning_rate=config.learning_rate,
         step0_flags=flags,
         step0_error=error,
@@ -339,6 +339,11 @@ def run(
         seconds=round(time.perf_counter() - start, 3),
     )
     return record
+
+
+def decoded(record: dict) -> dict:
+    """`record` with its "NaN"/"Infinity" strings as floats (as `load_runs`)."""
+    return {k: tr._from_json_number(v) for k, v in record.items()}
 
 
 def _estimate(config: HeldoutConfig, seconds: dict) -> float:
@@ -388,7 +393,7 @@ def run_grid(
         flags = sorted({f["kind"] for f in record["step0_flags"] or () if f["serious"]})
         print(
             f"[{i}/{len(todo)}] {config.key:48s} {tr._fmt(record['initial_loss'])}"
-            f" -> {tr._fmt(tr.final_loss(record))} "
+            f" -> {tr._fmt(tr.final_loss(decoded(record)))} "
             f"{'FAILED' if record['failed'] else 'trained'} {flags}"
             f" ({record['seconds']:.1f} s)",
             flush=True,

@@ -30,6 +30,20 @@ def test_step_losses_invert_running_means(heldout):
     assert heldout.step_losses([]) == []
 
 
+def test_outcome_of_a_diverged_record(heldout, tr):
+    # What `run` writes for a run that went non-finite: strings for NaN.
+    record = {
+        "nonfinite": True,
+        "entropy": 1.386,
+        "final_loss": "NaN",
+        "final_loss_batch_stats": "Infinity",
+    }
+    assert tr.failed(heldout.decoded(record))
+    assert tr.final_loss(heldout.decoded(record)) == math.inf
+    record.update(nonfinite=False, final_loss=0.25)
+    assert not tr.failed(heldout.decoded(record))
+
+
 def test_heldout_grid_differs_from_calibration(heldout, tr):
     configs = heldout.ordered()
     calibration = tr.grid()
