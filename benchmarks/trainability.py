@@ -90,6 +90,7 @@ import platform
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from typing import ClassVar
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -104,6 +105,10 @@ DEFAULT_OUT = RESULTS / "trainability_runs.jsonl"
 QUICK_OUT = RESULTS / "trainability_quick.jsonl"
 
 ARCHS = ("mlp", "mlp_bn", "cnn", "cnn_bn")
+#: Residual archs, not in this grid (`benchmarks/heldout.py` uses them): a
+#: stem layer to the width, then blocks of two layers with an identity skip,
+#: h <- act(h + f(h)) with f = layer, act, layer (each layer -> BN in `_bn`).
+RESIDUAL_ARCHS = ("resmlp", "resmlp_bn", "rescnn", "rescnn_bn")
 DEPTHS = (2, 6, 16, 32, 50)
 ACTIVATIONS = ("relu", "tanh")
 INITS = ("zeros", "small", "large", "xavier", "lecun", "he", "orthogonal")
@@ -114,6 +119,8 @@ N_CLASSES = 4
 IMAGE_SHAPE = (8, 8, 2)
 MLP_WIDTH = 64
 CNN_FILTERS = 16
+#: The grid's learning rate of each optimizer.
+LEARNING_RATES = {"sgd": 0.01, "adam": 1e-3}
 
 #: Full-grid settings: samples, batch size, optimizer steps (a whole number of
 #: epochs), task seed.
@@ -149,9 +156,12 @@ class RunConfig:
     optimizer: str
     seed: int = 0
 
+    #: The archs a config may name (a subclass may allow more).
+    allowed_archs: ClassVar[tuple] = ARCHS
+
     def __post_init__(self):
         for value, allowed in (
-            (self.arch, ARCHS),
+            (self.arch, self.allowed_archs),
             (self.activation, ACTIVATIONS),
             (self.init, INITS),
             (self.optimizer, OPTIMIZERS),
@@ -160,6 +170,8 @@ class RunConfig:
                 raise ValueError(f"{value!r} is not one of {allowed}")
         if self.depth < 1:
             raise ValueError(f"depth must be positive, got {self.depth}")
+        if self.arch in RESIDUAL_ARCHS and self.depth % 2:
+            raise ValueError(f"a residual depth must be even, got {self.depth}")
 
     @property
     def key(self) -> str:
@@ -178,6 +190,16 @@ class RunConfig:
     def graph_key(self) -> tuple:
         """Configs with equal graph keys differ only in their initial weights."""
         return (self.arch, self.depth, self.activation, self.optimizer)
+
+    @property
+    def units(self) -> int:
+        """Units (or filters, for the conv archs) of each hidden layer."""
+        return CNN_FILTERS if is_conv(self.arch) else MLP_WIDTH
+
+    @property
+    def learning_rate(self) -> float:
+        """The optimizer's learning rate."""
+        return LEARNING_RATES[self.optimizer]
 
 
 def grid(
@@ -202,6 +224,11 @@ def quick_grid() -> list[RunConfig]:
     return grid(**QUICK_GRID)
 
 
+def is_conv(arch: str) -> bool:
+    """Whether `arch` is a conv net (it reads the task's images)."""
+    return arch.removeprefix("res").startswith("cnn")
+
+
 # -- the task ----------------------------------------------------------------
 
 
@@ -223,7 +250,7 @@ class Task:
 
     def inputs(self, arch: str) -> np.ndarray:
         """The input array an architecture trains on."""
-        return self.images if arch.startswith("cnn") else self.x
+        return self.images if is_conv(arch) else self.x
 
 
 def _image_map(rng: np.random.Generator, direction: np.ndarray) -> np.ndarray:
@@ -286,13 +313,16 @@ def make_initializer(name: str, seed: int) -> keras.initializers.Initializer:
     raise ValueError(f"unknown initializer {name!r}")
 
 
-def make_optimizer(name: str) -> keras.optimizers.Optimizer:
-    """The optimizer of the grid called `name`."""
+def make_optimizer(
+    name: str, learning_rate: float | None = None
+) -> keras.optimizers.Optimizer:
+    """The optimizer of the grid called `name` (its grid learning rate by default)."""
+    if name not in LEARNING_RATES:
+        raise ValueError(f"unknown optimizer {name!r}")
+    rate = LEARNING_RATES[name] if learning_rate is None else learning_rate
     if name == "sgd":
-        return keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)
-    if name == "adam":
-        return keras.optimizers.Adam(learning_rate=1e-3)
-    raise ValueError(f"unknown optimizer {name!r}")
+        return keras.optimizers.SGD(learning_rate=rate, momentum=0.9)
+    return keras.optimizers.Adam(learning_rate=rate)
 
 
 def _layer_seed(config: RunConfig, index: int) -> int:
@@ -300,43 +330,66 @@ def _layer_seed(config: RunConfig, index: int) -> int:
     return 1000 * config.seed + index
 
 
-def _hidden_block(config: RunConfig, h, i: int):
-    """Layer `i` (1-based) of the network body applied to `h`."""
+def _layer(config: RunConfig, h, i: int, activate: bool = True):
+    """Weighted layer `i` (its own seeded kernel) applied to `h`.
+
+    Without BN: Dense or Conv2D with a bias and the activation (none when
+    `activate` is False); in the `_bn` archs: the bias-free layer ->
+    BatchNormalization -> the activation (if `activate`).
+    """
     init = make_initializer(config.init, _layer_seed(config, i))
-    conv = config.arch.startswith("cnn")
-    if config.arch in ("mlp", "cnn"):
-        if conv:
-            layer = keras.layers.Conv2D(
-                CNN_FILTERS,
-                3,
-                padding="same",
-                activation=config.activation,
-                kernel_initializer=init,
-                name=f"conv_{i}",
-            )
-        else:
-            layer = keras.layers.Dense(
-                MLP_WIDTH,
-                activation=config.activation,
-                kernel_initializer=init,
-                name=f"dense_{i}",
-            )
-        return layer(h)
+    conv = is_conv(config.arch)
+    bn = config.arch.endswith("_bn")
+    activation = config.activation if activate and not bn else None
     if conv:
-        h = keras.layers.Conv2D(
-            CNN_FILTERS,
+        layer = keras.layers.Conv2D(
+            config.units,
             3,
             padding="same",
-            use_bias=False,
+            activation=activation,
+            use_bias=not bn,
             kernel_initializer=init,
             name=f"conv_{i}",
-        )(h)
+        )
     else:
-        h = keras.layers.Dense(
-            MLP_WIDTH, use_bias=False, kernel_initializer=init, name=f"dense_{i}"
-        )(h)
+        layer = keras.layers.Dense(
+            config.units,
+            activation=activation,
+            use_bias=not bn,
+            kernel_initializer=init,
+            name=f"dense_{i}",
+        )
+    h = layer(h)
+    if not bn:
+        return h
     h = keras.layers.BatchNormalization(name=f"bn_{i}")(h)
-    return keras.layers.Activation(config.activation, name=f"act_{i}")(h)
+    if activate:
+        h = keras.layers.Activation(config.activation, name=f"act_{i}")(h)
+    return h
+
+
+def _residual_block(config: RunConfig, h, b: int):
+    """Block `b` (1-based: layers 2b - 1 and 2b): h <- act(h + f(h))."""
+    branch = _layer(config, h, 2 * b - 1)
+    branch = _layer(config, branch, 2 * b, activate=False)
+    h = keras.layers.Add(name=f"add_{b}")([h, branch])
+    return keras.layers.Activation(config.activation, name=f"out_{b}")(h)
+
+
+def _body(config: RunConfig, h):
+    """The hidden layers applied to `h`.
+
+    `depth` plain layers, or for the residual archs a stem layer (index 0, to
+    the width) and `depth / 2` blocks.
+    """
+    if config.arch not in RESIDUAL_ARCHS:
+        for i in range(1, config.depth + 1):
+            h = _layer(config, h, i)
+        return h
+    h = _layer(config, h, 0)
+    for b in range(1, config.depth // 2 + 1):
+        h = _residual_block(config, h, b)
+    return h
 
 
 def build_model(config: RunConfig, steps_per_execution: int = 1) -> keras.Model:
@@ -347,11 +400,9 @@ def build_model(config: RunConfig, steps_per_execution: int = 1) -> keras.Model:
     the global seeds are set to `config.seed` first.
     """
     keras.utils.set_random_seed(config.seed)
-    conv = config.arch.startswith("cnn")
+    conv = is_conv(config.arch)
     inputs = keras.Input(IMAGE_SHAPE if conv else (N_FEATURES,), name="inputs")
-    h = inputs
-    for i in range(1, config.depth + 1):
-        h = _hidden_block(config, h, i)
+    h = _body(config, inputs)
     if conv:
         h = keras.layers.GlobalAveragePooling2D(name="pool")(h)
     head_init = make_initializer(config.init, _layer_seed(config, config.depth + 1))
@@ -359,7 +410,7 @@ def build_model(config: RunConfig, steps_per_execution: int = 1) -> keras.Model:
     logits = head(h)
     model = keras.Model(inputs, logits, name=config.key.replace("-", "_"))
     model.compile(
-        optimizer=make_optimizer(config.optimizer),
+        optimizer=make_optimizer(config.optimizer, config.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         jit_compile=False,
@@ -385,7 +436,8 @@ class ModelCache:
     as much as the training itself. `get` builds the config's own fresh model
     (`build_model`: its initial weights) and, when the previous config had the
     same `graph_key`, loads those weights into the already traced model and
-    puts the optimizer back in its never-used state.
+    puts the optimizer back in its never-used state. `fresh` is the last
+    config's own freshly built model (its layers carry its initializers).
     """
 
     def __init__(self, steps_per_execution: int = STEPS_PER_EXECUTION):
@@ -393,6 +445,7 @@ class ModelCache:
         self._graph_key = None
         self._model = None
         self._optimizer_state = None
+        self.fresh = None
 
     def get(self, config: RunConfig) -> keras.Model:
         """A compiled model of `config` in its initial state."""
@@ -400,6 +453,7 @@ class ModelCache:
             self._model = None
             keras.backend.clear_session()
         fresh = build_model(config, self.steps_per_execution)
+        self.fresh = fresh
         if self._model is None:
             fresh.optimizer.build(fresh.trainable_variables)
             self._graph_key = config.graph_key
