@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import itertools
 import math
 import os
@@ -131,7 +132,7 @@ def measure_one(
     x = task.inputs(config.arch)
     diagnostics, log = attach(x[: tr.PROBE], task.y[: tr.PROBE], UPDATE_FREQ)
     run = tr.train(config, task, steps, batch_size, cache, callbacks=[diagnostics, log])
-    fields = ("key", *tr.RunConfig.__dataclass_fields__, *OUTCOME)
+    fields = ("key", *(f.name for f in dataclasses.fields(tr.RunConfig)), *OUTCOME)
     record = {k: run[k] for k in fields}
     record["failed"] = tr.failed({k: tr._from_json_number(run[k]) for k in OUTCOME})
     if grid_run is not None:

@@ -27,7 +27,8 @@ def test_records_every_diagnosis_and_the_outcome(midfit, tmp_path):
     }
     record = midfit.measure_one(zeros, task, grid_run, cache, steps=32, batch_size=32)
     assert record["key"] == zeros.key and record["init"] == "zeros"
-    assert record["diagnosed"] == [0, 16, 32] and len(record["probe_loss"]) == 3
+    # 24: after the first updates (3 batch ends of 8 steps), with their ratios.
+    assert record["diagnosed"] == [0, 16, 24, 32] and len(record["probe_loss"]) == 4
     assert record["steps_done"] == 32 and record["nonfinite"] is False
     assert record["failed"] is True and record["agrees"] is True
     assert all(set(f) == FIELDS for f in record["flags"])
@@ -38,7 +39,7 @@ def test_records_every_diagnosis_and_the_outcome(midfit, tmp_path):
 
     he = tr.RunConfig("mlp", 2, "relu", "he", "adam")
     record = midfit.measure_one(he, task, None, cache, steps=32, batch_size=32)
-    assert "agrees" not in record and record["diagnosed"] == [0, 16, 32]
+    assert "agrees" not in record and record["diagnosed"] == [0, 16, 24, 32]
     assert record["probe_loss"][-1] < record["probe_loss"][0]  # It learns.
     assert not midfit.flagged_at_zero(record)
 
