@@ -195,7 +195,7 @@ def test_failure_warns_once_and_training_goes_on(monkeypatch):
         raise RuntimeError("boom")
 
     fit(model, x, y, callback, epochs=1)  # builds the diagnoser
-    monkeypatch.setattr(callback._diagnoser, "measure", broken)
+    monkeypatch.setattr(callback.diagnoser, "measure", broken)
     with pytest.warns(InitDiagnosticsWarning, match="boom") as record:
         history = fit(model, x, y, callback, epochs=3)
     assert len(history.history["loss"]) == 3

@@ -331,13 +331,13 @@ def test_the_users_optimizer_is_back_after_a_foreign_exception(hook, batch, firs
     assert model.optimizer is optimizer
     # A later fit without the callback trains with the user's optimizer and
     # its own train function: the recording one gives way at its first call.
-    before = len(callback._recorder.read()) if callback._recorder else 0
+    before = len(callback.binding.recorder.read()) if callback.binding.recorder else 0
     steps = int(np.asarray(optimizer.iterations))
     model.fit(X, Y, batch_size=16, epochs=1, verbose=0)
     assert model.optimizer is optimizer
     assert int(np.asarray(optimizer.iterations)) == steps + 4
     assert type(model.train_function).__name__ != "RecordingTrainFunction"
-    assert before >= 0 and callback._recorder.read() == []  # nothing recorded
+    assert before >= 0 and callback.binding.recorder.read() == []  # nothing recorded
     # And the callback, used again, records every step of its next fit.
     _fit(model, callback)
     assert [s for s, _ in callback.batch_gradient_norms][-4:] == [
@@ -355,7 +355,7 @@ def test_recording_is_traced_once_across_fits():
     own = model.make_train_function() or model.train_function
     _fit(model, callback)
     _fit(model, callback)
-    assert callback._recorder.traces == 1
+    assert callback.binding.recorder.traces == 1
     # Between and after fits the model has its very own train function.
     assert model.train_function is own
     steps = [s for s, _ in callback.batch_gradient_norms]

@@ -190,7 +190,7 @@ def test_the_tap_delegates_to_the_users_optimizer():
     model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[callback, Probe()])
     assert seen["same"]
     assert int(np.asarray(optimizer.iterations)) == 4
-    recording = callback._recorder.recording
+    recording = callback.binding.recorder.recording
     assert recording.inner_optimizer is optimizer
     assert [v.path for v in recording.variables] == [
         v.path for v in optimizer.variables

@@ -8,6 +8,8 @@ The callback only wires parts together, each with one role:
 - `keras_initdiag.diagnostics.rules.judge`: flags;
 - `sink.Sink`: writes TensorBoard events (images off the training thread);
 - `actor.Actor`: warns, stops or raises; prints;
+- `binding.Binding`: the parts of the model it is bound to (probe, inputs,
+  gradient recorder, update tracker);
 - `history.History`: what stays in memory, bounded.
 
 Its whole lifecycle is `InitDiagnostics`'s methods below: `on_train_begin`
@@ -20,7 +22,6 @@ through (its own `FlagError` included) before anything propagates.
 from __future__ import annotations
 
 import os
-import weakref
 from collections.abc import Sequence
 
 import keras
@@ -33,16 +34,15 @@ from keras_initdiag.callbacks.actor import FlagError as FlagError
 from keras_initdiag.callbacks.actor import (
     InitDiagnosticsWarning as InitDiagnosticsWarning,
 )
+from keras_initdiag.callbacks.binding import Binding
 from keras_initdiag.callbacks.history import History
 from keras_initdiag.callbacks.schedule import Schedule
 from keras_initdiag.callbacks.sink import Sink
 from keras_initdiag.callbacks.summary import log_summary
-from keras_initdiag.callbacks.updates import UpdateTracker
 from keras_initdiag.diagnostics import rules
-from keras_initdiag.diagnostics.batches import probe_inputs, split_probe_data
+from keras_initdiag.diagnostics.batches import split_probe_data
 from keras_initdiag.diagnostics.engine import Diagnoser, ProbeInputError
 from keras_initdiag.diagnostics.report import DiagnosticReport, Flag
-from keras_initdiag.diagnostics.train_grads import GradientRecorder
 
 #: Flag kinds that are advice, never a reason to stop or raise.
 ADVISORY = rules.ADVISORY
@@ -154,12 +154,9 @@ class InitDiagnostics(keras.callbacks.Callback):
         self.sink = Sink(self.log_dir)
         self.actor = Actor(self.on_flag, self.verbose)
         self.history = History()
-        self._diagnoser: Diagnoser | None = None
-        self._bound = None  # weakref to the model the state below belongs to
-        self._inputs = None
-        self._recorder: GradientRecorder | None = None
-        self._updates: UpdateTracker | None = None
-        self.update_ratios: dict[str, float] = {}
+        self.binding = Binding(
+            self.layers, self.histograms, self.training, self.probe_x, self.probe_y
+        )
         self._failure_warned = False
         self._deferred = False  # bind after the first step (unbuilt model)
 
@@ -185,7 +182,12 @@ class InitDiagnostics(keras.callbacks.Callback):
         Its `probe.traces` counts how often the diagnosis was traced (1 per
         model); `skipped` lists the layers whose outputs are not measured.
         """
-        return self._diagnoser
+        return self.binding.diagnoser
+
+    @property
+    def update_ratios(self) -> dict[str, float]:
+        """Each layer's update ratio over the first steps (see the class)."""
+        return self.binding.update_ratios
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -196,15 +198,10 @@ class InitDiagnostics(keras.callbacks.Callback):
         `probe_data` to build it on, is bound after that step instead.
         """
         self._failure_warned = False
-        self._deferred = not self.model.built and self.probe_x is None
-        if self._deferred:
-            self.actor.warn_once(
-                "deferred",
-                f"InitDiagnostics: model {self.model.name!r} is built only by its "
-                "first training step, and no `probe_data` was given, so the "
-                "diagnostics start after that step (without step 0). Pass "
-                "`probe_data=(x, y)` to diagnose it from step 0.",
-            )
+        note = self.binding.deferred(self.model)
+        self._deferred = bool(note)
+        if note:
+            self.actor.warn_once("deferred", note)
             return
         self._begin()
 
@@ -212,18 +209,14 @@ class InitDiagnostics(keras.callbacks.Callback):
         self._bind()
         self.schedule.begin_fit()
         self._diagnose(first=True)
-        if not self.update_ratios and getattr(self.model, "optimizer", None):
-            self._updates = UpdateTracker(
-                self._diagnoser.tapset.taps, self.model.optimizer
-            )
-            self._updates.start(self._step())
+        self.binding.start_updates(self.model, self._step())
         if self.batch_gradients:
-            self._start_recorder()
+            self.binding.start_recorder(self.model, self.actor.warn_once)
 
     def on_train_batch_begin(self, batch, logs=None):
         """Arm the recording train function for this batch's steps."""
-        if self._recorder is not None and self._recorder.attached:
-            self._recorder.armed = True
+        if self.binding.recording:
+            self.binding.recorder.armed = True
 
     def on_train_batch_end(self, batch, logs=None):
         """Collect the steps' gradient norms; diagnose on an int schedule."""
@@ -232,16 +225,17 @@ class InitDiagnostics(keras.callbacks.Callback):
             try:
                 self._begin()
             except Exception as error:  # noqa: BLE001 - never break the user's fit.
-                self._diagnoser = None
+                self.binding.diagnoser = None
                 self._failed(self._step(), error)
             return
-        if self._recorder is not None and self._recorder.attached:
+        if self.binding.recording:
             self._collect_norms()
-        if self._updates is not None and self._updates.active:
+        updates = self.binding.updates
+        if updates is not None and updates.active:
             self._measure_updates()
         # The step is read from the device only when a batch end can be due.
         if (
-            self._diagnoser is not None
+            self.binding.diagnoser is not None
             and self.schedule.per_batch
             and self.schedule.due_at_batch(self._step())
         ):
@@ -254,7 +248,7 @@ class InitDiagnostics(keras.callbacks.Callback):
         callbacks after this one (History, the progress bar, CSVLogger).
         """
         self.schedule.end_epoch()
-        if self._diagnoser is not None and self.schedule.due_at_epoch_end():
+        if self.binding.diagnoser is not None and self.schedule.due_at_epoch_end():
             self._diagnose()
         if logs is not None and self.history.last is not None:
             logs.update(log_summary(self.history.last))
@@ -263,7 +257,7 @@ class InitDiagnostics(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         """Diagnose the final state (once per step), then flush and close."""
         self.schedule.end_fit()
-        if self._diagnoser is not None:
+        if self.binding.diagnoser is not None:
             self._diagnose()
         self._shutdown()
 
@@ -279,10 +273,10 @@ class InitDiagnostics(keras.callbacks.Callback):
         `fit`, the events are flushed at every diagnosis and epoch, and the
         next `fit` or the interpreter's exit closes what is left.
         """
-        if self._updates is not None:
-            self._updates.stop()
-        if self._recorder is not None and self._recorder.attached:
-            self._recorder.detach()
+        if self.binding.updates is not None:
+            self.binding.updates.stop()
+        if self.binding.recording:
+            self.binding.recorder.detach()
             self._collect_norms()
         self.sink.close()
 
@@ -291,65 +285,17 @@ class InitDiagnostics(keras.callbacks.Callback):
     def _bind(self):
         """Make every per-model part belong to `self.model`, and validate.
 
-        A different model resets the schedule and the probe; a model
-        recompiled with another loss, loss weights, optimizer class or loss
-        scaling, or (un)frozen, gets a new probe on the same taps (a new
-        learning rate keeps it).
+        Another model than before starts over: its schedule, history and
+        flags, and a run of its own (`binding.Binding` has the rest).
         """
         model = self.model
-        if self._bound is None or self._bound() is not model:
-            self._reset(model)
-        elif self._diagnoser is not None and self._diagnoser.stale():
-            self._diagnoser = Diagnoser(
-                model,
-                histograms=self.histograms,
-                training=self.training,
-                tapset=self._diagnoser.tapset,
-            )
-        if self._diagnoser is None:
-            self._diagnoser = Diagnoser(
-                model,
-                layers=self.layers,
-                histograms=self.histograms,
-                training=self.training,
-            )
-            if self._diagnoser.tapset.view is None:
-                self.actor.warn_once(
-                    "no-graph",
-                    f"InitDiagnostics: model {model.name!r} exposes no functional "
-                    "graph (subclassed model), so only weight and gradient "
-                    "statistics are recorded; activation statistics need a "
-                    "Sequential or functional model.",
-                )
-        if self._inputs is None:
-            self._inputs, note = probe_inputs(
-                model, self._diagnoser.tapset, self.probe_x, self.probe_y
-            )
-            if note:
-                self.actor.warn_once("no-probe", f"InitDiagnostics: {note}")
+        if not self.binding.holds(model):
+            if self.binding.bound:  # Another model: its own run and flags.
+                self.actor.start_over(model.name, self.sink.follow(model))
+            self.schedule.reset()
+            self.history = History()
+        self.binding.bind(model, self.actor.warn_once)
         self.sink.check(model)
-
-    def _reset(self, model):
-        if self._recorder is not None:
-            self._recorder.detach()
-            self._recorder = None
-        if self._bound is not None:
-            # Another model: its own run, and its flags are news again.
-            run = self.sink.follow(model)
-            self.actor.reset()
-            _warn.warn(
-                f"InitDiagnostics moved to model {model.name!r}: it starts over "
-                "from that model's current step"
-                + (f", and its events go to {run!r}." if run else "."),
-                InitDiagnosticsWarning,
-            )
-        self._bound = weakref.ref(model)
-        self._updates = None
-        self.update_ratios = {}
-        self._diagnoser = None
-        self._inputs = None
-        self.schedule.reset()
-        self.history = History()
 
     def _step(self) -> int:
         optimizer = getattr(self.model, "optimizer", None)
@@ -374,19 +320,17 @@ class InitDiagnostics(keras.callbacks.Callback):
                 self.schedule.diagnosed(step, image=True)
             return
         try:
-            report = self._diagnoser.measure(
-                *self._inputs,
+            diagnoser = self.binding.diagnoser
+            report = diagnoser.measure(
+                *self.binding.inputs,
                 step=step,
                 validate=first,
                 full=self.schedule.full_due,
             )
-            for stat, values in (extra or {}).items():
-                for layer, value in values.items():
-                    if layer in report.stats:
-                        report.stats[layer][stat] = value
+            report.add_stats(extra or {})
             report.flags = rules.judge(report, self.thresholds)
-            histograms, self._diagnoser.last_histograms = (
-                self._diagnoser.last_histograms,
+            histograms, diagnoser.last_histograms = (
+                diagnoser.last_histograms,
                 {},
             )
             self.sink.write(self.model, report, histograms, image=image)
@@ -421,12 +365,10 @@ class InitDiagnostics(keras.callbacks.Callback):
             self.schedule.stopped(report.step)
             self.model.stop_training = True
 
-    def _failed(self, step: int, error: Exception) -> None:
-        """A diagnosis failed: an attempt all the same; warn once."""
-        self.schedule.failed(step)
-        self._warn_failure(step, error)
-
-    def _warn_failure(self, step: int, error: Exception):
+    def _failed(self, step: int, error: Exception, attempt: bool = True) -> None:
+        """A diagnosis (`attempt`) or a measurement failed: warn once."""
+        if attempt:
+            self.schedule.failed(step)
         if not self._failure_warned:
             self._failure_warned = True
             _warn.warn(
@@ -441,31 +383,17 @@ class InitDiagnostics(keras.callbacks.Callback):
         """After the first updates, diagnose with their ratios in the report."""
         step = self._step()
         try:
-            measured = self._updates.after_batch(step)
+            measured = self.binding.measure_updates(step)
         except Exception as error:  # noqa: BLE001 - never break the user's fit.
-            self._updates.stop()
-            self._warn_failure(step, error)
+            self._failed(step, error, attempt=False)
             return
         if measured is not None:
-            self.update_ratios = measured["update_ratio"]
             self._diagnose(extra=measured)
 
     # -- per-step gradient norms ---------------------------------------------
 
-    def _start_recorder(self):
-        reason = GradientRecorder.supported(self.model)
-        if reason is not None:
-            self.actor.warn_once(
-                "batch-gradients",
-                f"InitDiagnostics: batch_gradients=True stays off: {reason}.",
-            )
-            return
-        if self._recorder is None:
-            self._recorder = GradientRecorder(self.model, self._diagnoser.tapset.taps)
-        self._recorder.attach()
-
     def _collect_norms(self):
-        records = self._recorder.read()
+        records = self.binding.recorder.read()
         if records:
             self.history.norms.extend(records)
             if self.sink.is_writer(self.model):

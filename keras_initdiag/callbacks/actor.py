@@ -68,6 +68,16 @@ class Actor:
         self._printed.clear()
         self._reports = 0
 
+    def start_over(self, model: str, run: str | None) -> None:
+        """The callback moved to another model: its flags are news again."""
+        self.reset()
+        _warn.warn(
+            f"InitDiagnostics moved to model {model!r}: it starts over from that "
+            "model's current step"
+            + (f", and its events go to {run!r}." if run else "."),
+            InitDiagnosticsWarning,
+        )
+
     def act(self, report: DiagnosticReport) -> bool:
         """Print, warn, and say whether training should stop.
 

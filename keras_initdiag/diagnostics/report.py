@@ -195,6 +195,19 @@ class DiagnosticReport:
     training: bool = True
     chance_loss: float = math.nan
 
+    def add_stats(self, stats: dict[str, dict[str, float]]) -> None:
+        """Join statistics measured elsewhere: `{stat: {layer: value}}`.
+
+        Layers this report does not have are left out.
+
+        Example:
+        >>> report.add_stats({"update_ratio": {"dense": 1e-3}})
+        """
+        for stat, values in stats.items():
+            for layer, value in values.items():
+                if layer in self.stats:
+                    self.stats[layer][stat] = value
+
     def stat(self, name: str) -> list[float]:
         """Return one statistic for every layer, in forward order.
 

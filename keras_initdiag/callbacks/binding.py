@@ -1,0 +1,161 @@
+"""What `InitDiagnostics` holds for the one model it is bound to.
+
+The probe (`Diagnoser`) and its input batch, the per-step gradient recorder,
+the update tracker and the update ratios it measured. A recompiled or
+(un)frozen model keeps its taps and gets a new probe; another model starts
+all of it over (the callback then also resets its schedule, history, actor
+and run).
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import keras
+
+from keras_initdiag.callbacks.updates import UpdateTracker
+from keras_initdiag.diagnostics.batches import probe_inputs
+from keras_initdiag.diagnostics.engine import Diagnoser
+from keras_initdiag.diagnostics.train_grads import GradientRecorder
+
+
+class Binding:
+    """The per-model parts of the callback.
+
+    Args:
+        layers: Names of the layers to report (None: all).
+        histograms: Keep raw tensors for histogram summaries.
+        training: Measure with training-mode semantics.
+        probe_x: The probe inputs, or None to synthesize them.
+        probe_y: The probe targets, or None.
+
+    Example:
+    >>> binding = Binding(None, False, True, x[:32], y[:32])
+    >>> binding.bind(model, warn_once=print)
+    >>> report = binding.diagnoser.measure(*binding.inputs, step=0)
+    """
+
+    def __init__(self, layers, histograms: bool, training: bool, probe_x, probe_y):
+        self.layers = layers
+        self.histograms = histograms
+        self.training = training
+        self.probe_x, self.probe_y = probe_x, probe_y
+        self._model = None  # weakref to the model the parts below belong to
+        self.recorder: GradientRecorder | None = None
+        self.forget()
+
+    def forget(self) -> None:
+        """Drop every per-model part (the recorder gives the model its own back)."""
+        if self.recorder is not None:
+            self.recorder.detach()
+        self.diagnoser: Diagnoser | None = None
+        self.inputs = None
+        self.recorder = None
+        self.updates: UpdateTracker | None = None
+        self.update_ratios: dict[str, float] = {}
+
+    @property
+    def bound(self) -> bool:
+        """Whether some model was bound before."""
+        return self._model is not None
+
+    def holds(self, model: keras.Model) -> bool:
+        """Whether the parts belong to `model`."""
+        return self._model is not None and self._model() is model
+
+    def deferred(self, model: keras.Model) -> str:
+        """Why binding waits for the first step (`""` when it need not).
+
+        A subclassed model that Keras builds only at its first step, with no
+        `probe_data` to build it on, has no weights to measure before it.
+        """
+        if model.built or self.probe_x is not None:
+            return ""
+        return (
+            f"InitDiagnostics: model {model.name!r} is built only by its first "
+            "training step, and no `probe_data` was given, so the diagnostics "
+            "start after that step (without step 0). Pass `probe_data=(x, y)` "
+            "to diagnose it from step 0."
+        )
+
+    def bind(self, model: keras.Model, warn_once) -> None:
+        """Make the parts belong to `model`; build what is missing, and check.
+
+        A model recompiled with another loss, loss weights, optimizer class
+        or loss scaling, or (un)frozen, gets a new probe on the same taps (a
+        new learning rate keeps it). `warn_once(key, message)` says what is
+        left out (no functional graph, no probe data).
+
+        Raises:
+            ValueError: `probe_data` does not fit the model.
+        """
+        if not self.holds(model):
+            self.forget()
+            self._model = weakref.ref(model)
+        elif self.diagnoser is not None and self.diagnoser.stale():
+            self.diagnoser = Diagnoser(
+                model,
+                histograms=self.histograms,
+                training=self.training,
+                tapset=self.diagnoser.tapset,
+            )
+        if self.diagnoser is None:
+            self.diagnoser = Diagnoser(
+                model,
+                layers=self.layers,
+                histograms=self.histograms,
+                training=self.training,
+            )
+            if self.diagnoser.tapset.view is None:
+                warn_once(
+                    "no-graph",
+                    f"InitDiagnostics: model {model.name!r} exposes no functional "
+                    "graph (subclassed model), so only weight and gradient "
+                    "statistics are recorded; activation statistics need a "
+                    "Sequential or functional model.",
+                )
+        if self.inputs is None:
+            self.inputs, note = probe_inputs(
+                model, self.diagnoser.tapset, self.probe_x, self.probe_y
+            )
+            if note:
+                warn_once("no-probe", f"InitDiagnostics: {note}")
+
+    def start_updates(self, model: keras.Model, step: int) -> None:
+        """Sample the weights before the first updates (once per model)."""
+        if not self.update_ratios and getattr(model, "optimizer", None):
+            self.updates = UpdateTracker(self.diagnoser.tapset.taps, model.optimizer)
+            self.updates.start(step)
+
+    def measure_updates(self, step: int) -> dict | None:
+        """The first updates' statistics once measured (`UpdateTracker`).
+
+        Raises:
+            Exception: Whatever the measurement raised (it is then stopped).
+        """
+        try:
+            measured = self.updates.after_batch(step)
+        except Exception:
+            self.updates.stop()
+            raise
+        if measured is not None:
+            self.update_ratios = measured["update_ratio"]
+        return measured
+
+    def start_recorder(self, model: keras.Model, warn_once) -> None:
+        """Record every step's gradient norms (the train function is kept)."""
+        reason = GradientRecorder.supported(model)
+        if reason is not None:
+            warn_once(
+                "batch-gradients",
+                f"InitDiagnostics: batch_gradients=True stays off: {reason}.",
+            )
+            return
+        if self.recorder is None:
+            self.recorder = GradientRecorder(model, self.diagnoser.tapset.taps)
+        self.recorder.attach()
+
+    @property
+    def recording(self) -> bool:
+        """Whether the recorder is attached (during a `fit`)."""
+        return self.recorder is not None and self.recorder.attached
