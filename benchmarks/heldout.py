@@ -71,7 +71,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import itertools
 import math
 import os
@@ -92,20 +91,8 @@ from keras_initdiag.diagnostics.taps import build_taps  # noqa: E402
 HERE = pathlib.Path(__file__).parent
 
 
-def _trainability():
-    """`benchmarks/trainability.py`, imported from beside this script."""
-    if "trainability" in sys.modules:
-        return sys.modules["trainability"]
-    spec = importlib.util.spec_from_file_location(
-        "trainability", HERE / "trainability.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["trainability"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-tr = _trainability()
+sys.path.insert(0, str(HERE))  # the sibling scripts, also when imported
+import trainability as tr  # noqa: E402
 
 OUT = HERE / "results" / "heldout_runs.jsonl"
 SEED = 1

@@ -23,7 +23,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 import os
 import pathlib
@@ -44,18 +43,8 @@ OUT = HERE / "results" / "update_ratios.jsonl"
 STEPS = 4
 
 
-def _trainability():
-    """`benchmarks/trainability.py`, imported from beside this script."""
-    spec = importlib.util.spec_from_file_location(
-        "trainability", HERE / "trainability.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["trainability"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-tr = _trainability()
+sys.path.insert(0, str(HERE))  # the sibling scripts, also when imported
+import trainability as tr  # noqa: E402
 
 
 def measure(runs_path: pathlib.Path, out: pathlib.Path, only=None) -> int:

@@ -44,7 +44,9 @@ def _lineno() -> int:
 def test_a_flag_during_fit_points_at_the_fit_call():
     # Glorot kernels under ReLU: an advisory `init_mismatch` warning.
     model = _relu_mlp("glorot_uniform")
-    callback = keras_initdiag.InitDiagnostics(probe_data=(X, Y), verbose=0)
+    callback = keras_initdiag.InitDiagnostics(
+        log_dir=None, probe_data=(X, Y), verbose=0
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         line = _lineno() + 1
@@ -57,7 +59,9 @@ def test_a_flag_during_fit_points_at_the_fit_call():
 def test_a_serious_flag_during_fit_points_at_the_fit_call():
     # All-zero kernels: symmetry and vanishing, warned once per kind and layer.
     model = _relu_mlp("zeros")
-    callback = keras_initdiag.InitDiagnostics(probe_data=(X, Y), verbose=0)
+    callback = keras_initdiag.InitDiagnostics(
+        log_dir=None, probe_data=(X, Y), verbose=0
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         line = _lineno() + 1
