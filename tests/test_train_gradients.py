@@ -214,3 +214,22 @@ def test_a_checkpoint_saved_during_fit_keeps_the_optimizer_state(tmp_path):
     assert int(np.asarray(loaded.optimizer.iterations)) == 4
     for mine, theirs in zip(model.optimizer.variables, loaded.optimizer.variables):
         np.testing.assert_allclose(np.asarray(mine), np.asarray(theirs), rtol=1e-6)
+
+
+def test_norms_are_float32_on_the_device_and_right_for_tiny_gradients():
+    from keras_initdiag.diagnostics import train_grads
+
+    # Squares of 1e-25 underflow float32: the scaled norm does not.
+    tiny = tf.fill([64, 16], tf.constant(1e-25, tf.float32))
+    norm = train_grads._row_sums(tiny)
+    assert norm.dtype == tf.float32
+    assert float(norm) == pytest.approx(1e-25 * 32.0, rel=1e-6)  # sqrt(1024)
+    huge = tf.fill([4], tf.constant(1e30, tf.float32))
+    assert float(train_grads._row_sums(huge)) == pytest.approx(2e30, rel=1e-6)
+    # The recorder keeps no float64 on the device (TPUs have none).
+    model, x, y = model_and_data()
+    callback = recording_callback((x[:16], y[:16]))
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[callback])
+    assert callback.binding.recorder._buffer.dtype == tf.float32
+    norms = dict(callback.batch_gradient_norms[0][1])
+    assert all(v > 0 for v in norms.values())

@@ -43,14 +43,23 @@ import tensorflow as tf
 from keras_initdiag.diagnostics.taps import Tap
 
 
+def _scaled_norm(values: tf.Tensor) -> tf.Tensor:
+    """The Euclidean norm in float32, without overflow or underflow.
+
+    Divided by its largest magnitude first, `max * sqrt(sum((v / max)^2))`:
+    a norm anywhere in float32's range comes out right (a gradient of 1e-25
+    per entry too, whose squares float32 cannot hold), on devices without
+    float64 (TPUs) as on any other.
+    """
+    largest = tf.reduce_max(tf.abs(values))
+    safe = tf.where(largest > 0, largest, tf.ones_like(largest))
+    return safe * tf.sqrt(tf.reduce_sum(tf.square(values / safe)))
+
+
 def _row_sums(gradient, unscale=None) -> tf.Tensor:
-    """Sum of squares of a gradient, in float32 (IndexedSlices summed by row).
+    """The norm of a gradient, in float32 (IndexedSlices summed by row first).
 
     `unscale` (a loss scaling's `1 / scale`) multiplies the gradient first.
-
-    Each tensor is divided by its largest magnitude first, so the squares
-    neither overflow nor underflow float32 (devices without float64, such as
-    TPUs, compute the same): `max^2 * sum((g / max)^2)`.
     """
     if isinstance(gradient, tf.IndexedSlices):
         rows, position = tf.unique(gradient.indices)
@@ -60,9 +69,7 @@ def _row_sums(gradient, unscale=None) -> tf.Tensor:
     gradient = tf.cast(gradient, tf.float32)
     if unscale is not None:
         gradient = gradient * unscale
-    largest = tf.reduce_max(tf.abs(gradient))
-    safe = tf.where(largest > 0, largest, tf.ones_like(largest))
-    return tf.square(safe) * tf.reduce_sum(tf.square(gradient / safe))
+    return _scaled_norm(gradient)
 
 
 class RecordingOptimizer(keras.optimizers.Optimizer):
@@ -211,7 +218,7 @@ class GradientRecorder:
         self.optimizer = None  # the user's
         self.recording: RecordingOptimizer | None = None
         self._function: RecordingTrainFunction | None = None
-        self._buffer = None  # [rows, squared norm per layer]
+        self._buffer = None  # [rows, gradient norm per layer]
         self._steps = None  # [rows]: the step each row holds (-1: none yet)
         self._last_step = -1
         self.attached = False
@@ -303,7 +310,8 @@ class GradientRecorder:
             finite.append(tf.math.is_finite(total))
             sums[index].append(total)
         nan = tf.constant(float("nan"), tf.float32)
-        values = [tf.add_n(group) if group else nan for group in sums]
+        # A layer's norm from its weights' norms: the same scaled sum.
+        values = [_scaled_norm(tf.stack(group)) if group else nan for group in sums]
         row = tf.cast(inner.iterations, tf.int64) % self._buffer.shape[0]
         ok = tf.reduce_all(finite) if finite else tf.constant(True)
         # The optimizer's counter before this update + 1: the step it completes.
@@ -330,9 +338,7 @@ class GradientRecorder:
         return [
             (
                 int(steps[i]),
-                dict(
-                    zip(self.names, (float(v) for v in np.sqrt(norms[i].astype(float))))
-                ),
+                dict(zip(self.names, (float(v) for v in norms[i].astype(float)))),
             )
             for i in order
         ]
