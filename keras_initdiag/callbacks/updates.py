@@ -115,9 +115,9 @@ class UpdateTracker:
         max_steps: int = MAX_STEPS,
     ):
         self.layers = [
-            (tap.name, tap.main_weight)
+            (tap.name, tap.main_variable)
             for tap in taps
-            if tap.main_weight is not None and tap.main_weight.trainable
+            if tap.main_variable is not None and tap.main_variable.trainable
         ]
         self.optimizer = optimizer
         self.steps = steps

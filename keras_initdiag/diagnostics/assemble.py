@@ -46,7 +46,7 @@ def _layer_facts(tapset: TapSet, values: dict) -> dict:
         size = values[tap.name]["size"]
         if math.isfinite(size):
             facts = dataclasses.replace(facts, size=size)
-        if tap.weights:
+        if tap.trainable_weights:
             facts = dataclasses.replace(facts, trainable=True)
         info[tap.name] = facts
     return info

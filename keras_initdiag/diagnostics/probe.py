@@ -74,7 +74,12 @@ class Probe:
             [
                 w
                 for tap in tapset.taps
-                for w in [tap.main_weight, *tap.weights, tap.bias, tap.scale]
+                for w in [
+                    tap.main_variable,
+                    *tap.trainable_weights,
+                    tap.bias,
+                    tap.scale,
+                ]
                 if w is not None
             ]
         )
@@ -258,11 +263,11 @@ def _histograms(taps, outputs, measured, values, grads) -> dict:
     index = {id(v): k for k, v in enumerate(measured)}
     hist = {}
     for tap, output in zip(taps, outputs):
-        if tap.main_weight is not None:
-            hist[f"weights/{tap.name}"] = values[index[id(tap.main_weight)]]
+        if tap.main_variable is not None:
+            hist[f"weights/{tap.name}"] = values[index[id(tap.main_variable)]]
         if output is not None:
             hist[f"activations/{tap.name}"] = output
-        own = [grads[index[id(w)]] for w in tap.weights]
+        own = [grads[index[id(w)]] for w in tap.trainable_weights]
         own = [tf.reshape(g, [-1]) for g in own if g is not None]
         if own:
             hist[f"gradients/{tap.name}"] = tf.concat(own, 0)

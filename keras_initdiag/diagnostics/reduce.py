@@ -162,7 +162,7 @@ def gradient_stats(table: Table, taps: list[Tap], gradients: list) -> None:
     for indices in groups(gradients).values():
         flat = _flat_rows(gradients, indices)
         table.put("activation_gradient_rms", indices, stats.rms(flat, axis=1))
-        without = [j for j, i in enumerate(indices) if not taps[i].weights]
+        without = [j for j, i in enumerate(indices) if not taps[i].trainable_weights]
         if without:
             counts = stats.nonfinite_count(tf.gather(flat, without), 1)
             table.put("nonfinite_gradients", [indices[j] for j in without], counts)
@@ -224,9 +224,9 @@ def weight_stats(table: Table, taps: list[Tap], variables, values, grads, search
         return
     index = {id(v): k for k, v in enumerate(variables)}
     main = {
-        index[id(tap.main_weight)]: t
+        index[id(tap.main_variable)]: t
         for t, tap in enumerate(taps)
-        if tap.main_weight is not None
+        if tap.main_variable is not None
     }
 
     def main_weights(key, members, flat):
@@ -240,7 +240,7 @@ def weight_stats(table: Table, taps: list[Tap], variables, values, grads, search
     weights = _Reduced(values, main_weights)
     _bias_and_scale(table, taps, index, weights)
     gradients = _Reduced(grads)
-    owners = [[index[id(w)] for w in tap.weights] for tap in taps]
+    owners = [[index[id(w)] for w in tap.trainable_weights] for tap in taps]
     rows, (w_sq, w_bad) = weights.per_tap(owners)
     table.put("nonfinite_weights", rows, w_bad)
     with_grads, (g_sq, g_bad) = gradients.per_tap(owners)
@@ -319,5 +319,5 @@ def duplicates(reduction, columns: tf.Tensor, units, searches) -> tf.Tensor:
 
 def _has_shared_inputs(tap: Tap) -> bool:
     """Units whose incoming weights are comparable: all see the same inputs."""
-    weight = tap.main_weight
+    weight = tap.main_variable
     return weight is not None and len(weight.shape) >= 2 and not tap.info.depthwise

@@ -108,7 +108,8 @@ class Tap:
     Args:
         node: The graph node.
         info: Static facts about it.
-        weight: Its layer's main weight (first call of a layer only), or None.
+        main_weight_spec: Its layer's main weight and how the layer uses it
+            (first call of a layer only), or None.
         output_index: Index of its output in the view's `taps`, or None
             when the output is not measured (weight statistics only).
         bias: The variable its layer adds last (bias, beta), or None.
@@ -117,7 +118,7 @@ class Tap:
 
     node: graph_lib.Node
     info: LayerInfo
-    weight: WeightSpec | None
+    main_weight_spec: WeightSpec | None
     output_index: int | None
     bias: object = None
     scale: object = None
@@ -133,7 +134,7 @@ class Tap:
         return self.node.layer
 
     @property
-    def weights(self) -> list:
+    def trainable_weights(self) -> list:
         """Its layer's trainable weights now (first call only; else `[]`).
 
         Read at each use: freezing or unfreezing a layer changes them.
@@ -143,9 +144,10 @@ class Tap:
         return list(self.node.layer.trainable_weights)
 
     @property
-    def main_weight(self):
-        """The main weight variable, or None."""
-        return None if self.weight is None else self.weight.variable
+    def main_variable(self):
+        """The main weight's variable, or None."""
+        spec = self.main_weight_spec
+        return None if spec is None else spec.variable
 
 
 @dataclasses.dataclass

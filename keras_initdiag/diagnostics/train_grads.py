@@ -210,10 +210,12 @@ class GradientRecorder:
 
     def __init__(self, model: keras.Model, taps: list[Tap]):
         self.model = model
-        with_weights = [tap for tap in taps if tap.weights]
+        with_weights = [tap for tap in taps if tap.trainable_weights]
         self.names = [tap.name for tap in with_weights]
         self._owner = {
-            id(w): i for i, tap in enumerate(with_weights) for w in tap.weights
+            id(w): i
+            for i, tap in enumerate(with_weights)
+            for w in tap.trainable_weights
         }
         self.optimizer = None  # the user's
         self.recording: RecordingOptimizer | None = None
