@@ -7,7 +7,7 @@ Measures in one run, with interleaved repetitions and warm-up excluded:
   `keras.callbacks.TensorBoard(histogram_freq=1)` and `fit` + a hand-rolled
   eager reference (eager `GradientTape`, one `.numpy()` per statistic per
   layer) every 10 batches, as ratios to plain `fit`;
-* one diagnosis (`Diagnoser.run`, warm; full, and light with `full=False` as
+* one diagnosis (`Diagnoser.run`, warm; full, and light with `searches=False` as
   the callback's per-batch schedule runs it) against one
   `model.train_on_batch` on the same batch size, per tapped layer, for 20, 50
   and 100 layers, plus the eager reference and the TensorBoard writes that
@@ -471,7 +471,7 @@ def diagnosis_benchmark(kind: str, depth: int, args, log_root: str) -> dict:
     while diagnoser.probe.calls < EAGER_CALLS:
         eager.append(timed(lambda: diagnoser.measure(x, y, validate=False)))
     compile_seconds = timed(lambda: diagnoser.measure(x, y, validate=False))
-    light = diagnoser.measure(x, y, validate=False, full=False)
+    light = diagnoser.measure(x, y, validate=False, searches=False)
     # The same model probed with a smaller batch (`--small-probe` samples), by
     # its own Diagnoser so that the main probe keeps one trace.
     small = None
@@ -480,7 +480,7 @@ def diagnosis_benchmark(kind: str, depth: int, args, log_root: str) -> dict:
         small = Diagnoser(model, loss="sparse_categorical_crossentropy")
         small.probe.calls = EAGER_CALLS  # compiled from its first call
         small.measure(xs, ys)
-        small.measure(xs, ys, validate=False, full=False)
+        small.measure(xs, ys, validate=False, searches=False)
     reference = EagerReference(model)
     reference(x, y)
     model.train_on_batch(x, y)
@@ -510,7 +510,7 @@ def diagnosis_benchmark(kind: str, depth: int, args, log_root: str) -> dict:
             x, y, validate=False
         ),
         "diagnosis_light_seconds": lambda: diagnoser.measure(
-            x, y, validate=False, full=False
+            x, y, validate=False, searches=False
         ),
         "train_step_seconds": lambda: model.train_on_batch(x, y),
         "eager_reference_seconds": lambda: reference(x, y),
@@ -518,7 +518,7 @@ def diagnosis_benchmark(kind: str, depth: int, args, log_root: str) -> dict:
     if small is not None:
         tasks["diagnosis_small_seconds"] = lambda: small.measure(xs, ys, validate=False)
         tasks["diagnosis_small_light_seconds"] = lambda: small.measure(
-            xs, ys, validate=False, full=False
+            xs, ys, validate=False, searches=False
         )
     for key, writer in writers.items():
         tasks[key] = lambda w=writer, r=written[key]: (w.write(r), w.flush())
@@ -731,7 +731,7 @@ def markdown(results: dict) -> str:
         "",
         "Full = `run(validate=False)` (step 0, once per epoch, the end of "
         "training); light = "
-        "`run(validate=False, full=False)` (the other diagnoses of an int "
+        "`run(validate=False, searches=False)` (the other diagnoses of an int "
         "`update_freq`). Ratios: median [min-max] of paired reps; target <= 0.5.",
         "",
         "| model | tapped layers | full ms | light ms | train step ms "

@@ -277,7 +277,7 @@ def test_light_diagnosis_skips_duplicate_searches_in_the_same_trace():
     model = mlp(3, 16, "relu", "zeros")
     diagnoser = compiled(keras_initdiag.diagnostics.engine.Diagnoser(model, loss=LOSS))
     full = diagnoser.measure(x, y)
-    light = diagnoser.measure(x, y, full=False)
+    light = diagnoser.measure(x, y, searches=False)
     assert full.stats["dense_1"]["duplicate_unit_fraction"] == 1.0
     assert np.isnan(light.stats["dense_1"]["duplicate_unit_fraction"])
     assert light.stats["dense_1"]["dead_fraction"] == 1.0

@@ -325,7 +325,7 @@ class InitDiagnostics(keras.callbacks.Callback):
                 *self.binding.inputs,
                 step=step,
                 validate=first,
-                full=self.schedule.full_due,
+                searches=self.schedule.full_due,
             )
             report.add_stats(extra or {})
             report.flags = rules.judge(report, self.thresholds)

@@ -98,7 +98,7 @@ class Diagnoser:
         y=None,
         step: int = 0,
         validate: bool = True,
-        full: bool = True,
+        searches: bool = True,
     ) -> DiagnosticReport:
         """Measure once: one compiled call, one host copy; no flags yet.
 
@@ -110,7 +110,7 @@ class Diagnoser:
                 `ProbeInputError` when the model rejects the batch, a
                 `DiagnosticsError` when the model accepts it but the
                 diagnostics fail). Defaults to `True`.
-            full: Also run the duplicate-unit and identical-kernel searches
+            searches: Also run the duplicate-unit and identical-kernel searches
                 (reported as NaN otherwise). Defaults to `True`.
 
         Returns:
@@ -121,9 +121,9 @@ class Diagnoser:
             check_fits(self.model, xs, ys)
             x = restructure(x, xs, tensors=True)
             y = None if y is None else restructure(y, ys, tensors=True)
-            result = self._checked_call(x, y, xs, ys, full)
+            result = self._checked_call(x, y, xs, ys, searches)
         else:
-            result = self.probe(x, y, full)
+            result = self.probe(x, y, searches)
         if self.probe.histograms:
             vector, self.last_histograms = result
         else:
@@ -163,7 +163,7 @@ class Diagnoser:
             return math.nan
         return self.probe.loss.chance(outputs[0].units)
 
-    def _checked_call(self, x, y, xs, ys, full):
+    def _checked_call(self, x, y, xs, ys, searches):
         """Run the probe; blame the batch only when the model rejects it.
 
         When the probe fails, the model's own forward pass (and loss) runs
@@ -172,7 +172,7 @@ class Diagnoser:
         Otherwise the fault is the diagnostics': a `DiagnosticsError`.
         """
         try:
-            return self.probe(x, y, full)
+            return self.probe(x, y, searches)
         except Exception as error:  # noqa: BLE001 - classified below.
             fault = self._model_rejects(x, y)
             if fault is None:

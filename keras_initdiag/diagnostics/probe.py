@@ -101,13 +101,13 @@ class Probe:
         """Length of the returned vector: one row per tap, plus the loss."""
         return len(self.tapset.taps) * len(DEVICE_FIELDS) + 1
 
-    def __call__(self, x, y=None, full: bool = True):
+    def __call__(self, x, y=None, searches: bool = True):
         """Run the probe; returns the vector (and histogram tensors if asked).
 
         Args:
             x: Inputs (tensors in the model's input structure).
             y: Targets, or None for forward statistics only.
-            full: Also search for duplicate units and identical kernels (the
+            searches: Also search for duplicate units and identical kernels (the
                 costliest reductions; symmetry is set at initialization, so
                 the callback asks for them at step 0 and once per epoch).
                 A tensor argument: both settings share one trace.
@@ -118,11 +118,11 @@ class Probe:
         self.calls += 1
         if self.calls <= EAGER_CALLS:
             x, y = _tensors(x), _tensors(y)
-            return self._run(x, y, tf.constant(bool(full)))
+            return self._run(x, y, tf.constant(bool(searches)))
         function = self._function(x, y)
         if y is None:
-            return function(x, tf.constant(bool(full)))
-        return function(x, y, tf.constant(bool(full)))
+            return function(x, tf.constant(bool(searches)))
+        return function(x, y, tf.constant(bool(searches)))
 
     def _function(self, x, y):
         """One `tf.function` per input signature; the batch size is free."""
@@ -131,16 +131,16 @@ class Probe:
         if key not in self._functions:
             if y is None:
 
-                def run(x, full):
+                def run(x, searches):
                     self.traces += 1  # Python side effect: counts traces.
-                    return self._run(x, None, full)
+                    return self._run(x, None, searches)
 
                 specs = [signature[0], tf.TensorSpec([], tf.bool)]
             else:
 
-                def run(x, y, full):
+                def run(x, y, searches):
                     self.traces += 1  # Python side effect: counts traces.
-                    return self._run(x, y, full)
+                    return self._run(x, y, searches)
 
                 specs = [signature[0], signature[1], tf.TensorSpec([], tf.bool)]
             self._functions[key] = tf.function(
@@ -175,7 +175,7 @@ class Probe:
                     tapped[tap.output_index] = given[position]
         return tapped
 
-    def _run(self, x, y, full):
+    def _run(self, x, y, searches):
         model = self.model
         values = [tf.identity(v.value) for v in self.trainable]
         inputs = [t for t in tf.nest.flatten(x) if t.dtype.is_floating]
@@ -206,10 +206,10 @@ class Probe:
         ]
         measured_grads = [f32(by_id.get(id(v))) for v in measured]
         table = reduce.Table(len(taps))
-        reduce.output_stats(table, taps, outputs, full)
+        reduce.output_stats(table, taps, outputs, searches)
         reduce.gradient_stats(table, taps, gradients)
         reduce.weight_stats(
-            table, taps, measured, measured_values, measured_grads, full
+            table, taps, measured, measured_values, measured_grads, searches
         )
         loss_value = tf.constant(_NAN) if loss is None else tf.cast(loss, tf.float32)
         vector = tf.concat([table.vector(), [loss_value]], axis=0)

@@ -22,7 +22,7 @@ from keras_initdiag.diagnostics.report import LayerInfo
 
 #: Layers whose kernels were set from data (by `lsuv`): their declared
 #: initializer no longer describes them, so their family reads as "lsuv".
-DATA_DEPENDENT: weakref.WeakSet = weakref.WeakSet()
+SET_BY_LSUV: weakref.WeakSet = weakref.WeakSet()
 
 _ACTIVATION_LAYERS = {"ReLU": "relu", "LeakyReLU": "leaky_relu", "ELU": "elu"}
 
@@ -217,7 +217,7 @@ def _recommended(layer, activation: str) -> tuple[str, ...]:
 def _family(layer, spec: WeightSpec | None) -> str:
     if spec is None:
         return ""
-    if layer in DATA_DEPENDENT or layer_facts.unwrapped(layer) in DATA_DEPENDENT:
+    if layer in SET_BY_LSUV or layer_facts.unwrapped(layer) in SET_BY_LSUV:
         return "lsuv"
     if spec.initializer is None:
         return ""

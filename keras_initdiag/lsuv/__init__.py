@@ -22,7 +22,7 @@ from keras_initdiag import _checks, _warn, initializers
 from keras_initdiag.diagnostics.batches import as_batch, check_fits
 from keras_initdiag.diagnostics.cache import forget, graph_of
 from keras_initdiag.diagnostics.stateless import stateless_forward
-from keras_initdiag.diagnostics.taps import DATA_DEPENDENT, build_taps, check_model
+from keras_initdiag.diagnostics.taps import SET_BY_LSUV, build_taps, check_model
 from keras_initdiag.lsuv.layers import plan as plan_layers
 from keras_initdiag.lsuv.rescale import fit_layer
 from keras_initdiag.lsuv.result import LSUVLayer as LSUVLayer
@@ -153,7 +153,7 @@ def lsuv(
         raise
     result = LSUVResult([LSUVLayer(**r) for r in records], skipped, tol)
     for tap, *_ in plan:  # Their kernels no longer are what the initializer drew.
-        DATA_DEPENDENT.add(tap.layer)
+        SET_BY_LSUV.add(tap.layer)
     forget(model)  # Cached diagnoses described the old initializers.
     for record in result.layers:
         if not record.converged:
