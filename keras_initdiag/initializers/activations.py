@@ -232,29 +232,24 @@ def moments_of(
         )
 
 
-def _second_moment(activation) -> float:
-    """`E[phi(z)**2]`, `z ~ N(0, 1)`, by quadrature (`gaussian_moments`)."""
-    moment = gaussian_moments(activation)[1]
-    if not math.isfinite(moment) or moment <= 1e-12:
-        raise ValueError(
-            "Argument `activation` must have a finite, non-zero second "
-            f"moment E[phi(z)^2] under z ~ N(0, 1). Received: "
-            f"activation={activation!r} with E[phi(z)^2]={moment}"
-        )
-    return moment
+def _preserved(activation, preserve: str = "second_moment") -> float:
+    """`E[phi(z)**2]` or `Var[phi(z)]`, `z ~ N(0, 1)`, by quadrature.
 
-
-def _variance(activation) -> float:
-    """`Var[phi(z)]`, `z ~ N(0, 1)`, by quadrature (`gaussian_moments`)."""
+    Raises:
+        ValueError: It is not finite and positive (the gain would not be).
+    """
     first, second, _ = gaussian_moments(activation)
-    variance = second - first * first
-    if not math.isfinite(variance) or variance <= 1e-12:
+    if preserve == "second_moment":
+        value, what = second, "second moment E[phi(z)^2]"
+    else:
+        value, what = second - first * first, "variance Var[phi(z)]"
+    if not math.isfinite(value) or value <= 1e-12:
         raise ValueError(
-            "Argument `activation` must have a finite, non-zero variance "
-            f"Var[phi(z)] under z ~ N(0, 1). Received: activation={activation!r} "
-            f"with Var[phi(z)]={variance}"
+            f"Argument `activation` must have a finite, non-zero {what} under "
+            f"z ~ N(0, 1). Received: activation={activation!r} with "
+            f"{what.split()[-1]}={value}"
         )
-    return variance
+    return value
 
 
 @functools.lru_cache(maxsize=4)
@@ -326,16 +321,14 @@ def gain(activation, preserve: str | None = None) -> float:
     name = activation_name(activation)
     if preserve is not None:
         preserve = _checks.choice("preserve", preserve, PRESERVE)
-        if preserve == "second_moment":
-            return 1.0 / math.sqrt(_second_moment(activation))
-        return 1.0 / math.sqrt(_variance(activation))
+        return 1.0 / math.sqrt(_preserved(activation, preserve))
     if name == "leaky_relu":
         return math.sqrt(2.0 / (1.0 + _negative_slope(activation) ** 2))
     if name in _RELU_FAMILY:
         return math.sqrt(2.0)
     if name in _RULES or name in _NOT_ELEMENTWISE:
         return 1.0
-    return 1.0 / math.sqrt(_second_moment(activation))
+    return 1.0 / math.sqrt(_preserved(activation))
 
 
 def for_activation(activation, distribution="normal", seed=None):

@@ -30,6 +30,27 @@ _KERAS_DISTRIBUTION = {
 }
 
 
+#: The Args entries every variance initializer shares, filled into their
+#: docstrings as Keras fills `{{base_optimizer_keyword_args}}`.
+_VARIANCE_KEYWORD_ARGS = """\
+        distribution: One of `"normal"` (untruncated), `"truncated_normal"`
+            (cut at two standard deviations, with the standard deviation
+            corrected so the variance is still the target, as Keras's
+            `VarianceScaling` does), `"uniform"` or `"orthogonal"` (an
+            orthogonal matrix over the `(prod(shape[:-1]), shape[-1])` view,
+            scaled to the target per-element variance). Defaults to
+            `"normal"`.
+        gain: Extra factor on the standard deviation (the variance is
+            multiplied by `gain**2`). Defaults to `1.0`.
+        seed: An int, `None` or a `keras.random.SeedGenerator`. An int or
+            `None` gives the same values on every call (`None` draws a seed
+            at construction). Defaults to `None`.
+        depthwise: Leave the channel axis out of the fans, for
+            `DepthwiseConv*D` kernels `(*spatial, channels, multiplier)`;
+            Keras's fans over-count those by `channels`. Defaults to `False`.
+"""
+
+
 class _VarianceFamily(_SeededInitializer):
     """Weights with variance `gain**2 * base_scale / fan` (fan from `mode`)."""
 
@@ -120,21 +141,7 @@ class Xavier(_VarianceFamily):
     networks, and for linear layers.
 
     Args:
-        distribution: One of `"normal"` (untruncated), `"truncated_normal"`
-            (cut at two standard deviations, with the standard deviation
-            corrected so the variance is still the target, as Keras's
-            `VarianceScaling` does), `"uniform"` or `"orthogonal"` (an
-            orthogonal matrix over the `(prod(shape[:-1]), shape[-1])` view,
-            scaled to the target per-element variance). Defaults to
-            `"normal"`.
-        gain: Extra factor on the standard deviation (the variance is
-            multiplied by `gain**2`). Defaults to `1.0`.
-        seed: An int, `None` or a `keras.random.SeedGenerator`. An int or
-            `None` gives the same values on every call (`None` draws a seed
-            at construction). Defaults to `None`.
-        depthwise: Leave the channel axis out of the fans, for
-            `DepthwiseConv*D` kernels `(*spatial, channels, multiplier)`;
-            Keras's fans over-count those by `channels`. Defaults to `False`.
+        {{variance_keyword_args}}
 
     Example:
     ```python
@@ -158,21 +165,7 @@ class LeCun(_VarianceFamily):
     with a measured `gain`, for any activation (see `for_activation`).
 
     Args:
-        distribution: One of `"normal"` (untruncated), `"truncated_normal"`
-            (cut at two standard deviations, with the standard deviation
-            corrected so the variance is still the target, as Keras's
-            `VarianceScaling` does), `"uniform"` or `"orthogonal"` (an
-            orthogonal matrix over the `(prod(shape[:-1]), shape[-1])` view,
-            scaled to the target per-element variance). Defaults to
-            `"normal"`.
-        gain: Extra factor on the standard deviation (the variance is
-            multiplied by `gain**2`). Defaults to `1.0`.
-        seed: An int, `None` or a `keras.random.SeedGenerator`. An int or
-            `None` gives the same values on every call (`None` draws a seed
-            at construction). Defaults to `None`.
-        depthwise: Leave the channel axis out of the fans, for
-            `DepthwiseConv*D` kernels `(*spatial, channels, multiplier)`;
-            Keras's fans over-count those by `channels`. Defaults to `False`.
+        {{variance_keyword_args}}
 
     Example:
     ```python
@@ -196,21 +189,7 @@ class He(_VarianceFamily):
     variance through ReLU layers, which zero half of their input.
 
     Args:
-        distribution: One of `"normal"` (untruncated), `"truncated_normal"`
-            (cut at two standard deviations, with the standard deviation
-            corrected so the variance is still the target, as Keras's
-            `VarianceScaling` does), `"uniform"` or `"orthogonal"` (an
-            orthogonal matrix over the `(prod(shape[:-1]), shape[-1])` view,
-            scaled to the target per-element variance). Defaults to
-            `"normal"`.
-        gain: Extra factor on the standard deviation (the variance is
-            multiplied by `gain**2`). Defaults to `1.0`.
-        seed: An int, `None` or a `keras.random.SeedGenerator`. An int or
-            `None` gives the same values on every call (`None` draws a seed
-            at construction). Defaults to `None`.
-        depthwise: Leave the channel axis out of the fans, for
-            `DepthwiseConv*D` kernels `(*spatial, channels, multiplier)`;
-            Keras's fans over-count those by `channels`. Defaults to `False`.
+        {{variance_keyword_args}}
         negative_slope: Slope `a` of the leaky ReLU for negative inputs.
             Defaults to `0.0`.
 
@@ -246,3 +225,9 @@ class He(_VarianceFamily):
         base_config = super().get_config()
         config = {"negative_slope": self.negative_slope}
         return {**base_config, **config}
+
+
+for _cls in (Xavier, LeCun, He):
+    _cls.__doc__ = _cls.__doc__.replace(
+        "        {{variance_keyword_args}}\n", _VARIANCE_KEYWORD_ARGS
+    )
