@@ -385,3 +385,17 @@ def test_the_tracker_gives_no_ratio_for_a_weight_that_started_at_zero():
     assert math.isnan(result["update_ratio"]["head"])
     assert math.isnan(result["update_ratio_at_peak_lr"]["head"])
     assert result["update_ratio"]["body"] == pytest.approx(0.01 / 1.01, rel=1e-5)
+
+
+def test_the_update_tracker_keeps_a_bounded_sample_not_the_weights():
+    from keras_initdiag.callbacks.updates import SAMPLE, UpdateTracker
+
+    model = _healthy_mlp(width=256, depth=3)  # two 65,536-entry kernels
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    taps = keras_initdiag.diagnostics.oneshot.cached_diagnoser(model).tapset.taps
+    tracker = UpdateTracker(taps, model.optimizer)
+    tracker.start(0)
+    kept = sum(int(np.prod(t.shape)) for t in tracker._before)
+    assert kept <= SAMPLE * len(tracker.layers)
+    whole = sum(int(np.prod(w.shape)) for _, w in tracker.layers)
+    assert whole > 3 * kept  # a copy of the weights would be all of them
