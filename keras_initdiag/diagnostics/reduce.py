@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_initdiag.diagnostics import stats
+from keras_initdiag.diagnostics.report import WEIGHT_AND_UNIT_STATS
 from keras_initdiag.diagnostics.taps import Tap
 
 #: Values computed on the device per tap, in vector order. Most are public
@@ -33,12 +34,7 @@ DEVICE_FIELDS: tuple[str, ...] = (
     "activation_mean",
     "activation_variance",
     "activation_gradient_rms",
-    "weight_variance",
-    "gradient_norm",
-    "kernel_gradient_norm",
-    "gradient_to_weight_ratio",
-    "dead_fraction",
-    "saturation_fraction",
+    *WEIGHT_AND_UNIT_STATS,
     "duplicate_weight_fraction",
     "duplicate_output_fraction",
     "nonfinite_activations",

@@ -9,6 +9,17 @@ from __future__ import annotations
 import dataclasses
 import math
 
+#: The weight, gradient and unit statistics, as the probe computes them on
+#: the device too (`reduce.DEVICE_FIELDS`).
+WEIGHT_AND_UNIT_STATS: tuple[str, ...] = (
+    "weight_variance",
+    "gradient_norm",
+    "kernel_gradient_norm",
+    "gradient_to_weight_ratio",
+    "dead_fraction",
+    "saturation_fraction",
+)
+
 #: The statistics measured for every tapped layer, in display order. These
 #: names are part of the public contract (they are the TensorBoard tag prefixes).
 STAT_NAMES: tuple[str, ...] = (
@@ -16,12 +27,7 @@ STAT_NAMES: tuple[str, ...] = (
     "activation_variance",
     "activation_gradient_rms",
     "activation_gain",
-    "weight_variance",
-    "gradient_norm",
-    "kernel_gradient_norm",
-    "gradient_to_weight_ratio",
-    "dead_fraction",
-    "saturation_fraction",
+    *WEIGHT_AND_UNIT_STATS,
     "duplicate_unit_fraction",
     "nonfinite_activations",
     "nonfinite_weights",
