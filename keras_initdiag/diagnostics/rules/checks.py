@@ -10,7 +10,12 @@ from __future__ import annotations
 import math
 
 from keras_initdiag.diagnostics.report import DiagnosticReport, Flag
-from keras_initdiag.diagnostics.rules.common import get, info, readers
+from keras_initdiag.diagnostics.rules.common import (
+    get,
+    info,
+    read_only_by_norms,
+    readers,
+)
 from keras_initdiag.diagnostics.rules.thresholds import Thresholds
 
 
@@ -245,15 +250,9 @@ def report_update_ratio_flags(report: DiagnosticReport, t: Thresholds) -> list[F
     # (Arora, Li & Lyu 2019). ResNet50's conv1 (read by conv1_bn) measured
     # 1.01 under its warmup, then 0.14 by step 9 as its norm grew 2.4 -> 9.5,
     # and trained. Its "too large" is not instability.
-    found = readers(report)
-    invariant = {
-        name
-        for name in ratios
-        if found.get(name) and all(info(report, r).kind == "norm" for r in found[name])
-    }
+    invariant = read_only_by_norms(report)
     judged = {n: (math.nan if n in invariant else r) for n, r in ratios.items()}
-    flags = update_ratio_flags(report.step, judged, t, at_peak)
-    return flags
+    return update_ratio_flags(report.step, judged, t, at_peak)
 
 
 def _log10(ratio: float) -> str:

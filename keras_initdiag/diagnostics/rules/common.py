@@ -40,6 +40,20 @@ def readers(report: DiagnosticReport) -> dict[str, list[str]]:
     return found
 
 
+def read_only_by_norms(report: DiagnosticReport) -> set[str]:
+    """Nodes whose every reader is a normalization layer.
+
+    Their output's scale is renormalized away: the scale of such a node
+    (and of its kernel) sets no signal and, by BatchNorm's scale invariance,
+    only its own effective learning rate.
+    """
+    return {
+        name
+        for name, found in readers(report).items()
+        if found and all(info(report, r).kind == "norm" for r in found)
+    }
+
+
 def branch_ends(report: DiagnosticReport) -> set[str]:
     """Nodes whose output only enters sum merges as a smaller branch.
 

@@ -19,7 +19,7 @@ from keras_initdiag.diagnostics.rules.common import (
     branch_ends,
     get,
     info,
-    readers,
+    read_only_by_norms,
     sentence,
 )
 from keras_initdiag.diagnostics.rules.thresholds import (
@@ -33,7 +33,7 @@ def depth_flags(report: DiagnosticReport, t: Thresholds) -> list[Flag]:
     ends = branch_ends(report)
     forward = signal.forward(report)
     backward = signal.backward(report)
-    renormalized = _read_only_by_norms(report)
+    renormalized = read_only_by_norms(report)
     trained = _behind_weights(report)
     found: dict[str, Flag] = {}
     gradient_high = (
@@ -106,15 +106,6 @@ def _behind_weights(report: DiagnosticReport) -> set[str]:
         ):
             found.add(name)
     return found
-
-
-def _read_only_by_norms(report: DiagnosticReport) -> set[str]:
-    """Nodes whose every reader is a normalization layer."""
-    return {
-        name
-        for name, found in readers(report).items()
-        if found and all(info(report, r).kind == "norm" for r in found)
-    }
 
 
 def _units(report, chain: list[str], gains: dict, direction: str) -> list[tuple]:
