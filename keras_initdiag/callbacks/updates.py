@@ -29,6 +29,7 @@ then the layer is not judged as too slow yet.
 from __future__ import annotations
 
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -61,32 +62,42 @@ def _schedule(optimizer):
     return None
 
 
-def learning_rates(optimizer, steps: np.ndarray) -> np.ndarray:
-    """The learning rate `optimizer` applies at each of `steps` (0-based).
+class LearningRate:
+    """The learning rate an optimizer applies at any step.
+
+    Read through its public API: the schedule from `get_config()` (resolved
+    once, here), or the fixed rate.
+
+    Args:
+        optimizer: A Keras optimizer (loss scaling is seen through).
 
     Example:
-    >>> learning_rates(keras.optimizers.SGD(0.1), np.arange(3))
+    >>> LearningRate(keras.optimizers.SGD(0.1)).at(np.arange(3))
     array([0.1, 0.1, 0.1])
     """
-    steps = np.asarray(steps, dtype=np.int64)
-    schedule = _schedule(optimizer)
-    if schedule is None:
-        return np.full(steps.shape, float(np.asarray(optimizer.learning_rate)))
-    # Schedules take one step at a time (some branch with `ops.cond`).
-    return np.array([float(np.asarray(schedule(int(s)))) for s in steps.ravel()])
 
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+        self.schedule = _schedule(optimizer)
 
-def peak_learning_rate(optimizer, start: int) -> float:
-    """The largest learning rate the schedule gives from `start` on.
+    def at(self, steps) -> np.ndarray:
+        """The learning rate at each of `steps` (0-based)."""
+        steps = np.asarray(steps, dtype=np.int64)
+        if self.schedule is None:
+            rate = float(np.asarray(self.optimizer.learning_rate))
+            return np.full(steps.shape, rate)
+        # Schedules take one step at a time (some branch with `ops.cond`).
+        return np.array([float(np.asarray(self.schedule(int(s)))) for s in steps])
 
-    Example:
-    >>> peak_learning_rate(keras.optimizers.SGD(0.1), 0)
-    0.1
-    """
-    ahead = np.unique(np.geomspace(1, HORIZON, 120).astype(np.int64))
-    return float(
-        np.max(learning_rates(optimizer, np.concatenate([[0], ahead]) + start))
-    )
+    def peak(self, start: int) -> float:
+        """The largest learning rate from `start` on (`HORIZON` steps ahead).
+
+        Example:
+        >>> LearningRate(keras.optimizers.SGD(0.1)).peak(0)
+        0.1
+        """
+        ahead = np.unique(np.geomspace(1, HORIZON, 120).astype(np.int64))
+        return float(np.max(self.at(np.concatenate([[0], ahead]) + start)))
 
 
 class UpdateTracker:
@@ -119,7 +130,7 @@ class UpdateTracker:
             for tap in taps
             if tap.main_variable is not None and tap.main_variable.trainable
         ]
-        self.optimizer = optimizer
+        self.rate = LearningRate(optimizer)
         self.steps = steps
         self.max_steps = max(max_steps, steps)
         self._peak = math.nan
@@ -136,6 +147,7 @@ class UpdateTracker:
         self._step = 0
         self._ratios: list[np.ndarray] = []
         self._rates: list[float] = []
+        self._from_zero: np.ndarray | None = None  # weights all zero at start
 
     @property
     def active(self) -> bool:
@@ -162,7 +174,7 @@ class UpdateTracker:
         self._step = step
         self._ratios, self._rates = [], []
         self._from_zero = None
-        self._peak = peak_learning_rate(self.optimizer, step)
+        self._peak = self.rate.peak(step)
 
     def stop(self) -> None:
         """Drop the samples (the measurement is over or abandoned)."""
@@ -184,9 +196,7 @@ class UpdateTracker:
         ]
         norms = tf.stack(pairs).numpy().astype(np.float64)  # one host copy
         taken = step - self._step
-        rate = float(
-            np.mean(learning_rates(self.optimizer, np.arange(self._step, step)))
-        )
+        rate = float(np.mean(self.rate.at(np.arange(self._step, step))))
         with np.errstate(divide="ignore", invalid="ignore"):
             self._ratios.append(norms[:, 0] / norms[:, 1] / taken)
         if self._from_zero is None:
@@ -221,9 +231,11 @@ class UpdateTracker:
         rates = np.asarray(self._rates)[:, None]
         peak = self._peak
         usable = usable & np.isfinite(ratios)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
             per_rate = np.where(usable, ratios / rates, np.nan)
-            at_peak = np.where(usable.any(axis=0), _nanmedian(per_rate) * peak, np.nan)
+            # A column without a usable step is all NaN: no peak for it.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            at_peak = np.nanmedian(per_rate, axis=0) * peak
         # Steps at a learning rate of exactly 0 (a warmup's first) say
         # nothing about the updates' size; the median leaves them out.
         moving = rates[:, 0] > 0
@@ -238,18 +250,6 @@ class UpdateTracker:
             "update_ratio": dict(zip(names, map(_finite, median))),
             "update_ratio_at_peak_lr": dict(zip(names, map(_finite, at_peak))),
         }
-
-
-def _nanmedian(values: np.ndarray) -> np.ndarray:
-    """Column medians over the finite entries (NaN for an empty column)."""
-    return np.array(
-        [
-            np.median(column[np.isfinite(column)])
-            if np.isfinite(column).any()
-            else np.nan
-            for column in values.T
-        ]
-    )
 
 
 def _finite(value) -> float:
