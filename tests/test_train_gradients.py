@@ -221,11 +221,11 @@ def test_norms_are_float32_on_the_device_and_right_for_tiny_gradients():
 
     # Squares of 1e-25 underflow float32: the scaled norm does not.
     tiny = tf.fill([64, 16], tf.constant(1e-25, tf.float32))
-    norm = train_grads._row_sums(tiny)
+    norm = train_grads._gradient_norm(tiny)
     assert norm.dtype == tf.float32
     assert float(norm) == pytest.approx(1e-25 * 32.0, rel=1e-6)  # sqrt(1024)
     huge = tf.fill([4], tf.constant(1e30, tf.float32))
-    assert float(train_grads._row_sums(huge)) == pytest.approx(2e30, rel=1e-6)
+    assert float(train_grads._gradient_norm(huge)) == pytest.approx(2e30, rel=1e-6)
     # The recorder keeps no float64 on the device (TPUs have none).
     model, x, y = model_and_data()
     callback = recording_callback((x[:16], y[:16]))

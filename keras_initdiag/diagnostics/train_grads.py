@@ -4,8 +4,8 @@ The train step hands its gradients to `model.optimizer.apply(grads, vars)`.
 A `RecordingOptimizer` in that place is a `keras.optimizers.Optimizer` that
 delegates everything to the user's optimizer (its variables, learning rate,
 iteration count, loss scaling, saving), as Keras's own `LossScaleOptimizer`
-wraps an inner optimizer, and first reduces the gradients to one squared
-norm per layer on the device. Nothing is patched.
+wraps an inner optimizer, and first reduces the gradients to one norm per
+layer on the device (float32, scaled: `_scaled_norm`). Nothing is patched.
 
 The recording optimizer is `model.optimizer` only while a training step
 runs: `GradientRecorder.attach()` makes `model.train_function` a
@@ -56,7 +56,7 @@ def _scaled_norm(values: tf.Tensor) -> tf.Tensor:
     return safe * tf.sqrt(tf.reduce_sum(tf.square(values / safe)))
 
 
-def _row_sums(gradient, unscale=None) -> tf.Tensor:
+def _gradient_norm(gradient, unscale=None) -> tf.Tensor:
     """The norm of a gradient, in float32 (IndexedSlices summed by row first).
 
     `unscale` (a loss scaling's `1 / scale`) multiplies the gradient first.
@@ -308,7 +308,7 @@ class GradientRecorder:
             index = self._owner.get(id(variable))
             if grad is None or index is None:
                 continue
-            total = _row_sums(grad, unscale)
+            total = _gradient_norm(grad, unscale)
             finite.append(tf.math.is_finite(total))
             sums[index].append(total)
         nan = tf.constant(float("nan"), tf.float32)
@@ -328,7 +328,8 @@ class GradientRecorder:
     def read(self) -> list[tuple[int, dict[str, float]]]:
         """Steps recorded since the last read: `[(step, {layer: norm})]`.
 
-        One host copy of a `steps_per_execution x layers` buffer (and its steps).
+        Two small host copies: the `steps_per_execution x layers` norms and
+        the step each row holds.
         """
         if self._buffer is None:
             return []
