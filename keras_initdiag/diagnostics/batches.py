@@ -135,6 +135,11 @@ def split_probe_data(probe_data):
     return x, y
 
 
+def _batch_shape(batch: int, shape) -> list[int]:
+    """A model input's shape for `batch` samples (unknown sizes: 8)."""
+    return [batch] + [d if d is not None else 8 for d in shape[1:]]
+
+
 def synthetic_inputs(model: keras.Model, tapset, batch: int = 32):
     """Inputs shaped like the model's, and a note saying what they are.
 
@@ -159,7 +164,7 @@ def synthetic_inputs(model: keras.Model, tapset, batch: int = 32):
     readers = graph.consumers()
     input_nodes = [i for i, node in enumerate(graph.nodes) if node.kind == "input"]
     for position, spec in enumerate(inputs):
-        shape = [batch] + [d if d is not None else 8 for d in spec.shape[1:]]
+        shape = _batch_shape(batch, spec.shape)
         if keras.backend.is_float_dtype(spec.dtype):
             arrays.append(rng.standard_normal(shape).astype(np.float32))
             continue
@@ -208,8 +213,7 @@ def _shaped_as_built(model: keras.Model, rng, batch: int):
         )
 
     def draw(shape):
-        size = [batch] + [d if d is not None else 8 for d in shape[1:]]
-        return rng.standard_normal(size).astype(np.float32)
+        return rng.standard_normal(_batch_shape(batch, shape)).astype(np.float32)
 
     structure = (
         keras.tree.map_shape_structure(draw, shapes)
