@@ -41,9 +41,9 @@ def _lineno() -> int:
     return sys._getframe(1).f_lineno
 
 
-def test_a_flag_during_fit_points_at_the_fit_call():
-    # Glorot kernels under ReLU: an advisory `init_mismatch` warning.
-    model = _relu_mlp("glorot_uniform")
+def _fit_warnings(kernel_initializer):
+    """Our warnings from one `fit`, and the line of that `model.fit` call."""
+    model = _relu_mlp(kernel_initializer)
     callback = keras_initdiag.InitDiagnostics(
         log_dir=None, probe_data=(X, Y), verbose=0
     )
@@ -52,21 +52,19 @@ def test_a_flag_during_fit_points_at_the_fit_call():
         line = _lineno() + 1
         model.fit(X, Y, epochs=1, verbose=0, callbacks=[callback])
     ours = [w for w in caught if issubclass(w.category, InitDiagnosticsWarning)]
+    return ours, line, caught
+
+
+def test_a_flag_during_fit_points_at_the_fit_call():
+    # Glorot kernels under ReLU: an advisory `init_mismatch` warning.
+    ours, line, caught = _fit_warnings("glorot_uniform")
     assert ours, [str(w.message) for w in caught]
     assert [(w.filename, w.lineno) for w in ours] == [(__file__, line)] * len(ours)
 
 
 def test_a_serious_flag_during_fit_points_at_the_fit_call():
     # All-zero kernels: symmetry and vanishing, warned once per kind and layer.
-    model = _relu_mlp("zeros")
-    callback = keras_initdiag.InitDiagnostics(
-        log_dir=None, probe_data=(X, Y), verbose=0
-    )
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        line = _lineno() + 1
-        model.fit(X, Y, epochs=1, verbose=0, callbacks=[callback])
-    ours = [w for w in caught if issubclass(w.category, InitDiagnosticsWarning)]
+    ours, line, _ = _fit_warnings("zeros")
     assert len(ours) >= 2
     assert {(w.filename, w.lineno) for w in ours} == {(__file__, line)}
 
