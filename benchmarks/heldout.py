@@ -95,6 +95,10 @@ sys.path.insert(0, str(HERE))  # the sibling scripts, also when imported
 import trainability as tr  # noqa: E402
 
 OUT = HERE / "results" / "heldout_runs.jsonl"
+#: The calibration grid's first steps (`calibration`).
+CALIBRATION_OUT = HERE / "results" / "early_calibration_runs.jsonl"
+#: Steps trained per calibration network: the recorded ones, whole epochs.
+CALIBRATION_STEPS = 64
 SEED = 1
 TASK_SEED = 1
 ARCHS = ("mlp", "mlp_bn", "cnn", "cnn_bn", "resmlp", "resmlp_bn")
@@ -145,6 +149,47 @@ class HeldoutConfig(tr.RunConfig):
     @property
     def learning_rate(self) -> float:
         return tr.LEARNING_RATES[self.optimizer] * self.lr_scale
+
+
+def calibration() -> list[HeldoutConfig]:
+    """The calibration grid (`trainability.grid`) as configs of this module.
+
+    Same networks, seed, task, width and rate as `trainability_runs.jsonl`;
+    `train --grid calibration` records their first steps (`CALIBRATION_STEPS`)
+    and takes each outcome from that file (`with_calibration_outcome`), so
+    that the early verdict can be calibrated on them.
+    """
+    return [
+        HeldoutConfig(
+            *dataclasses.astuple(c),
+            width=tr.CNN_FILTERS if tr.is_conv(c.arch) else tr.MLP_WIDTH,
+            lr_scale=1.0,
+            task_seed=tr.TASK_SEED,
+        )
+        for c in tr.grid()
+    ]
+
+
+def with_calibration_outcome(record: dict, calibration: dict) -> dict:
+    """`record` (a truncated run) with the outcome of its calibration run.
+
+    The two runs start from the same weights (checked by their digests) and
+    see the same batches, so the first steps are the calibration run's own.
+    """
+    key = record["key"].rsplit("-w", 1)[0]
+    full = calibration.get(key)
+    if full is None or full["init_weights_sha256"] != record["init_weights_sha256"]:
+        raise RuntimeError(f"{record['key']}: no calibration run with its weights")
+    encode = tr._finite_or_string
+    record.update(
+        calibration_key=key,
+        failed=tr.failed(full),
+        final_loss=encode(full["final_loss"]),
+        final_over_entropy=encode(full["final_over_entropy"]),
+        nonfinite=full["nonfinite"],
+        outcome_steps=full["steps"],
+    )
+    return record
 
 
 def _cells() -> list[tuple[int, str]]:
@@ -363,7 +408,12 @@ def run_grid(
         flush=True,
     )
     deadline = time.monotonic() + 60 * minutes
-    task = tr.make_task(n=n, seed=TASK_SEED)
+    task = tr.make_task(n=n, seed=configs[0].task_seed if configs else TASK_SEED)
+    calibration = (
+        {r["key"]: r for r in tr.load_runs(tr.DEFAULT_OUT)}
+        if task.seed == tr.TASK_SEED
+        else None
+    )
     cache = tr.ModelCache(steps_per_execution=1)
     recorder = StepRecorder()
     seconds: dict = {}
@@ -373,6 +423,8 @@ def run_grid(
             print(f"budget: stopping with {left:.0f} s left", flush=True)
             return i - 1
         record = run(config, task, cache, recorder, steps, batch_size)
+        if calibration is not None:
+            record = with_calibration_outcome(record, calibration)
         tr.append_run(out, record)
         seconds.setdefault((config.arch, config.depth, config.width), []).append(
             record["seconds"]
@@ -442,7 +494,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     train_cmd = commands.add_parser("train", help="train the grid (resumable)")
     train_cmd.add_argument("--minutes", type=float, default=math.inf)
     train_cmd.add_argument("--only", nargs="+", metavar="SUBSTRING")
-    train_cmd.add_argument("--out", type=pathlib.Path, default=OUT)
+    train_cmd.add_argument("--out", type=pathlib.Path)
+    train_cmd.add_argument(
+        "--grid", choices=("heldout", "calibration"), default="heldout"
+    )
     for command in (train_cmd, commands.add_parser("check", help=check.__doc__)):
         command.add_argument(
             "--threads", type=int, default=1, help="TensorFlow threads (intra, inter)"
@@ -459,7 +514,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         check()
         return 0
-    run_grid(tr.select(ordered(), args.only), args.out, args.minutes)
+    if args.grid == "calibration":
+        configs, out, steps = calibration(), CALIBRATION_OUT, CALIBRATION_STEPS
+    else:
+        configs, out, steps = ordered(), OUT, tr.STEPS
+    run_grid(tr.select(configs, args.only), args.out or out, args.minutes, steps=steps)
     return 0
 
 

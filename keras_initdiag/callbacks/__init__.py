@@ -43,6 +43,7 @@ from keras_initdiag.diagnostics import rules
 from keras_initdiag.diagnostics.batches import split_probe_data
 from keras_initdiag.diagnostics.engine import Diagnoser, ProbeInputError
 from keras_initdiag.diagnostics.report import DiagnosticReport, Flag
+from keras_initdiag.diagnostics.verdict import verdict_flags
 
 #: Flag kinds that are advice, never a reason to stop or raise.
 ADVISORY = rules.ADVISORY
@@ -208,15 +209,24 @@ class InitDiagnostics(keras.callbacks.Callback):
     def _begin(self):
         self._bind()
         self.schedule.begin_fit()
+        self.binding.start_watch(self.model, self._step())
         self._diagnose(first=True)
         self.binding.start_updates(self.model, self._step())
         if self.batch_gradients:
             self.binding.start_recorder(self.model, self.actor.warn_once)
 
+    def on_epoch_begin(self, epoch, logs=None):
+        """Keras's running mean of the loss starts again (the early watch)."""
+        if self.binding.watch is not None:
+            self.binding.watch.epoch_begin()
+
     def on_train_batch_begin(self, batch, logs=None):
-        """Arm the recording train function for this batch's steps."""
+        """Arm the recording train function; sample weights for the watch."""
         if self.binding.recording:
             self.binding.recorder.armed = True
+        watch = self.binding.watch
+        if watch is not None and not watch.done and not watch.tracker.active:
+            watch.batch_begin(self._step())
 
     def on_train_batch_end(self, batch, logs=None):
         """Collect the steps' gradient norms; diagnose on an int schedule."""
@@ -233,6 +243,9 @@ class InitDiagnostics(keras.callbacks.Callback):
         updates = self.binding.updates
         if updates is not None and updates.active:
             self._measure_updates()
+        watch = self.binding.watch
+        if watch is not None and watch.tracker.active:
+            self._watch(batch, logs)
         # The step is read from the device only when a batch end can be due.
         if (
             self.binding.diagnoser is not None
@@ -304,17 +317,18 @@ class InitDiagnostics(keras.callbacks.Callback):
 
     # -- one diagnosis -------------------------------------------------------
 
-    def _diagnose(self, first: bool = False, extra: dict | None = None):
+    def _diagnose(self, first: bool = False, extra: dict | None = None, verdict=None):
         """Measure, judge, write and act at the current step (once per step).
 
         On the first diagnosis of a `fit`, a batch the model rejects raises a
         `ValueError` before any training step; any other failure warns once
         and training goes on. `extra` (statistic -> {layer: value}, e.g. the
-        update ratios) joins the measured statistics before they are judged.
+        update ratios) joins the measured statistics before they are judged;
+        a `verdict` joins the report (a failing one as a "verdict" flag).
         """
         step = self._step()
         image = self.depth_profile and self.schedule.image_wanted(step)
-        if self.schedule.done(step):
+        if self.schedule.done(step) and verdict is None:
             if image and self.history.last is not None:
                 self.sink.write_image(self.model, self.history.last)
                 self.schedule.diagnosed(step, image=True)
@@ -329,6 +343,11 @@ class InitDiagnostics(keras.callbacks.Callback):
             )
             report.add_stats(extra or {})
             report.flags = rules.judge(report, self.thresholds)
+            if self.binding.watch is not None:
+                report.flags = self.binding.watch.hold(report)
+            if verdict is not None:
+                report.verdict = verdict
+                report.flags += verdict_flags(verdict, self.model.name)
             histograms, diagnoser.last_histograms = (
                 diagnoser.last_histograms,
                 {},
@@ -389,6 +408,18 @@ class InitDiagnostics(keras.callbacks.Callback):
             return
         if measured is not None:
             self._diagnose(extra=measured)
+
+    def _watch(self, batch, logs):
+        """Feed the early watch; diagnose with the verdict once it is given."""
+        step = self._step()
+        try:
+            verdict = self.binding.watch.batch_end(step, batch, logs)
+        except Exception as error:  # noqa: BLE001 - never break the user's fit.
+            self.binding.watch.tracker.stop()
+            self._failed(step, error, attempt=False)
+            return
+        if verdict is not None:
+            self._diagnose(verdict=verdict)
 
     # -- per-step gradient norms ---------------------------------------------
 

@@ -91,7 +91,7 @@ class Actor:
         """Warn about, stop for or raise on `flags` (see `act`)."""
         if self.on_flag == "ignore" or not flags:
             return False
-        serious = [f for f in flags if not is_advisory(f)]
+        serious = [f for f in flags if not is_advisory(f) and not f.pending]
         if self.on_flag == "raise" and serious:
             raise FlagError(serious)
         for flag in serious:
@@ -126,9 +126,15 @@ class Actor:
             print(report.table())
             return
         serious = sorted(
-            {(f.kind, f.layer) for f in report.flags if not is_advisory(f)}
+            {
+                (f.kind + (" (pending)" if f.pending else ""), f.layer)
+                for f in report.flags
+                if not is_advisory(f)
+            }
         )
         new = set(serious) - self._printed
+        if report.verdict is not None and self.verbose:
+            print(f"InitDiagnostics: {report.verdict}")
         if self.verbose == 1 and (new or self._reports == 1):
             self._printed |= new
             kinds = ", ".join(f"{kind} at {layer}" for kind, layer in serious)

@@ -13,6 +13,7 @@ import weakref
 
 import keras
 
+from keras_initdiag.callbacks.early import EarlyWatch
 from keras_initdiag.callbacks.updates import UpdateTracker
 from keras_initdiag.diagnostics.batches import probe_inputs
 from keras_initdiag.diagnostics.engine import Diagnoser
@@ -53,6 +54,7 @@ class Binding:
         self.recorder = None
         self.updates: UpdateTracker | None = None
         self.update_ratios: dict[str, float] = {}
+        self.watch: EarlyWatch | None = None
 
     @property
     def bound(self) -> bool:
@@ -126,6 +128,18 @@ class Binding:
         if not self.update_ratios and getattr(model, "optimizer", None):
             self.updates = UpdateTracker(self.diagnoser.tapset.taps, model.optimizer)
             self.updates.start(step)
+
+    def start_watch(self, model: keras.Model, step: int) -> None:
+        """Watch the first steps for the early verdict (once per model).
+
+        A watch cut short by the end of a `fit` goes on in the next one when
+        that starts where it stopped; otherwise it starts again.
+        """
+        watch = self.watch
+        if getattr(model, "optimizer", None) is None or (watch and watch.done):
+            return
+        if watch is None or watch.tracker.active and watch.tracker.step != step:
+            self.watch = EarlyWatch(self.diagnoser.tapset.taps, model.optimizer, step)
 
     def measure_updates(self, step: int) -> dict | None:
         """The first updates' statistics once measured (`UpdateTracker`).

@@ -150,6 +150,11 @@ class UpdateTracker:
         self._from_zero: np.ndarray | None = None  # weights all zero at start
 
     @property
+    def step(self) -> int:
+        """The step of the latest sample of the weights."""
+        return self._step
+
+    @property
     def active(self) -> bool:
         """Whether updates are still being measured."""
         return self._before is not None
@@ -188,6 +193,25 @@ class UpdateTracker:
             `{"update_ratio": {layer: ratio}, "update_ratio_at_peak_lr":
             {layer: ratio}}`.
         """
+        if self.measure(step) is None:
+            return None
+        if len(self._ratios) < self.steps:
+            return None
+        ratios, usable = self._usable()
+        if len(self._ratios) < self.max_steps and not usable.any(axis=0).all():
+            return None
+        self.stop()
+        return self._result(ratios, usable)
+
+    def measure(self, step: int) -> tuple[np.ndarray, float, int] | None:
+        """Each layer's relative update per step since the last measurement.
+
+        Returns:
+            None when nothing was measured (not started, or no step since),
+            else `(ratios, rate, taken)`: the ratio per layer divided by the
+            `taken` steps since the last measurement (NaN for a weight that
+            was all zero), and their mean learning rate.
+        """
         if self._before is None or step <= self._step:
             return None
         now = self._read()
@@ -198,18 +222,13 @@ class UpdateTracker:
         taken = step - self._step
         rate = float(np.mean(self.rate.at(np.arange(self._step, step))))
         with np.errstate(divide="ignore", invalid="ignore"):
-            self._ratios.append(norms[:, 0] / norms[:, 1] / taken)
+            ratios = norms[:, 0] / norms[:, 1] / taken
         if self._from_zero is None:
             self._from_zero = norms[:, 1] == 0
+        self._ratios.append(ratios)
         self._rates.append(rate)
         self._before, self._step = now, step
-        if len(self._ratios) < self.steps:
-            return None
-        ratios, usable = self._usable()
-        if len(self._ratios) < self.max_steps and not usable.any(axis=0).all():
-            return None
-        self.stop()
-        return self._result(ratios, usable)
+        return ratios, rate, taken
 
     def _usable(self) -> tuple[np.ndarray, np.ndarray]:
         """The ratios `[steps, layers]` and which tell the rate at the peak.

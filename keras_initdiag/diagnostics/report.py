@@ -63,6 +63,9 @@ class Flag:
         value: The measured value that triggered the flag.
         threshold: The threshold it was compared against.
         message: What was seen, where, and what to try.
+        pending: A step-0 flag that the early verdict confirms or clears
+            (`InitDiagnostics` only): shown and logged, not acted on.
+            Defaults to `False`.
 
     Example:
     >>> flag = keras_initdiag.Flag("dead", "dense_3", 0, 1.0, 0.5, "...")
@@ -76,9 +79,51 @@ class Flag:
     value: float
     threshold: float
     message: str
+    pending: bool = False
 
     def __str__(self) -> str:
-        return f"[{self.kind}] {self.layer} (step {self.step}): {self.message}"
+        status = " pending" if self.pending else ""
+        return f"[{self.kind}{status}] {self.layer} (step {self.step}): {self.message}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """The early verdict on a run, from its first watched steps.
+
+    See `keras_initdiag.diagnostics.verdict`.
+
+    Args:
+        step: The step at which it was given (the end of the watch).
+        start: The first watched step (after a warmup's early steps).
+        failing: Whether the run is judged likely to fail.
+        risk: The fitted probability of failure, 0 to 1.
+        threshold: The risk from which a run is judged failing.
+        features: The measured features (`verdict.FEATURES`).
+        summary: What it saw, in words.
+        confirmed: The pending step-0 flags it confirms, as `"kind at layer"`.
+        cleared: The pending step-0 flags it clears.
+
+    Example:
+    >>> Verdict(32, 0, False, 0.02, 0.67, {}, "trains", (), ()).failing
+    False
+    """
+
+    step: int
+    start: int
+    failing: bool
+    risk: float
+    threshold: float
+    features: dict
+    summary: str
+    confirmed: tuple[str, ...] = ()
+    cleared: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        word = "likely to fail" if self.failing else "training"
+        return (
+            f"Early verdict at step {self.step}: {word} (risk {self.risk:.2f}, "
+            f"threshold {self.threshold:.2f}). {self.summary}"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,6 +228,8 @@ class DiagnosticReport:
             (batch statistics in normalization layers, dropout on).
         chance_loss: The loss of uniform predictions (`ln(classes)` for a
             classifier trained with cross-entropy), NaN when unknown.
+        verdict: The early verdict given at this step (`InitDiagnostics`),
+            else `None`.
 
     Example:
     >>> report = keras_initdiag.diagnose(model, x, y)
@@ -200,6 +247,7 @@ class DiagnosticReport:
     optimizer: str = ""
     training: bool = True
     chance_loss: float = math.nan
+    verdict: Verdict | None = None
 
     def add_stats(self, stats: dict[str, dict[str, float]]) -> None:
         """Join statistics measured elsewhere: `{stat: {layer: value}}`.
@@ -269,6 +317,8 @@ class DiagnosticReport:
                 "Outputs not tapped: "
                 + "; ".join(f"{name} ({why})" for name, why in self.skipped)
             )
+        if self.verdict is not None:
+            lines.append(str(self.verdict))
         if self.flags:
             lines.append(f"{len(self.flags)} flag(s):")
             lines += [f"  {flag}" for flag in self.flags]

@@ -13,7 +13,7 @@ import dataclasses
 import json
 import math
 
-from keras_initdiag.diagnostics.report import DiagnosticReport, Flag, LayerInfo
+from keras_initdiag.diagnostics.report import DiagnosticReport, Flag, LayerInfo, Verdict
 
 _REPORT_FORMAT = 1
 
@@ -65,6 +65,14 @@ def report_to_json(report: DiagnosticReport, num_scalars: int) -> str:
         "flags": flags,
         "num_scalars": num_scalars,
     }
+    if report.verdict is not None:
+        verdict = report.verdict
+        payload["verdict"] = {
+            **dataclasses.asdict(verdict),
+            "risk": json_float(verdict.risk),
+            "threshold": json_float(verdict.threshold),
+            "features": {k: json_float(v) for k, v in verdict.features.items()},
+        }
     return json.dumps(payload, ensure_ascii=False)
 
 
@@ -95,6 +103,7 @@ def report_from_json(text: str) -> tuple[DiagnosticReport, int]:
         flags=[_flag(entry) for entry in _field(payload, "flags", list)],
         info={name: _layer_info(name, fields) for name, fields in info.items()},
         loss=_number(_field(payload, "loss", (int, float, str)), "loss"),
+        verdict=_verdict(payload["verdict"]) if "verdict" in payload else None,
     )
     num_scalars = _integer(_field(payload, "num_scalars", int), "num_scalars")
     return report, num_scalars
@@ -129,17 +138,48 @@ def _layer_info(name: str, fields) -> LayerInfo:
 
 
 def _flag(entry) -> Flag:
-    """A `Flag` from its JSON object; every field must be there."""
-    _expect(isinstance(entry, dict), "a flag", "an object", entry)
+    """A `Flag` from its JSON object; every field without a default must be there."""
+    return _record(Flag, entry, "flag")
+
+
+def _verdict(entry) -> Verdict:
+    """A `Verdict` from its JSON object (its features: names to numbers)."""
+    _expect(isinstance(entry, dict), "the verdict", "an object", entry)
+    features = entry.get("features", {})
+    _expect(isinstance(features, dict), "verdict features", "an object", features)
+    numbers = {
+        str(k): _number(v, f"verdict feature {k!r}") for k, v in features.items()
+    }
+    verdict = _record(
+        Verdict, {k: v for k, v in entry.items() if k != "features"}, "verdict"
+    )
+    return dataclasses.replace(verdict, features=numbers)
+
+
+def _record(cls, entry, name: str):
+    """A dataclass of scalars and string tuples from its JSON object.
+
+    Every field without a default must be there; fields a newer writer
+    added are dropped.
+    """
+    _expect(isinstance(entry, dict), f"a {name}", "an object", entry)
     values = {}
-    for field in dataclasses.fields(Flag):
-        value = _field(entry, field.name, (int, float, str))
+    for field in dataclasses.fields(cls):
+        if field.type == "dict":
+            values[field.name] = {}
+            continue
+        if field.name not in entry and field.default is not dataclasses.MISSING:
+            continue
+        _expect(
+            field.name in entry, f"a {name}", f"a {field.name!r} field", sorted(entry)
+        )
+        value = entry[field.name]
         if field.type == "float":
-            value = _number(value, f"flag {field.name}")
-        what = f"flag {field.name}"
+            value = _number(value, f"{name} {field.name}")
+        what = f"{name} {field.name}"
         _expect(_fits(value, field.type), what, _JSON_TYPES[field.type][1], value)
-        values[field.name] = value
-    return Flag(**values)
+        values[field.name] = tuple(value) if isinstance(value, list) else value
+    return cls(**values)
 
 
 def _fits(value, annotation: str) -> bool:

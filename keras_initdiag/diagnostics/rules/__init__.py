@@ -41,6 +41,7 @@ from keras_initdiag.diagnostics.rules.units import (
 
 #: Every flag kind, in the order flags of one diagnosis are listed.
 FLAG_KINDS: tuple[str, ...] = (
+    "verdict",
     "nonfinite",
     "exploding",
     "vanishing",

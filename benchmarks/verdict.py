@@ -1,0 +1,279 @@
+"""Fit the early verdict on the calibration grid; score it on the held-out one.
+
+Both grids record the first steps of every run (`heldout.py`: loss and
+learning rate of 64 steps, every layer's relative update of 32 steps, the
+step-0 flags) and its outcome after 160 steps (`trainability.failed`).
+
+- `fit`: the verdict's logistic model (`keras_initdiag.diagnostics.verdict`)
+  on the calibration grid's runs only (`results/early_calibration_runs.jsonl`):
+  feature means and scales, coefficients (Newton's method, L2 penalty
+  `PENALTY` on the standardized coefficients), and the risk threshold: the
+  lowest at which the calibration precision is at least `PRECISION`, since
+  a false "failing" verdict can stop a good run. Prints the constants to
+  put in the module.
+- `choose-k`: the calibration ROC AUC of the verdict refitted at 8, 16, 24
+  and 32 watched steps.
+- `score`: the module's verdict, the step-0 flags and the loss-only baseline
+  (the loss features alone over 20 steps, fitted the same way on the
+  calibration grid) on both grids: precision, recall, ROC AUC, per family
+  and optimizer; writes `results/verdict_judge.md`.
+
+Usage:
+    python benchmarks/verdict.py fit
+    python benchmarks/verdict.py choose-k
+    python benchmarks/verdict.py score
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import pathlib
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+
+HERE = pathlib.Path(__file__).parent
+sys.path.insert(0, str(HERE))
+import trainability as tr  # noqa: E402
+
+from keras_initdiag.diagnostics import verdict as vd  # noqa: E402
+
+CALIBRATION = HERE / "results" / "early_calibration_runs.jsonl"
+HELDOUT = HERE / "results" / "heldout_runs.jsonl"
+JUDGE = HERE / "results" / "verdict_judge.md"
+#: L2 penalty on the standardized coefficients (keeps them finite when a
+#: feature separates the classes perfectly).
+PENALTY = 1.0
+#: The calibration precision the risk threshold must reach.
+PRECISION = 0.97
+#: Watched steps of the loss-only baseline ("watch the loss for 20 steps").
+BASELINE_STEPS = 20
+LOSS_FEATURES = ("level", "progress")
+
+
+def load(path: pathlib.Path) -> list[dict]:
+    """The grid's records (one per key, NaN/Inf strings as floats)."""
+    seen = {}
+    for record in tr.load_runs(path):
+        seen.setdefault(record["key"], record)
+    return list(seen.values())
+
+
+def early_steps(record: dict, steps: int = vd.WATCH_STEPS) -> vd.EarlySteps:
+    """The record's first `steps` steps as the verdict reads them."""
+    number = tr._from_json_number
+    return vd.EarlySteps(
+        losses=[number(v) for v in record["step_losses"][:steps]],
+        learning_rates=record["step_learning_rates"][:steps],
+        update_ratios={
+            name: [number(v) for v in values[:steps]]
+            for name, values in record["update_ratios"].items()
+        },
+        chance_loss=math.log(tr.N_CLASSES),
+        step0_flags=[
+            f["kind"] for f in record["step0_flags"] or () if not f["advisory"]
+        ],
+    )
+
+
+def family(record: dict) -> str:
+    return record["arch"]
+
+
+def matrix(records, steps, names=vd.FEATURES):
+    """`(features [runs, names], finite [runs], failed [runs])`."""
+    rows, finite = [], []
+    for record in records:
+        early = early_steps(record, steps)
+        values = vd.features(early)
+        rows.append([values[n] for n in names])
+        finite.append(early.finite)
+    return (
+        np.asarray(rows, dtype=np.float64),
+        np.asarray(finite),
+        np.asarray([bool(r["failed"]) for r in records]),
+    )
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, penalty: float = PENALTY):
+    """Means, scales, coefficients and intercept of an L2 logistic model.
+
+    NaN entries count as the mean (0 after standardizing), as `vd.risk`
+    treats an unmeasured feature.
+    """
+    means = np.nanmean(x, axis=0)
+    scales = np.nanstd(x, axis=0)
+    scales = np.where(scales > 0, scales, 1.0)
+    z = np.nan_to_num((x - means) / scales, nan=0.0)
+    design = np.hstack([np.ones((len(z), 1)), z])
+    w = np.zeros(design.shape[1])
+    ridge = np.eye(len(w)) * penalty
+    ridge[0, 0] = 0.0
+    for _ in range(100):
+        p = 1.0 / (1.0 + np.exp(-design @ w))
+        gradient = design.T @ (p - y) + ridge @ w
+        hessian = design.T @ (design * (p * (1 - p))[:, None]) + ridge
+        step = np.linalg.solve(hessian, gradient)
+        w -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    return means, scales, w[1:], w[0]
+
+
+def predict(x, means, scales, coefficients, intercept) -> np.ndarray:
+    z = np.nan_to_num((x - means) / scales, nan=0.0)
+    return 1.0 / (1.0 + np.exp(-(intercept + z @ coefficients)))
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The probability that a failed run scores above a trained one (ties 1/2)."""
+    pos, neg = scores[labels], scores[~labels]
+    if not len(pos) or not len(neg):
+        return math.nan
+    greater = (pos[:, None] > neg[None, :]).mean()
+    equal = (pos[:, None] == neg[None, :]).mean()
+    return float(greater + equal / 2)
+
+
+def threshold_for(scores, labels, precision=PRECISION) -> float:
+    """The lowest threshold whose precision is at least `precision`."""
+    for cut in np.unique(scores):
+        called = scores >= cut
+        if called.any() and labels[called].mean() >= precision:
+            return float(cut)
+    return 1.0
+
+
+def fitted(records, steps, names=vd.FEATURES):
+    """A model fitted on `records` (nonfinite runs left out: failing anyway)."""
+    x, finite, y = matrix(records, steps, names)
+    model = fit_logistic(x[finite], y[finite].astype(float))
+    scores = np.where(finite, predict(x, *model), 1.0)
+    return model, threshold_for(scores, y), scores, y
+
+
+def fit(steps: int = vd.WATCH_STEPS) -> None:
+    """Fit on the calibration grid; print the constants for the module."""
+    records = load(CALIBRATION)
+    (means, scales, coefficients, intercept), cut, scores, y = fitted(records, steps)
+    print(f"{len(records)} calibration runs, {int(y.sum())} failed; K={steps}")
+    def fmt(values) -> str:
+        pairs = (f'"{n}": {v:.4g}' for n, v in zip(vd.FEATURES, values))
+        return "{" + ", ".join(pairs) + "}"
+
+    print(f"MEANS = {fmt(means)}")
+    print(f"SCALES = {fmt(scales)}")
+    print(f"COEFFICIENTS = {fmt(coefficients)}")
+    print(f"INTERCEPT = {intercept:.4g}")
+    print(f"RISK_THRESHOLD = {cut:.4g}")
+    called = scores >= cut
+    print(
+        f"calibration: AUC {roc_auc(scores, y):.3f}, precision "
+        f"{y[called].mean():.3f}, recall {called[y].mean():.3f}"
+    )
+
+
+def choose_k() -> None:
+    """Calibration AUC of the verdict refitted at each watch length."""
+    records = load(CALIBRATION)
+    for steps in (8, 16, 24, 32):
+        _, _, scores, y = fitted(records, steps)
+        print(f"K={steps}: calibration AUC {roc_auc(scores, y):.4f}")
+
+
+def module_scores(records, steps=vd.WATCH_STEPS) -> np.ndarray:
+    """The installed module's risk for each record (1 for nonfinite runs)."""
+    out = []
+    for record in records:
+        early = early_steps(record, steps)
+        out.append(vd.risk(vd.features(early)) if early.finite else 1.0)
+    return np.asarray(out)
+
+
+def step0_scores(records) -> np.ndarray:
+    """1 when step 0 raised a non-advisory flag, else 0."""
+    return np.asarray(
+        [float(any(not f["advisory"] for f in r["step0_flags"] or ())) for r in records]
+    )
+
+
+def _row(name, scores, called, y) -> str:
+    tp = int((called & y).sum())
+    fp = int((called & ~y).sum())
+    fn = int((~called & y).sum())
+    precision = tp / (tp + fp) if tp + fp else math.nan
+    recall = tp / (tp + fn) if tp + fn else math.nan
+    return (
+        f"| {name} | {len(y)} | {int(y.sum())} | {tp} | {fp} | {fn} "
+        f"| {precision:.3f} | {recall:.3f} | {roc_auc(scores, y):.3f} |"
+    )
+
+
+def table(title: str, records: list[dict], baseline_model, baseline_cut) -> list[str]:
+    y = np.asarray([bool(r["failed"]) for r in records])
+    verdict = module_scores(records)
+    step0 = step0_scores(records)
+    xb, finite_b, _ = matrix(records, BASELINE_STEPS, LOSS_FEATURES)
+    baseline = np.where(finite_b, predict(xb, *baseline_model), 1.0)
+    methods = {
+        "early verdict": (verdict, verdict >= vd.RISK_THRESHOLD),
+        "step-0 flags": (step0, step0 > 0),
+        f"loss only, {BASELINE_STEPS} steps": (baseline, baseline >= baseline_cut),
+    }
+    lines = [
+        f"### {title}",
+        "",
+        "| networks | method | runs | failed | TP | FP | FN | precision | recall "
+        "| ROC AUC |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    groups = {"all": np.ones(len(records), bool)}
+    for key in sorted({family(r) for r in records}):
+        groups[key] = np.asarray([family(r) == key for r in records])
+    for key in tr.OPTIMIZERS:
+        groups[key] = np.asarray([r["optimizer"] == key for r in records])
+    for group, mask in groups.items():
+        for name, (scores, called) in methods.items():
+            row = _row(name, scores[mask], called[mask], y[mask])
+            lines.append(f"| {group} " + row)
+    return lines + [""]
+
+
+def score() -> None:
+    """Score the module's verdict on both grids; write `JUDGE`."""
+    calibration = load(CALIBRATION)
+    heldout = load(HELDOUT)
+    baseline_model, baseline_cut, _, _ = fitted(
+        calibration, BASELINE_STEPS, LOSS_FEATURES
+    )
+    lines = [
+        "# The early verdict against the outcomes (`benchmarks/verdict.py score`)",
+        "",
+        f"Watched steps: {vd.WATCH_STEPS}; risk threshold {vd.RISK_THRESHOLD:.3g}. "
+        f"The loss-only baseline: the loss features over {BASELINE_STEPS} steps, "
+        f"fitted on the calibration grid (threshold {baseline_cut:.3g}).",
+        "",
+        *table(
+            "Held-out grid (never used to fit)", heldout, baseline_model, baseline_cut
+        ),
+        *table(
+            "Calibration grid (in-sample)", calibration, baseline_model, baseline_cut
+        ),
+    ]
+    JUDGE.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``fit``, ``choose-k``, ``score``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=("fit", "choose-k", "score"))
+    args = parser.parse_args(argv)
+    {"fit": fit, "choose-k": choose_k, "score": score}[args.command]()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""The callback's side of the early verdict: watch the first steps, then judge.
+
+`EarlyWatch` starts at the first step whose learning rate is at least
+`verdict.WARM_FRACTION` of the schedule's peak (step 0 without a warmup),
+and for `verdict.WATCH_STEPS` steps keeps each step's training loss (from
+the running mean Keras puts in `logs`), learning rate and per-layer relative
+update (`UpdateTracker.measure`: one host copy of a few numbers per layer
+and batch). With `steps_per_execution > 1` a batch end closes several steps;
+each of them gets the chunk's mean loss and update per step.
+
+Until the verdict, flags of the kinds that the calibration grid found
+uncertain at step 0 (`verdict.pending_kinds`) are held as pending: shown and
+logged, not acted on. The verdict confirms or clears them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from keras_initdiag.callbacks.updates import LearningRate, UpdateTracker
+from keras_initdiag.diagnostics import verdict as vd
+from keras_initdiag.diagnostics.report import DiagnosticReport, Flag, Verdict
+from keras_initdiag.diagnostics.rules import is_advisory
+from keras_initdiag.diagnostics.taps import Tap
+
+#: How far ahead the start of the watch is looked for, in steps.
+HORIZON = 10_000_000
+
+
+def warm_start(rate: LearningRate, step: int, fraction: float = vd.WARM_FRACTION):
+    """The first step from `step` on whose rate is `fraction` of the peak.
+
+    The schedule is read at geometrically spaced steps, then the first
+    bracket that reaches the level is bisected (a warmup rises monotonically).
+
+    Example:
+    >>> import keras
+    >>> warmup = keras.optimizers.schedules.CosineDecay(
+    ...     0.0, 10_000, warmup_target=1e-3, warmup_steps=1_000)
+    >>> warm_start(LearningRate(keras.optimizers.Adam(warmup)), 0)
+    500
+    """
+    level = fraction * rate.peak(step)
+    if rate.schedule is None or rate.at([step])[0] >= level:
+        return step
+    ahead = np.unique(np.geomspace(1, HORIZON, 120).astype(np.int64)) + step
+    values = rate.at(ahead)
+    reached = np.flatnonzero(values >= level)
+    if not reached.size:
+        return step
+    i = int(reached[0])
+    low, high = (int(ahead[i - 1]) if i else step), int(ahead[i])
+    while high - low > 1:
+        middle = (low + high) // 2
+        if rate.at([middle])[0] >= level:
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+class EarlyWatch:
+    """Watches the first steps of training and gives the early verdict.
+
+    Args:
+        taps: The taps (their layers' main weights are watched).
+        optimizer: The model's optimizer (its schedule is read, not changed).
+        step: The step at which the fit starts.
+        steps: Steps to watch. Defaults to `verdict.WATCH_STEPS`.
+
+    Example:
+    >>> watch = EarlyWatch(taps, model.optimizer, step=0)
+    >>> watch.batch_begin(0)
+    >>> verdict = watch.batch_end(1, batch=0, logs={"loss": 1.2})  # None until done
+    """
+
+    def __init__(
+        self, taps: list[Tap], optimizer, step: int, steps: int = vd.WATCH_STEPS
+    ):
+        self.tracker = UpdateTracker(taps, optimizer, steps=steps, max_steps=steps)
+        self.steps = steps
+        self.start = warm_start(self.tracker.rate, step)
+        self.names = [name for name, _ in self.tracker.layers]
+        self.losses: list[float] = []
+        self.rates: list[float] = []
+        self.ratios: list[np.ndarray] = []
+        self.chance_loss = math.nan
+        self.step0: list[str] = []
+        self.pending: list[Flag] = []
+        self.verdict: Verdict | None = None
+        self._seen = (0, None)  # (steps, running mean) at the last batch end
+
+    @property
+    def done(self) -> bool:
+        """Whether the verdict was given."""
+        return self.verdict is not None
+
+    def hold(self, report: DiagnosticReport) -> list[Flag]:
+        """The report's flags, those of uncertain kinds marked pending.
+
+        The first report also gives the chance level and the step-0 flags.
+        """
+        if self.done:
+            return report.flags
+        if not self.step0 and not self.pending and math.isnan(self.chance_loss):
+            self.chance_loss = report.chance_loss
+            self.step0 = [f.kind for f in report.flags if not is_advisory(f)]
+        uncertain = vd.pending_kinds(report)
+        flags = [
+            dataclasses.replace(f, pending=True)
+            if f.kind in uncertain and not is_advisory(f)
+            else f
+            for f in report.flags
+        ]
+        self.pending += [f for f in flags if f.pending]
+        return flags
+
+    def epoch_begin(self) -> None:
+        """Keras's running mean of the loss starts again."""
+        self._seen = (0, None)
+
+    def batch_begin(self, step: int) -> None:
+        """Sample the weights before the first watched step."""
+        if not self.done and not self.tracker.active and step >= self.start:
+            self.tracker.start(step)
+
+    def batch_end(self, step: int, batch: int, logs) -> Verdict | None:
+        """Record the steps this batch end closed; the verdict when done.
+
+        A non-finite loss ends the watch at once: the verdict needs no more.
+        """
+        count, mean = batch + 1, _loss(logs)
+        before, self._seen = self._seen, (count, mean)
+        if self.done or not self.tracker.active:
+            return None
+        measured = self.tracker.measure(step)
+        if measured is None:
+            return None
+        ratios, rate, taken = measured
+        loss = mean
+        if mean is not None and before[1] is not None and count > before[0]:
+            # Keras logs the epoch's running mean: the closed steps' mean.
+            loss = (count * mean - before[0] * before[1]) / (count - before[0])
+        for _ in range(taken):
+            if loss is not None:
+                self.losses.append(loss)
+            self.rates.append(rate)
+            self.ratios.append(ratios)
+        diverged = loss is not None and not math.isfinite(loss)
+        if len(self.ratios) < self.steps and not diverged:
+            return None
+        self.tracker.stop()
+        return self._judge(step)
+
+    def _judge(self, step: int) -> Verdict:
+        ratios = np.asarray(self.ratios[: self.steps])
+        early = vd.EarlySteps(
+            losses=self.losses[: self.steps],
+            learning_rates=self.rates[: self.steps],
+            update_ratios={name: ratios[:, i] for i, name in enumerate(self.names)},
+            chance_loss=self.chance_loss,
+            step0_flags=self.step0,
+        )
+        self.verdict = vd.judge(early, step, self.start, self.pending)
+        return self.verdict
+
+
+def _loss(logs) -> float | None:
+    """The running mean loss in `logs`; None when `fit` logs no loss."""
+    value = (logs or {}).get("loss")
+    if value is None:
+        return None
+    try:
+        return float(np.asarray(value))
+    except (TypeError, ValueError):
+        return None

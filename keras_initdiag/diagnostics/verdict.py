@@ -1,0 +1,308 @@
+"""The early verdict: will this run train? Read from its first real steps.
+
+Step 0 sees the network before any update; some of what it sees (a
+BatchNorm network's backward growth, a large initial loss) is fatal on some
+networks and harmless on others. The first steps of the real fit tell them
+apart. `EarlySteps` holds what the callback watched over `WATCH_STEPS` steps:
+
+- the training loss of each step, and the chance level (`ln C` for a
+  classifier, else unknown);
+- the learning rate the schedule gave at each step;
+- each layer's relative update `||dW|| / ||W||` at each step, from the
+  weights the optimizer wrote. For a kernel read only by a normalization
+  layer this is its angular update (the update is orthogonal to a
+  scale-invariant kernel: Wan et al., NeurIPS 2021); its size is the
+  layer's effective learning rate, whatever its raw rate is;
+- the step-0 flags.
+
+`features` reduces them to `FEATURES`, each a plain quantity:
+
+- `level`: log of the last quarter's mean loss over the chance level (over
+  the first quarter's, when the chance level is unknown);
+- `progress`: the relative fall of the loss from the first quarter to the
+  last;
+- `log_trust`: log10 of the depth-compounded relative update per step,
+  `prod_l (1 + rho_l) - 1` (Bernstein et al., NeurIPS 2020, "deep relative
+  trust": a bound on the relative change of the network's function), median
+  over the steps;
+- `log_slowest`: log10 of the slowest layer's relative update per step
+  (median over the steps): a layer that does not move does not learn;
+- `step0`: 1 when step 0 raised a non-advisory flag.
+
+`risk` is a logistic function of the standardized features, its
+coefficients fitted on the calibration grid's first steps
+(`benchmarks/verdict.py`, BENCHMARKS.md "Early verdict") and scored on the
+held-out grid, which never influenced them. A run is judged failing at
+`risk >= RISK_THRESHOLD` or when its loss or updates are not finite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+#: Steps the verdict watches. Chosen on the calibration grid
+#: (`benchmarks/verdict.py choose-k`): the smallest watch whose ROC AUC is
+#: within 0.005 of the best of 8, 16, 24 and 32 steps.
+WATCH_STEPS = 32
+#: The watch starts at the first step whose learning rate is at least this
+#: fraction of the schedule's peak: a warmup from about 0 is by design, and
+#: its first steps say nothing about the run.
+WARM_FRACTION = 0.5
+#: Relative updates below this count as "did not move" (log10 floor).
+FLOOR = 1e-12
+
+FEATURES = ("level", "progress", "log_trust", "log_slowest", "step0")
+
+#: The fitted model (`benchmarks/verdict.py fit`, on the calibration grid):
+#: each feature's mean and standard deviation there, and the coefficients of
+#: the standardized features.
+MEANS = dict.fromkeys(FEATURES, 0.0)
+SCALES = dict.fromkeys(FEATURES, 1.0)
+COEFFICIENTS = dict.fromkeys(FEATURES, 0.0)
+INTERCEPT = 0.0
+#: The risk at which a run is judged failing (chosen on the calibration grid).
+RISK_THRESHOLD = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class EarlySteps:
+    """What the first watched steps of a fit showed.
+
+    Args:
+        losses: The training loss of each watched step.
+        learning_rates: The learning rate of each watched step.
+        update_ratios: Layer -> its relative update at each watched step
+            (NaN where it cannot be told, e.g. from an all-zero weight).
+        chance_loss: The loss of uniform predictions, NaN when unknown.
+        step0_flags: Kinds of the non-advisory flags of step 0.
+
+    Example:
+    >>> early = EarlySteps([1.4] * 32, [1e-3] * 32, {"dense": [1e-3] * 32})
+    >>> round(features(early)["progress"], 3)
+    0.0
+    """
+
+    losses: Sequence[float]
+    learning_rates: Sequence[float]
+    update_ratios: Mapping[str, Sequence[float]]
+    chance_loss: float = math.nan
+    step0_flags: Sequence[str] = ()
+
+    @property
+    def finite(self) -> bool:
+        """Whether every loss and every update is finite."""
+        losses = np.asarray(self.losses, dtype=np.float64)
+        ratios = self.ratios()
+        return bool(np.isfinite(losses).all() and not np.isinf(ratios).any())
+
+    def ratios(self) -> np.ndarray:
+        """`[steps, layers]` relative updates (empty when no layer)."""
+        if not self.update_ratios:
+            return np.zeros((len(self.losses), 0))
+        return np.asarray(list(self.update_ratios.values()), dtype=np.float64).T
+
+
+#: Bounds of the features, so that one extreme run cannot dominate the fit.
+#: A relative update above 1e3 per step, or a loss 1e4 times the chance
+#: level, is as bad as it needs to be.
+CEILING = 1e3
+LEVEL_BOUNDS = (-10.0, 10.0)
+
+
+def _log10(value: float) -> float:
+    if not math.isfinite(value):
+        return math.nan
+    return math.log10(min(max(value, FLOOR), CEILING))
+
+
+def features(early: EarlySteps) -> dict[str, float]:
+    """The verdict's features (see the module docstring).
+
+    Example:
+    >>> early = EarlySteps([2.0] * 8 + [1.0] * 8, [0.1] * 16, {"d": [0.01] * 16})
+    >>> features(early)["progress"]
+    0.5
+    """
+    losses = np.asarray(early.losses, dtype=np.float64)
+    level = progress = math.nan  # no loss logged: the updates alone judge
+    if losses.size:
+        quarter = max(1, len(losses) // 4)
+        head, tail = losses[:quarter].mean(), losses[-quarter:].mean()
+        reference = early.chance_loss if early.chance_loss > 0 else head
+        with np.errstate(all="ignore"):
+            level = math.log(tail / reference) if tail > 0 and reference > 0 else 0.0
+            progress = (head - tail) / head if head > 0 else 0.0
+        level = min(max(level, LEVEL_BOUNDS[0]), LEVEL_BOUNDS[1])
+    ratios = early.ratios()
+    rates = np.asarray(early.learning_rates, dtype=np.float64)[: len(ratios)]
+    moving = ratios[rates > 0] if (rates > 0).any() else ratios
+    if moving.size:
+        # A ratio that cannot be told (from an all-zero weight) counts as
+        # no movement at that step; medians make one such step harmless.
+        moving = np.nan_to_num(moving, nan=0.0)
+        trust = np.prod(1.0 + moving, axis=1) - 1.0
+        log_trust = _log10(float(np.median(trust)))
+        log_slowest = _log10(float(np.median(moving.min(axis=1))))
+    else:
+        log_trust = log_slowest = math.nan
+    return {
+        "level": float(level),
+        "progress": float(progress),
+        "log_trust": log_trust,
+        "log_slowest": log_slowest,
+        "step0": float(bool(early.step0_flags)),
+    }
+
+
+def risk(values: Mapping[str, float]) -> float:
+    """The probability of failure the fitted model gives `values`.
+
+    A feature that could not be measured (NaN) counts as its calibration
+    mean: it moves the risk neither way.
+
+    Example:
+    >>> 0.0 <= risk(features(EarlySteps([1.0] * 8, [0.1] * 8, {}))) <= 1.0
+    True
+    """
+    logit = INTERCEPT + sum(_contributions(values).values())
+    return float(1.0 / (1.0 + math.exp(-max(min(logit, 50.0), -50.0))))
+
+
+def _contributions(values: Mapping[str, float]) -> dict[str, float]:
+    """Each feature's term in the logit (0 for an unmeasured one)."""
+    terms = {}
+    for name in FEATURES:
+        value = values.get(name, math.nan)
+        z = (value - MEANS[name]) / SCALES[name] if math.isfinite(value) else 0.0
+        terms[name] = COEFFICIENTS[name] * z
+    return terms
+
+
+#: Non-advisory step-0 flag kinds held pending until the verdict, per family
+#: (networks with and without normalization layers): the kinds whose step-0
+#: precision on the calibration grid is below `CERTAIN` in that family
+#: (`benchmarks/verdict.py pending`, BENCHMARKS.md "Early verdict"). Other
+#: kinds act at once.
+PENDING_KINDS = {"normalized": (), "plain": ()}
+#: The step-0 precision from which a flag kind acts without waiting.
+CERTAIN = 0.95
+
+_REASONS = {
+    "level": "the loss is still high",
+    "progress": "the loss hardly falls",
+    "log_trust": "the network as a whole hardly moves",
+    "log_slowest": "a layer hardly moves",
+    "step0": "step 0 flagged it",
+}
+
+
+def family(report) -> str:
+    """`"normalized"` when the model has a normalization layer, else `"plain"`."""
+    kinds = {info.kind for info in report.info.values()}
+    return "normalized" if "norm" in kinds else "plain"
+
+
+def pending_kinds(report) -> tuple[str, ...]:
+    """The flag kinds of `report` that wait for the verdict (`PENDING_KINDS`)."""
+    return PENDING_KINDS[family(report)]
+
+
+def judge(early: EarlySteps, step: int, start: int, pending: Sequence = ()):
+    """The verdict on the watched steps.
+
+    Args:
+        early: What the watched steps showed.
+        step: The step at which the verdict is given.
+        start: The first watched step.
+        pending: The pending `Flag`s it confirms (failing) or clears.
+
+    Returns:
+        A `keras_initdiag.diagnostics.report.Verdict`.
+
+    Example:
+    >>> early = EarlySteps([1.4] * 32, [0.01] * 32, {"dense": [1e-9] * 32}, 1.386)
+    >>> judge(early, 32, 0).failing
+    True
+    """
+    from keras_initdiag.diagnostics.report import Verdict
+
+    values = features(early)
+    finite = early.finite
+    score = risk(values) if finite else 1.0
+    failing = score >= RISK_THRESHOLD
+    names = tuple(dict.fromkeys(f"{f.kind} at {f.layer}" for f in pending))
+    return Verdict(
+        step=int(step),
+        start=int(start),
+        failing=bool(failing),
+        risk=score,
+        threshold=RISK_THRESHOLD,
+        features=values,
+        summary=describe(early, values, failing),
+        confirmed=names if failing else (),
+        cleared=() if failing else names,
+    )
+
+
+def describe(early: EarlySteps, values: Mapping[str, float], failing: bool) -> str:
+    """What the watched steps showed, in words."""
+    steps = len(early.learning_rates)
+    if not early.finite:
+        return f"The loss or an update became NaN or Inf within {steps} steps."
+    words = []
+    losses = np.asarray(early.losses, dtype=np.float64)
+    if losses.size:
+        quarter = max(1, len(losses) // 4)
+        head, tail = losses[:quarter].mean(), losses[-quarter:].mean()
+        text = (
+            f"Over {steps} steps the training loss went from {head:.3g} to "
+            f"{tail:.3g} ({(tail - head) / head:+.0%})"
+            if head > 0
+            else f"Over {steps} steps the training loss went to {tail:.3g}"
+        )
+        if early.chance_loss > 0:
+            text += f", {tail / early.chance_loss:.2f}x the chance level"
+        words.append(text + ".")
+    ratios = early.ratios()
+    if ratios.size:
+        medians = np.nanmedian(np.nan_to_num(ratios, nan=0.0), axis=0)
+        slowest = int(np.argmin(medians))
+        name = list(early.update_ratios)[slowest]
+        words.append(
+            f"Compounded over depth the weights move "
+            f"{10 ** values['log_trust']:.2g} per step; the slowest layer, {name}, "
+            f"{medians[slowest]:.2g} of its weights per step."
+        )
+    if early.step0_flags:
+        kinds = ", ".join(dict.fromkeys(early.step0_flags))
+        words.append(f"Step 0 flagged: {kinds}.")
+    terms = _contributions(values)
+    if failing:
+        worst = [n for n in sorted(terms, key=terms.get, reverse=True) if terms[n] > 0]
+        if worst:
+            words.append("Mostly because " + _REASONS[worst[0]] + ".")
+    return " ".join(words)
+
+
+def verdict_flags(verdict, model: str) -> list:
+    """A failing verdict as a "verdict" flag on `model` (none for a healthy one).
+
+    Example:
+    >>> early = EarlySteps([1.4] * 32, [0.01] * 32, {"dense": [1e-9] * 32}, 1.386)
+    >>> [f.kind for f in verdict_flags(judge(early, 32, 0), "mlp")]
+    ['verdict']
+    """
+    from keras_initdiag.diagnostics.report import Flag
+
+    if not verdict.failing:
+        return []
+    message = verdict.summary
+    if verdict.confirmed:
+        message += " Confirms the pending " + ", ".join(verdict.confirmed) + "."
+    return [
+        Flag("verdict", model, verdict.step, verdict.risk, verdict.threshold, message)
+    ]
