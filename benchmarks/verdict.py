@@ -13,6 +13,9 @@ step-0 flags) and its outcome after 160 steps (`trainability.failed`).
   put in the module.
 - `choose-k`: the calibration ROC AUC of the verdict refitted at 8, 16, 24
   and 32 watched steps.
+- `pending`: each step-0 flag kind's precision per family (with or without
+  normalization layers) on the calibration grid; the kinds below
+  `verdict.CERTAIN` wait for the verdict (`verdict.PENDING_KINDS`).
 - `score`: the module's verdict, the step-0 flags and the loss-only baseline
   (the loss features alone over 20 steps, fitted the same way on the
   calibration grid) on both grids: precision, recall, ROC AUC, per family
@@ -21,6 +24,7 @@ step-0 flags) and its outcome after 160 steps (`trainability.failed`).
 Usage:
     python benchmarks/verdict.py fit
     python benchmarks/verdict.py choose-k
+    python benchmarks/verdict.py pending
     python benchmarks/verdict.py score
 """
 
@@ -266,12 +270,40 @@ def score() -> None:
     print("\n".join(lines))
 
 
+def kind_precision(records) -> dict:
+    """`{(family, kind): (trained, failed)}`: runs with the kind at step 0."""
+    counts: dict = {}
+    for record in records:
+        family_ = "normalized" if record["arch"].endswith("_bn") else "plain"
+        kinds = {f["kind"] for f in record["step0_flags"] or () if not f["advisory"]}
+        for kind in kinds:
+            row = counts.setdefault((family_, kind), [0, 0])
+            row[bool(record["failed"])] += 1
+    return counts
+
+
+def pending() -> None:
+    """Step-0 precision per family and kind on the calibration grid; the
+    kinds below `verdict.CERTAIN` (`verdict.PENDING_KINDS`)."""
+    counts = kind_precision(load(CALIBRATION))
+    chosen: dict = {"normalized": [], "plain": []}
+    print("| family | kind at step 0 | trained | failed | precision |")
+    print("|---|---|---|---|---|")
+    for (family_, kind), (trained, failed) in sorted(counts.items()):
+        precision = failed / (trained + failed)
+        print(f"| {family_} | {kind} | {trained} | {failed} | {precision:.3f} |")
+        if precision < vd.CERTAIN:
+            chosen[family_].append(kind)
+    print("PENDING_KINDS =", {k: tuple(v) for k, v in chosen.items()})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``fit``, ``choose-k``, ``score``."""
+    """Command line: ``fit``, ``choose-k``, ``pending``, ``score``."""
+    commands = {"fit": fit, "choose-k": choose_k, "pending": pending, "score": score}
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("fit", "choose-k", "score"))
+    parser.add_argument("command", choices=tuple(commands))
     args = parser.parse_args(argv)
-    {"fit": fit, "choose-k": choose_k, "score": score}[args.command]()
+    commands[args.command]()
     return 0
 
 

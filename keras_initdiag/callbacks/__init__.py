@@ -111,12 +111,13 @@ class InitDiagnostics(keras.callbacks.Callback):
         flags: The first and the latest flag of each kind and layer.
         batch_gradient_norms: `(step, {layer: norm})` of the latest 10,000
             recorded batches, with `batch_gradients=True`.
-        update_ratios: `{layer: ratio}`, each layer's update per step over its
-            weights during the first training steps (`||W_new - W_old|| /
-            ||W_old||`, median of the first 3 steps, from the weights the
-            optimizer actually wrote), once measured; also written as
-            `update_ratio/<layer>`. "update_ratio" flags a layer far from
-            what training needs (`Thresholds.update_ratio_low` / `_high`).
+        update_ratios: `{layer: ratio}`: `||W_new - W_old|| / ||W_old||` per
+            step, median of the first 3 steps (`update_ratio/<layer>`).
+        verdict: The early verdict (`Verdict`) once the first
+            `verdict.WATCH_STEPS` steps after any warmup were watched: will
+            the run train? A failing one is a "verdict" flag. Until then,
+            step-0 flags of kinds found uncertain at step 0 are pending:
+            shown and logged, not acted on.
 
     Example:
     >>> callback = keras_initdiag.InitDiagnostics(
@@ -186,6 +187,12 @@ class InitDiagnostics(keras.callbacks.Callback):
         return self.binding.diagnoser
 
     @property
+    def verdict(self):
+        """The early verdict, None until given (see the class docstring)."""
+        watch = self.binding.watch
+        return None if watch is None else watch.verdict
+
+    @property
     def update_ratios(self) -> dict[str, float]:
         """Each layer's update ratio over the first steps (see the class)."""
         return self.binding.update_ratios
@@ -224,9 +231,8 @@ class InitDiagnostics(keras.callbacks.Callback):
         """Arm the recording train function; sample weights for the watch."""
         if self.binding.recording:
             self.binding.recorder.armed = True
-        watch = self.binding.watch
-        if watch is not None and not watch.done and not watch.tracker.active:
-            watch.batch_begin(self._step())
+        if self.binding.waiting:
+            self.binding.watch.batch_begin(self._step())
 
     def on_train_batch_end(self, batch, logs=None):
         """Collect the steps' gradient norms; diagnose on an int schedule."""
@@ -240,12 +246,8 @@ class InitDiagnostics(keras.callbacks.Callback):
             return
         if self.binding.recording:
             self._collect_norms()
-        updates = self.binding.updates
-        if updates is not None and updates.active:
-            self._measure_updates()
-        watch = self.binding.watch
-        if watch is not None and watch.tracker.active:
-            self._watch(batch, logs)
+        if self.binding.watching:
+            self._first_steps(batch, logs)
         # The step is read from the device only when a batch end can be due.
         if (
             self.binding.diagnoser is not None
@@ -277,17 +279,10 @@ class InitDiagnostics(keras.callbacks.Callback):
     def _shutdown(self):
         """Give the model its own train function back, write everything, close.
 
-        Every exit path of this callback goes through here: the end of
-        training and its own `FlagError`. An exception from elsewhere skips
-        `on_train_end` (Keras calls it outside any `finally`): the user's
-        optimizer is `model.optimizer` all the same (the recording one is in
-        place only inside a training step), the recording train function
-        gives way to the model's own at its next call outside this callback's
-        `fit`, the events are flushed at every diagnosis and epoch, and the
-        next `fit` or the interpreter's exit closes what is left.
+        The end of training and this callback's `FlagError` come here; what an
+        exception from elsewhere leaves is safe (ARCHITECTURE.md, "The callback's lifecycle").
         """
-        if self.binding.updates is not None:
-            self.binding.updates.stop()
+        self.binding.stop_watching()
         if self.binding.recording:
             self.binding.recorder.detach()
             self._collect_norms()
@@ -396,30 +391,22 @@ class InitDiagnostics(keras.callbacks.Callback):
                 InitDiagnosticsWarning,
             )
 
-    # -- the first updates ---------------------------------------------------
+    # -- the first steps ------------------------------------------------------
 
-    def _measure_updates(self):
-        """After the first updates, diagnose with their ratios in the report."""
+    def _first_steps(self, batch, logs):
+        """Feed the update tracker and the early watch; diagnose with their results.
+
+        The update ratios (after the first steps) and the early verdict (after
+        the watch) join a diagnosis at the step they are measured.
+        """
         step = self._step()
         try:
-            measured = self.binding.measure_updates(step)
+            measured, verdict = self.binding.first_steps(step, batch, logs)
         except Exception as error:  # noqa: BLE001 - never break the user's fit.
             self._failed(step, error, attempt=False)
             return
-        if measured is not None:
-            self._diagnose(extra=measured)
-
-    def _watch(self, batch, logs):
-        """Feed the early watch; diagnose with the verdict once it is given."""
-        step = self._step()
-        try:
-            verdict = self.binding.watch.batch_end(step, batch, logs)
-        except Exception as error:  # noqa: BLE001 - never break the user's fit.
-            self.binding.watch.tracker.stop()
-            self._failed(step, error, attempt=False)
-            return
-        if verdict is not None:
-            self._diagnose(verdict=verdict)
+        if measured is not None or verdict is not None:
+            self._diagnose(extra=measured, verdict=verdict)
 
     # -- per-step gradient norms ---------------------------------------------
 

@@ -141,20 +141,48 @@ class Binding:
         if watch is None or watch.tracker.active and watch.tracker.step != step:
             self.watch = EarlyWatch(self.diagnoser.tapset.taps, model.optimizer, step)
 
-    def measure_updates(self, step: int) -> dict | None:
-        """The first updates' statistics once measured (`UpdateTracker`).
+    @property
+    def watching(self) -> bool:
+        """Whether the update tracker or the early watch measures this batch."""
+        watch = self.watch
+        return (self.updates is not None and self.updates.active) or (
+            watch is not None and watch.tracker.active
+        )
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the early watch waits for its first step."""
+        watch = self.watch
+        return watch is not None and not watch.done and not watch.tracker.active
+
+    def first_steps(self, step: int, batch: int, logs) -> tuple[dict | None, object]:
+        """The update ratios and the early verdict, each once measured.
+
+        Returns:
+            `(measured, verdict)`: `UpdateTracker.after_batch`'s result and
+            `EarlyWatch.batch_end`'s, each None until it is there.
 
         Raises:
-            Exception: Whatever the measurement raised (it is then stopped).
+            Exception: Whatever a measurement raised (both are then stopped).
         """
+        measured = verdict = None
         try:
-            measured = self.updates.after_batch(step)
+            if self.updates is not None and self.updates.active:
+                measured = self.updates.after_batch(step)
+            if self.watch is not None and self.watch.tracker.active:
+                verdict = self.watch.batch_end(step, batch, logs)
         except Exception:
-            self.updates.stop()
+            self.stop_watching()
             raise
         if measured is not None:
             self.update_ratios = measured["update_ratio"]
-        return measured
+        return measured, verdict
+
+    def stop_watching(self) -> None:
+        """Drop the weight samples of the first steps (kept: what was measured)."""
+        for tracker in (self.updates, self.watch and self.watch.tracker):
+            if tracker is not None:
+                tracker.stop()
 
     def start_recorder(self, model: keras.Model, warn_once) -> None:
         """Record every step's gradient norms (the train function is kept)."""

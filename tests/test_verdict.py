@@ -1,0 +1,187 @@
+"""The early verdict: its features against closed forms, its judgement, its record."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from keras_initdiag.diagnostics import verdict as vd
+from keras_initdiag.diagnostics.report import DiagnosticReport, Flag, Verdict
+from keras_initdiag.tensorboard.codec import report_from_json, report_to_json
+
+
+def _early(losses, rates=None, ratios=None, chance=math.nan, step0=()):
+    n = len(losses)
+    return vd.EarlySteps(
+        losses=losses,
+        learning_rates=[0.1] * n if rates is None else rates,
+        update_ratios={"d": [0.01] * n} if ratios is None else ratios,
+        chance_loss=chance,
+        step0_flags=step0,
+    )
+
+
+def test_loss_features_closed_form():
+    # First quarter at 2, last at 0.5; chance ln 4.
+    losses = [2.0] * 8 + [1.0] * 16 + [0.5] * 8
+    values = vd.features(_early(losses, chance=math.log(4)))
+    assert values["progress"] == pytest.approx((2.0 - 0.5) / 2.0)
+    assert values["level"] == pytest.approx(math.log(0.5 / math.log(4)))
+    # Without a chance level, the first quarter is the reference.
+    assert vd.features(_early(losses))["level"] == pytest.approx(math.log(0.25))
+
+
+def test_update_features_closed_form():
+    """Deep relative trust prod(1 + rho) - 1; the slowest layer's median."""
+    n = 16
+    ratios = {"a": [0.01] * n, "b": [0.02] * n, "c": [1e-4] * n}
+    values = vd.features(_early([1.0] * n, ratios=ratios))
+    assert values["log_trust"] == pytest.approx(math.log10(1.01 * 1.02 * 1.0001 - 1))
+    assert values["log_slowest"] == pytest.approx(-4.0)
+
+
+def test_steps_at_zero_learning_rate_are_left_out():
+    """A warmup's rate-0 step (no update by design) is not a frozen network."""
+    ratios = {"a": [0.0, 0.0, 0.01, 0.01, 0.01, 0.01]}
+    rates = [0.0, 0.0, 0.1, 0.1, 0.1, 0.1]
+    values = vd.features(_early([1.0] * 6, rates=rates, ratios=ratios))
+    assert values["log_slowest"] == pytest.approx(-2.0)
+
+
+def test_a_weight_that_starts_at_zero_is_not_one_bad_step():
+    """NaN (from an all-zero weight) counts as 0 at that step only: medians."""
+    ratios = {"a": [math.nan] + [0.01] * 7}
+    values = vd.features(_early([1.0] * 8, ratios=ratios))
+    assert values["log_slowest"] == pytest.approx(-2.0)
+
+
+def test_features_are_bounded():
+    values = vd.features(_early([1e30] * 8, ratios={"a": [1e9] * 8}, chance=1.0))
+    assert values["level"] == vd.LEVEL_BOUNDS[1]
+    assert values["log_trust"] == pytest.approx(math.log10(vd.CEILING))
+    frozen = vd.features(_early([1.0] * 8, ratios={"a": [0.0] * 8}))
+    assert frozen["log_slowest"] == pytest.approx(math.log10(vd.FLOOR))
+
+
+def test_no_loss_logged_leaves_the_updates_to_judge():
+    values = vd.features(_early([], rates=[0.1] * 4, ratios={"a": [0.01] * 4}))
+    assert math.isnan(values["level"]) and math.isnan(values["progress"])
+    assert values["log_slowest"] == pytest.approx(-2.0)
+    # An unmeasured feature moves the risk neither way: as its calibration mean.
+    assert vd.risk({**values, "level": vd.MEANS["level"], "progress": math.nan}) == (
+        pytest.approx(vd.risk({**values, "level": math.nan, "progress": math.nan}))
+    )
+
+
+def test_non_finite_loss_is_failing_with_risk_one():
+    verdict = vd.judge(_early([1.0, math.nan]), step=2, start=0)
+    assert verdict.failing and verdict.risk == 1.0
+    assert "NaN or Inf" in verdict.summary
+
+
+@pytest.mark.parametrize(
+    ("losses", "rho", "step0", "failing"),
+    [
+        # The calibration grid's typical healthy run: the loss falls to a
+        # fraction of chance, every layer moves ~1e-3 of its weights a step.
+        ([1.4] * 8 + [0.9] * 16 + [0.6] * 8, 3e-3, (), False),
+        # A frozen run: nothing moves, the loss stays at chance, step 0 flagged.
+        ([1.386] * 32, 1e-9, ("vanishing",), True),
+    ],
+)
+def test_judge_on_clear_cases(losses, rho, step0, failing):
+    early = _early(losses, ratios={"a": [rho] * 32, "b": [rho] * 32}, chance=1.386)
+    early = vd.EarlySteps(**{**early.__dict__, "step0_flags": step0})
+    verdict = vd.judge(early, step=32, start=0)
+    assert verdict.failing is failing
+    assert (verdict.risk >= vd.RISK_THRESHOLD) is failing
+
+
+def test_pending_flags_are_confirmed_or_cleared():
+    pending = [Flag("exploding", "dense_3", 0, 2e3, 100.0, "", pending=True)]
+    frozen = _early([1.386] * 32, ratios={"a": [1e-9] * 32}, chance=1.386)
+    frozen = vd.EarlySteps(**{**frozen.__dict__, "step0_flags": ("exploding",)})
+    failing = vd.judge(frozen, 32, 0, pending)
+    assert failing.confirmed == ("exploding at dense_3",) and not failing.cleared
+    [flag] = vd.verdict_flags(failing, "mlp")
+    assert flag.kind == "verdict" and flag.layer == "mlp" and not flag.pending
+    assert "Confirms the pending exploding at dense_3" in flag.message
+    healthy = _early([1.4] * 8 + [0.9] * 16 + [0.6] * 8, chance=1.386)
+    healthy = vd.EarlySteps(**{**healthy.__dict__, "update_ratios": {"a": [3e-3] * 32}})
+    cleared = vd.judge(healthy, 32, 0, pending)
+    assert cleared.cleared == ("exploding at dense_3",) and not cleared.confirmed
+    assert vd.verdict_flags(cleared, "mlp") == []
+
+
+def test_verdict_and_pending_survive_the_record():
+    verdict = Verdict(
+        32,
+        4,
+        True,
+        0.9,
+        0.6,
+        {"level": 0.1, "log_trust": math.nan},
+        "words",
+        ("dead at d",),
+        (),
+    )
+    report = DiagnosticReport(
+        step=32,
+        layers=["d"],
+        stats={"d": {}},
+        flags=[Flag("dead", "d", 0, 1.0, 0.5, "m", pending=True)],
+        verdict=verdict,
+    )
+    back, _ = report_from_json(report_to_json(report, 0))
+    assert back.flags[0].pending is True
+    assert back.verdict.failing and back.verdict.start == 4
+    assert back.verdict.confirmed == ("dead at d",)
+    assert back.verdict.features["level"] == 0.1
+    assert math.isnan(back.verdict.features["log_trust"])
+
+
+def test_a_record_without_the_new_fields_reads_as_before():
+    report = DiagnosticReport(
+        step=0,
+        layers=["d"],
+        stats={"d": {}},
+        flags=[Flag("dead", "d", 0, 1.0, 0.5, "m")],
+    )
+    text = report_to_json(report, 0).replace(', "pending": false', "")
+    assert "pending" not in text
+    back, _ = report_from_json(text)
+    assert back.flags[0].pending is False and back.verdict is None
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        '{"step": 1}',
+        '{"step": 1, "start": 0, "failing": 1, "risk": 0.5, '
+        '"threshold": 0.5, "features": {}, "summary": ""}',
+        "[]",
+    ],
+)
+def test_a_malformed_verdict_is_rejected(bad):
+    report = DiagnosticReport(step=0, layers=["d"], stats={"d": {}})
+    text = report_to_json(report, 0)[:-1] + f', "verdict": {bad}}}'
+    with pytest.raises(ValueError, match="verdict"):
+        report_from_json(text)
+
+
+def test_family_reads_normalization_layers():
+    from keras_initdiag.diagnostics.report import LayerInfo
+
+    def report(kind):
+        return DiagnosticReport(
+            step=0,
+            layers=["x"],
+            stats={"x": {}},
+            info={"x": LayerInfo("x", "Layer", kind=kind)},
+        )
+
+    assert vd.family(report("norm")) == "normalized"
+    assert vd.family(report("dense")) == "plain"
+    assert np.all([k in vd.PENDING_KINDS for k in ("normalized", "plain")])
