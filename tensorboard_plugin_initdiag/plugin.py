@@ -3,13 +3,15 @@
 Routes (under `/data/plugin/keras_initdiag/`):
 
 - `runs`: the runs written by `InitDiagnostics` (layer order, node facts,
-  statistics, diagnosis steps, notes), and the other runs of the log dir.
+  statistics, diagnosis steps, notes, the latest early verdict and how many
+  flags still wait for one), and the other runs of the log dir.
 - `heatmap?run=R&stat=S[&points=P]`: one statistic of one run as a node x
   step matrix (float32, base64); with `points`, at most P columns, evenly
   spaced, first and last included (the page asks for one per pixel column).
 - `profile?run=R&step=N[&stats=a,b]`: statistics of one run against depth at
   the latest step at or before N (default: `PROFILE_STATS`).
-- `flags`: every flag of every run.
+- `flags`: every flag of every run (with `pending`, and `resolved` when an
+  early verdict cleared or confirmed it).
 - `static/<file>`: the page (ES modules and CSS), from an allowlist.
 
 Where the data comes from, and what TensorBoard's sampling does to it:
@@ -244,6 +246,10 @@ class InitDiagPlugin(base_plugin.TBPlugin):
             "stats": sorted(stats, key=_stat_key),
             "steps": reports.steps,
             "num_flags": len(reports.flags),
+            "verdict": reports.verdicts[-1] if reports.verdicts else None,
+            "num_pending": sum(
+                f["pending"] and f["resolved"] is None for f in reports.flags
+            ),
             "notes": notes,
         }
 

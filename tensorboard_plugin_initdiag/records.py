@@ -3,6 +3,12 @@
 Pure Python: the functions take what the data provider returned, so they are
 tested with literal records. Fields a newer writer adds are passed through;
 fields an older writer lacks get defaults, so old and new logs both load.
+
+Pending flags and the early verdict: `InitDiagnostics` holds flags of the
+kinds that are uncertain at step 0 as `"pending"` until its early verdict,
+which a later record carries (`"verdict"`) with the pending flags it
+`"confirmed"` or `"cleared"` (as `"kind at layer"`). Each flag says how the
+first verdict at or after its step resolved it (`"resolved"`).
 """
 
 from __future__ import annotations
@@ -39,7 +45,10 @@ class RunReports:
         steps: Diagnosis steps, sorted.
         layers: Node names in forward order (from the latest record).
         info: Node -> display facts (`kind`, `class_name`, `inputs`, ...).
-        flags: Every flag of every diagnosis, as dicts, sorted by step.
+        flags: Every flag of every diagnosis, as dicts, sorted by step; each
+            with `pending` and `resolved` (`"cleared"`, `"confirmed"` or
+            `None`, see `resolve_pending`).
+        verdicts: The early verdicts, as dicts, sorted by step (usually one).
         expected: Step -> number of `<stat>/<node>` scalars written with it.
         problems: Records that could not be read, and why.
     """
@@ -48,6 +57,7 @@ class RunReports:
     layers: list[str] = dataclasses.field(default_factory=list)
     info: dict[str, dict] = dataclasses.field(default_factory=dict)
     flags: list[dict] = dataclasses.field(default_factory=list)
+    verdicts: list[dict] = dataclasses.field(default_factory=list)
     expected: dict[int, int] = dataclasses.field(default_factory=dict)
     problems: list[str] = dataclasses.field(default_factory=list)
 
@@ -115,7 +125,108 @@ def _flag(entry, step: int) -> dict | None:
         "value": json_number(entry.get("value")),
         "threshold": json_number(entry.get("threshold")),
         "message": str(entry.get("message", "")),
+        # Older writers have no `pending`: false. Anything but `true` is false.
+        "pending": entry.get("pending") is True,
+        "resolved": None,
     }
+
+
+def _expect(holds: bool, what: str, expected: str, received) -> None:
+    """Raise `ValueError` saying what must hold and what was received."""
+    if not holds:
+        shown = repr(received)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise ValueError(f"{what} must be {expected}. Received: {shown}")
+
+
+def _verdict_number(value, what: str) -> float | str | None:
+    """A verdict's number as the page gets it (`json_number`); raises if none."""
+    ok = isinstance(value, (int, float, str)) and not isinstance(value, bool)
+    if isinstance(value, str):
+        try:
+            float(value)  # Non-finite numbers are written as "nan", "inf".
+        except ValueError:
+            ok = False
+    _expect(ok, what, "a number", value)
+    return json_number(value)
+
+
+def _verdict_strings(entry: dict, key: str) -> list[str]:
+    """A verdict's list of strings (`confirmed`, `cleared`); absent is empty."""
+    value = entry.get(key, [])
+    ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    _expect(ok, f"verdict {key}", "a list of strings", value)
+    return list(value)
+
+
+def parse_verdict(entry) -> dict:
+    """The early verdict of a report record, checked as the package's reader does.
+
+    Args:
+        entry: The record's `"verdict"` value.
+
+    Returns:
+        `{"step", "start", "failing", "risk", "threshold", "features",
+        "summary", "confirmed", "cleared"}`, numbers as `json_number` gives
+        them (NaN as `None`).
+
+    Raises:
+        ValueError: If a field is missing or of the wrong type; the caller
+            skips the verdict (not the record) and says why.
+
+    Example:
+    >>> parse_verdict({"step": 32, "start": 0, "failing": False, "risk": 0.03,
+    ...     "threshold": 0.67, "summary": "trains"})["risk"]
+    0.03
+    """
+    _expect(isinstance(entry, dict), "verdict", "an object", entry)
+    for key in ("step", "start"):
+        value = entry.get(key)
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        _expect(ok, f"verdict {key}", "a non-negative integer", value)
+    failing, summary = entry.get("failing"), entry.get("summary")
+    _expect(isinstance(failing, bool), "verdict failing", "true or false", failing)
+    _expect(isinstance(summary, str), "verdict summary", "a string", summary)
+    features = entry.get("features", {})
+    _expect(isinstance(features, dict), "verdict features", "an object", features)
+    return {
+        "step": entry["step"],
+        "start": entry["start"],
+        "failing": failing,
+        "risk": _verdict_number(entry.get("risk"), "verdict risk"),
+        "threshold": _verdict_number(entry.get("threshold"), "verdict threshold"),
+        "features": {
+            str(k): _verdict_number(v, f"verdict feature {k!r}")
+            for k, v in features.items()
+        },
+        "summary": summary,
+        "confirmed": _verdict_strings(entry, "confirmed"),
+        "cleared": _verdict_strings(entry, "cleared"),
+    }
+
+
+def resolve_pending(flags: list[dict], verdicts: list[dict]) -> None:
+    """Set each pending flag's `resolved` from the first verdict at or after it.
+
+    That verdict names the flag (`"kind at layer"`) among those it cleared or
+    confirmed; a flag it does not name, or that no verdict follows yet, stays
+    `None` (still pending).
+
+    Args:
+        flags: Flag dicts of one run (changed in place).
+        verdicts: Verdict dicts of the same run, sorted by step.
+    """
+    for flag in flags:
+        if not flag["pending"]:
+            continue
+        verdict = next((v for v in verdicts if v["step"] >= flag["step"]), None)
+        if verdict is None:
+            continue
+        name = f"{flag['kind']} at {flag['layer']}"
+        if name in verdict["cleared"]:
+            flag["resolved"] = "cleared"
+        elif name in verdict["confirmed"]:
+            flag["resolved"] = "confirmed"
 
 
 def parse_reports(records: Iterable[tuple[int, float, bytes | str]]) -> RunReports:
@@ -155,6 +266,13 @@ def parse_reports(records: Iterable[tuple[int, float, bytes | str]]) -> RunRepor
         count = payload.get("num_scalars")
         if isinstance(count, int):
             result.expected[step] = count
+        if "verdict" in payload:
+            try:
+                result.verdicts.append(parse_verdict(payload["verdict"]))
+            except ValueError as e:
+                result.problems.append(f"step {step}: early verdict skipped ({e})")
+    result.verdicts.sort(key=lambda v: v["step"])
+    resolve_pending(result.flags, result.verdicts)
     if result.steps:
         last = latest[result.steps[-1]][1]
         result.layers = [str(name) for name in last.get("layers", [])]

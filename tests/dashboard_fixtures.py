@@ -5,7 +5,9 @@ run with the newer contract (node kinds, nested and shared node names,
 predictions, new flag kinds), a run in the older report format, a long run
 (more diagnoses than TensorBoard samples by default), a run with hostile node
 names and messages, a truncated run and a run without any InitDiagnostics
-data. One TensorBoard serves them all, to keep the tests quick.
+data, and three runs of the early verdict (a healthy verdict that clears
+its pending flags, a failing one that confirms them, and pending flags still
+waiting for one). One TensorBoard serves them all, to keep the tests quick.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from dashboard_logs import (
 from helpers import TensorBoardServer, get_json
 
 from keras_initdiag import Flag
+from keras_initdiag.diagnostics.report import Verdict
+from keras_initdiag.diagnostics.verdict import verdict_flags
 
 SYNTHETIC_LAYERS = [
     "input_x",
@@ -62,7 +66,38 @@ OUR_RUNS = [
     "model/initdiag",
     "synthetic/initdiag",
     "truncated/initdiag",
+    "verdict_fail/initdiag",
+    "verdict_ok/initdiag",
+    "verdict_wait/initdiag",
 ]
+VERDICT_LAYERS = ["d1", "d2", "head"]
+VERDICT_MODEL = "mlp"
+#: Step-0 flags of the verdict runs: two held for the verdict, one not.
+VERDICT_STEP0 = [
+    Flag("dead", "d1", 0, 0.6, 0.5, "d1 is dead", pending=True),
+    Flag("vanishing", "d2", 0, 1e-4, 1e-3, "d2 vanishes", pending=True),
+    Flag("initial_loss", "head", 0, 9.0, 2.0, "loss far above log(classes)"),
+]
+VERDICT_OK = Verdict(
+    step=32,
+    start=0,
+    failing=False,
+    risk=0.03,
+    threshold=0.67,
+    features={"progress": -0.4, "log_trust": float("nan")},
+    summary="Over 32 steps the training loss went from 1.1 to 0.62 (-44%).",
+    cleared=("dead at d1", "vanishing at d2"),
+)
+VERDICT_FAIL = Verdict(
+    step=32,
+    start=0,
+    failing=True,
+    risk=0.91,
+    threshold=0.67,
+    features={"progress": 0.0},
+    summary="Over 32 steps the training loss went from 1.1 to 1.1 (+0%).",
+    confirmed=("dead at d1", "vanishing at d2"),
+)
 
 
 @dataclasses.dataclass
@@ -106,6 +141,24 @@ def fit_model_run(log_dir: str):
     )
     model.fit(x, y, batch_size=16, epochs=2, callbacks=[callback], verbose=0)
     return list(callback.reports), dict(callback.update_ratios)
+
+
+def write_verdict_runs(logdir: str) -> None:
+    """The three runs of the early verdict; the failing one with its flag."""
+    for name, verdict in (("verdict_ok", VERDICT_OK), ("verdict_fail", VERDICT_FAIL)):
+        write_run(
+            os.path.join(logdir, name, "initdiag"),
+            VERDICT_LAYERS,
+            report_steps=[0, verdict.step],
+            flags={0: VERDICT_STEP0, 32: verdict_flags(verdict, VERDICT_MODEL)},
+            verdicts={verdict.step: verdict},
+        )
+    write_run(
+        os.path.join(logdir, "verdict_wait", "initdiag"),
+        VERDICT_LAYERS,
+        report_steps=[0, 8],
+        flags={0: VERDICT_STEP0},
+    )
 
 
 def write_other_run(run_dir: str) -> None:
@@ -158,6 +211,7 @@ def dashboard_logs(tmp_path_factory) -> DashboardLogs:
         kinds={hostile[1]: "norm", hostile[2]: "merge"},
         flags={0: [Flag("dead", hostile[0], 0, 1.0, 0.5, HOSTILE_MESSAGE)]},
     )
+    write_verdict_runs(logdir)
     truncated = os.path.join(logdir, "truncated", "initdiag")
     write_run(truncated, ["a", "b"], report_steps=[0, 1, 2])
     truncate_last_scalars(truncated)

@@ -17,7 +17,12 @@ import os
 import numpy as np
 from helpers import record_ends
 
-from keras_initdiag.diagnostics.report import DiagnosticReport, Flag, LayerInfo
+from keras_initdiag.diagnostics.report import (
+    DiagnosticReport,
+    Flag,
+    LayerInfo,
+    Verdict,
+)
 from keras_initdiag.tensorboard import REPORT_TAG, DiagnosticsWriter
 from keras_initdiag.tensorboard import writer as writer_module
 
@@ -52,6 +57,7 @@ def make_report(
     decay: float = 0.7,
     gaps: tuple[str, ...] = (),
     inputs: dict[str, tuple[str, ...]] | None = None,
+    verdict: Verdict | None = None,
 ) -> DiagnosticReport:
     """A report whose numbers are closed forms of (layer index, step).
 
@@ -82,7 +88,9 @@ def make_report(
         )
         for i, name in enumerate(layers)
     }
-    return DiagnosticReport(step, list(layers), stats, flags or [], info, loss=1.0)
+    return DiagnosticReport(
+        step, list(layers), stats, flags or [], info, loss=1.0, verdict=verdict
+    )
 
 
 def write_run(
@@ -95,13 +103,14 @@ def write_run(
     predicted: bool = False,
     gaps: tuple[str, ...] = (),
     inputs: dict[str, tuple[str, ...]] | None = None,
+    verdicts: dict[int, Verdict] | None = None,
 ) -> None:
     """Write reports at `report_steps` and `activation_variance` series between.
 
     Steps are written in increasing order (TensorBoard's loaders drop points
     that go back in time). At `series_steps` that are not report steps, only
     `activation_variance/<node>` is written, as `write_series` does for
-    per-batch values.
+    per-batch values. `verdicts` gives the early verdict of a report step.
     """
     parent, _, subdir = str(run_dir).rstrip("/").rpartition("/")
     writer = DiagnosticsWriter(parent, subdir=subdir, depth_profile=False)
@@ -110,7 +119,14 @@ def write_run(
         if step in reports:
             report_flags = (flags or {}).get(step, [])
             report = make_report(
-                step, layers, kinds, report_flags, predicted, gaps=gaps, inputs=inputs
+                step,
+                layers,
+                kinds,
+                report_flags,
+                predicted,
+                gaps=gaps,
+                inputs=inputs,
+                verdict=(verdicts or {}).get(step),
             )
             writer.write(report)
         else:

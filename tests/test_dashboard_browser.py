@@ -11,7 +11,14 @@ import shutil
 import time
 
 import pytest
-from dashboard_fixtures import HOSTILE_MESSAGE, SYNTHETIC_LAYERS, wait_for_runs
+from dashboard_fixtures import (
+    HOSTILE_MESSAGE,
+    SYNTHETIC_LAYERS,
+    VERDICT_FAIL,
+    VERDICT_LAYERS,
+    VERDICT_OK,
+    wait_for_runs,
+)
 from dashboard_logs import HOSTILE_NAMES, write_run
 from helpers import TensorBoardServer, get_json
 
@@ -229,6 +236,77 @@ def test_hostile_names_and_messages_are_shown_as_text(browser, dashboard_server)
     assert HOSTILE_NAMES[0] in texts and HOSTILE_MESSAGE in texts
     assert board.page.evaluate("document.querySelectorAll('img').length") == 0
     assert board.page.evaluate("document.querySelectorAll('script').length") == 1
+    board.check_clean()
+
+
+def test_early_verdicts_and_pending_flags_are_shown(browser, dashboard_server):
+    board = Dashboard(browser, dashboard_server + PAGE)
+    lines = {
+        item.get_attribute("data-run"): item
+        for item in board.page.query_selector_all("#flag-section #verdicts li")
+    }
+    # One line per run with a verdict or pending flags; none for the others.
+    assert sorted(lines) == [f"verdict_{n}/initdiag" for n in ("fail", "ok", "wait")]
+    ok = lines["verdict_ok/initdiag"].text_content()
+    assert ok.startswith(
+        "verdict_ok/initdiag: Early verdict at step 32: training (risk 0.03) "
+        + VERDICT_OK.summary
+    )
+    assert "Cleared the pending dead at d1, vanishing at d2." in ok
+    fail = lines["verdict_fail/initdiag"]
+    assert fail.text_content().startswith(
+        "verdict_fail/initdiag: Early verdict at step 32: likely to fail (risk 0.91) "
+        + VERDICT_FAIL.summary
+    )
+    assert fail.get_attribute("class") == "failing"
+    assert lines["verdict_wait/initdiag"].text_content() == (
+        "verdict_wait/initdiag: no early verdict yet (2 pending flags)"
+    )
+
+    # The table: a badge per held flag, explained in its title.
+    def badges(run):
+        board.page.fill(".flag-filter", run)
+        return [
+            (
+                row.query_selector("td.col-kind").text_content(),
+                row.query_selector("td.col-status").text_content(),
+                row.get_attribute("data-status"),
+                badge.get_attribute("title") if badge else None,
+            )
+            for row in board.page.query_selector_all("table.flags tbody tr")
+            for badge in [row.query_selector("td.col-status .badge")]
+        ]
+
+    waiting = badges("verdict_wait/")
+    assert [row[:3] for row in waiting] == [
+        ("dead", "pending", "pending"),
+        ("vanishing", "pending", "pending"),
+        ("initial_loss", "", None),
+    ]
+    assert "held until the early verdict confirms or clears it" in waiting[0][3]
+    cleared = badges("verdict_ok/")
+    assert [row[1] for row in cleared] == ["cleared", "cleared", ""]
+    assert "cleared this flag" in cleared[0][3]
+    assert [row[1] for row in badges("verdict_fail/")] == [
+        "confirmed",
+        "confirmed",
+        "",
+        "",  # the verdict's own flag
+    ]
+    # The filter finds flags by their status too (and the failing verdict's
+    # flag, whose message names the pending flags it confirms).
+    assert [row[:2] for row in badges("pending")] == [
+        ("verdict", ""),
+        ("dead", "pending"),
+        ("vanishing", "pending"),
+    ]
+
+    # The heatmap's tooltip says the flag is pending.
+    board.page.fill(".flag-filter", "")
+    board.show_runs("verdict_wait/initdiag")
+    row = VERDICT_LAYERS.index("d1")
+    text = board.hover(*board.cell_point("verdict_wait/initdiag", row))
+    assert "\u2691 dead (pending): d1 is dead" in text
     board.check_clean()
 
 

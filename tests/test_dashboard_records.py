@@ -28,7 +28,12 @@ from keras_initdiag.tensorboard import (
     read_reports,
 )
 from tensorboard_plugin_initdiag import loader, metadata, plugin, static_files
-from tensorboard_plugin_initdiag.records import json_number, node_kind, parse_reports
+from tensorboard_plugin_initdiag.records import (
+    json_number,
+    node_kind,
+    parse_reports,
+    parse_verdict,
+)
 from tensorboard_plugin_initdiag.series import build_matrix, column_at, order_nodes
 
 
@@ -136,6 +141,135 @@ def test_parse_reports_reads_new_fields_and_tolerates_missing_ones():
     older = json.dumps({"step": 3, "layers": ["a"]})  # no flags, info, count
     reports = parse_reports([(3, 1.0, older)])
     assert reports.steps == [3] and reports.flags == [] and reports.expected == {}
+
+
+def verdict(step=32, failing=False, risk=0.03, **extra):
+    return {
+        "step": step,
+        "start": 0,
+        "failing": failing,
+        "risk": risk,
+        "threshold": 0.67,
+        "features": {"progress": -0.4, "log_trust": "nan"},
+        "summary": "trains",
+        "confirmed": [],
+        "cleared": [],
+        **extra,
+    }
+
+
+def test_parse_reports_reads_pending_flags_and_old_flags_as_not_pending():
+    pending = {**flag("dead", "a", 0), "pending": True}
+    odd = {**flag("vanishing", "b", 0), "pending": "yes"}  # not true: not pending
+    reports = parse_reports([(0, 1.0, record(0, ["a", "b"], [pending, odd]))])
+    assert [(f["kind"], f["pending"]) for f in reports.flags] == [
+        ("dead", True),
+        ("vanishing", False),
+    ]
+    assert reports.verdicts == []
+    assert all(f["resolved"] is None for f in reports.flags)  # no verdict yet
+    older = parse_reports([(0, 1.0, record(0, ["a"], [flag("dead", "a", 0)]))])
+    assert older.flags[0]["pending"] is False and older.verdicts == []
+
+
+def test_a_verdict_clears_or_confirms_the_pending_flags_it_names():
+    held = [
+        {**flag("dead", "a", 0), "pending": True},
+        {**flag("vanishing", "b", 0), "pending": True},
+        flag("initial_loss", "b", 0),  # never held
+    ]
+    cleared = verdict(cleared=["dead at a", "vanishing at b"])
+    records = [
+        (0, 1.0, record(0, ["a", "b"], held)),
+        (32, 2.0, record(32, ["a", "b"], verdict=cleared)),
+    ]
+    reports = parse_reports(records)
+    assert reports.problems == []
+    (got,) = reports.verdicts
+    assert got == {**cleared, "features": {"progress": -0.4, "log_trust": None}}
+    assert [f["resolved"] for f in reports.flags] == ["cleared", "cleared", None]
+
+    failing = verdict(failing=True, risk="nan", confirmed=["dead at a"])
+    fail_flag = flag("verdict", "model", 32)
+    records[1] = (32, 2.0, record(32, ["a", "b"], [fail_flag], verdict=failing))
+    reports = parse_reports(records)
+    assert reports.verdicts[0]["failing"] is True
+    assert reports.verdicts[0]["risk"] is None  # NaN, as json_number gives it
+    # The one it did not name stays pending; the verdict's own flag is not held.
+    assert [f["resolved"] for f in reports.flags] == ["confirmed", None, None, None]
+    assert reports.flags[-1]["kind"] == "verdict"
+
+
+def test_a_verdict_resolves_only_flags_held_before_it():
+    records = [
+        (0, 1.0, record(0, ["a"], [{**flag("dead", "a", 0), "pending": True}])),
+        (8, 1.5, record(8, ["a"], verdict=verdict(step=8, cleared=["dead at a"]))),
+        (9, 2.0, record(9, ["a"], [{**flag("dead", "a", 9), "pending": True}])),
+    ]
+    reports = parse_reports(records)
+    assert [f["resolved"] for f in reports.flags] == ["cleared", None]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [],
+        "likely to fail",
+        {"step": 32},
+        verdict(failing="no"),
+        verdict(failing=1),
+        verdict(step="32"),
+        verdict(step=True),
+        verdict(start=-1),
+        verdict(risk="high"),
+        verdict(risk=None),
+        verdict(threshold=[0.5]),
+        verdict(summary=None),
+        verdict(features=[1.0]),
+        verdict(features={"progress": "fast"}),
+        verdict(cleared="dead at a"),
+        verdict(confirmed=[1, 2]),
+    ],
+)
+def test_a_malformed_verdict_is_skipped_and_said_the_record_kept(bad):
+    held = {**flag("dead", "a", 0), "pending": True}
+    records = [
+        (0, 1.0, record(0, ["a"], [held])),
+        (32, 2.0, record(32, ["a"], [flag("dead", "a", 32)], verdict=bad)),
+    ]
+    reports = parse_reports(records)
+    assert reports.steps == [0, 32] and reports.verdicts == []
+    assert [f["step"] for f in reports.flags] == [0, 32]
+    assert reports.flags[0]["resolved"] is None  # still pending
+    (problem,) = reports.problems
+    assert problem.startswith("step 32: early verdict skipped (verdict")
+    with pytest.raises(ValueError):
+        parse_verdict(bad)
+
+
+def test_verdicts_and_pending_flags_reach_the_runs_entry():
+    context = types.SimpleNamespace(data_provider=None, sampling_hints=None)
+    dashboard = plugin.InitDiagPlugin(context)
+    held = [
+        {**flag("dead", "a", 0), "pending": True},
+        {**flag("vanishing", "a", 0), "pending": True},
+    ]
+    first = (0, 1.0, record(0, ["a"], held))
+    waiting = parse_reports([first])
+    entry = dashboard._describe_run("r", "keras_initdiag", waiting, 1, {})
+    assert entry["verdict"] is None and entry["num_pending"] == 2
+    late = verdict(step=40, risk=0.2)
+    records = [
+        first,
+        (32, 2.0, record(32, ["a"], verdict=verdict(cleared=["dead at a"]))),
+        (40, 3.0, record(40, ["a"], verdict=late)),
+    ]
+    entry = dashboard._describe_run(
+        "r", "keras_initdiag", parse_reports(records), 3, {}
+    )
+    assert entry["verdict"]["step"] == 40 and entry["verdict"]["risk"] == 0.2
+    assert entry["num_pending"] == 1  # "vanishing at a" was not named
+    assert json.loads(json.dumps(entry)) == entry  # standard JSON
 
 
 def test_order_nodes_forward_order_first_then_the_rest_by_name():

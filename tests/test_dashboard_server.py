@@ -23,6 +23,10 @@ from dashboard_fixtures import (
     SYNTHETIC_FLAGS,
     SYNTHETIC_KINDS,
     SYNTHETIC_LAYERS,
+    VERDICT_FAIL,
+    VERDICT_MODEL,
+    VERDICT_OK,
+    VERDICT_STEP0,
 )
 from dashboard_logs import HOSTILE_NAMES
 from helpers import get_json
@@ -232,6 +236,57 @@ def test_flags_lists_every_flag_of_every_run(dashboard_server, dashboard_logs):
     assert [f["message"] for f in flags if f["run"] == "legacy/initdiag"] == [
         "legacy flag"
     ]
+
+
+def test_runs_carry_the_latest_early_verdict_and_the_flags_still_pending(
+    dashboard_server,
+):
+    runs = runs_by_name(dashboard_server)
+    for name, written in (("verdict_ok", VERDICT_OK), ("verdict_fail", VERDICT_FAIL)):
+        run = runs[f"{name}/initdiag"]
+        assert run["verdict"] == {
+            "step": 32,
+            "start": 0,
+            "failing": written.failing,
+            "risk": written.risk,
+            "threshold": written.threshold,
+            "features": {
+                k: (None if math.isnan(v) else v) for k, v in written.features.items()
+            },
+            "summary": written.summary,
+            "confirmed": list(written.confirmed),
+            "cleared": list(written.cleared),
+        }
+        assert run["num_pending"] == 0 and run["notes"] == []
+    waiting = runs["verdict_wait/initdiag"]
+    assert waiting["verdict"] is None and waiting["num_pending"] == 2
+    # Logs without the early verdict: no verdict, nothing pending.
+    for name in ("model/initdiag", "synthetic/initdiag", "legacy/initdiag"):
+        assert runs[name]["verdict"] is None and runs[name]["num_pending"] == 0
+
+
+def test_flags_say_pending_and_how_the_verdict_resolved_them(dashboard_server):
+    flags = route(dashboard_server, "flags")["flags"]
+
+    def of(run):
+        return [
+            (f["kind"], f["layer"], f["step"], f["pending"], f["resolved"])
+            for f in flags
+            if f["run"] == f"{run}/initdiag"
+        ]
+
+    step0 = [(f.kind, f.layer, f.step, f.pending) for f in VERDICT_STEP0]
+    assert of("verdict_ok") == [(*f, "cleared" if f[3] else None) for f in step0]
+    assert of("verdict_fail") == [
+        *((*f, "confirmed" if f[3] else None) for f in step0),
+        ("verdict", VERDICT_MODEL, 32, False, None),
+    ]
+    assert of("verdict_wait") == [(*f, None) for f in step0]
+    assert all(
+        f["pending"] is False and f["resolved"] is None
+        for f in flags
+        if not f["run"].startswith("verdict_")
+    )
 
 
 def test_text_tab_shows_only_the_flag_tables(dashboard_server):

@@ -1,5 +1,7 @@
 // The flag list of every run: sortable by any column, filtered by text and
-// kind, shown a page at a time so thousands of flags stay cheap.
+// kind, shown a page at a time so thousands of flags stay cheap. Flags held
+// for the early verdict carry a status badge: pending, then cleared or
+// confirmed once the verdict names them.
 
 import {clear, el, fmt} from './dom.js';
 import {number} from './api.js';
@@ -9,11 +11,38 @@ const COLUMNS = [
   {key: 'run', label: 'run'},
   {key: 'step', label: 'step', numeric: true, integer: true},
   {key: 'kind', label: 'kind'},
+  {key: 'status', label: 'status'},
   {key: 'layer', label: 'layer'},
   {key: 'value', label: 'value', numeric: true},
   {key: 'threshold', label: 'threshold', numeric: true},
   {key: 'message', label: 'message'},
 ];
+
+const STATUS = {
+  pending: 'Pending: held until the early verdict confirms or clears it; ' +
+      'shown and logged, not acted on.',
+  cleared: 'Cleared: held until the early verdict, which found the run training ' +
+      'and cleared this flag.',
+  confirmed: 'Confirmed: held until the early verdict, which found the run ' +
+      'likely to fail and confirmed this flag.',
+};
+
+/**
+ * A flag's status: 'pending', 'cleared' or 'confirmed' (an early verdict
+ * resolved it), '' for a flag that was never held.
+ * @param {!Object} flag A flag of the `flags` route.
+ * @return {string}
+ */
+export function flagStatus(flag) {
+  if (!flag.pending) return '';
+  return flag.resolved === 'cleared' || flag.resolved === 'confirmed' ?
+    flag.resolved : 'pending';
+}
+
+/** The explanation of a status, for titles and tooltips. */
+export function statusTitle(status) {
+  return STATUS[status] || '';
+}
 
 /** The flag table. `onSelect(flag)` is called when a row is clicked. */
 export class FlagTable {
@@ -25,7 +54,7 @@ export class FlagTable {
     this.selected = null;
     this.filter = el('input', {
       className: 'flag-filter',
-      attrs: {type: 'search', placeholder: 'filter: run, kind, layer or message',
+      attrs: {type: 'search', placeholder: 'filter: run, kind, status, layer or message',
         'aria-label': 'filter flags'},
       on: {input: () => this.update(true)},
     });
@@ -46,7 +75,7 @@ export class FlagTable {
 
   /** Replace the flags (each with its `run`). */
   setFlags(flags) {
-    this.flags = flags.map((flag, index) => ({...flag, index,
+    this.flags = flags.map((flag, index) => ({...flag, index, status: flagStatus(flag),
       value: number(flag.value), threshold: number(flag.threshold)}));
     clear(this.kind);
     this.kind.append(el('option', {text: 'all kinds', attrs: {value: ''}}));
@@ -79,7 +108,8 @@ export class FlagTable {
     const text = this.filter.value.trim().toLowerCase();
     const kind = this.kind.value;
     const rows = this.flags.filter((f) => (!kind || f.kind === kind) && (!text ||
-        [f.run, f.kind, f.layer, f.message].some((s) => s.toLowerCase().includes(text))));
+        [f.run, f.kind, f.status, f.layer, f.message].some((s) =>
+          s.toLowerCase().includes(text))));
     const {key, ascending} = this.sort;
     const numeric = COLUMNS.find((c) => c.key === key).numeric;
     const sign = ascending ? 1 : -1;
@@ -110,8 +140,14 @@ export class FlagTable {
       const tr = el('tr', {className: flag === this.selected ? 'selected' : '',
         on: {click: () => this.choose(flag, tr)}});
       tr.dataset.index = String(flag.index);
+      if (flag.status) tr.dataset.status = flag.status;
       for (const column of COLUMNS) {
         const value = flag[column.key];
+        if (column.key === 'status') {
+          tr.append(el('td', {className: 'col-status'}, value ? [el('span', {
+            className: `badge ${value}`, text: value, title: statusTitle(value)})] : []));
+          continue;
+        }
         const text = column.integer ? String(value) : (column.numeric ? fmt(value) : value);
         tr.append(el('td', {text,
           className: `col-${column.key}`}));
@@ -129,4 +165,48 @@ export class FlagTable {
     tr.classList.add('selected');
     this.onSelect(flag);
   }
+}
+
+/** A verdict's risk or threshold with two decimals; NaN (null) as 'unknown'. */
+function fixed(value) {
+  const x = number(value);
+  return Number.isFinite(x) ? x.toFixed(2) : (Number.isNaN(x) ? 'unknown' : fmt(x));
+}
+
+/** The line of one run's early verdict: its head, then its summary. */
+function verdictLine(run, verdict) {
+  const word = verdict.failing ? 'likely to fail' : 'training';
+  const head = el('span', {className: 'verdict-head',
+    text: `Early verdict at step ${verdict.step}: ${word} (risk ${fixed(verdict.risk)})`,
+    title: `threshold ${fixed(verdict.threshold)}; watched from step ${verdict.start}`});
+  let text = ` ${verdict.summary}`;
+  if (verdict.confirmed.length) text += ` Confirmed the pending ${verdict.confirmed.join(', ')}.`;
+  if (verdict.cleared.length) text += ` Cleared the pending ${verdict.cleared.join(', ')}.`;
+  return el('li', {className: verdict.failing ? 'failing' : 'training'},
+      [`${run.run}: `, head, text]);
+}
+
+/**
+ * One line per run about its early verdict: the latest one, healthy or
+ * failing, with its summary; "no early verdict yet" for a run whose flags
+ * still wait for one; nothing for a run without either.
+ * @param {!HTMLElement} list A `ul`, emptied and hidden when no run has a line.
+ * @param {!Array<!Object>} runs Entries of the `runs` route.
+ */
+export function drawVerdicts(list, runs) {
+  clear(list);
+  for (const run of runs) {
+    let item = null;
+    if (run.verdict) {
+      item = verdictLine(run, run.verdict);
+    } else if (run.num_pending) {
+      const flags = `${run.num_pending} pending flag${run.num_pending === 1 ? '' : 's'}`;
+      item = el('li', {className: 'waiting', title: statusTitle('pending'),
+        text: `${run.run}: no early verdict yet (${flags})`});
+    }
+    if (!item) continue;
+    item.dataset.run = run.run;
+    list.append(item);
+  }
+  list.hidden = !list.children.length;
 }

@@ -2,6 +2,7 @@
 // screen column (not one DOM node per cell), so 150 x 1000 cells stay cheap.
 
 import {clear, el, fitText, fmt, sizeCanvas} from './dom.js';
+import {flagStatus} from './flags.js';
 import {COLORS} from './scale.js';
 
 const FONT = '11px system-ui, sans-serif';
@@ -305,7 +306,8 @@ export class HeatmapPanel {
     const flagged = this.cellFlags.get(`${cell.row},${cell.column}`);
     for (const flag of flagged ? flagged.flags : []) {
       const at = flag.step === step ? '' : ` (step ${flag.step})`;
-      lines.push(`\u2691 ${flag.kind}${at}: ${flag.message}`);
+      const status = flagStatus(flag);
+      lines.push(`\u2691 ${flag.kind}${at}${status ? ` (${status})` : ''}: ${flag.message}`);
     }
     this.tooltip.show(lines, event.clientX, event.clientY);
   }

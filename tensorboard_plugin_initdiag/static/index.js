@@ -4,7 +4,7 @@
 
 import {decodeFloat32, getJson} from './api.js';
 import {clear, el, Tooltip} from './dom.js';
-import {FlagTable} from './flags.js';
+import {drawVerdicts, FlagTable} from './flags.js';
 import {HeatmapPanel} from './heatmap.js';
 import {drawLegend} from './legend.js';
 import {PREDICTION, ProfilePanel, SERIES} from './profile.js';
@@ -374,8 +374,10 @@ class Dashboard {
 
   buildFlagSection() {
     const container = el('div');
+    const verdicts = el('ul', {className: 'verdicts', attrs: {id: 'verdicts'}});
+    drawVerdicts(verdicts, this.runs);
     this.main.append(el('section', {attrs: {id: 'flag-section'}}, [
-      el('h2', {text: 'Flags'}), container]));
+      el('h2', {text: 'Flags'}), verdicts, container]));
     this.table = new FlagTable(container, (flag) => this.selectFlag(flag));
     this.table.setFlags(this.flags);
   }
