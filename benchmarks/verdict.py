@@ -68,6 +68,7 @@ def load(path: pathlib.Path) -> list[dict]:
 def early_steps(record: dict, steps: int = vd.WATCH_STEPS) -> vd.EarlySteps:
     """The record's first `steps` steps as the verdict reads them."""
     number = tr._from_json_number
+    kinds = [f["kind"] for f in record["step0_flags"] or () if not f["advisory"]]
     return vd.EarlySteps(
         losses=[number(v) for v in record["step_losses"][:steps]],
         learning_rates=record["step_learning_rates"][:steps],
@@ -76,10 +77,14 @@ def early_steps(record: dict, steps: int = vd.WATCH_STEPS) -> vd.EarlySteps:
             for name, values in record["update_ratios"].items()
         },
         chance_loss=math.log(tr.N_CLASSES),
-        step0_flags=[
-            f["kind"] for f in record["step0_flags"] or () if not f["advisory"]
-        ],
+        step0_flags=kinds,
+        step0_pending=[k for k in kinds if k in vd.PENDING_KINDS[family_of(record)]],
     )
+
+
+def family_of(record: dict) -> str:
+    """`verdict.family` of the record's network (BatchNorm archs end "_bn")."""
+    return "normalized" if record["arch"].endswith("_bn") else "plain"
 
 
 def family(record: dict) -> str:
@@ -163,6 +168,7 @@ def fit(steps: int = vd.WATCH_STEPS) -> None:
     records = load(CALIBRATION)
     (means, scales, coefficients, intercept), cut, scores, y = fitted(records, steps)
     print(f"{len(records)} calibration runs, {int(y.sum())} failed; K={steps}")
+
     def fmt(values) -> str:
         pairs = (f'"{n}": {v:.4g}' for n, v in zip(vd.FEATURES, values))
         return "{" + ", ".join(pairs) + "}"
@@ -274,7 +280,7 @@ def kind_precision(records) -> dict:
     """`{(family, kind): (trained, failed)}`: runs with the kind at step 0."""
     counts: dict = {}
     for record in records:
-        family_ = "normalized" if record["arch"].endswith("_bn") else "plain"
+        family_ = family_of(record)
         kinds = {f["kind"] for f in record["step0_flags"] or () if not f["advisory"]}
         for kind in kinds:
             row = counts.setdefault((family_, kind), [0, 0])

@@ -295,6 +295,7 @@ def run_entry(entry, batch: int, steps_per_epoch: int, epochs: int, warmup: int)
             "value": f.value,
             "threshold": f.threshold,
             "advisory": is_advisory(f),
+            "pending": f.pending,
             "message": f.message,
         }
         for report in callback.reports
@@ -310,13 +311,28 @@ def run_entry(entry, batch: int, steps_per_epoch: int, epochs: int, warmup: int)
         "stopped": steps_run < steps,
         "diagnosed_steps": [r.step for r in callback.reports],
         "flags": flags,
-        "non_advisory": [f for f in flags if not f["advisory"]],
+        "non_advisory": [f for f in flags if not f["advisory"] and not f["pending"]],
+        "verdict": None if callback.verdict is None else _verdict(callback.verdict),
         "advisory_count": sum(f["advisory"] for f in flags),
         "loss_first_batch": losses.first,
         "loss_last_epoch": float(history.history["loss"][-1]),
         "loss_per_epoch": [float(v) for v in history.history["loss"]],
         "update_ratios": {k: float(v) for k, v in callback.update_ratios.items()},
         "seconds": seconds,
+    }
+
+
+def _verdict(verdict) -> dict:
+    """The early verdict as JSON-able fields."""
+    return {
+        "step": verdict.step,
+        "start": verdict.start,
+        "failing": verdict.failing,
+        "risk": verdict.risk,
+        "features": dict(verdict.features),
+        "summary": verdict.summary,
+        "confirmed": list(verdict.confirmed),
+        "cleared": list(verdict.cleared),
     }
 
 
@@ -327,8 +343,9 @@ def table(records: list[dict]) -> str:
     """The results as a markdown table."""
     lines = [
         "| model | optimizer | steps | stopped | non-advisory flags (step: value) "
-        "| advisory | loss first batch -> last epoch | s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| advisory | early verdict (step: risk) "
+        "| loss first batch -> last epoch | s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         serious = (
@@ -342,11 +359,18 @@ def table(records: list[dict]) -> str:
             f"| {r['model']} | {r['optimizer']} "
             f"| {r['steps_run']}/{r['steps_planned']} "
             f"| {'yes' if r['stopped'] else 'no'} | {serious} "
-            f"| {r['advisory_count']} "
+            f"| {r['advisory_count']} | {_verdict_cell(r.get('verdict'))} "
             f"| {r['loss_first_batch']:.3f} -> {r['loss_last_epoch']:.3f} "
             f"| {r['seconds']:.0f} |"
         )
     return "\n".join(lines)
+
+
+def _verdict_cell(verdict) -> str:
+    if verdict is None:
+        return "none yet"
+    word = "failing" if verdict["failing"] else "training"
+    return f"{word} ({verdict['step']}: {verdict['risk']:.2f})"
 
 
 def parse_args(argv=None) -> argparse.Namespace:

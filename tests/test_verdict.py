@@ -6,13 +6,14 @@ import math
 
 import numpy as np
 import pytest
+from helpers import load_script
 
 from keras_initdiag.diagnostics import verdict as vd
 from keras_initdiag.diagnostics.report import DiagnosticReport, Flag, Verdict
 from keras_initdiag.tensorboard.codec import report_from_json, report_to_json
 
 
-def _early(losses, rates=None, ratios=None, chance=math.nan, step0=()):
+def _early(losses, rates=None, ratios=None, chance=math.nan, step0=(), pending=()):
     n = len(losses)
     return vd.EarlySteps(
         losses=losses,
@@ -20,6 +21,7 @@ def _early(losses, rates=None, ratios=None, chance=math.nan, step0=()):
         update_ratios={"d": [0.01] * n} if ratios is None else ratios,
         chance_loss=chance,
         step0_flags=step0,
+        step0_pending=pending,
     )
 
 
@@ -185,3 +187,42 @@ def test_family_reads_normalization_layers():
     assert vd.family(report("norm")) == "normalized"
     assert vd.family(report("dense")) == "plain"
     assert np.all([k in vd.PENDING_KINDS for k in ("normalized", "plain")])
+
+
+def test_hinges_and_step0_split():
+    losses = [3.0] * 8 + [2.0] * 8
+    values = vd.features(
+        _early(
+            losses,
+            ratios={"a": [2.0] * 16},
+            chance=1.0,
+            step0=("dead", "exploding"),
+            pending=("exploding",),
+        )
+    )
+    assert values["above_chance"] == pytest.approx(math.log(2.0))
+    assert values["over_trust"] == pytest.approx(math.log10(2.0))
+    assert values["step0_certain"] == 1.0 and values["step0_pending"] == 1.0
+    calm = vd.features(
+        _early([1.0] * 16, chance=2.0, step0=("exploding",), pending=("exploding",))
+    )
+    assert calm["above_chance"] == 0.0 and calm["over_trust"] == 0.0
+    assert calm["step0_certain"] == 0.0 and calm["step0_pending"] == 1.0
+
+
+def test_module_constants_are_the_calibration_fit():
+    """The shipped coefficients are what benchmarks/verdict.py fits on the
+    committed calibration records (no hand edits, no held-out data)."""
+    bench = load_script("benchmarks/verdict.py")
+    records = bench.load(bench.CALIBRATION)
+    model, cut, _, _ = bench.fitted(records, vd.WATCH_STEPS)
+    means, scales, coefficients, intercept = model
+    for i, name in enumerate(vd.FEATURES):
+        assert vd.MEANS[name] == pytest.approx(means[i], rel=1e-3, abs=1e-3)
+        assert vd.SCALES[name] == pytest.approx(scales[i], rel=1e-3)
+        assert vd.COEFFICIENTS[name] == pytest.approx(
+            coefficients[i], rel=1e-3, abs=1e-3
+        )
+    assert vd.INTERCEPT == pytest.approx(intercept, rel=1e-3, abs=1e-3)
+    assert vd.RISK_THRESHOLD == pytest.approx(cut, rel=1e-3)
+    assert not any("heldout" in r["key"] or r["seed"] != 0 for r in records)

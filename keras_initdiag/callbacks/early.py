@@ -90,6 +90,7 @@ class EarlyWatch:
         self.chance_loss = math.nan
         self.step0: list[str] = []
         self.pending: list[Flag] = []
+        self.first: int | None = None  # the step of the first report held
         self.verdict: Verdict | None = None
         self._seen = (0, None)  # (steps, running mean) at the last batch end
 
@@ -105,9 +106,6 @@ class EarlyWatch:
         """
         if self.done:
             return report.flags
-        if not self.step0 and not self.pending and math.isnan(self.chance_loss):
-            self.chance_loss = report.chance_loss
-            self.step0 = [f.kind for f in report.flags if not is_advisory(f)]
         uncertain = vd.pending_kinds(report)
         flags = [
             dataclasses.replace(f, pending=True)
@@ -115,6 +113,10 @@ class EarlyWatch:
             else f
             for f in report.flags
         ]
+        if self.first is None:
+            self.first = report.step
+            self.chance_loss = report.chance_loss
+            self.step0 = [f.kind for f in flags if not is_advisory(f)]
         self.pending += [f for f in flags if f.pending]
         return flags
 
@@ -163,6 +165,7 @@ class EarlyWatch:
             update_ratios={name: ratios[:, i] for i, name in enumerate(self.names)},
             chance_loss=self.chance_loss,
             step0_flags=self.step0,
+            step0_pending=[f.kind for f in self.pending if f.step == self.first],
         )
         self.verdict = vd.judge(early, step, self.start, self.pending)
         return self.verdict

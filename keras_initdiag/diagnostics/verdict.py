@@ -27,7 +27,13 @@ apart. `EarlySteps` holds what the callback watched over `WATCH_STEPS` steps:
   over the steps;
 - `log_slowest`: log10 of the slowest layer's relative update per step
   (median over the steps): a layer that does not move does not learn;
-- `step0`: 1 when step 0 raised a non-advisory flag.
+- `above_chance`: `max(level, 0)`, the loss's log-ratio above the chance
+  level (a network more wrong than guessing);
+- `over_trust`: `max(log_trust, 0)`, the compounded update beyond 100% per
+  step, where deep relative trust says the function is no longer the one
+  the gradient was taken at;
+- `step0_certain`: 1 when step 0 raised a flag of a kind that acts at once;
+- `step0_pending`: 1 when it raised a pending one (`PENDING_KINDS`).
 
 `risk` is a logistic function of the standardized features, its
 coefficients fitted on the calibration grid's first steps
@@ -55,17 +61,53 @@ WARM_FRACTION = 0.5
 #: Relative updates below this count as "did not move" (log10 floor).
 FLOOR = 1e-12
 
-FEATURES = ("level", "progress", "log_trust", "log_slowest", "step0")
+FEATURES = (
+    "level",
+    "progress",
+    "log_trust",
+    "log_slowest",
+    "above_chance",
+    "over_trust",
+    "step0_certain",
+    "step0_pending",
+)
 
 #: The fitted model (`benchmarks/verdict.py fit`, on the calibration grid):
 #: each feature's mean and standard deviation there, and the coefficients of
 #: the standardized features.
-MEANS = dict.fromkeys(FEATURES, 0.0)
-SCALES = dict.fromkeys(FEATURES, 1.0)
-COEFFICIENTS = dict.fromkeys(FEATURES, 0.0)
-INTERCEPT = 0.0
+MEANS = {
+    "level": -0.1376,
+    "progress": 0.241,
+    "log_trust": -3.241,
+    "log_slowest": -4.928,
+    "above_chance": 0.143,
+    "over_trust": 0.008169,
+    "step0_certain": 0.3236,
+    "step0_pending": 0.2873,
+}
+SCALES = {
+    "level": 1.022,
+    "progress": 0.2372,
+    "log_trust": 3.938,
+    "log_slowest": 3.773,
+    "above_chance": 0.9094,
+    "over_trust": 0.05358,
+    "step0_certain": 0.4679,
+    "step0_pending": 0.4525,
+}
+COEFFICIENTS = {
+    "level": 1.689,
+    "progress": -1.265,
+    "log_trust": 0.7109,
+    "log_slowest": -1.929,
+    "above_chance": 0.9566,
+    "over_trust": 1.417,
+    "step0_certain": 1.326,
+    "step0_pending": 0.6343,
+}
+INTERCEPT = 0.7203
 #: The risk at which a run is judged failing (chosen on the calibration grid).
-RISK_THRESHOLD = 0.5
+RISK_THRESHOLD = 0.6909
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +121,7 @@ class EarlySteps:
             (NaN where it cannot be told, e.g. from an all-zero weight).
         chance_loss: The loss of uniform predictions, NaN when unknown.
         step0_flags: Kinds of the non-advisory flags of step 0.
+        step0_pending: Those of them held pending (`PENDING_KINDS`).
 
     Example:
     >>> early = EarlySteps([1.4] * 32, [1e-3] * 32, {"dense": [1e-3] * 32})
@@ -91,6 +134,7 @@ class EarlySteps:
     update_ratios: Mapping[str, Sequence[float]]
     chance_loss: float = math.nan
     step0_flags: Sequence[str] = ()
+    step0_pending: Sequence[str] = ()
 
     @property
     def finite(self) -> bool:
@@ -154,7 +198,10 @@ def features(early: EarlySteps) -> dict[str, float]:
         "progress": float(progress),
         "log_trust": log_trust,
         "log_slowest": log_slowest,
-        "step0": float(bool(early.step0_flags)),
+        "above_chance": max(level, 0.0) if math.isfinite(level) else math.nan,
+        "over_trust": max(log_trust, 0.0) if math.isfinite(log_trust) else math.nan,
+        "step0_certain": float(bool(set(early.step0_flags) - set(early.step0_pending))),
+        "step0_pending": float(bool(early.step0_pending)),
     }
 
 
@@ -187,7 +234,10 @@ def _contributions(values: Mapping[str, float]) -> dict[str, float]:
 #: precision on the calibration grid is below `CERTAIN` in that family
 #: (`benchmarks/verdict.py pending`, BENCHMARKS.md "Early verdict"). Other
 #: kinds act at once.
-PENDING_KINDS = {"normalized": (), "plain": ()}
+PENDING_KINDS = {
+    "normalized": ("exploding",),
+    "plain": ("finite_width", "initial_loss", "saturation"),
+}
 #: The step-0 precision from which a flag kind acts without waiting.
 CERTAIN = 0.95
 
@@ -196,7 +246,10 @@ _REASONS = {
     "progress": "the loss hardly falls",
     "log_trust": "the network as a whole hardly moves",
     "log_slowest": "a layer hardly moves",
-    "step0": "step 0 flagged it",
+    "above_chance": "the loss is above the chance level",
+    "over_trust": "the updates change the network completely at every step",
+    "step0_certain": "step 0 flagged it",
+    "step0_pending": "step 0 flagged it",
 }
 
 

@@ -1,0 +1,200 @@
+"""The early verdict inside a real `fit`: when it is given, what it reads, what it does."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+import keras_initdiag
+from keras_initdiag.callbacks.early import warm_start
+from keras_initdiag.callbacks.updates import LearningRate
+from keras_initdiag.diagnostics import verdict as vd
+from keras_initdiag.tensorboard.events import read_reports
+
+K = vd.WATCH_STEPS
+
+
+def _data(n=1024, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 16)).astype("float32")
+    y = ((x[:, 0] > 0).astype("int32") + 2 * (x[:, 1] > 0)).astype("int32")
+    return x, y
+
+
+def _mlp(init="he_normal", depth=3, optimizer=None, norm=False, seed=0):
+    keras.utils.set_random_seed(seed)
+    layers = [keras.Input((16,))]
+    for _ in range(depth):
+        layers.append(
+            keras.layers.Dense(64, kernel_initializer=init, use_bias=not norm)
+        )
+        if norm:
+            layers.append(keras.layers.BatchNormalization())
+        layers.append(keras.layers.Activation("relu"))
+    layers.append(keras.layers.Dense(4))  # Keras default: Glorot
+    model = keras.Sequential(layers)
+    model.compile(
+        optimizer or keras.optimizers.Adam(1e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return model
+
+
+def _fit(model, callback, epochs=2, batch=32, **kwargs):
+    x, y = _data()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(
+            x,
+            y,
+            batch_size=batch,
+            epochs=epochs,
+            shuffle=False,
+            verbose=0,
+            callbacks=[callback],
+            **kwargs,
+        )
+    return caught
+
+
+def _callback(tmp_path=None, **kwargs):
+    x, y = _data()
+    return keras_initdiag.InitDiagnostics(
+        log_dir=None if tmp_path is None else str(tmp_path),
+        probe_data=(x[:128], y[:128]),
+        verbose=0,
+        **kwargs,
+    )
+
+
+def test_warm_start_is_half_way_up_a_linear_warmup():
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, 10_000, warmup_target=1e-3, warmup_steps=1_000
+    )
+    rate = LearningRate(keras.optimizers.Adam(schedule))
+    assert warm_start(rate, 0) == 500
+    assert rate.at([499])[0] < 5e-4 <= rate.at([500])[0]
+    # No warmup, or already past it: the watch starts at once.
+    assert warm_start(LearningRate(keras.optimizers.SGD(0.1)), 7) == 7
+    assert warm_start(rate, 800) == 800
+
+
+def test_healthy_fit_gets_a_training_verdict_and_is_not_stopped():
+    callback = _callback(on_flag="stop")
+    model = _mlp()
+    _fit(model, callback, epochs=2)  # 64 steps
+    verdict = callback.verdict
+    assert verdict is not None and not verdict.failing
+    assert (verdict.start, verdict.step) == (0, K)
+    assert int(model.optimizer.iterations.numpy()) == 64  # not stopped
+    assert verdict.risk < vd.RISK_THRESHOLD
+    assert "training loss went from" in verdict.summary
+    [report] = [r for r in callback.reports if r.verdict is not None]
+    assert report.step == K and not any(f.kind == "verdict" for f in report.flags)
+
+
+def test_the_watch_waits_for_the_warmup():
+    """The issue's transformer recipe, scaled: warmup from 0 over 40 steps."""
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, 1_000, warmup_target=1e-3, warmup_steps=40
+    )
+    callback = _callback(on_flag="stop")
+    model = _mlp(optimizer=keras.optimizers.Adam(schedule))
+    _fit(model, callback, epochs=3)  # 96 steps
+    verdict = callback.verdict
+    assert verdict.start == 20 and verdict.step == 20 + K
+    assert not verdict.failing
+    assert int(model.optimizer.iterations.numpy()) == 96
+
+
+def test_a_frozen_network_is_judged_failing_and_stopped(capsys):
+    """A learning rate of 0 (a misread schedule): step 0 sees a healthy
+    network, but nothing moves and the loss stays where it started."""
+    callback = _callback(on_flag="stop")
+    callback.actor.verbose = 1
+    model = _mlp(optimizer=keras.optimizers.SGD(0.0))
+    _fit(model, callback, epochs=3)
+    verdict = callback.verdict
+    assert verdict.failing and verdict.risk >= vd.RISK_THRESHOLD
+    assert int(model.optimizer.iterations.numpy()) == K  # stopped at the verdict
+    flags = [f for f in callback.flags if f.kind == "verdict"]
+    assert flags and flags[0].step == K and flags[0].layer == model.name
+    printed = capsys.readouterr().out
+    assert f"Early verdict at step {K}: likely to fail" in printed
+    assert "stopping training" in printed
+
+
+def test_steps_per_execution_gives_the_same_per_step_losses():
+    """With lr 0 every step's loss is that batch's loss under the initial
+    weights: computed here separately, batch by batch, and compared with
+    what the watch derived from Keras's running means (4 steps per call)."""
+    x, y = _data()
+    model = _mlp(optimizer=keras.optimizers.SGD(0.0))
+    expected = [
+        float(
+            keras.ops.convert_to_numpy(
+                model.compute_loss(
+                    x=x[i : i + 32],
+                    y=y[i : i + 32],
+                    y_pred=model(x[i : i + 32], training=True),
+                )
+            )
+        )
+        for i in range(0, K * 32, 32)
+    ]
+    model.compile(
+        keras.optimizers.SGD(0.0),
+        model.loss,
+        steps_per_execution=4,
+    )
+    callback = _callback()
+    _fit(model, callback, epochs=2)
+    watch = callback.binding.watch
+    assert watch.done and len(watch.losses) == K
+    chunks = np.asarray(expected).reshape(-1, 4).mean(axis=1).repeat(4)
+    np.testing.assert_allclose(watch.losses, chunks, rtol=1e-4)
+    # Nothing moves at lr 0: the updates are exactly zero.
+    assert np.all(np.asarray(watch.ratios) == 0)
+
+
+def test_pending_flags_do_not_stop_and_the_verdict_resolves_them(tmp_path):
+    """A deep Dense-BN-ReLU net: step 0 sees BatchNorm's backward growth
+    ("exploding"), a pending kind for normalized networks."""
+    callback = _callback(tmp_path, on_flag="raise")
+    model = _mlp(depth=24, norm=True, optimizer=keras.optimizers.Adam(1e-3))
+    try:
+        _fit(model, callback, epochs=2)
+    except keras_initdiag.FlagError as error:
+        # Only a failing verdict may raise, and only at the verdict's step.
+        assert [f.kind for f in error.flags] == ["verdict"]
+        assert error.flags[0].step == K
+    first = callback.reports[0]
+    pending = [f for f in first.flags if f.pending]
+    assert pending and {f.kind for f in pending} <= set(vd.PENDING_KINDS["normalized"])
+    verdict = callback.verdict
+    held = {f"{f.kind} at {f.layer}" for f in pending}
+    assert set(verdict.confirmed or verdict.cleared) == held
+    # The event files hold the pending flags and the verdict.
+    reports = read_reports(str(tmp_path / "initdiag"))
+    assert any(f.pending for r in reports for f in r.flags)
+    [written] = [r.verdict for r in reports if r.verdict is not None]
+    assert written.step == K and written.failing == verdict.failing
+    assert math.isclose(written.risk, verdict.risk, rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("on_flag", ["warn", "stop"])
+def test_pending_flags_are_printed_as_pending_not_warned(on_flag, capsys):
+    callback = _callback(on_flag=on_flag)
+    callback.actor.verbose = 1
+    model = _mlp(depth=24, norm=True)
+    caught = _fit(model, callback, epochs=1)
+    printed = capsys.readouterr().out
+    assert "(pending)" in printed.splitlines()[0]
+    # Nothing warns about the held step-0 flag (later diagnoses may advise).
+    assert not any(
+        "[exploding" in str(w.message) and "(step 0)" in str(w.message) for w in caught
+    )
