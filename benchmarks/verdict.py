@@ -16,7 +16,9 @@ step-0 flags) and its outcome after 160 steps (`trainability.failed`).
 - `pending`: each step-0 flag kind's precision per family (with or without
   normalization layers) on the calibration grid; the kinds below
   `verdict.CERTAIN` wait for the verdict (`verdict.PENDING_KINDS`).
-- `score`: the module's verdict, the step-0 flags and the loss-only baseline
+- `score`: the module's verdict, what `on_flag` acts on (step-0 flags of
+  kinds that do not wait, and a failing verdict), the step-0 flags and the
+  loss-only baseline
   (the loss features alone over 20 steps, fitted the same way on the
   calibration grid) on both grids: precision, recall, ROC AUC, per family
   and optimizer; writes `results/verdict_judge.md`.
@@ -79,6 +81,12 @@ def early_steps(record: dict, steps: int = vd.WATCH_STEPS) -> vd.EarlySteps:
         chance_loss=math.log(tr.N_CLASSES),
         step0_flags=kinds,
         step0_pending=[k for k in kinds if k in vd.PENDING_KINDS[family_of(record)]],
+        # The first step's ratio is NaN exactly for a weight that was all zero.
+        from_zero=[
+            name
+            for name, values in record["update_ratios"].items()
+            if values and math.isnan(number(values[0]))
+        ],
     )
 
 
@@ -227,8 +235,16 @@ def table(title: str, records: list[dict], baseline_model, baseline_cut) -> list
     step0 = step0_scores(records)
     xb, finite_b, _ = matrix(records, BASELINE_STEPS, LOSS_FEATURES)
     baseline = np.where(finite_b, predict(xb, *baseline_model), 1.0)
+    certain = np.asarray(
+        [
+            float(bool(set(e.step0_flags) - set(e.step0_pending)))
+            for e in (early_steps(r) for r in records)
+        ]
+    )
+    acted = (certain > 0) | (verdict >= vd.RISK_THRESHOLD)
     methods = {
         "early verdict": (verdict, verdict >= vd.RISK_THRESHOLD),
+        "what on_flag acts on": (np.maximum(verdict, certain), acted),
         "step-0 flags": (step0, step0 > 0),
         f"loss only, {BASELINE_STEPS} steps": (baseline, baseline >= baseline_cut),
     }

@@ -394,13 +394,13 @@ def test_run_level_summaries_reach_every_logs_reader(tmp_path):
         x,
         y,
         batch_size=16,
-        epochs=2,
+        epochs=9,  # 4 steps each: the early verdict comes at step 32
         verbose=0,
         callbacks=[callback, keras.callbacks.CSVLogger(str(path))],
     )
     with path.open() as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 2
+    assert len(rows) == 9
     last = callback.reports[-1]
     dead = max(v for v in last.stat("dead_fraction") if not math.isnan(v))
     assert float(rows[-1]["initdiag_max_dead_fraction"]) == pytest.approx(dead)
@@ -408,3 +408,7 @@ def test_run_level_summaries_reach_every_logs_reader(tmp_path):
     assert history.history["initdiag_max_dead_fraction"][-1] == pytest.approx(dead)
     worst = float(rows[-1]["initdiag_worst_backward_scale"])
     assert 0 < worst < float("inf")
+    risks = [float(row["initdiag_verdict_risk"]) for row in rows]
+    assert all(math.isnan(r) for r in risks[:7])  # before step 32
+    assert callback.verdict.step == 32
+    assert risks[7] == risks[8] == pytest.approx(callback.verdict.risk)

@@ -198,3 +198,28 @@ def test_pending_flags_are_printed_as_pending_not_warned(on_flag, capsys):
     assert not any(
         "[exploding" in str(w.message) and "(step 0)" in str(w.message) for w in caught
     )
+
+
+def test_weights_that_start_at_zero_are_left_out_of_the_updates():
+    """Fixup-style residual branches whose last layer starts at zero: their
+    relative update is ~1/k at step k by construction. Judged with them,
+    this healthy net read 2.2 compounded relative update per step."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16,))
+    h = keras.layers.Dense(64, activation="relu")(inputs)
+    for _ in range(4):
+        branch = keras.layers.Dense(64, activation="relu")(h)
+        branch = keras.layers.Dense(64, kernel_initializer="zeros")(branch)
+        h = keras.layers.Activation("relu")(keras.layers.Add()([h, branch]))
+    model = keras.Model(inputs, keras.layers.Dense(4)(h))
+    model.compile(
+        keras.optimizers.SGD(0.05, momentum=0.9),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    callback = _callback(on_flag="stop")
+    _fit(model, callback, epochs=2)
+    watch = callback.binding.watch
+    zero = [layer.name for layer in model.layers if "dense" in layer.name][2::2][:4]
+    assert sorted(watch.from_zero) == sorted(zero)
+    assert not callback.verdict.failing
+    assert int(model.optimizer.iterations.numpy()) == 64

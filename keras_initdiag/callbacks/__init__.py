@@ -266,7 +266,7 @@ class InitDiagnostics(keras.callbacks.Callback):
         if self.binding.diagnoser is not None and self.schedule.due_at_epoch_end():
             self._diagnose()
         if logs is not None and self.history.last is not None:
-            logs.update(log_summary(self.history.last))
+            logs.update(log_summary(self.history.last, self.verdict))
         self.sink.flush()
 
     def on_train_end(self, logs=None):

@@ -91,6 +91,7 @@ class EarlyWatch:
         self.step0: list[str] = []
         self.pending: list[Flag] = []
         self.first: int | None = None  # the step of the first report held
+        self.from_zero: list[str] = []  # main weights all zero at that step
         self.verdict: Verdict | None = None
         self._seen = (0, None)  # (steps, running mean) at the last batch end
 
@@ -117,6 +118,11 @@ class EarlyWatch:
             self.first = report.step
             self.chance_loss = report.chance_loss
             self.step0 = [f.kind for f in flags if not is_advisory(f)]
+            self.from_zero = [
+                name
+                for name in self.names
+                if report.stats.get(name, {}).get("weight_variance") == 0.0
+            ]
         self.pending += [f for f in flags if f.pending]
         return flags
 
@@ -166,6 +172,7 @@ class EarlyWatch:
             chance_loss=self.chance_loss,
             step0_flags=self.step0,
             step0_pending=[f.kind for f in self.pending if f.step == self.first],
+            from_zero=self.from_zero,
         )
         self.verdict = vd.judge(early, step, self.start, self.pending)
         return self.verdict

@@ -14,17 +14,25 @@ from keras_initdiag.diagnostics.report import DiagnosticReport
 from keras_initdiag.diagnostics.rules import is_advisory
 
 #: The keys added to `logs`, each prefixed with `initdiag_`.
-KEYS = ("flags", "advisory_flags", "max_dead_fraction", "worst_backward_scale")
+KEYS = (
+    "flags",
+    "advisory_flags",
+    "max_dead_fraction",
+    "worst_backward_scale",
+    "verdict_risk",
+)
 
 
-def log_summary(report: DiagnosticReport) -> dict[str, float]:
-    """The latest diagnosis in four numbers (NaN where it has none).
+def log_summary(report: DiagnosticReport, verdict=None) -> dict[str, float]:
+    """The latest diagnosis and the early verdict in five numbers (NaN if none).
 
     - `initdiag_flags`: its flags that are not advice;
     - `initdiag_advisory_flags`: its advisory flags;
     - `initdiag_max_dead_fraction`: the largest dead fraction of any layer;
     - `initdiag_worst_backward_scale`: the compounded backward scale furthest
-      from 1 (below 1 the gradient fades going back, above it grows).
+      from 1 (below 1 the gradient fades going back, above it grows);
+    - `initdiag_verdict_risk`: the early verdict's risk (0 to 1), NaN until
+      it is given.
 
     Example:
     >>> log_summary(report)["initdiag_flags"]
@@ -43,5 +51,6 @@ def log_summary(report: DiagnosticReport) -> dict[str, float]:
         float(len(report.flags) - serious),
         max(dead) if dead else math.nan,
         math.exp(worst) if math.isfinite(worst) else math.nan,
+        math.nan if verdict is None else float(verdict.risk),
     )
     return {f"initdiag_{key}": value for key, value in zip(KEYS, values)}
