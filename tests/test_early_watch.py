@@ -1,4 +1,4 @@
-"""The early verdict inside a real `fit`: when it is given, what it reads, what it does."""
+"""The early verdict in a real `fit`: when it is given, what it reads, what it does."""
 
 from __future__ import annotations
 

@@ -279,8 +279,9 @@ class InitDiagnostics(keras.callbacks.Callback):
     def _shutdown(self):
         """Give the model its own train function back, write everything, close.
 
-        The end of training and this callback's `FlagError` come here; what an
-        exception from elsewhere leaves is safe (ARCHITECTURE.md, "The callback's lifecycle").
+        The end of training and this callback's `FlagError` come here; what
+        an exception from elsewhere leaves is safe (ARCHITECTURE.md, "The
+        callback's lifecycle").
         """
         self.binding.stop_watching()
         if self.binding.recording:
