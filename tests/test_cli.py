@@ -435,3 +435,48 @@ def test_check_without_data_flags_predicted_problems(
     code, out, _ = _run(capsys, "check", path)
     assert code == 1
     assert f"[{kind}]" in out
+
+
+@pytest.mark.parametrize(
+    ("run", "kinds", "code"),
+    [
+        # A pending flag fails the gate only once the verdict confirmed it.
+        ("verdict_ok", "dead,vanishing", 0),
+        ("verdict_fail", "dead,vanishing", 1),
+        ("verdict_wait", "dead,vanishing", 0),
+        # A flag that did not wait counts at once; a failing verdict too.
+        ("verdict_ok", "initial_loss", 1),
+        ("verdict_ok", "verdict", 0),
+        ("verdict_fail", "verdict", 1),
+    ],
+)
+def test_fail_on_follows_the_early_verdict(tmp_path, capsys, run, kinds, code):
+    from dashboard_fixtures import write_verdict_runs
+
+    write_verdict_runs(str(tmp_path))
+    got, out, _ = _run(capsys, "report", tmp_path / run, "--fail-on", kinds)
+    assert got == code
+    if run != "verdict_wait":
+        assert "Early verdict at step 32" in out
+
+
+def test_report_formats_carry_the_verdict(tmp_path, capsys):
+    from dashboard_fixtures import write_verdict_runs
+
+    write_verdict_runs(str(tmp_path))
+    _, out, _ = _run(capsys, "report", tmp_path / "verdict_fail", "--format", "json")
+    [run] = json.loads(out)["runs"]
+    [verdict] = run["verdicts"]
+    assert verdict["failing"] and verdict["risk"] == 0.91
+    assert verdict["confirmed"] == ["dead at d1", "vanishing at d2"]
+    assert sorted(f["pending"] for f in run["flags"]) == [False, False, True, True]
+    _, out, _ = _run(capsys, "report", tmp_path / "verdict_ok", "--format", "csv")
+    import csv
+
+    rows = list(csv.reader(out.splitlines()))
+    [verdict_row] = [r for r in rows if r[2] == "verdict"]
+    assert verdict_row[4:6] == ["training", "0.03"]
+    assert any(r[4] == "dead (pending)" for r in rows if r[2] == "flag")
+    _, out, _ = _run(capsys, "report", tmp_path / "verdict_ok", "--format", "markdown")
+    assert "| dead" in out and "pending" in out.split("| dead", 1)[1].split("|")[0]
+    assert "Early verdict at step 32: training" in out

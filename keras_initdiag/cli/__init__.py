@@ -285,14 +285,18 @@ def _cmd_report(args) -> int:
 
     # A kind named in --fail-on fails the gate, except where it is advice:
     # after step 0 for the kinds that do not predict failure during training
-    # (an always-advisory kind, named explicitly, counts).
-    raised = {
-        f.kind
-        for _, _, reports in runs
-        for r in reports
-        for f in r.flags
-        if f.kind in ADVISORY or not is_advisory(f)
-    }
+    # (an always-advisory kind, named explicitly, counts). A pending flag
+    # counts once the run's early verdict confirmed it, as on_flag acts.
+    raised = set()
+    for _, _, reports in runs:
+        confirmed = {c for r in reports if r.verdict for c in r.verdict.confirmed}
+        raised |= {
+            f.kind
+            for r in reports
+            for f in r.flags
+            if (f.kind in ADVISORY or not is_advisory(f))
+            and (not f.pending or f"{f.kind} at {f.layer}" in confirmed)
+        }
     return EXIT_FLAGS if raised & set(args.fail_on) else EXIT_OK
 
 

@@ -20,6 +20,28 @@ def _ends(reports):
     return reports[:1] if len(reports) == 1 else [reports[0], reports[-1]]
 
 
+def _kind(flag) -> str:
+    """The flag's kind, marked when it waits for the early verdict."""
+    return f"{flag.kind} (pending)" if flag.pending else flag.kind
+
+
+def _verdicts(reports) -> list:
+    return [r.verdict for r in reports if r.verdict is not None]
+
+
+def _verdict_dict(verdict) -> dict:
+    return {
+        "step": verdict.step,
+        "start": verdict.start,
+        "failing": verdict.failing,
+        "risk": json_float(verdict.risk),
+        "threshold": json_float(verdict.threshold),
+        "summary": verdict.summary,
+        "confirmed": list(verdict.confirmed),
+        "cleared": list(verdict.cleared),
+    }
+
+
 def text(runs, problems) -> str:
     """Per run: the first and last tables, and a line per diagnosis between."""
     lines = []
@@ -29,9 +51,11 @@ def text(runs, problems) -> str:
         first, last = reports[0], reports[-1]
         lines.append(first.table())
         for report in reports[1:-1]:
-            kinds = sorted({f.kind for f in report.flags})
+            kinds = sorted({_kind(f) for f in report.flags})
             summary = ", ".join(kinds) if kinds else "no flags"
             lines.append(f"step {report.step}: {len(report.flags)} flag(s): {summary}")
+            if report.verdict is not None:
+                lines.append(str(report.verdict))
         if last is not first:
             lines.append(last.table())
         lines.append("")
@@ -53,12 +77,14 @@ def markdown(runs, problems) -> str:
             out.append("| step | kind | layer | value | threshold | message |")
             out.append("| --- | --- | --- | --- | --- | --- |")
             for f in flags:
-                cells = (f.step, f.kind, f.layer, format_value(f.value))
+                cells = (f.step, _kind(f), f.layer, format_value(f.value))
                 cells += (format_value(f.threshold), f.message)
                 out.append("| " + " | ".join(escape_markdown(c) for c in cells) + " |")
         else:
             out.append("No flags.")
         out.append("")
+        for verdict in _verdicts(reports):
+            out.append(escape_markdown(str(verdict)) + "\n")
         for report in _ends(reports):
             out.append(f"### Step {report.step} (loss {format_value(report.loss)})\n")
             out.append("| layer | " + " | ".join(MAIN_STATS) + " |")
@@ -83,6 +109,7 @@ def _flag_dict(flag) -> dict:
         "value": json_float(flag.value),
         "threshold": json_float(flag.threshold),
         "message": flag.message,
+        "pending": flag.pending,
     }
 
 
@@ -95,6 +122,7 @@ def as_json(runs, problems) -> str:
                 "path": run_dir,
                 "steps": [r.step for r in reports],
                 "flags": [_flag_dict(f) for r in reports for f in r.flags],
+                "verdicts": [_verdict_dict(v) for v in _verdicts(reports)],
                 "diagnoses": [
                     {
                         "step": r.step,
@@ -166,8 +194,14 @@ def as_csv(runs, problems) -> str:
     for name, _, reports in runs:
         for r in reports:
             for f in r.flags:
-                row = [name, r.step, "flag", f.layer, f.kind, f.value, f.threshold]
+                row = [name, r.step, "flag", f.layer, _kind(f), f.value, f.threshold]
                 writer.writerow(row + [f.message])
+            if r.verdict is not None:
+                v = r.verdict
+                word = "failing" if v.failing else "training"
+                writer.writerow(
+                    [name, r.step, "verdict", "", word, v.risk, v.threshold, v.summary]
+                )
         for r in _ends(reports):
             writer.writerow([name, r.step, "loss", "", "loss", r.loss, "", ""])
             for layer in r.layers:
