@@ -9,7 +9,7 @@ The callback only wires parts together, each with one role:
 - `sink.Sink`: writes TensorBoard events (images off the training thread);
 - `actor.Actor`: warns, stops or raises; prints;
 - `binding.Binding`: the parts of the model it is bound to (probe, inputs,
-  gradient recorder, update tracker);
+  gradient recorder, update tracker, the early watch);
 - `history.History`: what stays in memory, bounded.
 
 Its whole lifecycle is `InitDiagnostics`'s methods below: `on_train_begin`
@@ -216,16 +216,10 @@ class InitDiagnostics(keras.callbacks.Callback):
     def _begin(self):
         self._bind()
         self.schedule.begin_fit()
-        self.binding.start_watch(self.model, self._step())
+        self.binding.start_watching(self.model, self._step())
         self._diagnose(first=True)
-        self.binding.start_updates(self.model, self._step())
         if self.batch_gradients:
             self.binding.start_recorder(self.model, self.actor.warn_once)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        """Keras's running mean of the loss starts again (the early watch)."""
-        if self.binding.watch is not None:
-            self.binding.watch.epoch_begin()
 
     def on_train_batch_begin(self, batch, logs=None):
         """Arm the recording train function; sample weights for the watch."""

@@ -123,23 +123,21 @@ class Binding:
             if note:
                 warn_once("no-probe", f"InitDiagnostics: {note}")
 
-    def start_updates(self, model: keras.Model, step: int) -> None:
-        """Sample the weights before the first updates (once per model)."""
-        if not self.update_ratios and getattr(model, "optimizer", None):
-            self.updates = UpdateTracker(self.diagnoser.tapset.taps, model.optimizer)
-            self.updates.start(step)
+    def start_watching(self, model: keras.Model, step: int) -> None:
+        """Sample the weights before the first updates; watch for the verdict.
 
-    def start_watch(self, model: keras.Model, step: int) -> None:
-        """Watch the first steps for the early verdict (once per model).
-
-        A watch cut short by the end of a `fit` goes on in the next one when
-        that starts where it stopped; otherwise it starts again.
+        Both once per model: the update tracker until it measured, the early
+        watch until its verdict (a watch cut short by the end of a `fit`
+        goes on in the next one).
         """
-        watch = self.watch
-        if getattr(model, "optimizer", None) is None or (watch and watch.done):
+        if getattr(model, "optimizer", None) is None:
             return
-        if watch is None or watch.tracker.active and watch.tracker.step != step:
-            self.watch = EarlyWatch(self.diagnoser.tapset.taps, model.optimizer, step)
+        taps = self.diagnoser.tapset.taps
+        if not self.update_ratios:
+            self.updates = UpdateTracker(taps, model.optimizer)
+            self.updates.start(step)
+        if self.watch is None:
+            self.watch = EarlyWatch(taps, model.optimizer, step)
 
     @property
     def watching(self) -> bool:

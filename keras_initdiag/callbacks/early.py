@@ -93,7 +93,8 @@ class EarlyWatch:
         self.first: int | None = None  # the step of the first report held
         self.from_zero: list[str] = []  # main weights all zero at that step
         self.verdict: Verdict | None = None
-        self._seen = (0, None)  # (steps, running mean) at the last batch end
+        # (steps into the epoch, running mean of its loss) at the last batch end
+        self._seen = (0, None)
 
     @property
     def done(self) -> bool:
@@ -126,10 +127,6 @@ class EarlyWatch:
         self.pending += [f for f in flags if f.pending]
         return flags
 
-    def epoch_begin(self) -> None:
-        """Keras's running mean of the loss starts again."""
-        self._seen = (0, None)
-
     def batch_begin(self, step: int) -> None:
         """Sample the weights before the first watched step."""
         if not self.done and not self.tracker.active and step >= self.start:
@@ -142,6 +139,8 @@ class EarlyWatch:
         """
         count, mean = batch + 1, _loss(logs)
         before, self._seen = self._seen, (count, mean)
+        if count <= before[0]:  # a new epoch: Keras's running mean restarted
+            before = (0, None)
         if self.done or not self.tracker.active:
             return None
         measured = self.tracker.measure(step)
