@@ -223,3 +223,44 @@ def test_weights_that_start_at_zero_are_left_out_of_the_updates():
     assert sorted(watch.from_zero) == sorted(zero)
     assert not callback.verdict.failing
     assert int(model.optimizer.iterations.numpy()) == 64
+
+
+def test_angular_update_of_a_norm_fed_kernel_settles_where_wan_et_al_say():
+    """A kernel read only by BatchNorm is scale-invariant; under SGD with
+    weight decay its angular update per step settles at sqrt(2 lr wd)
+    (Wan et al., NeurIPS 2021, no momentum): the equilibrium of
+    ||w||^2 (1 - lr wd)^2 + lr^2 ||g||^2 = ||w||^2 in mean square. The
+    relative update the watch reads is that angle (plus the decay's lr wd)."""
+    from keras_initdiag.callbacks.updates import UpdateTracker
+    from keras_initdiag.diagnostics.taps import build_taps
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2048, 16)).astype("float32")
+    y = (x[:, 0] + x[:, 1] > 0).astype("int32")
+    inputs = keras.Input((16,))
+    h = keras.layers.Dense(64, use_bias=False, name="kernel")(inputs)
+    h = keras.layers.Activation("relu")(keras.layers.BatchNormalization()(h))
+    model = keras.Model(inputs, keras.layers.Dense(2)(h))
+    lr, wd = 0.5, 0.01
+    model.compile(
+        keras.optimizers.SGD(lr, weight_decay=wd),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.fit(x, y, batch_size=64, epochs=24, verbose=0)  # 768 steps
+    tracker = UpdateTracker(build_taps(model).taps, model.optimizer, steps=64)
+    column = [name for name, _ in tracker.layers].index("kernel")
+    seen = []
+
+    class Measure(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if not tracker.active:
+                tracker.start(int(model.optimizer.iterations.numpy()))
+
+        def on_train_batch_end(self, batch, logs=None):
+            measured = tracker.measure(int(model.optimizer.iterations.numpy()))
+            seen.append(measured[0][column])
+
+    model.fit(x, y, batch_size=64, epochs=2, verbose=0, callbacks=[Measure()])
+    rms = float(np.sqrt(np.mean(np.square(seen))))
+    assert rms == pytest.approx(math.sqrt(2 * lr * wd), rel=0.03)
