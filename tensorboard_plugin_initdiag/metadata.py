@@ -27,6 +27,12 @@ REPORT_TAG = "initdiag/report_json"
 LOSS_TAG = "loss/probe"
 #: Prefix of the per-batch gradient norms taken from the real train step.
 TRAIN_GRADIENT_TAG = "train_gradient_norm"
+#: Prefixes of the other per-step statistics of the real train step: each
+#: layer's main weight norm after the update, and its relative update.
+TRAIN_WEIGHT_TAG = "train_weight_norm"
+TRAIN_UPDATE_TAG = "train_update_ratio"
+#: Every per-step series of the train step (not statistics of a diagnosis).
+TRAIN_SERIES_TAGS = (TRAIN_GRADIENT_TAG, TRAIN_WEIGHT_TAG, TRAIN_UPDATE_TAG)
 
 # Version of the content of the report records' plugin metadata.
 _METADATA_VERSION = 1

@@ -101,7 +101,7 @@ STAT_ORDER = (
     "nonfinite_activations",
     "nonfinite_weights",
     "nonfinite_gradients",
-    metadata.TRAIN_GRADIENT_TAG,
+    *metadata.TRAIN_SERIES_TAGS,
     "update_ratio",
     "update_ratio_at_peak_lr",
     "predicted_activation_variance",
@@ -366,7 +366,7 @@ def _incomplete_note(reports: RunReports, tags) -> str | None:
         parts = metadata.split_tag(tag)
         if (
             parts
-            and parts[0] != metadata.TRAIN_GRADIENT_TAG
+            and parts[0] not in metadata.TRAIN_SERIES_TAGS
             and parts[1] in nodes
             and series.max_step == step
         ):

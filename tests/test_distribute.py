@@ -94,6 +94,8 @@ MIRRORED_SCRIPT = textwrap.dedent(
         "event_files": sorted(os.listdir(run_dir)),
         "norms": callback.batch_gradient_norms,
         "single_norms": twin.batch_gradient_norms,
+        "stats": callback.step_statistics,
+        "single_stats": twin.step_statistics,
         "optimizer_restored": model.optimizer is optimizer,
     }))
     """
@@ -129,6 +131,13 @@ def test_mirrored_strategy_two_cpus(tmp_path):
     for (_, mirrored), (_, single) in zip(out["norms"], out["single_norms"]):
         for layer, value in single.items():
             assert mirrored[layer] == pytest.approx(value, rel=1e-4), layer
+    # The other in-step statistics too: weight norms, relative updates, rate.
+    for name in ("weight_norm", "update_ratio", "learning_rate"):
+        mirrored, single = out["stats"][name], out["single_stats"][name]
+        assert [s for s, _ in mirrored] == [s for s, _ in single] == [1, 2, 3, 4]
+        for (_, got), (_, want) in zip(mirrored, single):
+            for layer, value in want.items():
+                assert got[layer] == pytest.approx(value, rel=1e-4), (name, layer)
     # Step 0 under the strategy equals the single-device diagnosis.
     for layer, stats in out["expected"].items():
         got = out["first"][layer]

@@ -112,6 +112,7 @@ def test_mixed_precision_norms_are_unscaled():
         try:
             keras.utils.set_random_seed(0)
             model, x, y = model_and_data()
+            model.compile(keras.optimizers.SGD(0.05), model.loss)  # loss-scaled
             callback = recording_callback((x[:16], y[:16]))
             model.fit(
                 x,
@@ -122,12 +123,23 @@ def test_mixed_precision_norms_are_unscaled():
                 verbose=0,
                 callbacks=[callback],
             )
-            results.append(callback.batch_gradient_norms[0][1])
+            stats = callback.step_statistics
+            results.append(
+                [
+                    callback.batch_gradient_norms[0][1],
+                    stats["weight_norm"][0][1],
+                    stats["update_ratio"][0][1],
+                ]
+            )
         finally:
             keras.mixed_precision.set_global_policy("float32")
-    float32, mixed = (list(norms.values()) for norms in results)
-    assert len(float32) == len(mixed) == 4
-    np.testing.assert_allclose(mixed, float32, rtol=0.05)
+    # The mixed run's gradients were loss-scaled (and unscaled by the recorder).
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    for float32, mixed in zip(*results):
+        assert len(float32) == len(mixed) == 4
+        np.testing.assert_allclose(
+            list(mixed.values()), list(float32.values()), rtol=0.05
+        )
 
 
 def test_bad_batch_gradients_argument():
@@ -233,3 +245,77 @@ def test_norms_are_float32_on_the_device_and_right_for_tiny_gradients():
     assert callback.binding.recorder._buffer.dtype == tf.float32
     norms = dict(callback.batch_gradient_norms[0][1])
     assert all(v > 0 for v in norms.values())
+
+
+@pytest.mark.parametrize("steps_per_execution", [1, 4])
+def test_in_step_statistics_equal_a_separate_computation(steps_per_execution):
+    """Weight norms, relative updates and learning rates from inside the
+    compiled step against the same steps taken one by one on a twin."""
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.05, 4, 0.5)
+    model, x, y = model_and_data()
+    initial = model.get_weights()
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(
+        keras.optimizers.SGD(schedule), loss, steps_per_execution=steps_per_execution
+    )
+    callback = recording_callback((x[:16], y[:16]))
+    model.fit(
+        x, y, epochs=2, batch_size=16, shuffle=False, verbose=0, callbacks=[callback]
+    )
+    twin, _, _ = model_and_data()
+    twin.set_weights(initial)
+    twin.compile(keras.optimizers.SGD(schedule), loss)
+    # The twin's layers by the recorded model's names (auto names differ).
+    kernels = {
+        ours.name: theirs.kernel for ours, theirs in zip(model.layers, twin.layers)
+    }
+    expected = {"weight_norm": [], "update_ratio": []}
+    for step in range(8):
+        k = step % 4
+        before = {n: np.asarray(v) for n, v in kernels.items()}
+        twin.train_on_batch(x[16 * k : 16 * (k + 1)], y[16 * k : 16 * (k + 1)])
+        after = {n: np.asarray(v) for n, v in kernels.items()}
+        expected["weight_norm"].append({n: np.linalg.norm(a) for n, a in after.items()})
+        expected["update_ratio"].append(
+            {
+                n: np.linalg.norm(after[n] - before[n]) / np.linalg.norm(before[n])
+                for n in after
+            }
+        )
+    got = callback.step_statistics
+    for name in ("weight_norm", "update_ratio"):
+        assert [s for s, _ in got[name]] == list(range(1, 9))
+        for (_, values), want in zip(got[name], expected[name]):
+            for layer, value in want.items():
+                assert values[layer] == pytest.approx(value, rel=1e-5), (name, layer)
+    rates = [values[""] for _, values in got["learning_rate"]]
+    np.testing.assert_allclose(rates, [float(schedule(s)) for s in range(8)], rtol=1e-6)
+    # The same steps' gradient norms as before.
+    assert [s for s, _ in callback.batch_gradient_norms] == list(range(1, 9))
+
+
+def test_the_buffer_is_copied_every_32_steps_not_every_batch():
+    from keras_initdiag.diagnostics import train_grads
+
+    model, x, y = model_and_data()
+    callback = recording_callback((x[:16], y[:16]))
+    reads = []
+
+    class Count(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            reads.append(callback.binding.recorder.calls_since_read)
+
+    xs, ys = np.concatenate([x] * 5), np.concatenate([y] * 5)  # 80 steps a epoch
+    model.fit(
+        xs,
+        ys,
+        epochs=1,
+        batch_size=4,
+        shuffle=False,
+        verbose=0,
+        callbacks=[callback, Count()],
+    )
+    # The counter runs to COPY_EVERY - 1 between copies, then starts again.
+    assert max(reads) == train_grads.COPY_EVERY - 1
+    assert reads[train_grads.COPY_EVERY - 1] == 0
+    assert [s for s, _ in callback.batch_gradient_norms] == list(range(1, 81))

@@ -43,7 +43,9 @@ from keras_initdiag.diagnostics import rules
 from keras_initdiag.diagnostics.batches import split_probe_data
 from keras_initdiag.diagnostics.engine import Diagnoser, ProbeInputError
 from keras_initdiag.diagnostics.report import DiagnosticReport, Flag
+from keras_initdiag.diagnostics.train_grads import COLUMNS
 from keras_initdiag.diagnostics.verdict import verdict_flags
+from keras_initdiag.tensorboard.events import TRAIN_SERIES_TAGS
 
 #: Flag kinds that are advice, never a reason to stop or raise.
 ADVISORY = rules.ADVISORY
@@ -178,6 +180,16 @@ class InitDiagnostics(keras.callbacks.Callback):
         return list(self.history.norms)
 
     @property
+    def step_statistics(self) -> dict:
+        """In-step statistics of the latest steps (`batch_gradients=True`).
+
+        `{"weight_norm" | "update_ratio" | "learning_rate": [(step, {layer:
+        value})]}`: each layer's main weight norm after the step, its
+        relative update, and the step's learning rate (under `""`).
+        """
+        return self.history.steps.as_lists()
+
+    @property
     def diagnoser(self) -> Diagnoser | None:
         """The `Diagnoser` (taps, compiled probe) once `fit` started.
 
@@ -239,7 +251,7 @@ class InitDiagnostics(keras.callbacks.Callback):
                 self._failed(self._step(), error)
             return
         if self.binding.recording:
-            self._collect_norms()
+            self._collect_norms(force=False)
         if self.binding.watching:
             self._first_steps(batch, logs)
         # The step is read from the device only when a batch end can be due.
@@ -257,6 +269,8 @@ class InitDiagnostics(keras.callbacks.Callback):
         callbacks after this one (History, the progress bar, CSVLogger).
         """
         self.schedule.end_epoch()
+        if self.binding.recording:
+            self._collect_norms()
         if self.binding.diagnoser is not None and self.schedule.due_at_epoch_end():
             self._diagnose()
         if logs is not None and self.history.last is not None:
@@ -405,9 +419,15 @@ class InitDiagnostics(keras.callbacks.Callback):
 
     # -- per-step gradient norms ---------------------------------------------
 
-    def _collect_norms(self):
-        records = self.binding.recorder.read()
-        if records:
-            self.history.norms.extend(records)
+    def _collect_norms(self, force: bool = True):
+        """Copy the in-step statistics to the host: when due, or `force`."""
+        recorder = self.binding.recorder
+        if not (force or recorder.due):
+            return
+        read = recorder.read()
+        if read:
+            self.history.norms.extend(read["gradient_norm"])
+            self.history.steps.extend(read)
             if self.sink.is_writer(self.model):
-                self.sink.add_series(records)
+                for tag, column in zip(TRAIN_SERIES_TAGS, COLUMNS):
+                    self.sink.add_series(read[column], prefix=tag)

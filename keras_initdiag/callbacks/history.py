@@ -61,6 +61,7 @@ class History:
         self._recent: collections.deque = collections.deque(maxlen=RECENT_REPORTS)
         self.flag_counts: dict[tuple[str, str], FlagCount] = {}
         self.norms = NormHistory(RECENT_NORMS)
+        self.steps = StepSeries()
 
     def add(self, report: DiagnosticReport) -> None:
         """Remember a report (and count its flags)."""
@@ -211,3 +212,34 @@ class NormHistory:
         values = np.full((rows, self._values.shape[1]), np.nan, np.float32)
         values[: len(self._values)] = self._values
         self._values = values
+
+
+class StepSeries:
+    """The other in-step statistics, one `NormHistory` each (bounded).
+
+    Example:
+    >>> series = StepSeries(capacity=2)
+    >>> series.extend({"weight_norm": [(1, {"dense": 3.0})]})
+    >>> series.as_lists()["weight_norm"]
+    [(1, {'dense': 3.0})]
+    """
+
+    #: What is kept (the gradient norms live in `History.norms`).
+    KEPT = ("weight_norm", "update_ratio", "learning_rate")
+
+    def __init__(self, capacity: int = RECENT_NORMS):
+        self.series = {name: NormHistory(capacity) for name in self.KEPT}
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the arrays."""
+        return sum(s.nbytes for s in self.series.values())
+
+    def extend(self, read: dict) -> None:
+        """Append what `GradientRecorder.read` returned."""
+        for name, history in self.series.items():
+            history.extend(read.get(name, ()))
+
+    def as_lists(self) -> dict:
+        """`{name: [(step, {layer: value})]}`, oldest first."""
+        return {name: list(history) for name, history in self.series.items()}

@@ -36,11 +36,30 @@ train function back and runs that.
 
 from __future__ import annotations
 
+import math
+
 import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_initdiag.diagnostics.taps import Tap
+
+#: Entries of each main weight whose update is measured (a fixed random
+#: sample, as `callbacks.updates.UpdateTracker` takes; all up to this many).
+SAMPLE = 4096
+#: Steps between host copies of the in-step statistics (rounded up to whole
+#: `steps_per_execution` calls): one small copy per 32 steps.
+COPY_EVERY = 32
+#: The per-layer columns of a recorded step, in buffer order.
+COLUMNS = ("gradient_norm", "weight_norm", "update_ratio")
+
+
+def _learning_rate(optimizer):
+    """The rate the optimizer applies at this step (its schedule evaluated)."""
+    inner = getattr(optimizer, "inner_optimizer", None)  # loss scaling
+    if inner is not None:
+        return _learning_rate(inner)
+    return optimizer.learning_rate
 
 
 def _scaled_norm(values: tf.Tensor) -> tf.Tensor:
@@ -77,18 +96,19 @@ class RecordingOptimizer(keras.optimizers.Optimizer):
 
     Args:
         inner: The optimizer the model was compiled with.
-        record: `(grads, variables) -> None`, called in the train step.
+        recorder: Its `before(variables)` is called in the train step before
+            the update, its `record(grads, variables, before)` after it.
 
     Example:
-    >>> recording = RecordingOptimizer(model.optimizer, recorder.record)
+    >>> recording = RecordingOptimizer(model.optimizer, recorder)
     """
 
-    def __init__(self, inner: keras.optimizers.Optimizer, record):
+    def __init__(self, inner: keras.optimizers.Optimizer, recorder):
         super().__init__(learning_rate=0.0, name=f"{inner.name}_initdiag_tap")
         # Closures, not attributes: saving walks an optimizer's attributes,
         # and the inner optimizer must be saved in its own place, not here.
         self._inner = lambda: inner
-        self._record = lambda: record
+        self._recorder = lambda: recorder
         self.built = inner.built
 
     @property
@@ -125,10 +145,19 @@ class RecordingOptimizer(keras.optimizers.Optimizer):
         return self.inner_optimizer.scale_loss(loss)
 
     def apply(self, grads, trainable_variables=None):
-        """Record the gradients' norms, then let the user's optimizer apply them."""
-        if trainable_variables is not None:
-            self._record()(list(grads), list(trainable_variables))
-        return self.inner_optimizer.apply(grads, trainable_variables)
+        """Let the user's optimizer apply the gradients; record the step.
+
+        The recorder samples the main weights before the update and reduces
+        the gradients, the weights and the update after it.
+        """
+        if trainable_variables is None:
+            return self.inner_optimizer.apply(grads, trainable_variables)
+        grads, variables = list(grads), list(trainable_variables)
+        recorder = self._recorder()
+        before = recorder.before(variables)
+        result = self.inner_optimizer.apply(grads, variables)
+        recorder.record(grads, variables, before)
+        return result
 
     def apply_gradients(self, grads_and_vars):
         """`apply` on pairs."""
@@ -179,6 +208,7 @@ class RecordingTrainFunction:
                 model.train_function = self.original
             return self.original(iterator)
         recorder.armed = False
+        recorder.calls_since_read += 1
         users = model.optimizer
         model.optimizer = recorder.recording
         try:
@@ -217,6 +247,19 @@ class GradientRecorder:
             for i, tap in enumerate(with_weights)
             for w in tap.trainable_weights
         }
+        # Each layer's main weight and the fixed entries whose update is
+        # measured (all of them up to `SAMPLE`), as `UpdateTracker` does.
+        rng = np.random.default_rng(0)
+        self._main = {}
+        for i, tap in enumerate(with_weights):
+            weight = tap.main_variable
+            if weight is None or not weight.trainable:
+                continue
+            size = math.prod(weight.shape)
+            picks = None
+            if size > SAMPLE:
+                picks = np.sort(rng.choice(size, SAMPLE, replace=False))
+            self._main[id(weight)] = (i, picks)
         self.optimizer = None  # the user's
         self.recording: RecordingOptimizer | None = None
         self._function: RecordingTrainFunction | None = None
@@ -226,6 +269,8 @@ class GradientRecorder:
         self.attached = False
         self.armed = False
         self.traces = 0
+        self.per_call = 1
+        self.calls_since_read = 0
 
     @staticmethod
     def supported(model: keras.Model) -> str | None:
@@ -265,7 +310,11 @@ class GradientRecorder:
             # function, so that the loss scale exists when it is traced.
             with model.distribute_strategy.scope():
                 self.optimizer.build(model.trainable_variables)
-        rows = int(getattr(model, "steps_per_execution", 1) or 1)
+        per_call = int(getattr(model, "steps_per_execution", 1) or 1)
+        # Room for COPY_EVERY steps (whole calls): copied to the host that
+        # often, not at every batch end.
+        rows = per_call * max(1, math.ceil(COPY_EVERY / per_call))
+        self.per_call = per_call
         with model.distribute_strategy.scope():
             kept = dict(
                 trainable=False,
@@ -273,12 +322,13 @@ class GradientRecorder:
                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
             )
             self._buffer = tf.Variable(
-                tf.zeros([rows, len(self.names)], tf.float32), **kept
+                tf.zeros([rows, len(COLUMNS) * len(self.names) + 1], tf.float32),
+                **kept,
             )
             self._steps = tf.Variable(
                 tf.fill([rows], tf.constant(-1, tf.int64)), **kept
             )
-        self.recording = RecordingOptimizer(self.optimizer, self.record)
+        self.recording = RecordingOptimizer(self.optimizer, self)
         # A new train function object (traced lazily, at its first call, when
         # the recording optimizer is in place); the model keeps its own.
         model.make_train_function(force=True)
@@ -292,8 +342,28 @@ class GradientRecorder:
         if self._function is not None and self.model.train_function is self._function:
             self.model.train_function = self._function.original
 
-    def record(self, grads, variables) -> None:
-        """Reduce the step's gradients to norms in the buffer (in the graph)."""
+    def _sample(self, variable, picks) -> tf.Tensor:
+        flat = tf.reshape(variable.value, [-1])
+        flat = flat if picks is None else tf.gather(flat, tf.constant(picks))
+        return tf.cast(flat, tf.float32)
+
+    def before(self, variables) -> dict:
+        """The sampled main weights and the learning rate before the update."""
+        sampled = {
+            id(v): self._sample(v, self._main[id(v)][1])
+            for v in variables
+            if id(v) in self._main
+        }
+        sampled["rate"] = tf.cast(_learning_rate(self.optimizer), tf.float32)
+        return sampled
+
+    def record(self, grads, variables, before=None) -> None:
+        """Reduce the step to per-layer numbers in the buffer (in the graph).
+
+        Per layer: the gradient's norm, the main weight's norm after the
+        update, and its relative update `||W_after - W_before|| /
+        ||W_before||` over the sampled entries; and the step's learning rate.
+        """
         self.traces += 1
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync > 1:
@@ -314,10 +384,24 @@ class GradientRecorder:
         nan = tf.constant(float("nan"), tf.float32)
         # A layer's norm from its weights' norms: the same scaled sum.
         values = [_scaled_norm(tf.stack(group)) if group else nan for group in sums]
-        row = tf.cast(inner.iterations, tf.int64) % self._buffer.shape[0]
+        weight_norms = [nan] * len(self.names)
+        ratios = [nan] * len(self.names)
+        for variable in variables:
+            if id(variable) not in self._main:
+                continue
+            index, picks = self._main[id(variable)]
+            weight_norms[index] = _scaled_norm(tf.cast(variable.value, tf.float32))
+            if before is not None and id(variable) in before:
+                old = before[id(variable)]
+                moved = _scaled_norm(self._sample(variable, picks) - old)
+                ratios[index] = moved / _scaled_norm(old)  # NaN from all zeros
+        rate = nan if before is None else before["rate"]
+        values = values + weight_norms + ratios + [rate]
+        # The optimizer's counter after the update is the step it completed
+        # (a step the loss scaler skipped leaves the row as it was: `ok`).
+        step = tf.cast(inner.iterations, tf.int64)
+        row = step % self._buffer.shape[0]
         ok = tf.reduce_all(finite) if finite else tf.constant(True)
-        # The optimizer's counter before this update + 1: the step it completes.
-        step = tf.cast(inner.iterations, tf.int64) + 1
         norms = tf.tensor_scatter_nd_update(self._buffer, [[row]], [tf.stack(values)])
         steps = tf.tensor_scatter_nd_update(self._steps, [[row]], [step])
         # No control flow around the assignments: under a strategy they are
@@ -325,23 +409,39 @@ class GradientRecorder:
         self._buffer.assign(tf.where(ok, norms, self._buffer))
         self._steps.assign(tf.where(ok, steps, self._steps))
 
-    def read(self) -> list[tuple[int, dict[str, float]]]:
-        """Steps recorded since the last read: `[(step, {layer: norm})]`.
+    @property
+    def due(self) -> bool:
+        """Whether the buffer must be copied now (before it wraps around)."""
+        rows = self._buffer.shape[0] if self._buffer is not None else 0
+        return rows > 0 and (self.calls_since_read + 1) * self.per_call > rows
 
-        Two small host copies: the `steps_per_execution x layers` norms and
-        the step each row holds.
+    def read(self) -> dict[str, list[tuple[int, dict[str, float]]]]:
+        """Steps recorded since the last read, per statistic.
+
+        Returns:
+            `{column: [(step, {layer: value})]}` for each of `COLUMNS`, and
+            `"learning_rate": [(step, {"": rate})]`. Two small host copies:
+            the buffer and the step each row holds.
         """
+        self.calls_since_read = 0
         if self._buffer is None:
-            return []
-        norms, steps = (np.asarray(v) for v in (self._buffer, self._steps))
+            return {}
+        values, steps = (np.asarray(v) for v in (self._buffer, self._steps))
         order = [i for i in np.argsort(steps) if steps[i] > self._last_step]
         if not order:
-            return []
+            return {}
         self._last_step = int(steps[order[-1]])
-        return [
-            (
-                int(steps[i]),
-                dict(zip(self.names, (float(v) for v in norms[i].astype(float)))),
-            )
-            for i in order
+        n = len(self.names)
+        out = {}
+        for k, column in enumerate(COLUMNS):
+            out[column] = [
+                (
+                    int(steps[i]),
+                    dict(zip(self.names, values[i, k * n : (k + 1) * n].tolist())),
+                )
+                for i in order
+            ]
+        out["learning_rate"] = [
+            (int(steps[i]), {"": float(values[i, -1])}) for i in order
         ]
+        return out

@@ -50,11 +50,13 @@ DEPTH_PROFILE_TAG = "depth_profile"
 LAYOUT_CATEGORY = "keras_initdiag"
 #: Prefix of the per-batch gradient norms taken from the real train step.
 TRAIN_GRADIENT_TAG = dashboard_metadata.TRAIN_GRADIENT_TAG
+#: Prefixes of every per-step series of the real train step.
+TRAIN_SERIES_TAGS = dashboard_metadata.TRAIN_SERIES_TAGS
 #: Prefix of the update-to-weight ratios of the first training steps.
 UPDATE_RATIO_TAG = "update_ratio"
 
 # Scalar prefixes written at a report's step that are not its statistics.
-_NOT_STATS = (TRAIN_GRADIENT_TAG, LOSS_TAG.partition("/")[0])
+_NOT_STATS = (*TRAIN_SERIES_TAGS, LOSS_TAG.partition("/")[0])
 # A TFRecord frames each record with a uint64 length, a uint32 CRC of the
 # length and a uint32 CRC of the data: 16 bytes around the payload.
 _RECORD_OVERHEAD = 16

@@ -33,7 +33,7 @@ from keras_initdiag.tensorboard.events import (
     LOSS_TAG,
     REPORT_METADATA,
     REPORT_TAG,
-    TRAIN_GRADIENT_TAG,
+    TRAIN_SERIES_TAGS,
 )
 
 logger = logging.getLogger("keras_initdiag")
@@ -291,7 +291,7 @@ def _layout() -> layout_pb2.Layout:
             title=name,
             multiline=layout_pb2.MultilineChartContent(tag=[f"^{re.escape(name)}/"]),
         )
-        for name in (*STAT_NAMES, TRAIN_GRADIENT_TAG, "loss")
+        for name in (*STAT_NAMES, *TRAIN_SERIES_TAGS, "loss")
     ]
     return layout_pb2.Layout(
         category=[layout_pb2.Category(title=LAYOUT_CATEGORY, chart=charts)]
