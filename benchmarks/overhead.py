@@ -3,7 +3,8 @@
 Measures in one run, with interleaved repetitions and warm-up excluded:
 
 * fit time of plain `fit`, `fit` + `InitDiagnostics` (update_freq "epoch",
-  10 and 1; and "epoch" with `batch_gradients=True`), `fit` +
+  10 and 1; and "epoch" with `batch_gradients=True`: the in-step statistics
+  of every step, copied to the host every 32 steps), `fit` +
   `keras.callbacks.TensorBoard(histogram_freq=1)` and `fit` + a hand-rolled
   eager reference (eager `GradientTape`, one `.numpy()` per statistic per
   layer) every 10 batches, as ratios to plain `fit`;
@@ -72,11 +73,15 @@ BATCH_GROUP = (
     "eager_reference_freq10",
 )
 FIT_CONFIGS = EPOCH_GROUP + BATCH_GROUP
+#: The cost targets (issue 19): the default callback, the in-step
+#: statistics of every step (`batch_gradients=True`), and the probe every 10
+#: and every step. The zoo's targets (a repeated diagnosis at most 1.5x a
+#: train step; ResNet50's first diagnosis under 3 s) are read from its table.
 TARGETS = {
-    "initdiag_epoch": 1.01,
-    "initdiag_batch_gradients": 1.05,
+    "initdiag_epoch": 1.02,
+    "initdiag_batch_gradients": 1.03,
     "initdiag_freq10": 1.05,
-    "initdiag_freq1": 1.4,
+    "initdiag_freq1": 1.5,
 }
 DIAGNOSIS_TARGET = 0.5
 
