@@ -88,6 +88,7 @@ import numpy as np  # noqa: E402
 
 import keras_initdiag  # noqa: E402
 from keras_initdiag.diagnostics.rules import is_advisory  # noqa: E402
+from keras_initdiag.tensorboard.codec import verdict_json  # noqa: E402
 
 HERE = pathlib.Path(__file__).parent
 OUTPUT = HERE / "results" / "zoo_fit.json"
@@ -312,27 +313,13 @@ def run_entry(entry, batch: int, steps_per_epoch: int, epochs: int, warmup: int)
         "diagnosed_steps": [r.step for r in callback.reports],
         "flags": flags,
         "non_advisory": [f for f in flags if not f["advisory"] and not f["pending"]],
-        "verdict": None if callback.verdict is None else _verdict(callback.verdict),
+        "verdict": None if callback.verdict is None else verdict_json(callback.verdict),
         "advisory_count": sum(f["advisory"] for f in flags),
         "loss_first_batch": losses.first,
         "loss_last_epoch": float(history.history["loss"][-1]),
         "loss_per_epoch": [float(v) for v in history.history["loss"]],
         "update_ratios": {k: float(v) for k, v in callback.update_ratios.items()},
         "seconds": seconds,
-    }
-
-
-def _verdict(verdict) -> dict:
-    """The early verdict as JSON-able fields."""
-    return {
-        "step": verdict.step,
-        "start": verdict.start,
-        "failing": verdict.failing,
-        "risk": verdict.risk,
-        "features": dict(verdict.features),
-        "summary": verdict.summary,
-        "confirmed": list(verdict.confirmed),
-        "cleared": list(verdict.cleared),
     }
 
 

@@ -12,7 +12,7 @@ import io
 import json
 import math
 
-from keras_initdiag.tensorboard.codec import json_float
+from keras_initdiag.tensorboard.codec import flag_json, json_float, verdict_json
 
 
 def _ends(reports):
@@ -27,19 +27,6 @@ def _kind(flag) -> str:
 
 def _verdicts(reports) -> list:
     return [r.verdict for r in reports if r.verdict is not None]
-
-
-def _verdict_dict(verdict) -> dict:
-    return {
-        "step": verdict.step,
-        "start": verdict.start,
-        "failing": verdict.failing,
-        "risk": json_float(verdict.risk),
-        "threshold": json_float(verdict.threshold),
-        "summary": verdict.summary,
-        "confirmed": list(verdict.confirmed),
-        "cleared": list(verdict.cleared),
-    }
 
 
 def text(runs, problems) -> str:
@@ -101,18 +88,6 @@ def markdown(runs, problems) -> str:
     return "\n".join(out)
 
 
-def _flag_dict(flag) -> dict:
-    return {
-        "step": flag.step,
-        "kind": flag.kind,
-        "layer": flag.layer,
-        "value": json_float(flag.value),
-        "threshold": json_float(flag.threshold),
-        "message": flag.message,
-        "pending": flag.pending,
-    }
-
-
 def as_json(runs, problems) -> str:
     """Every run's flags and first/last statistics, and the skipped files."""
     payload = {
@@ -121,8 +96,8 @@ def as_json(runs, problems) -> str:
                 "name": name,
                 "path": run_dir,
                 "steps": [r.step for r in reports],
-                "flags": [_flag_dict(f) for r in reports for f in r.flags],
-                "verdicts": [_verdict_dict(v) for v in _verdicts(reports)],
+                "flags": [flag_json(f) for r in reports for f in r.flags],
+                "verdicts": [verdict_json(v) for v in _verdicts(reports)],
                 "diagnoses": [
                     {
                         "step": r.step,

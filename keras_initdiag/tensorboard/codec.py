@@ -35,6 +35,35 @@ def json_float(value: float) -> float | str:
     return value if math.isfinite(value) else str(value)
 
 
+def flag_json(flag: Flag) -> dict:
+    """A flag as standard JSON holds it (non-finite numbers as strings).
+
+    Example:
+    >>> flag_json(Flag("dead", "d", 0, 1.0, 0.5, "m"))["pending"]
+    False
+    """
+    return {
+        **dataclasses.asdict(flag),
+        "value": json_float(flag.value),
+        "threshold": json_float(flag.threshold),
+    }
+
+
+def verdict_json(verdict: Verdict) -> dict:
+    """An early verdict as standard JSON holds it.
+
+    Example:
+    >>> verdict_json(Verdict(32, 0, False, 0.1, 0.7, {}, "ok"))["risk"]
+    0.1
+    """
+    return {
+        **dataclasses.asdict(verdict),
+        "risk": json_float(verdict.risk),
+        "threshold": json_float(verdict.threshold),
+        "features": {k: json_float(v) for k, v in verdict.features.items()},
+    }
+
+
 def report_to_json(report: DiagnosticReport, num_scalars: int) -> str:
     """Serialize everything but the statistics of `report` as JSON.
 
@@ -48,14 +77,7 @@ def report_to_json(report: DiagnosticReport, num_scalars: int) -> str:
     Returns:
         A JSON string (standard JSON: non-finite floats are strings).
     """
-    flags = [
-        {
-            **dataclasses.asdict(flag),
-            "value": json_float(flag.value),
-            "threshold": json_float(flag.threshold),
-        }
-        for flag in report.flags
-    ]
+    flags = [flag_json(flag) for flag in report.flags]
     payload = {
         "format": _REPORT_FORMAT,
         "step": int(report.step),
@@ -66,13 +88,7 @@ def report_to_json(report: DiagnosticReport, num_scalars: int) -> str:
         "num_scalars": num_scalars,
     }
     if report.verdict is not None:
-        verdict = report.verdict
-        payload["verdict"] = {
-            **dataclasses.asdict(verdict),
-            "risk": json_float(verdict.risk),
-            "threshold": json_float(verdict.threshold),
-            "features": {k: json_float(v) for k, v in verdict.features.items()},
-        }
+        payload["verdict"] = verdict_json(report.verdict)
     return json.dumps(payload, ensure_ascii=False)
 
 
