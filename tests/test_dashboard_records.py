@@ -351,7 +351,8 @@ def test_plugin_constants_match_the_package():
     assert events.REPORT_TAG == metadata.REPORT_TAG
     assert events.LOSS_TAG == metadata.LOSS_TAG
     assert events.TRAIN_GRADIENT_TAG == metadata.TRAIN_GRADIENT_TAG
-    assert set(STAT_NAMES) <= set(plugin.STAT_ORDER)
+    assert events.TRAIN_SERIES_TAGS == metadata.TRAIN_SERIES_TAGS
+    assert set(STAT_NAMES) | set(metadata.TRAIN_SERIES_TAGS) <= set(plugin.STAT_ORDER)
 
 
 def test_the_event_contract_is_defined_only_in_the_plugins_metadata():

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import event_accumulator, tensor_tags
+from helpers import event_accumulator, tensor_tags, tensor_values
 
 import keras_initdiag
 
@@ -84,8 +84,18 @@ def test_norms_equal_the_gradients_of_each_batch(tmp_path):
         )
         for name, value in norms.items():
             assert value == pytest.approx(expected[name], rel=1e-4)
-    tags = tensor_tags(event_accumulator(str(tmp_path / "initdiag")))
-    assert "train_gradient_norm/first" in tags and "train_gradient_norm/head" in tags
+    accumulator = event_accumulator(str(tmp_path / "initdiag"))
+    tags = tensor_tags(accumulator)
+    for prefix in ("train_gradient_norm", "train_weight_norm", "train_update_ratio"):
+        assert f"{prefix}/first" in tags and f"{prefix}/head" in tags, prefix
+    # Every step is in the event files, with the value the callback holds.
+    weights = dict(
+        (step, float(np.asarray(value)))
+        for step, value in tensor_values(accumulator, "train_weight_norm/head")
+    )
+    held = {s: v["head"] for s, v in callback.step_statistics["weight_norm"]}
+    assert sorted(weights) == list(range(1, 9))
+    assert weights == pytest.approx(held, rel=1e-6)
 
 
 def test_no_extra_forward_pass():
