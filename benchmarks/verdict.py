@@ -81,11 +81,12 @@ def early_steps(record: dict, steps: int = vd.WATCH_STEPS) -> vd.EarlySteps:
         chance_loss=math.log(tr.N_CLASSES),
         step0_flags=kinds,
         step0_pending=[k for k in kinds if k in vd.PENDING_KINDS[family_of(record)]],
-        # The first step's ratio is NaN exactly for a weight that was all zero.
+        # The first step's ratio is not finite exactly for a weight that was
+        # all zero (0/0, or x/0 if it moved).
         from_zero=[
             name
             for name, values in record["update_ratios"].items()
-            if values and math.isnan(number(values[0]))
+            if values and not math.isfinite(number(values[0]))
         ],
     )
 

@@ -264,3 +264,22 @@ def test_angular_update_of_a_norm_fed_kernel_settles_where_wan_et_al_say():
     model.fit(x, y, batch_size=64, epochs=2, verbose=0, callbacks=[Measure()])
     rms = float(np.sqrt(np.mean(np.square(seen))))
     assert rms == pytest.approx(math.sqrt(2 * lr * wd), rel=0.03)
+
+
+def test_a_flag_held_at_many_diagnoses_is_pending_once():
+    """update_freq=1 through a long warmup: the held list stays one per
+    (kind, layer), the first seen."""
+    from keras_initdiag.callbacks.early import EarlyWatch
+    from keras_initdiag.diagnostics.report import DiagnosticReport, Flag
+    from keras_initdiag.diagnostics.taps import build_taps
+
+    model = _mlp()
+    watch = EarlyWatch(build_taps(model).taps, model.optimizer, step=0)
+    for step in range(0, 200, 2):
+        flag = Flag("initial_loss", "dense", step, 9.0, 5.0, "far above chance")
+        report = DiagnosticReport(
+            step=step, layers=["dense"], stats={"dense": {}}, flags=[flag]
+        )
+        [held] = watch.hold(report)
+        assert held.pending  # a pending kind in plain networks
+    assert [(f.kind, f.step) for f in watch.pending] == [("initial_loss", 0)]

@@ -124,7 +124,12 @@ class EarlyWatch:
                 for name in self.names
                 if report.stats.get(name, {}).get("weight_variance") == 0.0
             ]
-        self.pending += [f for f in flags if f.pending]
+        # Each held (kind, layer) once, as first seen: a long warmup with
+        # update_freq=1 must not grow this list.
+        held = {(f.kind, f.layer) for f in self.pending}
+        self.pending += [
+            f for f in flags if f.pending and (f.kind, f.layer) not in held
+        ]
         return flags
 
     def batch_begin(self, step: int) -> None:
