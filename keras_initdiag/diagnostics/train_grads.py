@@ -390,11 +390,14 @@ class GradientRecorder:
             if id(variable) not in self._main:
                 continue
             index, picks = self._main[id(variable)]
-            weight_norms[index] = _scaled_norm(tf.cast(variable.value, tf.float32))
+            # Weights and their updates are far from float32's limits (a
+            # gradient of 1e-25 per entry is not): one plain reduction each.
+            norm = tf.math.reduce_euclidean_norm
+            weight_norms[index] = norm(tf.cast(variable.value, tf.float32))
             if before is not None and id(variable) in before:
                 old = before[id(variable)]
-                moved = _scaled_norm(self._sample(variable, picks) - old)
-                ratios[index] = moved / _scaled_norm(old)  # NaN from all zeros
+                moved = norm(self._sample(variable, picks) - old)
+                ratios[index] = moved / norm(old)  # NaN from all zeros
         rate = nan if before is None else before["rate"]
         values = values + weight_norms + ratios + [rate]
         # The optimizer's counter after the update is the step it completed
