@@ -236,3 +236,37 @@ def test_runs_write_resumable_records(heldout, tr, tmp_path, capsys):
     assert rows["resmlp_bn adam"]["failed"] == int(healthy["failed"])
     assert "2 of 504 runs" in capsys.readouterr().out
     assert math.isfinite(healthy["seconds"]) and healthy["step0_seconds"] > 0
+
+
+def test_the_calibration_grid_as_first_step_records(heldout, tr):
+    """`train --grid calibration` is the calibration grid itself: same
+    networks, seed, task, widths and rates; outcomes from the committed runs
+    only for the same initial weights."""
+    configs = heldout.calibration()
+    assert len(configs) == len(tr.grid()) == 560
+    keys = {c.key.rsplit("-w", 1)[0] for c in configs}
+    assert keys == {c.key for c in tr.grid()}
+    assert {(c.seed, c.task_seed, c.lr_scale) for c in configs} == {(0, 0, 1.0)}
+    assert {c.width for c in configs} == {tr.MLP_WIDTH, tr.CNN_FILTERS}
+    full = {
+        "mlp-d2-relu-he-sgd-s0": {
+            "init_weights_sha256": "abc",
+            "failed": True,
+            "final_loss": 1.4,
+            "final_over_entropy": 1.0,
+            "nonfinite": False,
+            "steps": 160,
+        }
+    }
+    record = {"key": "mlp-d2-relu-he-sgd-s0-w64-lr1-t0", "init_weights_sha256": "abc"}
+    joined = heldout.with_calibration_outcome(dict(record), full)
+    assert joined["failed"] is True and joined["outcome_steps"] == 160
+    with pytest.raises(RuntimeError, match="no calibration run with its weights"):
+        heldout.with_calibration_outcome({**record, "init_weights_sha256": "x"}, full)
+    # The committed first-step records: one per config, outcomes as committed.
+    runs = {r["key"]: r for r in tr.load_runs(heldout.CALIBRATION_OUT)}
+    assert len(runs) == 560
+    committed = {r["key"]: r for r in tr.load_runs(tr.DEFAULT_OUT)}
+    for record in runs.values():
+        assert record["failed"] == tr.failed(committed[record["calibration_key"]])
+        assert len(record["step_losses"]) == heldout.CALIBRATION_STEPS
