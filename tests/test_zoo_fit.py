@@ -23,6 +23,7 @@ FIELDS = {
     "loss_last_epoch",
     "loss_per_epoch",
     "update_ratios",
+    "verdict",
     "seconds",
 }
 
@@ -35,6 +36,9 @@ def test_quick_run_records_one_fit(tmp_path, capsys):
     (record,) = json.loads(output.read_text())["records"]
 
     assert set(record) == FIELDS
+    # 12 steps, the watch starting half-way up a 4-step warmup: no verdict yet.
+    printed = capsys.readouterr().out
+    assert record["verdict"] is None and "none yet" in printed
     assert record["model"] == "zero_head_mlp"
     assert record["optimizer"].startswith("SGD(momentum 0.9) peak 0.00625")
     assert record["steps_planned"] == 12
@@ -58,7 +62,7 @@ def test_quick_run_records_one_fit(tmp_path, capsys):
     )
     assert math.isfinite(record["loss_first_batch"])
     assert math.isfinite(record["loss_last_epoch"])
-    assert "| zero_head_mlp |" in capsys.readouterr().out
+    assert "| zero_head_mlp |" in printed
 
 
 def test_labels_are_a_fixed_function_of_the_inputs():

@@ -206,7 +206,8 @@ def features(early: EarlySteps) -> dict[str, float]:
         # A ratio that cannot be told (from an all-zero weight) counts as
         # no movement at that step; medians make one such step harmless.
         moving = np.nan_to_num(moving, nan=0.0)
-        trust = np.prod(1.0 + moving, axis=1) - 1.0
+        with np.errstate(over="ignore"):  # a diverging run: inf, then capped
+            trust = np.prod(1.0 + moving, axis=1) - 1.0
         log_trust = _log10(float(np.median(trust)))
         # The slowest tenth of the layers: a block that does not move, not
         # one odd layer among hundreds (a squeeze-and-excite gate).
