@@ -95,6 +95,11 @@ def test_demo_tells_the_truth_flagged_regimes_train_worse_than_he(tmp_path):
         assert results[regime].loss < 0.92 * chance, results[regime].losses
         assert results[regime].losses[-1] < results[regime].losses[0]
     assert results["he"].loss < results["xavier"].loss - 0.1
+    # The early verdict (step 32 of 96) agrees with what training then did.
+    for regime in ("small_random", "xavier", "lecun"):
+        assert results[regime].verdict.failing, regime
+    for regime in ("he", "he_whitening"):
+        assert not results[regime].verdict.failing, regime
     # Decorrelated inputs train fastest.
     assert results["he_whitening"].loss < results["he"].loss
 

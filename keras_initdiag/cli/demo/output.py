@@ -13,20 +13,30 @@ from keras_initdiag.diagnostics.rules import is_advisory
 def flag_summary(flags: Sequence[Flag]) -> str:
     """Distinct flag kinds with counts, advisory ones marked `*`; `-` if none.
 
+    A pending flag (held for the early verdict) reads `kind?`.
+
     A kind is marked when every one of its flags is advice (an advisory kind,
     or one that is advice after step 0, `rules.is_advisory`).
     """
     counts: dict[str, int] = {}
     advice: dict[str, bool] = {}
     for flag in flags:
-        counts[flag.kind] = counts.get(flag.kind, 0) + 1
-        advice[flag.kind] = advice.get(flag.kind, True) and is_advisory(flag)
+        kind = f"{flag.kind}?" if flag.pending else flag.kind
+        counts[kind] = counts.get(kind, 0) + 1
+        advice[kind] = advice.get(kind, True) and is_advisory(flag)
     if not counts:
         return "-"
     return ", ".join(
         f"{kind}{'*' if advice[kind] else ''}" + (f" x{n}" if n > 1 else "")
         for kind, n in counts.items()
     )
+
+
+def verdict_cell(verdict) -> str:
+    """`training 0.12` / `failing 0.98` (the risk), `-` without a verdict."""
+    if verdict is None:
+        return "-"
+    return f"{'failing' if verdict.failing else 'training'} {verdict.risk:.2f}"
 
 
 def comparison_table(results: Sequence[RegimeResult]) -> str:
@@ -43,6 +53,7 @@ def comparison_table(results: Sequence[RegimeResult]) -> str:
         "init",
         "flags at step 0",
         "flags later",
+        "verdict (risk)",
         "loss",
         "acc",
         "time",
@@ -55,13 +66,17 @@ def comparison_table(results: Sequence[RegimeResult]) -> str:
                 DESCRIPTIONS[r.regime],
                 flag_summary(r.initial_flags),
                 flag_summary(r.later_flags),
+                verdict_cell(r.verdict),
                 f"{r.loss:.3g}" if math.isfinite(r.loss) else "nan",
                 f"{r.accuracy:.2f}",
                 f"{r.seconds:.1f}s",
             ]
         )
     table = format_table(headers, rows)
-    return table + "\n* advisory flag (a suggestion, not a defect)"
+    return table + (
+        "\n* advisory flag (a suggestion, not a defect); ? pending: held until "
+        "the early verdict (after 32 steps) confirms or clears it"
+    )
 
 
 def write_summary_png(results: Sequence[RegimeResult], path: str) -> bool:

@@ -114,6 +114,11 @@ class RegimeResult:
         return list(self.reports[0].flags) if self.reports else []
 
     @property
+    def verdict(self):
+        """The early verdict given during the run, or None."""
+        return next((r.verdict for r in self.reports if r.verdict), None)
+
+    @property
     def later_flags(self) -> list[Flag]:
         """Flags of every diagnosis after step 0."""
         return [flag for report in self.reports[1:] for flag in report.flags]
