@@ -283,3 +283,35 @@ def test_a_flag_held_at_many_diagnoses_is_pending_once():
         [held] = watch.hold(report)
         assert held.pending  # a pending kind in plain networks
     assert [(f.kind, f.step) for f in watch.pending] == [("initial_loss", 0)]
+
+
+def test_with_the_in_step_path_the_verdict_reads_its_exact_updates():
+    """batch_gradients=True: the watch samples nothing itself; its per-step
+    updates and rates are the in-step path's, step by step, also with 4 steps
+    per execution."""
+    model = _mlp()
+    model.compile(keras.optimizers.SGD(0.05), model.loss, steps_per_execution=4)
+    callback = _callback(batch_gradients=True)
+    _fit(model, callback, epochs=2)
+    watch = callback.binding.watch
+    assert watch.in_step and callback.verdict is not None
+    assert callback.verdict.step == K
+    in_step = dict(callback.step_statistics["update_ratio"])
+    for step, ratios in zip(watch.window, watch.ratios):
+        want = [in_step[step][name] for name in watch.names]
+        np.testing.assert_array_equal(ratios, want)
+    # Exact per step: the steps of one 4-step call differ (not a chunk mean).
+    first = np.asarray(watch.ratios[:4])
+    assert len({tuple(row) for row in first}) == 4
+
+
+def test_a_watch_cut_short_by_the_end_of_a_fit_goes_on_in_the_next():
+    model = _mlp()
+    callback = _callback()
+    x, y = _data(n=20 * 32)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[callback])
+    watch = callback.binding.watch
+    assert callback.verdict is None and len(watch.ratios) == 20
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[callback])
+    assert callback.verdict is not None and callback.verdict.step == K
+    assert len(watch.ratios) == len(watch.losses) == K

@@ -420,14 +420,21 @@ class InitDiagnostics(keras.callbacks.Callback):
     # -- per-step gradient norms ---------------------------------------------
 
     def _collect_norms(self, force: bool = True):
-        """Copy the in-step statistics to the host: when due, or `force`."""
-        recorder = self.binding.recorder
-        if not (force or recorder.due):
+        """Copy the in-step statistics to the host: when due, or `force`.
+
+        During the early watch they are copied at every batch end, for the
+        verdict.
+        """
+        recorder, watch = self.binding.recorder, self.binding.watch
+        feeding = watch is not None and watch.in_step and watch.started
+        if not (force or feeding or recorder.due):
             return
         read = recorder.read()
         if read:
             self.history.norms.extend(read["gradient_norm"])
             self.history.steps.extend(read)
+            if feeding:
+                watch.add_steps(read)  # the verdict's updates, every batch
             if self.sink.is_writer(self.model):
                 for tag, column in zip(TRAIN_SERIES_TAGS, COLUMNS):
                     self.sink.add_series(read[column], prefix=tag)

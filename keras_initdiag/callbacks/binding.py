@@ -144,14 +144,14 @@ class Binding:
         """Whether the update tracker or the early watch measures this batch."""
         watch = self.watch
         return (self.updates is not None and self.updates.active) or (
-            watch is not None and watch.tracker.active
+            watch is not None and watch.started
         )
 
     @property
     def waiting(self) -> bool:
         """Whether the early watch waits for its first step."""
         watch = self.watch
-        return watch is not None and not watch.done and not watch.tracker.active
+        return watch is not None and watch.needs_begin
 
     def first_steps(self, step: int, batch: int, logs) -> tuple[dict | None, object]:
         """The update ratios and the early verdict, each once measured.
@@ -167,7 +167,7 @@ class Binding:
         try:
             if self.updates is not None and self.updates.active:
                 measured = self.updates.after_batch(step)
-            if self.watch is not None and self.watch.tracker.active:
+            if self.watch is not None and self.watch.started:
                 verdict = self.watch.batch_end(step, batch, logs)
         except Exception:
             self.stop_watching()
@@ -194,6 +194,8 @@ class Binding:
         if self.recorder is None:
             self.recorder = GradientRecorder(model, self.diagnoser.tapset.taps)
         self.recorder.attach()
+        if self.watch is not None and not self.watch.started:
+            self.watch.in_step = True  # exact per-step updates, no sampling
 
     @property
     def recording(self) -> bool:

@@ -84,9 +84,13 @@ class EarlyWatch:
         self.steps = steps
         self.start = warm_start(self.tracker.rate, step)
         self.names = [name for name, _ in self.tracker.layers]
-        self.losses: list[float] = []
-        self.rates: list[float] = []
-        self.ratios: list[np.ndarray] = []
+        # Per watched step (1-based: the step an update completes): its loss,
+        # learning rate and per-layer relative updates.
+        self._losses: dict[int, float] = {}
+        self._rates: dict[int, float] = {}
+        self._ratios: dict[int, np.ndarray] = {}
+        self.in_step = False  # updates from the in-step path, not sampled here
+        self._last = None  # the step of the last batch end seen while watching
         self.chance_loss = math.nan
         self.step0: list[str] = []
         self.pending: list[Flag] = []
@@ -132,13 +136,49 @@ class EarlyWatch:
         ]
         return flags
 
+    @property
+    def window(self) -> range:
+        """The watched steps (each the step an update completes)."""
+        return range(self.start + 1, self.start + self.steps + 1)
+
+    @property
+    def started(self) -> bool:
+        """Whether the watch is under way (started, no verdict yet)."""
+        return not self.done and self._last is not None
+
+    @property
+    def losses(self) -> list[float]:
+        """The watched steps' losses so far, in order."""
+        return [self._losses[s] for s in self.window if s in self._losses]
+
+    @property
+    def ratios(self) -> list[np.ndarray]:
+        """The watched steps' per-layer relative updates so far, in order."""
+        return [self._ratios[s] for s in self.window if s in self._ratios]
+
+    @property
+    def needs_begin(self) -> bool:
+        """Whether `batch_begin` has work to do.
+
+        To start the watch, or to sample the weights again in a new `fit`
+        (the host path: the samples end with each fit).
+        """
+        if self.done:
+            return False
+        return self._last is None or (not self.in_step and not self.tracker.active)
+
     def batch_begin(self, step: int) -> None:
-        """Sample the weights before the first watched step."""
-        if not self.done and not self.tracker.active and step >= self.start:
+        """Start at the first watched step (sampling the weights if needed)."""
+        if self.done or step < self.start:
+            return
+        if not self.in_step and not self.tracker.active:
             self.tracker.start(step)
+            self._last = step
+        elif self._last is None:
+            self._last = step
 
     def batch_end(self, step: int, batch: int, logs) -> Verdict | None:
-        """Record the steps this batch end closed; the verdict when done.
+        """Record the steps this batch end closed; the verdict when complete.
 
         A non-finite loss ends the watch at once: the verdict needs no more.
         """
@@ -146,32 +186,62 @@ class EarlyWatch:
         before, self._seen = self._seen, (count, mean)
         if count <= before[0]:  # a new epoch: Keras's running mean restarted
             before = (0, None)
-        if self.done or not self.tracker.active:
+        if not self.started or step <= self._last:
             return None
-        measured = self.tracker.measure(step)
-        if measured is None:
-            return None
-        ratios, rate, taken = measured
+        closed = range(self._last + 1, step + 1)
+        self._last = step
         loss = mean
         if mean is not None and before[1] is not None and count > before[0]:
             # Keras logs the epoch's running mean: the closed steps' mean.
             loss = (count * mean - before[0] * before[1]) / (count - before[0])
-        for _ in range(taken):
-            if loss is not None:
-                self.losses.append(loss)
-            self.rates.append(rate)
-            self.ratios.append(ratios)
-        diverged = loss is not None and not math.isfinite(loss)
-        if len(self.ratios) < self.steps and not diverged:
+        if loss is not None:
+            self._losses.update(dict.fromkeys(closed, loss))
+        if not self.in_step:
+            measured = self.tracker.measure(step)
+            if measured is not None:
+                ratios, rate, _ = measured
+                self._ratios.update(dict.fromkeys(closed, ratios))
+                self._rates.update(dict.fromkeys(closed, rate))
+        if loss is not None and not math.isfinite(loss):
+            return self._judge(step)
+        return self._complete(step)
+
+    def add_steps(self, read: dict) -> None:
+        """Take the in-step path's records (`GradientRecorder.read`).
+
+        Exact per step, also under `steps_per_execution > 1`. The next
+        `batch_end` (which adds those steps' loss) gives the verdict.
+        """
+        if not self.started:
+            return
+        watched = set(self.window)
+        for at, values in read.get("update_ratio", ()):
+            if at in watched:
+                self._ratios[at] = np.array(
+                    [values.get(n, math.nan) for n in self.names], dtype=np.float64
+                )
+        for at, values in read.get("learning_rate", ()):
+            if at in watched:
+                self._rates[at] = values[""]
+
+    def _complete(self, step: int) -> Verdict | None:
+        """The verdict once every watched step has its updates (and loss)."""
+        window = self.window
+        if not all(s in self._ratios for s in window):
             return None
-        self.tracker.stop()
+        if self._losses and not all(s in self._losses for s in window):
+            return None
         return self._judge(step)
 
     def _judge(self, step: int) -> Verdict:
-        ratios = np.asarray(self.ratios[: self.steps])
+        self.tracker.stop()
+        steps = [s for s in self.window if s in self._ratios]
+        ratios = np.asarray([self._ratios[s] for s in steps]).reshape(
+            len(steps), len(self.names)
+        )
         early = vd.EarlySteps(
-            losses=self.losses[: self.steps],
-            learning_rates=self.rates[: self.steps],
+            losses=self.losses,
+            learning_rates=[self._rates.get(s, math.nan) for s in steps],
             update_ratios={name: ratios[:, i] for i, name in enumerate(self.names)},
             chance_loss=self.chance_loss,
             step0_flags=self.step0,
