@@ -75,6 +75,32 @@ def _scaled_norm(values: tf.Tensor) -> tf.Tensor:
     return safe * tf.sqrt(tf.reduce_sum(tf.square(values / safe)))
 
 
+#: Plain float32 norms inside these bounds are exact enough: no square of an
+#: entry underflowed or overflowed on the way (float32 holds 1e-38 to 3e38).
+_PLAIN_RANGE = (1e-15, 1e15)
+
+
+def _norms(tensors: list) -> list:
+    """The float32 norm of each tensor: plain, scaled only where it must be.
+
+    One plain reduction per tensor, then one check for the whole step: only
+    if a norm left `_PLAIN_RANGE` (or is 0 for a nonzero tensor that
+    underflowed) are they all computed again as `_scaled_norm`. The scaled
+    form is ~9 ops a tensor; a step of 42 weights saved ~300 small ops.
+    """
+    if not tensors:
+        return []
+    plain = tf.stack([tf.math.reduce_euclidean_norm(t) for t in tensors])
+    low, high = _PLAIN_RANGE
+    fine = tf.reduce_all((plain >= low) & (plain <= high))
+    norms = tf.cond(
+        fine,
+        lambda: plain,
+        lambda: tf.stack([_scaled_norm(t) for t in tensors]),
+    )
+    return tf.unstack(norms)
+
+
 def _gradient_norm(gradient, unscale=None) -> tf.Tensor:
     """The norm of a gradient, in float32 (IndexedSlices summed by row first).
 
@@ -373,14 +399,20 @@ class GradientRecorder:
         if isinstance(inner, keras.optimizers.LossScaleOptimizer):
             unscale = 1.0 / tf.cast(inner.dynamic_scale, tf.float32)
         sums = [[] for _ in self.names]
-        finite = []
+        dense, owners = [], []
         for grad, variable in zip(grads, variables):
             index = self._owner.get(id(variable))
             if grad is None or index is None:
                 continue
-            total = _gradient_norm(grad, unscale)
-            finite.append(tf.math.is_finite(total))
+            if isinstance(grad, tf.IndexedSlices):  # rows summed first
+                sums[index].append(_gradient_norm(grad, unscale))
+                continue
+            grad = tf.cast(grad, tf.float32)
+            dense.append(grad if unscale is None else grad * unscale)
+            owners.append(index)
+        for index, total in zip(owners, _norms(dense)):
             sums[index].append(total)
+        finite = [tf.math.is_finite(t) for group in sums for t in group]
         nan = tf.constant(float("nan"), tf.float32)
         # A layer's norm from its weights' norms: the same scaled sum.
         values = [_scaled_norm(tf.stack(group)) if group else nan for group in sums]
