@@ -137,7 +137,11 @@ def fit_model_run(log_dir: str):
     x = rng.normal(size=(64, 8)).astype("float32")
     y = (np.arange(64) % 3).astype("int32")
     callback = keras_initdiag.InitDiagnostics(
-        log_dir=log_dir, probe_data=(x[:32], y[:32]), on_flag="ignore", verbose=0
+        log_dir=log_dir,
+        probe_data=(x[:32], y[:32]),
+        on_flag="ignore",
+        verbose=0,
+        batch_gradients=True,  # the in-step series, one value per step
     )
     model.fit(x, y, batch_size=16, epochs=2, callbacks=[callback], verbose=0)
     return list(callback.reports), dict(callback.update_ratios)

@@ -218,6 +218,15 @@ def test_dashboard_shows_layers_in_order_flagged_cells_and_step_0(
     row_top = g["plotTop"] + fourth.layers.index(flag.layer) * g["rowHeight"]
     assert board.pixel(run, column, row_top - 3) == HIGHLIGHT_BLUE
 
+    # The in-step statistics at per-step resolution: every one of the 8 steps.
+    # Relative updates exist for dense_in and head; the zero kernels of
+    # branch and dead never move (0 / 0), and BatchNorm has no main kernel.
+    before = board.renders()
+    board.page.select_option("#stat", "train_update_ratio")
+    board.wait_renders(before + 1)
+    caption = board.panel(run).query_selector(".caption").text_content()
+    assert caption.startswith("2 layers \u00d7 8 steps"), caption
+
     shot = tmp_path / "dashboard.png"
     board.page.screenshot(path=str(shot), full_page=True)
     print(f"dashboard screenshot: {shot}")

@@ -32,7 +32,7 @@ from dashboard_logs import HOSTILE_NAMES
 from helpers import get_json
 
 from keras_initdiag.diagnostics.report import STAT_NAMES
-from tensorboard_plugin_initdiag import plugin
+from tensorboard_plugin_initdiag import metadata, plugin
 from tensorboard_plugin_initdiag.records import parse_reports
 
 PREFIX = "/data/plugin/keras_initdiag"
@@ -118,6 +118,11 @@ def test_heatmap_returns_every_number_the_callback_wrote(
         body, values = heatmap(dashboard_server, "model/initdiag", stat)
         if stat.startswith("update_ratio"):
             continue  # Only in the first updates' report; compared below.
+        if stat.startswith("train_"):
+            # The in-step series: a column for every one of the 8 steps
+            # (their values against the callback's: test_train_gradients).
+            assert body["steps"] == list(range(1, 9)), (stat, body["steps"])
+            continue
         assert body["rows"] == [n for n in reports[-1].layers if n in body["rows"]]
         assert body["sampled"] is False and body["cap"] == 1000
         for report in reports:
@@ -138,7 +143,7 @@ def test_heatmap_returns_every_number_the_callback_wrote(
                 else:
                     assert got == np.float32(expected), (stat, layer, report.step)
                     compared += 1
-    assert set(run["stats"]) <= set(STAT_NAMES)
+    assert set(run["stats"]) <= set(STAT_NAMES) | set(metadata.TRAIN_SERIES_TAGS)
     assert compared > 100
     body, _ = heatmap(dashboard_server, "model/initdiag", "activation_variance")
     # Step 3: the diagnosis after the first updates, with their ratios.
