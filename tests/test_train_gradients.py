@@ -239,15 +239,15 @@ def test_a_checkpoint_saved_during_fit_keeps_the_optimizer_state(tmp_path):
 
 
 def test_norms_are_float32_on_the_device_and_right_for_tiny_gradients():
-    from keras_initdiag.diagnostics import train_grads
+    from keras_initdiag.diagnostics import step_stats
 
     # Squares of 1e-25 underflow float32: the scaled norm does not.
     tiny = tf.fill([64, 16], tf.constant(1e-25, tf.float32))
-    norm = train_grads._gradient_norm(tiny)
+    norm = step_stats.gradient_norm(tiny)
     assert norm.dtype == tf.float32
     assert float(norm) == pytest.approx(1e-25 * 32.0, rel=1e-6)  # sqrt(1024)
     huge = tf.fill([4], tf.constant(1e30, tf.float32))
-    assert float(train_grads._gradient_norm(huge)) == pytest.approx(2e30, rel=1e-6)
+    assert float(step_stats.gradient_norm(huge)) == pytest.approx(2e30, rel=1e-6)
     # The recorder keeps no float64 on the device (TPUs have none).
     model, x, y = model_and_data()
     callback = recording_callback((x[:16], y[:16]))
@@ -329,3 +329,25 @@ def test_the_buffer_is_copied_every_32_steps_not_every_batch():
     assert max(reads) == train_grads.COPY_EVERY - 1
     assert reads[train_grads.COPY_EVERY - 1] == 0
     assert [s for s, _ in callback.batch_gradient_norms] == list(range(1, 81))
+
+
+def test_the_in_step_path_and_the_update_tracker_sample_the_same_entries():
+    """One `step_stats.sample_picks` for both: their relative updates agree."""
+    from keras_initdiag.callbacks.updates import UpdateTracker
+    from keras_initdiag.diagnostics.taps import build_taps
+    from keras_initdiag.diagnostics.train_grads import GradientRecorder
+
+    model = keras.Sequential(
+        [keras.Input((64,)), keras.layers.Dense(256), keras.layers.Dense(8)]
+    )
+    model.compile("sgd", "mse")
+    taps = build_taps(model).taps
+    tracker = UpdateTracker(taps, model.optimizer)
+    recorder = GradientRecorder(model, taps)
+    for (_, weight), index in zip(tracker.layers, tracker._indices):
+        _, picks = recorder._main[id(weight)]
+        if index is None:
+            assert picks is None
+        else:
+            assert len(picks) == 4096  # 64 x 256 entries: sampled
+            np.testing.assert_array_equal(index.numpy(), picks)

@@ -35,6 +35,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_initdiag.diagnostics.step_stats import (
+    SAMPLE,
+    sample_picks,
+    sampled,
+    users_optimizer,
+)
 from keras_initdiag.diagnostics.taps import Tap
 
 #: Training batches (after step 0) whose updates are measured, at least...
@@ -42,8 +48,6 @@ STEPS = 3
 #: ... and at most: a warmup's first updates may be too small to measure;
 #: measuring goes on until every layer has a usable step, or this many.
 MAX_STEPS = 64
-#: Entries of each weight whose updates are measured (a fixed random sample).
-SAMPLE = 4096
 #: Relative updates below this are not used to extrapolate to the peak
 #: learning rate: ten float32 epsilons, where rounding starts to eat them.
 RESOLUTION = 10 * float(np.finfo(np.float32).eps)
@@ -53,10 +57,7 @@ HORIZON = 10_000_000
 
 def _schedule(optimizer):
     """The optimizer's learning-rate schedule, or None for a fixed rate."""
-    inner = getattr(optimizer, "inner_optimizer", None)  # loss scaling
-    if inner is not None:
-        return _schedule(inner)
-    config = optimizer.get_config().get("learning_rate")
+    config = users_optimizer(optimizer).get_config().get("learning_rate")
     if isinstance(config, dict):
         return keras.optimizers.schedules.deserialize(config)
     return None
@@ -134,14 +135,11 @@ class UpdateTracker:
         self.steps = steps
         self.max_steps = max(max_steps, steps)
         self._peak = math.nan
-        rng = np.random.default_rng(0)
+        # The in-step path's entries too (`step_stats.sample_picks`), as
+        # device constants: read at every measured batch end.
         self._indices = [
-            None
-            if math.prod(weight.shape) <= sample
-            else tf.constant(
-                np.sort(rng.choice(math.prod(weight.shape), sample, replace=False))
-            )
-            for _, weight in self.layers
+            None if picks is None else tf.constant(picks)
+            for picks in sample_picks([weight for _, weight in self.layers], sample)
         ]
         self._before: list | None = None
         self._step = 0
@@ -162,12 +160,7 @@ class UpdateTracker:
     def _read(self) -> list[tf.Tensor]:
         """The sampled entries of every weight, in float32 (device tensors)."""
         return [
-            tf.cast(
-                tf.reshape(weight.value, [-1])
-                if index is None
-                else tf.gather(tf.reshape(weight.value, [-1]), index),
-                tf.float32,
-            )
+            sampled(weight, index)
             for (_, weight), index in zip(self.layers, self._indices)
         ]
 

@@ -4,8 +4,10 @@ The train step hands its gradients to `model.optimizer.apply(grads, vars)`.
 A `RecordingOptimizer` in that place is a `keras.optimizers.Optimizer` that
 delegates everything to the user's optimizer (its variables, learning rate,
 iteration count, loss scaling, saving), as Keras's own `LossScaleOptimizer`
-wraps an inner optimizer, and first reduces the gradients to one norm per
-layer on the device (float32, scaled: `_scaled_norm`). Nothing is patched.
+wraps an inner optimizer, and around the user's `apply` reduces the step
+on the device: per layer the gradient norm, the main weight's norm and its
+relative update (`step_stats`), and the step's learning rate. Nothing is
+patched.
 
 The recording optimizer is `model.optimizer` only while a training step
 runs: `GradientRecorder.attach()` makes `model.train_function` a
@@ -19,9 +21,9 @@ place by an interrupted `fit` heals itself: called in a `fit` that did not
 arm it (the callback arms it at every batch begin), it puts the model's own
 train function back and runs that.
 
-- Every step is recorded, also with `steps_per_execution > 1`: the norms go
-  to row `step % steps_per_execution` of a small device buffer, which the
-  callback copies to the host once per batch end.
+- Every step is recorded, also with `steps_per_execution > 1`: each goes to
+  row `step % rows` of a small device buffer of `COPY_EVERY` steps, which
+  the callback copies to the host before it wraps (`due`).
 - Under mixed precision the gradients arrive multiplied by the loss scale;
   they are divided by it, and a step the loss scaler skips (non-finite
   gradients) records nothing.
@@ -42,79 +44,21 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_initdiag.diagnostics.step_stats import (
+    gradient_norm,
+    norms,
+    sample_picks,
+    sampled,
+    scaled_norm,
+    users_optimizer,
+)
 from keras_initdiag.diagnostics.taps import Tap
 
-#: Entries of each main weight whose update is measured (a fixed random
-#: sample, as `callbacks.updates.UpdateTracker` takes; all up to this many).
-SAMPLE = 4096
 #: Steps between host copies of the in-step statistics (rounded up to whole
 #: `steps_per_execution` calls): one small copy per 32 steps.
 COPY_EVERY = 32
 #: The per-layer columns of a recorded step, in buffer order.
 COLUMNS = ("gradient_norm", "weight_norm", "update_ratio")
-
-
-def _learning_rate(optimizer):
-    """The rate the optimizer applies at this step (its schedule evaluated)."""
-    inner = getattr(optimizer, "inner_optimizer", None)  # loss scaling
-    if inner is not None:
-        return _learning_rate(inner)
-    return optimizer.learning_rate
-
-
-def _scaled_norm(values: tf.Tensor) -> tf.Tensor:
-    """The Euclidean norm in float32, without overflow or underflow.
-
-    Divided by its largest magnitude first, `max * sqrt(sum((v / max)^2))`:
-    a norm anywhere in float32's range comes out right (a gradient of 1e-25
-    per entry too, whose squares float32 cannot hold), on devices without
-    float64 (TPUs) as on any other.
-    """
-    largest = tf.reduce_max(tf.abs(values))
-    safe = tf.where(largest > 0, largest, tf.ones_like(largest))
-    return safe * tf.sqrt(tf.reduce_sum(tf.square(values / safe)))
-
-
-#: Plain float32 norms inside these bounds are exact enough: no square of an
-#: entry underflowed or overflowed on the way (float32 holds 1e-38 to 3e38).
-_PLAIN_RANGE = (1e-15, 1e15)
-
-
-def _norms(tensors: list) -> list:
-    """The float32 norm of each tensor: plain, scaled only where it must be.
-
-    One plain reduction per tensor, then one check for the whole step: only
-    if a norm left `_PLAIN_RANGE` (or is 0 for a nonzero tensor that
-    underflowed) are they all computed again as `_scaled_norm`. The scaled
-    form is ~9 ops a tensor; a step of 42 weights saved ~300 small ops.
-    """
-    if not tensors:
-        return []
-    plain = tf.stack([tf.math.reduce_euclidean_norm(t) for t in tensors])
-    low, high = _PLAIN_RANGE
-    fine = tf.reduce_all((plain >= low) & (plain <= high))
-    norms = tf.cond(
-        fine,
-        lambda: plain,
-        lambda: tf.stack([_scaled_norm(t) for t in tensors]),
-    )
-    return tf.unstack(norms)
-
-
-def _gradient_norm(gradient, unscale=None) -> tf.Tensor:
-    """The norm of a gradient, in float32 (IndexedSlices summed by row first).
-
-    `unscale` (a loss scaling's `1 / scale`) multiplies the gradient first.
-    """
-    if isinstance(gradient, tf.IndexedSlices):
-        rows, position = tf.unique(gradient.indices)
-        gradient = tf.math.unsorted_segment_sum(
-            gradient.values, position, tf.size(rows)
-        )
-    gradient = tf.cast(gradient, tf.float32)
-    if unscale is not None:
-        gradient = gradient * unscale
-    return _scaled_norm(gradient)
 
 
 class RecordingOptimizer(keras.optimizers.Optimizer):
@@ -274,18 +218,14 @@ class GradientRecorder:
             for w in tap.trainable_weights
         }
         # Each layer's main weight and the fixed entries whose update is
-        # measured (all of them up to `SAMPLE`), as `UpdateTracker` does.
-        rng = np.random.default_rng(0)
-        self._main = {}
-        for i, tap in enumerate(with_weights):
-            weight = tap.main_variable
-            if weight is None or not weight.trainable:
-                continue
-            size = math.prod(weight.shape)
-            picks = None
-            if size > SAMPLE:
-                picks = np.sort(rng.choice(size, SAMPLE, replace=False))
-            self._main[id(weight)] = (i, picks)
+        # measured (`step_stats.sample_picks`, the same as `UpdateTracker`'s).
+        mains = [
+            (i, tap.main_variable)
+            for i, tap in enumerate(with_weights)
+            if tap.main_variable is not None and tap.main_variable.trainable
+        ]
+        picks = sample_picks([weight for _, weight in mains])
+        self._main = {id(weight): (i, pick) for (i, weight), pick in zip(mains, picks)}
         self.optimizer = None  # the user's
         self.recording: RecordingOptimizer | None = None
         self._function: RecordingTrainFunction | None = None
@@ -368,20 +308,17 @@ class GradientRecorder:
         if self._function is not None and self.model.train_function is self._function:
             self.model.train_function = self._function.original
 
-    def _sample(self, variable, picks) -> tf.Tensor:
-        flat = tf.reshape(variable.value, [-1])
-        flat = flat if picks is None else tf.gather(flat, tf.constant(picks))
-        return tf.cast(flat, tf.float32)
-
     def before(self, variables) -> dict:
         """The sampled main weights and the learning rate before the update."""
-        sampled = {
-            id(v): self._sample(v, self._main[id(v)][1])
+        samples = {
+            id(v): sampled(v, self._main[id(v)][1])
             for v in variables
             if id(v) in self._main
         }
-        sampled["rate"] = tf.cast(_learning_rate(self.optimizer), tf.float32)
-        return sampled
+        samples["rate"] = tf.cast(
+            users_optimizer(self.optimizer).learning_rate, tf.float32
+        )
+        return samples
 
     def record(self, grads, variables, before=None) -> None:
         """Reduce the step to per-layer numbers in the buffer (in the graph).
@@ -405,17 +342,17 @@ class GradientRecorder:
             if grad is None or index is None:
                 continue
             if isinstance(grad, tf.IndexedSlices):  # rows summed first
-                sums[index].append(_gradient_norm(grad, unscale))
+                sums[index].append(gradient_norm(grad, unscale))
                 continue
             grad = tf.cast(grad, tf.float32)
             dense.append(grad if unscale is None else grad * unscale)
             owners.append(index)
-        for index, total in zip(owners, _norms(dense)):
+        for index, total in zip(owners, norms(dense)):
             sums[index].append(total)
         finite = [tf.math.is_finite(t) for group in sums for t in group]
         nan = tf.constant(float("nan"), tf.float32)
         # A layer's norm from its weights' norms: the same scaled sum.
-        values = [_scaled_norm(tf.stack(group)) if group else nan for group in sums]
+        values = [scaled_norm(tf.stack(group)) if group else nan for group in sums]
         weight_norms = [nan] * len(self.names)
         ratios = [nan] * len(self.names)
         for variable in variables:
@@ -428,7 +365,7 @@ class GradientRecorder:
             weight_norms[index] = norm(tf.cast(variable.value, tf.float32))
             if before is not None and id(variable) in before:
                 old = before[id(variable)]
-                moved = norm(self._sample(variable, picks) - old)
+                moved = norm(sampled(variable, picks) - old)
                 ratios[index] = moved / norm(old)  # NaN from all zeros
         rate = nan if before is None else before["rate"]
         values = values + weight_norms + ratios + [rate]
@@ -437,11 +374,11 @@ class GradientRecorder:
         step = tf.cast(inner.iterations, tf.int64)
         row = step % self._buffer.shape[0]
         ok = tf.reduce_all(finite) if finite else tf.constant(True)
-        norms = tf.tensor_scatter_nd_update(self._buffer, [[row]], [tf.stack(values)])
+        written = tf.tensor_scatter_nd_update(self._buffer, [[row]], [tf.stack(values)])
         steps = tf.tensor_scatter_nd_update(self._steps, [[row]], [step])
         # No control flow around the assignments: under a strategy they are
         # synchronization points, which a `tf.cond` branch may not contain.
-        self._buffer.assign(tf.where(ok, norms, self._buffer))
+        self._buffer.assign(tf.where(ok, written, self._buffer))
         self._steps.assign(tf.where(ok, steps, self._steps))
 
     @property
