@@ -183,9 +183,10 @@ class InitDiagnostics(keras.callbacks.Callback):
     def step_statistics(self) -> dict:
         """In-step statistics of the latest steps (`batch_gradients=True`).
 
-        `{"weight_norm" | "update_ratio" | "learning_rate": [(step, {layer:
-        value})]}`: each layer's main weight norm after the step, its
-        relative update, and the step's learning rate (under `""`).
+        `{"gradient_norm" | "weight_norm" | "update_ratio" | "learning_rate":
+        [(step, {layer: value})]}`: each layer's gradient norm, main weight
+        norm after the step and relative update, and the step's learning
+        rate (under `""`).
         """
         return self.history.steps.as_lists()
 
@@ -431,7 +432,6 @@ class InitDiagnostics(keras.callbacks.Callback):
             return
         read = recorder.read()
         if read:
-            self.history.norms.extend(read["gradient_norm"])
             self.history.steps.extend(read)
             if feeding:
                 watch.add_steps(read)  # the verdict's updates, every batch

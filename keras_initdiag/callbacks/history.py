@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 from keras_initdiag.diagnostics.report import DiagnosticReport, Flag
+from keras_initdiag.diagnostics.train_grads import COLUMNS
 
 #: Latest reports kept, besides the first one and the ones with new flags.
 RECENT_REPORTS = 100
@@ -60,8 +61,12 @@ class History:
         self._flagged: list[DiagnosticReport] = []
         self._recent: collections.deque = collections.deque(maxlen=RECENT_REPORTS)
         self.flag_counts: dict[tuple[str, str], FlagCount] = {}
-        self.norms = NormHistory(RECENT_NORMS)
         self.steps = StepSeries()
+
+    @property
+    def norms(self) -> NormHistory:
+        """The per-step gradient norms (`steps`' first series)."""
+        return self.steps.series["gradient_norm"]
 
     def add(self, report: DiagnosticReport) -> None:
         """Remember a report (and count its flags)."""
@@ -215,7 +220,7 @@ class NormHistory:
 
 
 class StepSeries:
-    """The other in-step statistics, one `NormHistory` each (bounded).
+    """The in-step statistics, one `NormHistory` each (bounded).
 
     Example:
     >>> series = StepSeries(capacity=2)
@@ -224,8 +229,8 @@ class StepSeries:
     [(1, {'dense': 3.0})]
     """
 
-    #: What is kept (the gradient norms live in `History.norms`).
-    KEPT = ("weight_norm", "update_ratio", "learning_rate")
+    #: What is kept: `GradientRecorder.read`'s per-layer columns and the rate.
+    KEPT = (*COLUMNS, "learning_rate")
 
     def __init__(self, capacity: int = RECENT_NORMS):
         self.series = {name: NormHistory(capacity) for name in self.KEPT}

@@ -52,6 +52,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from keras_initdiag.diagnostics.report import Flag, Verdict
+
 #: Steps the verdict watches. On the calibration grid (`benchmarks/verdict.py
 #: choose-k`) the ROC AUC rises with the watch, 0.963 at 8 steps to 0.979 at
 #: 32, the longest the records hold: a few dozen steps, small against any
@@ -303,8 +305,6 @@ def judge(early: EarlySteps, step: int, start: int, pending: Sequence = ()):
     >>> judge(early, 32, 0).failing
     True
     """
-    from keras_initdiag.diagnostics.report import Verdict
-
     values = features(early)
     finite = early.finite
     score = risk(values) if finite else 1.0
@@ -371,8 +371,6 @@ def verdict_flags(verdict, model: str) -> list:
     >>> [f.kind for f in verdict_flags(judge(early, 32, 0), "mlp")]
     ['verdict']
     """
-    from keras_initdiag.diagnostics.report import Flag
-
     if not verdict.failing:
         return []
     message = verdict.summary
