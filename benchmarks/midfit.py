@@ -21,8 +21,16 @@ initializer (zeros): `init_mismatch`, advisory, cannot fire.
 Published-healthy fits (`healthy`, `CASES`): the overhead benchmark's 20 x 256
 He ReLU MLP (`overhead.mlp`), batch 128, diagnosed at every step.
 
+The held-out grid (`--grid heldout`): its 504 networks trained again as
+`heldout.py` trains them (task seed 1, one step per execution), scored as
+the package acts: the flags `on_flag` acts on after step 0 (with the live
+early verdict), and the calibration runs' in-sample candidate, backward
+`vanishing` at 3e-4 after step 0, out of sample.
+
 Usage:
     python benchmarks/midfit.py measure --minutes 50    # resumable
+    python benchmarks/midfit.py measure --grid heldout --shard 0/2  # and 1/2
+    python benchmarks/midfit.py judge --grid heldout
     python benchmarks/midfit.py healthy
     python benchmarks/midfit.py judge
 """
@@ -51,10 +59,22 @@ import tensorflow as tf  # noqa: E402
 import trainability as tr  # noqa: E402
 
 import keras_initdiag  # noqa: E402
-from keras_initdiag.diagnostics.rules import ADVISORY, FLAG_KINDS  # noqa: E402
+from keras_initdiag.diagnostics.rules import (  # noqa: E402
+    ADVISORY,
+    FLAG_KINDS,
+    Thresholds,
+    is_advisory,
+)
+from keras_initdiag.diagnostics.verdict import verdict_flags  # noqa: E402
 
 OUT = tr.RESULTS / "midfit_runs.jsonl"
 JUDGE = tr.RESULTS / "midfit_judge.md"
+#: The held-out grid's networks (`heldout.py`), trained again diagnosed.
+HELDOUT_OUT = tr.RESULTS / "midfit_heldout_runs.jsonl"
+HELDOUT_JUDGE = tr.RESULTS / "midfit_heldout_judge.md"
+#: The mid-fit backward-vanishing threshold the calibration runs suggested
+#: (in-sample, 9 runs); scored on the held-out grid, never acted on.
+CANDIDATE_BACKWARD_VANISHING = 3e-4
 UPDATE_FREQ = 16
 #: The subset measured, cheapest first: (arch, depth) blocks of the grid,
 #: each with both activations, all 7 inits and both optimizers.
@@ -93,10 +113,15 @@ class FlagLog(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         self._read()
         self.flags += [f for f in self.diagnostics.flags if f.kind == "update_ratio"]
+        verdict = self.diagnostics.verdict
+        if verdict is not None and not any(f.kind == "verdict" for f in self.flags):
+            self.flags += verdict_flags(verdict, self.model.name)
 
     def record(self) -> dict:
-        """The diagnosed steps, the probe loss at each, and every flag."""
+        """The diagnosed steps, the probe loss at each, every flag (with
+        whether `on_flag` would act on it) and the early verdict."""
         steps = sorted(self.losses)
+        verdict = self.diagnostics.verdict
         return {
             "diagnosed": steps,
             "probe_loss": [tr._finite_or_string(self.losses[s]) for s in steps],
@@ -104,8 +129,16 @@ class FlagLog(keras.callbacks.Callback):
                 {"kind": f.kind, "layer": f.layer, "step": f.step}
                 | {"value": tr._finite_or_string(f.value)}
                 | {"threshold": tr._finite_or_string(f.threshold)}
+                | {"acted": not is_advisory(f) and not f.pending}
                 for f in sorted(self.flags, key=lambda f: f.step)
             ],
+            "verdict": None
+            if verdict is None
+            else {
+                "step": verdict.step,
+                "risk": tr._finite_or_string(verdict.risk),
+                "failing": verdict.failing,
+            },
         }
 
 
@@ -132,7 +165,7 @@ def measure_one(
     x = task.inputs(config.arch)
     diagnostics, log = attach(x[: tr.PROBE], task.y[: tr.PROBE], UPDATE_FREQ)
     run = tr.train(config, task, steps, batch_size, cache, callbacks=[diagnostics, log])
-    fields = ("key", *(f.name for f in dataclasses.fields(tr.RunConfig)), *OUTCOME)
+    fields = ("key", *(f.name for f in dataclasses.fields(type(config))), *OUTCOME)
     record = {k: run[k] for k in fields}
     record["failed"] = tr.failed({k: tr._from_json_number(run[k]) for k in OUTCOME})
     if grid_run is not None:
@@ -144,15 +177,27 @@ def measure_one(
     return record
 
 
-def measure(out=OUT, configs=None, minutes=math.inf, grid_path=tr.DEFAULT_OUT):
-    """Measure `configs` (the plan) not in `out` until `minutes` pass; how many."""
+def measure(
+    out=OUT,
+    configs=None,
+    minutes=math.inf,
+    grid_path=tr.DEFAULT_OUT,
+    task_seed=tr.TASK_SEED,
+    steps_per_execution=8,
+):
+    """Measure `configs` (the plan) not in `out` until `minutes` pass; how many.
+
+    The held-out grid (`heldout`) trains as `heldout.py` did: its own task
+    seed, one step per execution (the callback sees every batch end, so the
+    early verdict is given live).
+    """
     configs = plan() if configs is None else configs
     done = {r["key"] for r in tr.load_runs(out)}
     grid_runs = {r["key"]: r for r in tr.load_runs(grid_path)}
     todo = [c for c in configs if c.key not in done]
     print(f"{len(configs)} configs, {len(todo)} to measure", flush=True)
-    task = tr.make_task(n=tr.N_TRAIN, seed=tr.TASK_SEED)
-    cache = tr.ModelCache()
+    task = tr.make_task(n=tr.N_TRAIN, seed=task_seed)
+    cache = tr.ModelCache(steps_per_execution=steps_per_execution)
     deadline = time.monotonic() + 60 * minutes
     for i, config in enumerate(todo, 1):
         if time.monotonic() > deadline:
@@ -338,6 +383,92 @@ def _healthy_lines(records: list[dict]) -> list[str]:
     return lines
 
 
+def judge_heldout_lines(records: list[dict]) -> list[str]:
+    """The held-out mid-fit report: what `on_flag` acts on after step 0."""
+    trained = [r for r in records if not r["failed"]]
+    failed = [r for r in records if r["failed"]]
+    same = sum(r.get("agrees") is True for r in records)
+    differs = [r["key"] for r in records if r.get("agrees") is False]
+
+    def acted_later(r):
+        return [f for f in r["flags"] if f["step"] > 0 and f.get("acted")]
+
+    alarms = [r for r in trained if acted_later(r)]
+    lines = [
+        "# Mid-fit flags on the held-out grid (`benchmarks/midfit.py judge "
+        "--grid heldout`)",
+        "",
+        f"{len(records)} held-out networks trained again as `heldout.py` trains "
+        f"them, with `InitDiagnostics(update_freq={UPDATE_FREQ})`: "
+        f"{len(trained)} trained, {len(failed)} failed. Outcome as in "
+        f"`heldout_runs.jsonl`: {same}; differs: {len(differs)} {differs or ''}",
+        "",
+        f"**Flags `on_flag` acts on after step 0, on runs that trained: "
+        f"{len(alarms)} of {len(trained)}** (every rule as the package ships "
+        "it: advisory kinds and pending flags excluded, the failing verdict "
+        "included).",
+        "",
+        "| kind after step 0 | acted on, trained | acted on, failed | advice, "
+        "trained | advice, failed |",
+        "|---|---|---|---|---|",
+    ]
+    table = collections.defaultdict(lambda: [0, 0, 0, 0])
+    for r in records:
+        seen = {(f["kind"], bool(f.get("acted"))) for f in r["flags"] if f["step"] > 0}
+        for kind, acted in seen:
+            table[kind][(0 if acted else 2) + bool(r["failed"])] += 1
+    order = {kind: i for i, kind in enumerate(FLAG_KINDS)}
+    for kind in sorted(table, key=lambda k: order.get(k, len(order))):
+        lines.append(f"| {kind} | {' | '.join(str(n) for n in table[kind])} |")
+    lines += ["", "Trained runs with a flag acted on after step 0:", ""]
+    for r in alarms:
+        where = ", ".join(
+            f"{f['kind']} at {f['layer']} step {f['step']} ({f['value']:.3g} vs "
+            f"{f['threshold']:.3g})"
+            for f in acted_later(r)[:3]
+        )
+        lines.append(f"- {r['key']} (loss {tr.final_loss(r):.3f}): {where}")
+    # The in-sample candidate: backward vanishing after step 0 at 3e-4.
+    backward = Thresholds().gradient_vanishing
+
+    def candidate(r):
+        return any(
+            f["step"] > 0
+            and f["kind"] == "vanishing"
+            and f["threshold"] == backward
+            and f["value"] <= CANDIDATE_BACKWARD_VANISHING
+            for f in r["flags"]
+        )
+
+    quiet = [r for r in failed if not any(f["acted"] for f in r["flags"])]
+    lines += [
+        "",
+        f"Candidate (chosen in-sample on the calibration runs): backward "
+        f"`vanishing` after step 0 at <= {CANDIDATE_BACKWARD_VANISHING:g} acts. "
+        f"Here it would fire on {sum(map(candidate, trained))} trained and "
+        f"{sum(map(candidate, failed))} failed runs; of the {len(quiet)} failed "
+        f"runs nothing acted on, it would catch {sum(map(candidate, quiet))}.",
+    ]
+    judged = [r for r in records if r.get("verdict")]
+    failing = [r for r in judged if r["verdict"]["failing"]]
+    lines += [
+        "",
+        f"The live verdict (the callback's own, in `fit`): given on "
+        f"{len(judged)} runs; failing on {sum(r['failed'] for r in failing)} "
+        f"failed and {sum(not r['failed'] for r in failing)} trained runs.",
+    ]
+    return lines
+
+
+def judge_heldout(path=HELDOUT_OUT, out=HELDOUT_JUDGE) -> list[str]:
+    """Print the held-out mid-fit report and write it to `out`."""
+    lines = judge_heldout_lines(tr.load_runs(path))
+    print("\n".join(lines))
+    if out is not None:
+        out.write_text("\n".join(lines) + "\n")
+    return lines
+
+
 def judge(path=OUT, out=JUDGE) -> list[str]:
     """Print the judge's report and write it to `out`."""
     lines = judge_lines(tr.load_runs(path))
@@ -354,18 +485,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     measure_cmd = commands.add_parser("measure", help="the plan's grid runs")
     measure_cmd.add_argument("--only", nargs="+", metavar="SUBSTRING")
     measure_cmd.add_argument("--minutes", type=float, default=math.inf)
+    measure_cmd.add_argument(
+        "--grid", choices=("calibration", "heldout"), default="calibration"
+    )
+    measure_cmd.add_argument(
+        "--shard", default="0/1", help="i/n: every n-th group of 7 inits, from i"
+    )
     healthy_cmd = commands.add_parser("healthy", help="published-healthy MLP fits")
     healthy_cmd.add_argument("--cases", nargs="+", default=list(CASES))
     healthy_cmd.add_argument("--seeds", nargs="+", type=int, default=[1])
-    commands.add_parser("judge", help="the flags against the outcomes")
+    judge_cmd = commands.add_parser("judge", help="the flags against the outcomes")
+    judge_cmd.add_argument(
+        "--grid", choices=("calibration", "heldout"), default="calibration"
+    )
     args = parser.parse_args(argv)
     # One core each: the machine is shared. Before TensorFlow runs anything.
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    if args.command == "measure":
+    if args.command == "measure" and args.grid == "heldout":
+        import heldout
+
+        index, count_ = (int(v) for v in args.shard.split("/"))
+        configs = [
+            c for i, c in enumerate(heldout.ordered()) if (i // 7) % count_ == index
+        ]
+        measure(
+            HELDOUT_OUT,
+            tr.select(configs, args.only),
+            args.minutes,
+            heldout.OUT,
+            heldout.TASK_SEED,
+            steps_per_execution=1,
+        )
+    elif args.command == "measure":
         measure(configs=tr.select(plan(), args.only), minutes=args.minutes)
     elif args.command == "healthy":
         healthy(cases=args.cases, seeds=args.seeds)
+    elif args.grid == "heldout":
+        judge_heldout()
     else:
         judge()
     return 0

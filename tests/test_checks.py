@@ -376,7 +376,7 @@ def test_the_tracker_gives_no_ratio_for_a_weight_that_started_at_zero():
     body = keras.Variable(np.ones((4, 3), "float32"))
     tracker = UpdateTracker([], keras.optimizers.SGD(0.1))
     tracker.layers = [("head", head), ("body", body)]
-    tracker._indices = [None, None]
+    tracker._picks = [None, None]
     tracker.start(0)
     for step in (1, 2, 3):
         head.assign(head.value + 0.1)  # grows from nothing: 1/k per step
@@ -395,7 +395,7 @@ def test_the_update_tracker_keeps_a_bounded_sample_not_the_weights():
     taps = keras_initdiag.diagnostics.oneshot.cached_diagnoser(model).tapset.taps
     tracker = UpdateTracker(taps, model.optimizer)
     tracker.start(0)
-    kept = sum(int(np.prod(t.shape)) for t in tracker._before)
+    kept = int(np.prod(tracker._before.shape))
     assert kept <= SAMPLE * len(tracker.layers)
     whole = sum(int(np.prod(w.shape)) for _, w in tracker.layers)
     assert whole > 3 * kept  # a copy of the weights would be all of them

@@ -3,7 +3,7 @@
 import pytest
 from helpers import load_script
 
-FIELDS = {"kind", "layer", "step", "value", "threshold"}
+FIELDS = {"kind", "layer", "step", "value", "threshold", "acted"}
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +36,9 @@ def test_records_every_diagnosis_and_the_outcome(midfit, tmp_path):
     assert "symmetry" in midfit._kinds(record, after_zero=False)
     assert "symmetry" in midfit._kinds(record, after_zero=True)
     assert midfit.flagged_at_zero(record)
+    # Symmetry is acted on at step 0 and after it (not advice during training).
+    assert all(f["acted"] for f in record["flags"] if f["kind"] == "symmetry")
+    assert "verdict" in record
 
     he = tr.RunConfig("mlp", 2, "relu", "he", "adam")
     record = midfit.measure_one(he, task, None, cache, steps=32, batch_size=32)
@@ -125,3 +128,57 @@ def test_judge_counts_hand_made_records(midfit):
     assert "seed 1: loss 2.000 (label entropy 2.300), 3 diagnoses; " in text
     assert "after step 0: dead at 1 diagnoses (steps 2-2, dense_1)" in text
     assert "Failed runs quiet at step 0: 1, of which flagged after it: 1 ['c']" in text
+
+
+def test_the_held_out_judge_counts_what_on_flag_acts_on(midfit):
+    def run(key, failed, flags, verdict=None):
+        return {
+            "key": key,
+            "failed": failed,
+            "agrees": True,
+            "final_loss": 0.1 if not failed else 1.3,
+            "final_loss_batch_stats": 0.1 if not failed else 1.3,
+            "entropy": 1.386,
+            "nonfinite": False,
+            "flags": flags,
+            "verdict": verdict,
+        }
+
+    def flag(kind, step, acted, value=0.5, threshold=1e-3):
+        return dict(
+            kind=kind,
+            layer="d",
+            step=step,
+            value=value,
+            threshold=threshold,
+            acted=acted,
+        )
+
+    records = [
+        # Trained, one acted flag after step 0 (the verdict), one advice.
+        run(
+            "a",
+            False,
+            [flag("verdict", 32, True), flag("dead", 48, False)],
+            {"step": 32, "risk": 0.8, "failing": True},
+        ),
+        # Trained, acted only at step 0: not a mid-fit alarm.
+        run("b", False, [flag("symmetry", 0, True)]),
+        # Failed, nothing acted; backward vanishing at 2e-4 after step 0.
+        run("c", True, [flag("vanishing", 16, False, value=2e-4)]),
+        # Failed, backward vanishing at 5e-4 (above the candidate).
+        run(
+            "d",
+            True,
+            [flag("vanishing", 16, False, value=5e-4)],
+            {"step": 32, "risk": 0.9, "failing": True},
+        ),
+    ]
+    text = "\n".join(midfit.judge_heldout_lines(records))
+    assert "on runs that trained: 1 of 2**" in text
+    assert "| verdict | 1 | 0 | 0 | 0 |" in text
+    assert "| dead | 0 | 0 | 1 | 0 |" in text
+    assert "| vanishing | 0 | 0 | 0 | 2 |" in text
+    assert "fire on 0 trained and 1 failed runs" in text
+    assert "of the 2 failed runs nothing acted on, it would catch 1" in text
+    assert "given on 2 runs; failing on 1 failed and 1 trained runs" in text

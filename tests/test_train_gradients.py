@@ -344,10 +344,35 @@ def test_the_in_step_path_and_the_update_tracker_sample_the_same_entries():
     taps = build_taps(model).taps
     tracker = UpdateTracker(taps, model.optimizer)
     recorder = GradientRecorder(model, taps)
-    for (_, weight), index in zip(tracker.layers, tracker._indices):
+    for (_, weight), mine in zip(tracker.layers, tracker._picks):
         _, picks = recorder._main[id(weight)]
-        if index is None:
+        if mine is None:
             assert picks is None
         else:
-            assert len(picks) == 4096  # 64 x 256 entries: sampled
-            np.testing.assert_array_equal(index.numpy(), picks)
+            assert len(picks) == 64  # 64 x 256 entries: 64 runs of 64 sampled
+            np.testing.assert_array_equal(mine, picks)
+
+
+def test_combined_norms_are_exact_across_float32s_range():
+    """A layer's norm from its weights' norms, all layers in a few ops."""
+    from keras_initdiag.diagnostics.step_stats import combined_norms
+
+    parts = tf.constant([3.0, 4.0, 1.0, 1e-30, 1e-30, 3e30, 4e30])
+    owners = [0, 0, 1, 2, 2, 3, 3]
+    got = combined_norms(parts, owners, 5).numpy()
+    # Plain squares would give 0 for group 2 (underflow) and inf for group 3.
+    np.testing.assert_allclose(got[:4], [5.0, 1.0, 2**0.5 * 1e-30, 5e30], rtol=1e-6)
+    assert got[4] == 0.0  # a group with no part
+
+
+def test_sampled_runs_are_the_picked_entries():
+    """`sampled` returns runs `[RUN * i, RUN * (i + 1))` of the flat weight."""
+    from keras_initdiag.diagnostics.step_stats import RUN, sample_picks, sampled
+
+    value = np.arange(300 * 70, dtype="float32").reshape(300, 70)
+    weight = keras.Variable(value)
+    (picks,) = sample_picks([weight])
+    assert len(picks) == 4096 // RUN and len(set(picks)) == len(picks)
+    assert picks.max() < value.size // RUN
+    expected = np.concatenate([value.ravel()[RUN * i : RUN * (i + 1)] for i in picks])
+    np.testing.assert_array_equal(sampled(weight, picks).numpy(), expected)

@@ -4,7 +4,8 @@ A layer whose update per step is a millionth of its weights hardly learns; one
 whose update is as large as its weights is unstable. The gradient does not
 tell (Adam's update is not proportional to it): the weights before and after
 do. `UpdateTracker` keeps, for each layer's main weight, a fixed random sample
-of at most `SAMPLE` of its entries (the same entries at every step), and after
+of at most `SAMPLE` of its entries (64 runs of 64 consecutive entries, the
+same at every step), and after
 each of the first few training batches reduces `||W_now - W_before|| /
 ||W_before||` over that sample for every layer to one vector (one host copy
 per batch). Memory stays bounded: `SAMPLE` floats per layer, never a copy of
@@ -37,8 +38,9 @@ import tensorflow as tf
 
 from keras_initdiag.diagnostics.step_stats import (
     SAMPLE,
+    moved,
     sample_picks,
-    sampled,
+    samples,
     users_optimizer,
 )
 from keras_initdiag.diagnostics.taps import Tap
@@ -135,12 +137,8 @@ class UpdateTracker:
         self.steps = steps
         self.max_steps = max(max_steps, steps)
         self._peak = math.nan
-        # The in-step path's entries too (`step_stats.sample_picks`), as
-        # device constants: read at every measured batch end.
-        self._indices = [
-            None if picks is None else tf.constant(picks)
-            for picks in sample_picks([weight for _, weight in self.layers], sample)
-        ]
+        # The in-step path's entries too (`step_stats.sample_picks`).
+        self._picks = sample_picks([weight for _, weight in self.layers], sample)
         self._before: list | None = None
         self._step = 0
         self._ratios: list[np.ndarray] = []
@@ -157,12 +155,9 @@ class UpdateTracker:
         """Whether updates are still being measured."""
         return self._before is not None
 
-    def _read(self) -> list[tf.Tensor]:
-        """The sampled entries of every weight, in float32 (device tensors)."""
-        return [
-            sampled(weight, index)
-            for (_, weight), index in zip(self.layers, self._indices)
-        ]
+    def _read(self) -> tf.Tensor:
+        """The sampled entries of every weight, `[layers, width]` float32."""
+        return samples([weight for _, weight in self.layers], self._picks)
 
     def start(self, step: int) -> None:
         """Sample the weights as they are before the first update."""
@@ -208,10 +203,7 @@ class UpdateTracker:
         if self._before is None or step <= self._step:
             return None
         now = self._read()
-        pairs = [
-            tf.stack([tf.norm(n - b), tf.norm(b)]) for n, b in zip(now, self._before)
-        ]
-        norms = tf.stack(pairs).numpy().astype(np.float64)  # one host copy
+        norms = moved(now, self._before).numpy().astype(np.float64)  # one copy
         taken = step - self._step
         rate = float(np.mean(self.rate.at(np.arange(self._step, step))))
         with np.errstate(divide="ignore", invalid="ignore"):

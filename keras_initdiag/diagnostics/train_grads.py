@@ -45,13 +45,14 @@ import numpy as np
 import tensorflow as tf
 
 from keras_initdiag.diagnostics.step_stats import (
+    combined_norms,
     gradient_norm,
+    moved,
     norms,
     sample_picks,
-    sampled,
-    scaled_norm,
     users_optimizer,
 )
+from keras_initdiag.diagnostics.step_stats import samples as samples_of
 from keras_initdiag.diagnostics.taps import Tap
 
 #: Steps between host copies of the in-step statistics (rounded up to whole
@@ -308,16 +309,20 @@ class GradientRecorder:
         if self._function is not None and self.model.train_function is self._function:
             self.model.train_function = self._function.original
 
+    def _mains(self, variables) -> tuple[list, list, list]:
+        """The main weights among `variables`: their layers, them, their picks."""
+        found = [(*self._main[id(v)], v) for v in variables if id(v) in self._main]
+        layers, picks, weights = (list(c) for c in zip(*found)) if found else ([],) * 3
+        return layers, weights, picks
+
     def before(self, variables) -> dict:
         """The sampled main weights and the learning rate before the update."""
         samples = {
-            id(v): sampled(v, self._main[id(v)][1])
-            for v in variables
-            if id(v) in self._main
+            "rate": tf.cast(users_optimizer(self.optimizer).learning_rate, tf.float32)
         }
-        samples["rate"] = tf.cast(
-            users_optimizer(self.optimizer).learning_rate, tf.float32
-        )
+        _, weights, picks = self._mains(variables)
+        if weights:
+            samples["weights"] = samples_of(weights, picks)
         return samples
 
     def record(self, grads, variables, before=None) -> None:
@@ -326,6 +331,9 @@ class GradientRecorder:
         Per layer: the gradient's norm, the main weight's norm after the
         update, and its relative update `||W_after - W_before|| /
         ||W_before||` over the sampled entries; and the step's learning rate.
+        Every statistic is reduced for all layers at once (stacked vectors,
+        segment sums): the op count grows with the weights by a few reads
+        and reductions each, not by a per-layer combination.
         """
         self.traces += 1
         context = tf.distribute.get_replica_context()
@@ -335,46 +343,57 @@ class GradientRecorder:
         unscale = None
         if isinstance(inner, keras.optimizers.LossScaleOptimizer):
             unscale = 1.0 / tf.cast(inner.dynamic_scale, tf.float32)
-        sums = [[] for _ in self.names]
-        dense, owners = [], []
+        n = len(self.names)
+        nan = tf.constant(float("nan"), tf.float32)
+        dense, dense_owners, sparse, sparse_owners = [], [], [], []
         for grad, variable in zip(grads, variables):
             index = self._owner.get(id(variable))
             if grad is None or index is None:
                 continue
             if isinstance(grad, tf.IndexedSlices):  # rows summed first
-                sums[index].append(gradient_norm(grad, unscale))
+                sparse.append(gradient_norm(grad, unscale))
+                sparse_owners.append(index)
                 continue
             grad = tf.cast(grad, tf.float32)
             dense.append(grad if unscale is None else grad * unscale)
-            owners.append(index)
-        for index, total in zip(owners, norms(dense)):
-            sums[index].append(total)
-        finite = [tf.math.is_finite(t) for group in sums for t in group]
-        nan = tf.constant(float("nan"), tf.float32)
-        # A layer's norm from its weights' norms: the same scaled sum.
-        values = [scaled_norm(tf.stack(group)) if group else nan for group in sums]
-        weight_norms = [nan] * len(self.names)
-        ratios = [nan] * len(self.names)
-        for variable in variables:
-            if id(variable) not in self._main:
-                continue
-            index, picks = self._main[id(variable)]
-            # Weights and their updates are far from float32's limits (a
-            # gradient of 1e-25 per entry is not): one plain reduction each.
-            norm = tf.math.reduce_euclidean_norm
-            weight_norms[index] = norm(tf.cast(variable.value, tf.float32))
-            if before is not None and id(variable) in before:
-                old = before[id(variable)]
-                moved = norm(sampled(variable, picks) - old)
-                ratios[index] = moved / norm(old)  # NaN from all zeros
+            dense_owners.append(index)
+        parts = [norms(dense)] if dense else []
+        parts += [tf.stack(sparse)] if sparse else []
+        owners = dense_owners + sparse_owners
+        if owners:
+            parts = tf.concat(parts, 0) if len(parts) > 1 else parts[0]
+            ok = tf.reduce_all(tf.math.is_finite(parts))
+            # A layer's norm from its weights' norms: the same scaled sum.
+            has = tf.constant(np.isin(np.arange(n), owners))
+            gradient = tf.where(has, combined_norms(parts, owners, n), nan)
+        else:
+            ok, gradient = tf.constant(True), tf.fill([n], nan)
+        layers, weights, picks = self._mains(variables)
+        m = len(weights)
+        # Weights and their updates are far from float32's limits (a
+        # gradient of 1e-25 per entry is not): one plain reduction each.
+        norm = tf.math.reduce_euclidean_norm
+        weight_norms = [norm(tf.cast(w.value, tf.float32)) for w in weights]
+        ratios = tf.fill([m], nan)
+        if m and before is not None and "weights" in before:
+            change, size = tf.unstack(
+                moved(samples_of(weights, picks), before["weights"]), axis=1
+            )
+            ratios = change / size  # NaN from a weight of all zeros, as 0 / 0
+        # Each layer's slot among the stacked values: its main weight's, or
+        # the NaN at the end.
+        slot = np.full(n, 2 * m)
+        slot[layers] = np.arange(m)
+        where = np.r_[slot, np.where(slot < m, slot + m, 2 * m)]
+        found = tf.concat([tf.stack(weight_norms), ratios, [nan]], 0) if m else [nan]
+        by_layer = tf.gather(found, where)
         rate = nan if before is None else before["rate"]
-        values = values + weight_norms + ratios + [rate]
+        values = tf.concat([gradient, by_layer, [rate]], 0)
         # The optimizer's counter after the update is the step it completed
         # (a step the loss scaler skipped leaves the row as it was: `ok`).
         step = tf.cast(inner.iterations, tf.int64)
         row = step % self._buffer.shape[0]
-        ok = tf.reduce_all(finite) if finite else tf.constant(True)
-        written = tf.tensor_scatter_nd_update(self._buffer, [[row]], [tf.stack(values)])
+        written = tf.tensor_scatter_nd_update(self._buffer, [[row]], [values])
         steps = tf.tensor_scatter_nd_update(self._steps, [[row]], [step])
         # No control flow around the assignments: under a strategy they are
         # synchronization points, which a `tf.cond` branch may not contain.
