@@ -59,6 +59,7 @@ import tensorflow as tf  # noqa: E402
 import trainability as tr  # noqa: E402
 
 import keras_initdiag  # noqa: E402
+from keras_initdiag.diagnostics import verdict as vd  # noqa: E402
 from keras_initdiag.diagnostics.rules import (  # noqa: E402
     ADVISORY,
     FLAG_KINDS,
@@ -383,8 +384,12 @@ def _healthy_lines(records: list[dict]) -> list[str]:
     return lines
 
 
-def judge_heldout_lines(records: list[dict]) -> list[str]:
-    """The held-out mid-fit report: what `on_flag` acts on after step 0."""
+def judge_heldout_lines(records: list[dict], offline: dict | None = None) -> list[str]:
+    """The held-out mid-fit report: what `on_flag` acts on after step 0.
+
+    `offline`: `{key: risk}` from the held-out grid's recorded steps, to
+    compare the live verdict with (`offline_risks`).
+    """
     trained = [r for r in records if not r["failed"]]
     failed = [r for r in records if r["failed"]]
     same = sum(r.get("agrees") is True for r in records)
@@ -394,6 +399,8 @@ def judge_heldout_lines(records: list[dict]) -> list[str]:
         return [f for f in r["flags"] if f["step"] > 0 and f.get("acted")]
 
     alarms = [r for r in trained if acted_later(r)]
+    stopped = [r for r in trained if any(f.get("acted") for f in r["flags"])]
+    caught = [r for r in failed if any(f.get("acted") for f in r["flags"])]
     lines = [
         "# Mid-fit flags on the held-out grid (`benchmarks/midfit.py judge "
         "--grid heldout`)",
@@ -406,7 +413,9 @@ def judge_heldout_lines(records: list[dict]) -> list[str]:
         f"**Flags `on_flag` acts on after step 0, on runs that trained: "
         f"{len(alarms)} of {len(trained)}** (every rule as the package ships "
         "it: advisory kinds and pending flags excluded, the failing verdict "
-        "included).",
+        f"included). At any step, step 0 too: {len(stopped)} of {len(trained)} "
+        f"trained runs and {len(caught)} of {len(failed)} failed ones have a "
+        'flag acted on (what `on_flag="stop"` would stop).',
         "",
         "| kind after step 0 | acted on, trained | acted on, failed | advice, "
         "trained | advice, failed |",
@@ -457,21 +466,35 @@ def judge_heldout_lines(records: list[dict]) -> list[str]:
         f"{len(judged)} runs; failing on {sum(r['failed'] for r in failing)} "
         f"failed and {sum(not r['failed'] for r in failing)} trained runs.",
     ]
+    if offline:
+        pairs = [
+            (float(r["verdict"]["risk"]), offline[r["key"]])
+            for r in judged
+            if r["key"] in offline
+        ]
+        live, recorded = (np.asarray(v) for v in zip(*pairs))
+        cut = vd.RISK_THRESHOLD
+        lines.append(
+            f"Against the risk `verdict.py score` computes from the held-out "
+            f"grid's recorded steps ({len(pairs)} runs): median |difference| "
+            f"{np.median(np.abs(live - recorded)):.3g}, largest "
+            f"{np.max(np.abs(live - recorded)):.3g}; the same side of the "
+            f"threshold on {int(((live >= cut) == (recorded >= cut)).sum())}."
+        )
     return lines
 
 
-def judge_heldout(path=HELDOUT_OUT, out=HELDOUT_JUDGE) -> list[str]:
-    """Print the held-out mid-fit report and write it to `out`."""
-    lines = judge_heldout_lines(tr.load_runs(path))
-    print("\n".join(lines))
-    if out is not None:
-        out.write_text("\n".join(lines) + "\n")
-    return lines
+def offline_risks() -> dict:
+    """`{key: risk}`: the verdict from the held-out grid's recorded steps."""
+    import verdict as scoring
+
+    records = scoring.load(scoring.HELDOUT)
+    return dict(zip((r["key"] for r in records), scoring.module_scores(records)))
 
 
-def judge(path=OUT, out=JUDGE) -> list[str]:
-    """Print the judge's report and write it to `out`."""
-    lines = judge_lines(tr.load_runs(path))
+def judge(path=OUT, out=JUDGE, lines_of=None) -> list[str]:
+    """Print the judge's report (`judge_lines`) and write it to `out`."""
+    lines = (lines_of or judge_lines)(tr.load_runs(path))
     print("\n".join(lines))
     if out is not None:
         out.write_text("\n".join(lines) + "\n")
@@ -522,7 +545,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "healthy":
         healthy(cases=args.cases, seeds=args.seeds)
     elif args.grid == "heldout":
-        judge_heldout()
+        risks = offline_risks()
+        judge(HELDOUT_OUT, HELDOUT_JUDGE, lambda r: judge_heldout_lines(r, risks))
     else:
         judge()
     return 0

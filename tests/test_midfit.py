@@ -176,9 +176,14 @@ def test_the_held_out_judge_counts_what_on_flag_acts_on(midfit):
     ]
     text = "\n".join(midfit.judge_heldout_lines(records))
     assert "on runs that trained: 1 of 2**" in text
+    assert "At any step, step 0 too: 2 of 2 trained runs and 0 of 2 failed" in text
     assert "| verdict | 1 | 0 | 0 | 0 |" in text
     assert "| dead | 0 | 0 | 1 | 0 |" in text
     assert "| vanishing | 0 | 0 | 0 | 2 |" in text
     assert "fire on 0 trained and 1 failed runs" in text
     assert "of the 2 failed runs nothing acted on, it would catch 1" in text
     assert "given on 2 runs; failing on 1 failed and 1 trained runs" in text
+    # Compared with the risk from recorded steps: one agrees, one does not.
+    text = "\n".join(midfit.judge_heldout_lines(records, {"a": 0.9, "d": 0.5}))
+    assert "(2 runs): median |difference| 0.25, largest 0.4" in text
+    assert "the same side of the threshold on 1." in text
