@@ -10,9 +10,11 @@ its own model with the same weights, their 40-step epochs interleaved
 - `no_sample`: also each layer's main weight norm, no relative update;
 - `full`: every in-step statistic (`batch_gradients=True`'s path).
 
-Prints ms per step, the best and the median epoch of each. This machine's
-epochs are bimodal (8.9 or 16.3 ms per step whatever runs), so the best
-epoch is the comparable number.
+Prints ms per step, the best and the median epoch of each, and the best
+epoch's process CPU time per step (both cores). This machine's epochs are
+bimodal (8.9 or 16.3 ms per step whatever runs), so the best epoch is the
+comparable number; the CPU time is steadier (what the extra ops cost,
+whether or not they overlap the step's own work).
 
 Usage:
     python benchmarks/instep_profile.py --rounds 6

@@ -4,13 +4,13 @@ A layer whose update per step is a millionth of its weights hardly learns; one
 whose update is as large as its weights is unstable. The gradient does not
 tell (Adam's update is not proportional to it): the weights before and after
 do. `UpdateTracker` keeps, for each layer's main weight, a fixed random sample
-of at most `SAMPLE` of its entries (64 runs of 64 consecutive entries, the
-same at every step), and after
-each of the first few training batches reduces `||W_now - W_before|| /
-||W_before||` over that sample for every layer to one vector (one host copy
-per batch). Memory stays bounded: `SAMPLE` floats per layer, never a copy of
-the weights. For a dense update the sampled ratio estimates the whole one
-within a few percent (`1 / sqrt(SAMPLE)` times the spread of the entries).
+of at most `SAMPLE` of its entries (`step_stats.main_weights`: 256 runs of 16
+consecutive entries, single entries of an embedding table; the same at every
+step), and after each of the first few training batches reduces `||W_now -
+W_before|| / ||W_before||` over that sample for every layer at once (one op,
+one host copy per batch). Memory stays bounded: `SAMPLE` floats per layer,
+never a copy of the weights. How close the sampled ratio is to the whole
+one: `step_stats.RUN`.
 
 The learning rate each step used is read through the optimizer's public API
 (its schedule, from `get_config()`, evaluated at those steps), and so is the
@@ -38,8 +38,8 @@ import tensorflow as tf
 
 from keras_initdiag.diagnostics.step_stats import (
     SAMPLE,
+    main_weights,
     moved,
-    sample_picks,
     samples,
     users_optimizer,
 )
@@ -128,18 +128,15 @@ class UpdateTracker:
         sample: int = SAMPLE,
         max_steps: int = MAX_STEPS,
     ):
-        self.layers = [
-            (tap.name, tap.main_variable)
-            for tap in taps
-            if tap.main_variable is not None and tap.main_variable.trainable
-        ]
+        # The in-step path's entries too (`step_stats.main_weights`).
+        mains = main_weights(taps, sample)
+        self.layers = [(tap.name, weight) for tap, weight, _ in mains]
+        self._picks = [picks for *_, picks in mains]
         self.rate = LearningRate(optimizer)
         self.steps = steps
         self.max_steps = max(max_steps, steps)
         self._peak = math.nan
-        # The in-step path's entries too (`step_stats.sample_picks`).
-        self._picks = sample_picks([weight for _, weight in self.layers], sample)
-        self._before: list | None = None
+        self._before: tf.Tensor | None = None  # [layers, width]
         self._step = 0
         self._ratios: list[np.ndarray] = []
         self._rates: list[float] = []

@@ -47,9 +47,9 @@ import tensorflow as tf
 from keras_initdiag.diagnostics.step_stats import (
     combined_norms,
     gradient_norm,
+    main_weights,
     moved,
     norms,
-    sample_picks,
     users_optimizer,
 )
 from keras_initdiag.diagnostics.step_stats import samples as samples_of
@@ -219,14 +219,12 @@ class GradientRecorder:
             for w in tap.trainable_weights
         }
         # Each layer's main weight and the fixed entries whose update is
-        # measured (`step_stats.sample_picks`, the same as `UpdateTracker`'s).
-        mains = [
-            (i, tap.main_variable)
-            for i, tap in enumerate(with_weights)
-            if tap.main_variable is not None and tap.main_variable.trainable
-        ]
-        picks = sample_picks([weight for _, weight in mains])
-        self._main = {id(weight): (i, pick) for (i, weight), pick in zip(mains, picks)}
+        # measured (`step_stats.main_weights`, the same as `UpdateTracker`'s).
+        position = {tap.name: i for i, tap in enumerate(with_weights)}
+        self._main = {
+            id(weight): (position[tap.name], picks)
+            for tap, weight, picks in main_weights(with_weights)
+        }
         self.optimizer = None  # the user's
         self.recording: RecordingOptimizer | None = None
         self._function: RecordingTrainFunction | None = None
