@@ -62,6 +62,7 @@ end is seen.
 
 Usage:
     python benchmarks/heldout.py train --minutes 70    # resumable
+    python benchmarks/heldout.py train --grid heldout2 --shard 0/2  # and 1/2
     python benchmarks/heldout.py train --only resmlp_bn-d4 --minutes 5
     python benchmarks/heldout.py check                  # depth-2 learnability
     python benchmarks/heldout.py summary                # runs and outcomes so far
@@ -112,6 +113,12 @@ LR_SCALES = (3.0, 1 / 3)
 LOSS_STEPS = 64
 #: Steps whose per-layer relative updates are recorded.
 UPDATE_STEPS = 32
+#: The second held-out grid (`train --grid heldout2`): once the early verdict
+#: was refitted on the calibration grid and this module's first grid, it is
+#: scored here. Its own seed, task and depths; the same archs, widths, rates,
+#: activations, inits and optimizers (336 networks).
+SECOND = {"seed": 2, "task_seed": 2, "depths": (8, 20)}
+SECOND_OUT = HERE / "results" / "heldout2_runs.jsonl"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,29 +199,45 @@ def with_calibration_outcome(record: dict, calibration: dict) -> dict:
     return record
 
 
-def _cells() -> list[tuple[int, str]]:
-    """The (depth, activation) cells; consecutive ones differ in both."""
-    return [
-        (DEPTHS[k % len(DEPTHS)], tr.ACTIVATIONS[k % 2]) for k in range(2 * len(DEPTHS))
-    ]
+def _cells(depths: Sequence[int] = DEPTHS) -> list[tuple[int, str]]:
+    """The (depth, activation) cells; consecutive ones differ in both.
+
+    With an even number of depths the activation also shifts once per pass
+    over the depths, so that every (depth, activation) pair comes once.
+    """
+    n = len(depths)
+    shift = (lambda k: k // n) if n % 2 == 0 else (lambda k: 0)
+    return [(depths[k % n], tr.ACTIVATIONS[(k + shift(k)) % 2]) for k in range(2 * n)]
 
 
-def group(arch: str, optimizer: str, depth: int, activation: str) -> list:
+def group(
+    arch: str,
+    optimizer: str,
+    depth: int,
+    activation: str,
+    seed: int = SEED,
+    task_seed: int = TASK_SEED,
+    depths: Sequence[int] = DEPTHS,
+) -> list:
     """The seven configs (one per init) of one cell; its width and rate."""
     f = ARCHS.index(arch)
-    d, a = DEPTHS.index(depth), tr.ACTIVATIONS.index(activation)
+    d, a = depths.index(depth), tr.ACTIVATIONS.index(activation)
     pair = (d + a + f + tr.OPTIMIZERS.index(optimizer)) % 2
     width = (CNN_WIDTHS if tr.is_conv(arch) else MLP_WIDTHS)[pair]
     lr_scale = LR_SCALES[pair]
     return [
-        HeldoutConfig(arch, depth, activation, init, optimizer, SEED, width, lr_scale)
+        HeldoutConfig(
+            arch, depth, activation, init, optimizer, seed, width, lr_scale, task_seed
+        )
         for init in tr.INITS
     ]
 
 
-def ordered() -> list[HeldoutConfig]:
+def ordered(
+    seed: int = SEED, task_seed: int = TASK_SEED, depths: Sequence[int] = DEPTHS
+) -> list[HeldoutConfig]:
     """The whole grid in run order (module docstring): rounds of groups."""
-    cells = _cells()
+    cells = _cells(depths)
     configs = []
     for round_ in range(len(cells)):
         for flip in range(2):
@@ -222,8 +245,13 @@ def ordered() -> list[HeldoutConfig]:
                 # An arch's two optimizers: another depth and activation.
                 cell = cells[(f + round_ + flip) % len(cells)]
                 optimizer = tr.OPTIMIZERS[(f + flip) % 2]
-                configs += group(arch, optimizer, *cell)
+                configs += group(arch, optimizer, *cell, seed, task_seed, depths)
     return configs
+
+
+def second() -> list[HeldoutConfig]:
+    """The second held-out grid (`SECOND`), in run order."""
+    return ordered(**SECOND)
 
 
 # -- per-step records ----------------------------------------------------------
@@ -496,7 +524,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     train_cmd.add_argument("--only", nargs="+", metavar="SUBSTRING")
     train_cmd.add_argument("--out", type=pathlib.Path)
     train_cmd.add_argument(
-        "--grid", choices=("heldout", "calibration"), default="heldout"
+        "--grid", choices=("heldout", "heldout2", "calibration"), default="heldout"
+    )
+    train_cmd.add_argument(
+        "--shard", default="0/1", help="i/n: every n-th group of 7 inits, from i"
     )
     for command in (train_cmd, commands.add_parser("check", help=check.__doc__)):
         command.add_argument(
@@ -516,8 +547,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.grid == "calibration":
         configs, out, steps = calibration(), CALIBRATION_OUT, CALIBRATION_STEPS
+    elif args.grid == "heldout2":
+        configs, out, steps = second(), SECOND_OUT, tr.STEPS
     else:
         configs, out, steps = ordered(), OUT, tr.STEPS
+    index, count = (int(v) for v in args.shard.split("/"))
+    configs = [c for i, c in enumerate(configs) if (i // 7) % count == index]
     run_grid(tr.select(configs, args.only), args.out or out, args.minutes, steps=steps)
     return 0
 

@@ -73,6 +73,26 @@ def test_heldout_grid_differs_from_calibration(heldout, tr):
     assert {"resmlp", "resmlp_bn"} <= {c.arch for c in configs}
 
 
+def test_the_second_heldout_grid_differs_from_both(heldout, tr):
+    """The grid the refitted verdict is scored on: its own seed, task and
+    depths; the first grid's archs, widths and rates."""
+    second, first = heldout.second(), heldout.ordered()
+    assert len(second) == len({c.key for c in second}) == 336
+    assert not {c.key for c in second} & (
+        {c.key for c in first} | {c.key for c in tr.grid()}
+    )
+    assert {c.seed for c in second} == {2} and {c.task_seed for c in second} == {2}
+    ours, theirs = tr.make_task(256, 2), tr.make_task(256, heldout.TASK_SEED)
+    assert not np.array_equal(ours.y, theirs.y)
+    depths = {c.depth for c in second}
+    assert depths == {8, 20} and not depths & (
+        {c.depth for c in first} | set(tr.DEPTHS)
+    )
+    assert {(c.arch, c.units, c.lr_scale) for c in second} == {
+        (c.arch, c.units, c.lr_scale) for c in first
+    }
+
+
 def test_first_runs_cover_every_family_optimizer_and_init(heldout, tr):
     first = heldout.ordered()[:84]
     cells = collections.Counter((c.arch, c.optimizer, c.init) for c in first)
