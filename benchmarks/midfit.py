@@ -25,7 +25,11 @@ The held-out grid (`--grid heldout`): its 504 networks trained again as
 `heldout.py` trains them (task seed 1, one step per execution), scored as
 the package acts: the flags `on_flag` acts on after step 0 (with the live
 early verdict), and the calibration runs' in-sample candidate, backward
-`vanishing` at 3e-4 after step 0, out of sample.
+`vanishing` at 3e-4 after step 0, out of sample. The committed records
+(`results/midfit_heldout_runs.jsonl`) were measured with the verdict's first
+fit (commit c726dfa, calibration grid only), and so was the judge's
+comparison of the live verdict with the recorded steps; re-judged with a
+later fit, that comparison compares two fits.
 
 Usage:
     python benchmarks/midfit.py measure --minutes 50    # resumable
