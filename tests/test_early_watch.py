@@ -315,3 +315,22 @@ def test_a_watch_cut_short_by_the_end_of_a_fit_goes_on_in_the_next():
     model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[callback])
     assert callback.verdict is not None and callback.verdict.step == K
     assert len(watch.ratios) == len(watch.losses) == K
+
+
+@pytest.mark.parametrize("batch_gradients", [False, True])
+def test_steps_trained_without_the_callback_restart_the_watch(batch_gradients):
+    """2 watched steps, 20 steps of a `fit` without the callback, then a fit
+    with it: the watch starts over where it resumes and gives its verdict
+    after K more steps (it used to wait forever for the steps it missed,
+    sampling the weights at every batch)."""
+    callback = _callback(batch_gradients=batch_gradients)
+    model = _mlp()
+    x, y = _data()
+    _fit(model, callback, epochs=1, steps_per_epoch=2)
+    model.fit(x, y, batch_size=32, epochs=1, steps_per_epoch=20, verbose=0)
+    assert callback.verdict is None and int(model.optimizer.iterations) == 22
+    _fit(model, callback, epochs=2)  # 2 x 32 steps
+    verdict = callback.verdict
+    assert verdict is not None and verdict.start == 22 and verdict.step == 22 + K
+    watch = callback.binding.watch
+    assert not watch.tracker.active  # no sampling after the verdict

@@ -138,6 +138,8 @@ class Binding:
             self.updates.start(step)
         if self.watch is None:
             self.watch = EarlyWatch(taps, model.optimizer, step)
+        else:
+            self.watch.resume(step)
 
     @property
     def watching(self) -> bool:

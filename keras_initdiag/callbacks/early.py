@@ -167,6 +167,23 @@ class EarlyWatch:
             return False
         return self._last is None or (not self.in_step and not self.tracker.active)
 
+    def resume(self, step: int) -> None:
+        """A new `fit` begins at `step`: start over if steps went by unseen.
+
+        Steps since the last batch end watched that the watch did not see (a
+        `fit` without this callback, restored weights) leave its window
+        forever incomplete, and it would sample the weights at every batch
+        for the rest of training; it starts over from `step` instead.
+        """
+        if self.done or self._last is None or step == self._last:
+            return
+        self.tracker.stop()
+        self.start = warm_start(self.tracker.rate, step)
+        self._losses.clear()
+        self._rates.clear()
+        self._ratios.clear()
+        self._last = None
+
     def batch_begin(self, step: int) -> None:
         """Start at the first watched step (sampling the weights if needed)."""
         if self.done or step < self.start:
