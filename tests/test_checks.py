@@ -371,12 +371,13 @@ def test_a_zero_initialized_head_has_no_update_ratio_to_judge():
 
 def test_the_tracker_gives_no_ratio_for_a_weight_that_started_at_zero():
     from keras_initdiag.callbacks.updates import UpdateTracker
+    from keras_initdiag.diagnostics.step_stats import Sampler
 
     head = keras.Variable(np.zeros((4, 3), "float32"))
     body = keras.Variable(np.ones((4, 3), "float32"))
     tracker = UpdateTracker([], keras.optimizers.SGD(0.1))
     tracker.layers = [("head", head), ("body", body)]
-    tracker._picks = [None, None]
+    tracker.sampler = Sampler([head, body], [None, None])
     tracker.start(0)
     for step in (1, 2, 3):
         head.assign(head.value + 0.1)  # grows from nothing: 1/k per step

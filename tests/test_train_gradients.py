@@ -344,7 +344,7 @@ def test_the_in_step_path_and_the_update_tracker_sample_the_same_entries():
     taps = build_taps(model).taps
     tracker = UpdateTracker(taps, model.optimizer)
     recorder = GradientRecorder(model, taps)
-    for (_, weight), mine in zip(tracker.layers, tracker._picks):
+    for (_, weight), mine in zip(tracker.layers, tracker.sampler.picks):
         _, picks = recorder._main[id(weight)]
         if mine is None:
             assert picks is None

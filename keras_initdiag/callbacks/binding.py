@@ -133,13 +133,15 @@ class Binding:
         if getattr(model, "optimizer", None) is None:
             return
         taps = self.diagnoser.tapset.taps
-        if not self.update_ratios:
-            self.updates = UpdateTracker(taps, model.optimizer)
-            self.updates.start(step)
         if self.watch is None:
             self.watch = EarlyWatch(taps, model.optimizer, step)
         else:
             self.watch.resume(step)
+        if not self.update_ratios:
+            # The watch's compiled sampler: the same weights and entries.
+            sampler = self.watch.tracker.sampler
+            self.updates = UpdateTracker(taps, model.optimizer, sampler=sampler)
+            self.updates.start(step)
 
     @property
     def watching(self) -> bool:

@@ -38,9 +38,8 @@ import tensorflow as tf
 
 from keras_initdiag.diagnostics.step_stats import (
     SAMPLE,
+    Sampler,
     main_weights,
-    moved,
-    samples,
     users_optimizer,
 )
 from keras_initdiag.diagnostics.taps import Tap
@@ -113,6 +112,10 @@ class UpdateTracker:
             rate is read, never changed).
         steps: How many batch ends to measure. Defaults to `STEPS`.
         sample: Entries sampled per weight. Defaults to `SAMPLE`.
+        max_steps: Batch ends measured at most. Defaults to `MAX_STEPS`.
+        sampler: A `step_stats.Sampler` of the same weights to share (one
+            compiled function for every tracker of a model). Defaults to a
+            new one.
 
     Example:
     >>> tracker = UpdateTracker(taps, model.optimizer)
@@ -127,11 +130,14 @@ class UpdateTracker:
         steps: int = STEPS,
         sample: int = SAMPLE,
         max_steps: int = MAX_STEPS,
+        sampler: Sampler | None = None,
     ):
         # The in-step path's entries too (`step_stats.main_weights`).
         mains = main_weights(taps, sample)
         self.layers = [(tap.name, weight) for tap, weight, _ in mains]
-        self._picks = [picks for *_, picks in mains]
+        self.sampler = sampler or Sampler(
+            [weight for _, weight, _ in mains], [picks for *_, picks in mains]
+        )
         self.rate = LearningRate(optimizer)
         self.steps = steps
         self.max_steps = max(max_steps, steps)
@@ -152,15 +158,11 @@ class UpdateTracker:
         """Whether updates are still being measured."""
         return self._before is not None
 
-    def _read(self) -> tf.Tensor:
-        """The sampled entries of every weight, `[layers, width]` float32."""
-        return samples([weight for _, weight in self.layers], self._picks)
-
     def start(self, step: int) -> None:
         """Sample the weights as they are before the first update."""
         if not self.layers:
             return
-        self._before = self._read()
+        self._before = self.sampler.sample()
         self._step = step
         self._ratios, self._rates = [], []
         self._from_zero = None
@@ -199,8 +201,7 @@ class UpdateTracker:
         """
         if self._before is None or step <= self._step:
             return None
-        now = self._read()
-        norms = moved(now, self._before).numpy().astype(np.float64)  # one copy
+        norms, now = self.sampler.update(self._before)  # one compiled call
         taken = step - self._step
         rate = float(np.mean(self.rate.at(np.arange(self._step, step))))
         with np.errstate(divide="ignore", invalid="ignore"):

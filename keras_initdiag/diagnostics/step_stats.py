@@ -131,6 +131,44 @@ def moved(after: tf.Tensor, before: tf.Tensor) -> tf.Tensor:
     return tf.stack([norm(after - before, 1), norm(before, 1)], 1)
 
 
+class Sampler:
+    """Samples weights and measures their relative updates, compiled once.
+
+    The host-side path (`callbacks.updates.UpdateTracker`) measures after
+    each batch of the first steps; eagerly that is ~130 small ops for a
+    20-layer MLP (7 ms, most of a 9 ms train step), compiled it is one call
+    (0.8 ms). Traced at its first `update`, for the weights' lifetime.
+
+    Args:
+        weights: The weights to sample.
+        picks: Their `sample_picks`.
+
+    Example:
+    >>> sampler = Sampler(weights, sample_picks(weights))
+    >>> before = sampler.sample()
+    >>> norms, now = sampler.update(before)   # [weights, 2], after a step
+    """
+
+    def __init__(self, weights, picks):
+        self.weights, self.picks = list(weights), list(picks)
+        self._update = None
+
+    def sample(self) -> tf.Tensor:
+        """The sampled entries now, `[weights, width]` (`samples`)."""
+        return samples(self.weights, self.picks)
+
+    def update(self, before: tf.Tensor) -> tuple[np.ndarray, tf.Tensor]:
+        """`moved(now, before)` as float64 (one host copy), and `now`."""
+        if self._update is None:
+            self._update = tf.function(self._step)
+        norms, now = self._update(before)
+        return norms.numpy().astype(np.float64), now
+
+    def _step(self, before):
+        now = self.sample()
+        return moved(now, before), now
+
+
 def scaled_norm(values: tf.Tensor) -> tf.Tensor:
     """The Euclidean norm in float32, without overflow or underflow.
 
