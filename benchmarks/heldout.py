@@ -63,6 +63,7 @@ end is seen.
 Usage:
     python benchmarks/heldout.py train --minutes 70    # resumable
     python benchmarks/heldout.py train --grid heldout2 --shard 0/2  # and 1/2
+    python benchmarks/heldout.py train --grid heldout3 --shard 0/2  # and 1/2
     python benchmarks/heldout.py train --only resmlp_bn-d4 --minutes 5
     python benchmarks/heldout.py check                  # depth-2 learnability
     python benchmarks/heldout.py summary                # runs and outcomes so far
@@ -119,6 +120,11 @@ UPDATE_STEPS = 32
 #: activations, inits and optimizers (336 networks).
 SECOND = {"seed": 2, "task_seed": 2, "depths": (8, 20)}
 SECOND_OUT = HERE / "results" / "heldout2_runs.jsonl"
+#: The third held-out grid (`train --grid heldout3`): the second grid was read
+#: while the verdict's thresholds were reconsidered (per family), so the
+#: changed verdict is scored here. Its own seed, task and depths again.
+THIRD = {"seed": 3, "task_seed": 3, "depths": (10, 24)}
+THIRD_OUT = HERE / "results" / "heldout3_runs.jsonl"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,6 +258,11 @@ def ordered(
 def second() -> list[HeldoutConfig]:
     """The second held-out grid (`SECOND`), in run order."""
     return ordered(**SECOND)
+
+
+def third() -> list[HeldoutConfig]:
+    """The third held-out grid (`THIRD`), in run order."""
+    return ordered(**THIRD)
 
 
 # -- per-step records ----------------------------------------------------------
@@ -524,7 +535,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     train_cmd.add_argument("--only", nargs="+", metavar="SUBSTRING")
     train_cmd.add_argument("--out", type=pathlib.Path)
     train_cmd.add_argument(
-        "--grid", choices=("heldout", "heldout2", "calibration"), default="heldout"
+        "--grid", choices=("heldout", "heldout2", "heldout3", "calibration"), default="heldout"
     )
     train_cmd.add_argument(
         "--shard", default="0/1", help="i/n: every n-th group of 7 inits, from i"
@@ -549,6 +560,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         configs, out, steps = calibration(), CALIBRATION_OUT, CALIBRATION_STEPS
     elif args.grid == "heldout2":
         configs, out, steps = second(), SECOND_OUT, tr.STEPS
+    elif args.grid == "heldout3":
+        configs, out, steps = third(), THIRD_OUT, tr.STEPS
     else:
         configs, out, steps = ordered(), OUT, tr.STEPS
     index, count = (int(v) for v in args.shard.split("/"))

@@ -93,6 +93,22 @@ def test_the_second_heldout_grid_differs_from_both(heldout, tr):
     }
 
 
+def test_the_third_heldout_grid_differs_from_all(heldout, tr):
+    """The grid the verdict is scored on after the certain band was chosen:
+    its own seed, task and depths again."""
+    third = heldout.third()
+    assert len(third) == len({c.key for c in third}) == 336
+    seen = {c.key for c in heldout.second()} | {c.key for c in heldout.ordered()}
+    assert not {c.key for c in third} & (seen | {c.key for c in tr.grid()})
+    assert {c.seed for c in third} == {3} and {c.task_seed for c in third} == {3}
+    ours = tr.make_task(256, 3)
+    for other in (2, heldout.TASK_SEED):
+        assert not np.array_equal(ours.y, tr.make_task(256, other).y)
+    depths = {c.depth for c in third}
+    earlier = {c.depth for c in heldout.ordered() + heldout.second()}
+    assert depths == {10, 24} and not depths & (earlier | set(tr.DEPTHS))
+
+
 def test_first_runs_cover_every_family_optimizer_and_init(heldout, tr):
     first = heldout.ordered()[:84]
     cells = collections.Counter((c.arch, c.optimizer, c.init) for c in first)
