@@ -535,7 +535,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     train_cmd.add_argument("--only", nargs="+", metavar="SUBSTRING")
     train_cmd.add_argument("--out", type=pathlib.Path)
     train_cmd.add_argument(
-        "--grid", choices=("heldout", "heldout2", "heldout3", "calibration"), default="heldout"
+        "--grid",
+        choices=("heldout", "heldout2", "heldout3", "calibration"),
+        default="heldout",
     )
     train_cmd.add_argument(
         "--shard", default="0/1", help="i/n: every n-th group of 7 inits, from i"
