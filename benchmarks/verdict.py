@@ -1,26 +1,26 @@
-"""Fit the early verdict on the calibration grid; score it on the held-out one.
+"""Fit the early verdict on the training grids; score it on the held-out ones.
 
-Both grids record the first steps of every run (`heldout.py`: loss and
+Every grid records the first steps of every run (`heldout.py`: loss and
 learning rate of 64 steps, every layer's relative update of 32 steps, the
 step-0 flags) and its outcome after 160 steps (`trainability.failed`).
 
 - `fit`: the verdict's logistic model (`keras_initdiag.diagnostics.verdict`)
-  on the calibration grid's runs only (`results/early_calibration_runs.jsonl`):
-  feature means and scales, coefficients (Newton's method, L2 penalty
-  `PENALTY` on the standardized coefficients), and the risk threshold: the
-  lowest at which the calibration precision is at least `PRECISION`, since
-  a false "failing" verdict can stop a good run. Prints the constants to
-  put in the module.
-- `choose-k`: the calibration ROC AUC of the verdict refitted at 8, 16, 24
+  on the training grids' runs only (`TRAINING`): feature means and scales,
+  coefficients (Newton's method, L2 penalty `PENALTY` on the standardized
+  coefficients), and the risk threshold: the lowest at which the training
+  precision is at least `PRECISION`, since a false "failing" verdict can
+  stop a good run. Prints the constants to put in the module.
+- `choose-k`: the training ROC AUC of the verdict refitted at 8, 16, 24
   and 32 watched steps.
 - `pending`: each step-0 flag kind's precision per family (with or without
-  normalization layers) on the calibration grid; the kinds below
-  `verdict.CERTAIN` wait for the verdict (`verdict.PENDING_KINDS`).
-- `score`: the module's verdict, what `on_flag` acts on (step-0 flags of
-  kinds that do not wait, and a failing verdict), the step-0 flags and the
-  loss-only baseline
-  (the loss features alone over 20 steps, fitted the same way on the
-  calibration grid) on both grids: precision, recall, ROC AUC, per family
+  normalization layers) on the training grids, overall and whole decades
+  past its threshold; the kinds below `verdict.CERTAIN` wait for the
+  verdict (`verdict.PENDING_KINDS`) unless they lie far enough past it
+  (`verdict.CERTAIN_BEYOND`).
+- `score`: the module's verdict, what `on_flag` acts on (step-0 flags that
+  do not wait, and a failing verdict), the step-0 flags and the loss-only
+  baseline (the loss features alone over 20 steps, fitted the same way on
+  the training grids) on every grid: precision, recall, ROC AUC, per family
   and optimizer; writes `results/verdict_judge.md`.
 
 Usage:
@@ -48,11 +48,16 @@ from keras_initdiag.diagnostics import verdict as vd  # noqa: E402
 
 CALIBRATION = HERE / "results" / "early_calibration_runs.jsonl"
 HELDOUT = HERE / "results" / "heldout_runs.jsonl"
-#: The second held-out grid (`heldout.py train --grid heldout2`).
+#: The second held-out grid (`heldout.py train --grid heldout2`): never
+#: fitted on, but its scores were read before the certain band
+#: (`verdict.CERTAIN_BEYOND`) was chosen.
 HELDOUT2 = HERE / "results" / "heldout2_runs.jsonl"
+#: The third held-out grid (`heldout.py train --grid heldout3`), recorded
+#: after the band was chosen and read only to score it.
+HELDOUT3 = HERE / "results" / "heldout3_runs.jsonl"
 #: What the verdict is fitted on: the calibration grid and the first held-out
 #: grid (held out for the first fit, whose scores BENCHMARKS.md keeps); the
-#: second held-out grid scores it.
+#: second and third held-out grids score it.
 TRAINING = (CALIBRATION, HELDOUT)
 JUDGE = HERE / "results" / "verdict_judge.md"
 #: L2 penalty on the standardized coefficients (keeps them finite when a
@@ -82,7 +87,8 @@ def load(path: pathlib.Path) -> list[dict]:
 def early_steps(record: dict, steps: int = vd.WATCH_STEPS) -> vd.EarlySteps:
     """The record's first `steps` steps as the verdict reads them."""
     number = tr._from_json_number
-    kinds = [f["kind"] for f in record["step0_flags"] or () if not f["advisory"]]
+    flags = [f for f in record["step0_flags"] or () if not f["advisory"]]
+    family_ = family_of(record)
     return vd.EarlySteps(
         losses=[number(v) for v in record["step_losses"][:steps]],
         learning_rates=record["step_learning_rates"][:steps],
@@ -91,8 +97,12 @@ def early_steps(record: dict, steps: int = vd.WATCH_STEPS) -> vd.EarlySteps:
             for name, values in record["update_ratios"].items()
         },
         chance_loss=math.log(tr.N_CLASSES),
-        step0_flags=kinds,
-        step0_pending=[k for k in kinds if k in vd.PENDING_KINDS[family_of(record)]],
+        step0_flags=[f["kind"] for f in flags],
+        step0_pending=[
+            f["kind"]
+            for f in flags
+            if vd.waits(f["kind"], f["value"], f["threshold"], family_)
+        ],
         # The first step's ratio is not finite exactly for a weight that was
         # all zero (0/0, or x/0 if it moved).
         from_zero=[
@@ -254,10 +264,7 @@ def table(title: str, records: list[dict], baseline_model, baseline_cut) -> list
     xb, finite_b, _ = matrix(records, BASELINE_STEPS, LOSS_FEATURES)
     baseline = np.where(finite_b, predict(xb, *baseline_model), 1.0)
     certain = np.asarray(
-        [
-            float(bool(set(e.step0_flags) - set(e.step0_pending)))
-            for e in (early_steps(r) for r in records)
-        ]
+        [vd.features(early_steps(r))["step0_certain"] for r in records]
     )
     acted = (certain > 0) | (verdict >= vd.RISK_THRESHOLD)
     methods = {
@@ -287,12 +294,14 @@ def table(title: str, records: list[dict], baseline_model, baseline_cut) -> list
 
 def score() -> None:
     """Score the module's verdict on every grid; write `JUDGE`."""
-    grids = {path: load(path) for path in (HELDOUT2, *TRAINING)}
+    grids = {path: load(path) for path in (HELDOUT3, HELDOUT2, *TRAINING)}
     baseline_model, baseline_cut, _, _ = fitted(
         training(), BASELINE_STEPS, LOSS_FEATURES
     )
     titles = {
-        HELDOUT2: "Second held-out grid (never used to fit)",
+        HELDOUT3: "Third held-out grid (never used to fit or to choose anything)",
+        HELDOUT2: "Second held-out grid (never fitted on; read before the band "
+        "was chosen)",
         HELDOUT: "First held-out grid (fitted on since the second fit; in-sample)",
         CALIBRATION: "Calibration grid (in-sample)",
     }
@@ -312,35 +321,75 @@ def score() -> None:
     print("\n".join(lines))
 
 
-def kind_precision(records) -> dict:
-    """`{(family, kind): (trained, failed)}`: runs with the kind at step 0."""
+#: The whole decades past the threshold that `pending` tries for
+#: `verdict.CERTAIN_BEYOND`.
+DECADES = (1, 2, 3)
+
+
+def kind_precision(records, past: float = 0.0) -> dict:
+    """`{(family, kind): (trained, failed)}`: runs with the kind at step 0,
+    at least `past` decades beyond its threshold (`verdict.decades_past`)."""
     counts: dict = {}
     for record in records:
         family_ = family_of(record)
-        kinds = {f["kind"] for f in record["step0_flags"] or () if not f["advisory"]}
+        kinds = {
+            f["kind"]
+            for f in record["step0_flags"] or ()
+            if not f["advisory"] and vd.decades_past(f["value"], f["threshold"]) >= past
+        }
         for kind in kinds:
             row = counts.setdefault((family_, kind), [0, 0])
             row[bool(record["failed"])] += 1
     return counts
 
 
-def pending() -> None:
-    """Step-0 precision per family and kind on the training grids; the kinds
-    that wait for the verdict (`verdict.PENDING_KINDS`): below
-    `verdict.CERTAIN`, or measured on fewer than `MIN_RUNS` runs."""
-    counts = kind_precision(training())
-    chosen: dict = {"normalized": [], "plain": []}
-    print("| family | kind at step 0 | trained | failed | precision |")
-    print("|---|---|---|---|---|")
-    for family_ in chosen:
+def certain(trained: int, failed: int) -> bool:
+    """Whether a flag's runs show it acting at once is safe."""
+    runs = trained + failed
+    return runs >= MIN_RUNS and failed / runs >= vd.CERTAIN
+
+
+def derive_pending(records) -> tuple[dict, dict]:
+    """`(PENDING_KINDS, CERTAIN_BEYOND)` from `records`: the kinds below
+    `verdict.CERTAIN` per family, or measured on fewer than `MIN_RUNS` runs;
+    for each of those, the fewest whole decades (`DECADES`) past the
+    threshold beyond which its flags are certain, if any."""
+    counts = kind_precision(records)
+    kinds: dict = {"normalized": [], "plain": []}
+    beyond: dict = {"normalized": {}, "plain": {}}
+    for family_ in kinds:
         for kind in STEP0_KINDS:
-            trained, failed = counts.get((family_, kind), (0, 0))
-            runs = trained + failed
-            precision = failed / runs if runs else math.nan
-            print(f"| {family_} | {kind} | {trained} | {failed} | {precision:.3f} |")
-            if runs < MIN_RUNS or precision < vd.CERTAIN:
-                chosen[family_].append(kind)
-    print("PENDING_KINDS =", {k: tuple(v) for k, v in chosen.items()})
+            if certain(*counts.get((family_, kind), (0, 0))):
+                continue
+            kinds[family_].append(kind)
+            for past in DECADES:
+                tail = kind_precision(records, past).get((family_, kind), (0, 0))
+                if certain(*tail):
+                    beyond[family_][kind] = past
+                    break
+    return {k: tuple(v) for k, v in kinds.items()}, {
+        k: v for k, v in beyond.items() if v
+    }
+
+
+def pending() -> None:
+    """Step-0 precision per family and kind on the training grids, overall
+    and some decades past the threshold; the kinds that wait for the verdict
+    and where they stop waiting (`derive_pending`)."""
+    records = training()
+    print("| family | kind at step 0 | decades past | trained | failed | precision |")
+    print("|---|---|---|---|---|---|")
+    for past in (0, *DECADES):
+        for (family_, kind), (trained, failed) in sorted(
+            kind_precision(records, past).items()
+        ):
+            print(
+                f"| {family_} | {kind} | {past} | {trained} | {failed} "
+                f"| {failed / (trained + failed):.3f} |"
+            )
+    kinds, beyond = derive_pending(records)
+    print("PENDING_KINDS =", kinds)
+    print("CERTAIN_BEYOND =", beyond)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -186,6 +186,38 @@ def test_pending_flags_do_not_stop_and_the_verdict_resolves_them(tmp_path):
     assert math.isclose(written.risk, verdict.risk, rel_tol=1e-6)
 
 
+def test_backward_growth_far_past_the_mixed_band_acts_at_once():
+    """The plain 50-layer Dense-BN-ReLU net must still be caught: its step-0
+    backward growth (gradient variance x pi / (pi - 1) per layer, Yang et al.
+    2019: ~2e8 over 50 layers) lies beyond `CERTAIN_BEYOND`, so the flag is
+    certain and `on_flag="stop"` stops at once, without waiting 32 steps.
+    The 24-layer net above (~1e4) stays pending."""
+    callback = _callback(on_flag="stop")
+    model = _mlp(depth=50, norm=True)
+    _fit(model, callback, epochs=2)
+    exploding = [f for f in callback.reports[0].flags if f.kind == "exploding"]
+    beyond = vd.CERTAIN_BEYOND["normalized"]["exploding"]
+    assert exploding and not any(f.pending for f in exploding)
+    assert max(vd.decades_past(f.value, f.threshold) for f in exploding) >= beyond
+    assert int(model.optimizer.iterations.numpy()) == 1  # stopped at step 0
+    assert callback.verdict is None
+
+
+def test_a_kind_may_wait_at_one_layer_and_act_at_another():
+    """The verdict's `step0_certain` counts flags, not kinds."""
+    early = vd.EarlySteps(
+        [1.0] * 8,
+        [0.1] * 8,
+        {},
+        step0_flags=["exploding", "exploding"],
+        step0_pending=["exploding"],
+    )
+    assert vd.features(early)["step0_certain"] == 1.0
+    assert vd.waits("exploding", 2e4, 1e3, "normalized")
+    assert not vd.waits("exploding", 2e5, 1e3, "normalized")
+    assert not vd.waits("exploding", 2e4, 1e3, "plain")  # not a pending kind there
+
+
 @pytest.mark.parametrize("on_flag", ["warn", "stop"])
 def test_pending_flags_are_printed_as_pending_not_warned(on_flag, capsys):
     callback = _callback(on_flag=on_flag)

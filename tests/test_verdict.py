@@ -227,7 +227,22 @@ def test_module_constants_are_the_training_grids_fit():
     assert vd.INTERCEPT == pytest.approx(intercept, rel=1e-3, abs=1e-3)
     assert vd.RISK_THRESHOLD == pytest.approx(cut, rel=1e-3)
     assert {r["seed"] for r in records} == {0, 1} and len(records) == 1064
-    assert bench.HELDOUT2 not in bench.TRAINING
+    assert not {bench.HELDOUT2, bench.HELDOUT3} & set(bench.TRAINING)
+
+
+def test_pending_kinds_and_their_certain_band_are_the_training_grids():
+    """`PENDING_KINDS` and `CERTAIN_BEYOND` are what `benchmarks/verdict.py
+    pending` derives from the committed training records."""
+    bench = load_script("benchmarks/verdict.py")
+    kinds, beyond = bench.derive_pending(bench.training())
+    assert kinds == vd.PENDING_KINDS
+    assert beyond == vd.CERTAIN_BEYOND
+    # The measurement behind the BatchNorm band: mixed below, certain beyond.
+    records = bench.training()
+    inside = bench.kind_precision(records)[("normalized", "exploding")]
+    past = bench.kind_precision(records, 2)[("normalized", "exploding")]
+    assert past == [0, 34]
+    assert (inside[0] - past[0], inside[1] - past[1]) == (25, 35)
 
 
 def test_a_network_that_does_not_move_fails_whatever_the_fit_says():

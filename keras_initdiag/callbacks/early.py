@@ -8,9 +8,10 @@ update (`UpdateTracker.measure`: one host copy of a few numbers per layer
 and batch). With `steps_per_execution > 1` a batch end closes several steps;
 each of them gets the chunk's mean loss and update per step.
 
-Until the verdict, flags of the kinds that the calibration grid found
-uncertain at step 0 (`verdict.pending_kinds`) are held as pending: shown and
-logged, not acted on. The verdict confirms or clears them.
+Until the verdict, the step-0 flags that the training grids found uncertain
+(`verdict.waits`: their kind in the network's family, and how far past the
+threshold they lie) are held as pending: shown and logged, not acted on.
+The verdict confirms or clears them.
 """
 
 from __future__ import annotations
@@ -112,10 +113,9 @@ class EarlyWatch:
         """
         if self.done:
             return report.flags
-        uncertain = vd.pending_kinds(report)
         flags = [
             dataclasses.replace(f, pending=True)
-            if f.kind in uncertain and not is_advisory(f)
+            if not is_advisory(f) and vd.held(report, f)
             else f
             for f in report.flags
         ]
