@@ -174,7 +174,9 @@ def test_every_step_is_recorded_with_steps_per_execution():
         assert norms["first"] == pytest.approx(expected["first"], rel=1e-4)
 
 
-def test_embedding_norms_sum_repeated_rows():
+@pytest.mark.parametrize("jit", [False, True])
+def test_embedding_norms_sum_repeated_rows(jit):
+    """Under XLA too (no `tf.unique` there: `step_stats.rows_summed`)."""
     tokens = keras.Input((6,), dtype="int32")
     h = keras.layers.Embedding(10, 4, name="embed")(tokens)
     h = keras.layers.GlobalAveragePooling1D()(h)
@@ -182,6 +184,7 @@ def test_embedding_norms_sum_repeated_rows():
     model.compile(
         keras.optimizers.SGD(0.0),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit,
     )
     rng = np.random.default_rng(1)
     x = rng.integers(0, 3, size=(16, 6))  # few ids: rows repeat many times
@@ -257,16 +260,23 @@ def test_norms_are_float32_on_the_device_and_right_for_tiny_gradients():
     assert all(v > 0 for v in norms.values())
 
 
-@pytest.mark.parametrize("steps_per_execution", [1, 4])
-def test_in_step_statistics_equal_a_separate_computation(steps_per_execution):
+@pytest.mark.parametrize(
+    "steps_per_execution, jit", [(1, False), (4, False), (1, True), (4, True)]
+)
+def test_in_step_statistics_equal_a_separate_computation(steps_per_execution, jit):
     """Weight norms, relative updates and learning rates from inside the
-    compiled step against the same steps taken one by one on a twin."""
+    compiled step against the same steps taken one by one on a twin; also
+    compiled with XLA (`jit_compile=True`, Keras's default wherever there is
+    an accelerator), which has no kernel for `reduce_euclidean_norm`."""
     schedule = keras.optimizers.schedules.ExponentialDecay(0.05, 4, 0.5)
     model, x, y = model_and_data()
     initial = model.get_weights()
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(
-        keras.optimizers.SGD(schedule), loss, steps_per_execution=steps_per_execution
+        keras.optimizers.SGD(schedule),
+        loss,
+        steps_per_execution=steps_per_execution,
+        jit_compile=jit,
     )
     callback = recording_callback((x[:16], y[:16]))
     model.fit(

@@ -46,6 +46,7 @@ import tensorflow as tf
 
 from keras_initdiag.diagnostics.step_stats import (
     combined_norms,
+    euclidean,
     gradient_norm,
     main_weights,
     moved,
@@ -370,8 +371,7 @@ class GradientRecorder:
         m = len(weights)
         # Weights and their updates are far from float32's limits (a
         # gradient of 1e-25 per entry is not): one plain reduction each.
-        norm = tf.math.reduce_euclidean_norm
-        weight_norms = [norm(tf.cast(w.value, tf.float32)) for w in weights]
+        weight_norms = [euclidean(tf.cast(w.value, tf.float32)) for w in weights]
         ratios = tf.fill([m], nan)
         if m and before is not None and "weights" in before:
             change, size = tf.unstack(
