@@ -29,12 +29,16 @@ early verdict), and the calibration runs' in-sample candidate, backward
 (`results/midfit_heldout_runs.jsonl`) were measured with the verdict's first
 fit (commit c726dfa, calibration grid only), and so was the judge's
 comparison of the live verdict with the recorded steps; re-judged with a
-later fit, that comparison compares two fits.
+later fit, that comparison compares two fits. The third held-out grid
+(`--grid heldout3`, task seed 3) is measured the same way with the
+verdict's third fit (`results/midfit_heldout3_runs.jsonl`).
 
 Usage:
     python benchmarks/midfit.py measure --minutes 50    # resumable
     python benchmarks/midfit.py measure --grid heldout --shard 0/2  # and 1/2
     python benchmarks/midfit.py judge --grid heldout
+    python benchmarks/midfit.py measure --grid heldout3 --shard 0/2  # and 1/2
+    python benchmarks/midfit.py judge --grid heldout3
     python benchmarks/midfit.py healthy
     python benchmarks/midfit.py judge
 """
@@ -77,6 +81,9 @@ JUDGE = tr.RESULTS / "midfit_judge.md"
 #: The held-out grid's networks (`heldout.py`), trained again diagnosed.
 HELDOUT_OUT = tr.RESULTS / "midfit_heldout_runs.jsonl"
 HELDOUT_JUDGE = tr.RESULTS / "midfit_heldout_judge.md"
+#: The third held-out grid's (`heldout.py train --grid heldout3`).
+HELDOUT3_OUT = tr.RESULTS / "midfit_heldout3_runs.jsonl"
+HELDOUT3_JUDGE = tr.RESULTS / "midfit_heldout3_judge.md"
 #: The mid-fit backward-vanishing threshold the calibration runs suggested
 #: (in-sample, 9 runs); scored on the held-out grid, never acted on.
 CANDIDATE_BACKWARD_VANISHING = 3e-4
@@ -388,11 +395,13 @@ def _healthy_lines(records: list[dict]) -> list[str]:
     return lines
 
 
-def judge_heldout_lines(records: list[dict], offline: dict | None = None) -> list[str]:
+def judge_heldout_lines(
+    records: list[dict], offline: dict | None = None, grid: str = "heldout"
+) -> list[str]:
     """The held-out mid-fit report: what `on_flag` acts on after step 0.
 
     `offline`: `{key: risk}` from the held-out grid's recorded steps, to
-    compare the live verdict with (`offline_risks`).
+    compare the live verdict with (`offline_risks`). `grid`: its name.
     """
     trained = [r for r in records if not r["failed"]]
     failed = [r for r in records if r["failed"]]
@@ -406,13 +415,14 @@ def judge_heldout_lines(records: list[dict], offline: dict | None = None) -> lis
     stopped = [r for r in trained if any(f.get("acted") for f in r["flags"])]
     caught = [r for r in failed if any(f.get("acted") for f in r["flags"])]
     lines = [
-        "# Mid-fit flags on the held-out grid (`benchmarks/midfit.py judge "
-        "--grid heldout`)",
+        f"# Mid-fit flags on the held-out grid (`benchmarks/midfit.py judge "
+        f"--grid {grid}`)",
         "",
         f"{len(records)} held-out networks trained again as `heldout.py` trains "
         f"them, with `InitDiagnostics(update_freq={UPDATE_FREQ})`: "
         f"{len(trained)} trained, {len(failed)} failed. Outcome as in "
-        f"`heldout_runs.jsonl`: {same}; differs: {len(differs)} {differs or ''}",
+        f"`{HELDOUT_GRIDS[grid][1].name}`: {same}; differs: {len(differs)} "
+        f"{differs or ''}",
         "",
         f"**Flags `on_flag` acts on after step 0, on runs that trained: "
         f"{len(alarms)} of {len(trained)}** (every rule as the package ships "
@@ -488,12 +498,37 @@ def judge_heldout_lines(records: list[dict], offline: dict | None = None) -> lis
     return lines
 
 
-def offline_risks() -> dict:
-    """`{key: risk}`: the verdict from the held-out grid's recorded steps."""
+def offline_risks(path=None) -> dict:
+    """`{key: risk}`: the verdict from a held-out grid's recorded steps."""
     import verdict as scoring
 
-    records = scoring.load(scoring.HELDOUT)
+    records = scoring.load(path or scoring.HELDOUT)
     return dict(zip((r["key"] for r in records), scoring.module_scores(records)))
+
+
+def _heldout_grids() -> dict:
+    """`{name: (configs, grid records, task seed, out, judge)}`."""
+    import heldout
+
+    return {
+        "heldout": (
+            heldout.ordered,
+            heldout.OUT,
+            heldout.TASK_SEED,
+            HELDOUT_OUT,
+            HELDOUT_JUDGE,
+        ),
+        "heldout3": (
+            heldout.third,
+            heldout.THIRD_OUT,
+            heldout.THIRD["task_seed"],
+            HELDOUT3_OUT,
+            HELDOUT3_JUDGE,
+        ),
+    }
+
+
+HELDOUT_GRIDS = _heldout_grids()
 
 
 def judge(path=OUT, out=JUDGE, lines_of=None) -> list[str]:
@@ -513,7 +548,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     measure_cmd.add_argument("--only", nargs="+", metavar="SUBSTRING")
     measure_cmd.add_argument("--minutes", type=float, default=math.inf)
     measure_cmd.add_argument(
-        "--grid", choices=("calibration", "heldout"), default="calibration"
+        "--grid", choices=("calibration", *HELDOUT_GRIDS), default="calibration"
     )
     measure_cmd.add_argument(
         "--shard", default="0/1", help="i/n: every n-th group of 7 inits, from i"
@@ -523,34 +558,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     healthy_cmd.add_argument("--seeds", nargs="+", type=int, default=[1])
     judge_cmd = commands.add_parser("judge", help="the flags against the outcomes")
     judge_cmd.add_argument(
-        "--grid", choices=("calibration", "heldout"), default="calibration"
+        "--grid", choices=("calibration", *HELDOUT_GRIDS), default="calibration"
     )
     args = parser.parse_args(argv)
     # One core each: the machine is shared. Before TensorFlow runs anything.
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    if args.command == "measure" and args.grid == "heldout":
-        import heldout
-
+    held_out = HELDOUT_GRIDS.get(getattr(args, "grid", None))
+    if args.command == "measure" and held_out:
+        ordered, grid_path, task_seed, out, _ = held_out
         index, count_ = (int(v) for v in args.shard.split("/"))
-        configs = [
-            c for i, c in enumerate(heldout.ordered()) if (i // 7) % count_ == index
-        ]
+        configs = [c for i, c in enumerate(ordered()) if (i // 7) % count_ == index]
         measure(
-            HELDOUT_OUT,
+            out,
             tr.select(configs, args.only),
             args.minutes,
-            heldout.OUT,
-            heldout.TASK_SEED,
+            grid_path,
+            task_seed,
             steps_per_execution=1,
         )
     elif args.command == "measure":
         measure(configs=tr.select(plan(), args.only), minutes=args.minutes)
     elif args.command == "healthy":
         healthy(cases=args.cases, seeds=args.seeds)
-    elif args.grid == "heldout":
-        risks = offline_risks()
-        judge(HELDOUT_OUT, HELDOUT_JUDGE, lambda r: judge_heldout_lines(r, risks))
+    elif held_out:
+        _, grid_path, _, out, judged = held_out
+        risks = offline_risks(grid_path)
+        judge(out, judged, lambda r: judge_heldout_lines(r, risks, args.grid))
     else:
         judge()
     return 0
