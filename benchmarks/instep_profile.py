@@ -16,8 +16,13 @@ bimodal (8.9 or 16.3 ms per step whatever runs), so the best epoch is the
 comparable number; the CPU time is steadier (what the extra ops cost,
 whether or not they overlap the step's own work).
 
+With `--jit` every variant is compiled with XLA (`jit_compile=True`), as
+Keras compiles by default wherever there is an accelerator: the in-step
+reductions then fuse into the step instead of running as ops of their own.
+
 Usage:
     python benchmarks/instep_profile.py --rounds 6
+    python benchmarks/instep_profile.py --rounds 6 --jit
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ STEPS = 40
 BATCH = 128
 
 
-def mlp(depth: int = 20, width: int = 256) -> keras.Model:
+def mlp(depth: int = 20, width: int = 256, jit: bool = False) -> keras.Model:
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
         [keras.Input((64,))]
@@ -54,6 +59,7 @@ def mlp(depth: int = 20, width: int = 256) -> keras.Model:
     model.compile(
         keras.optimizers.Adam(1e-4),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit,
     )
     return model
 
@@ -74,8 +80,8 @@ class Arm(keras.callbacks.Callback):
             self.recorder.read()
 
 
-def setup(variant: str):
-    model = mlp()
+def setup(variant: str, jit: bool = False):
+    model = mlp(jit=jit)
     recorder = None
     if variant != "plain":
         recorder = train_grads.GradientRecorder(model, build_taps(model).taps)
@@ -90,11 +96,17 @@ def setup(variant: str):
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument(
+        "--jit",
+        action="store_true",
+        help="compile with XLA (jit_compile=True; Keras's default where there "
+        "is an accelerator, off on CPU-only machines)",
+    )
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(BATCH * STEPS, 64)).astype("float32")
     y = rng.integers(0, 10, BATCH * STEPS)
-    runs = {v: (*setup(v), []) for v in VARIANTS}
+    runs = {v: (*setup(v, args.jit), []) for v in VARIANTS}
     for model, arm, _ in runs.values():  # trace and warm up
         model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[arm])
     for _ in range(args.rounds):

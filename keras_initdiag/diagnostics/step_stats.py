@@ -122,26 +122,32 @@ def samples(weights, picks) -> tf.Tensor:
     )
 
 
-def euclidean(values: tf.Tensor, axis=None) -> tf.Tensor:
-    """The plain Euclidean norm, `sqrt(sum(v^2))`, as XLA can compile it.
+def euclidean(values: tf.Tensor, axis=None, xla: bool = False) -> tf.Tensor:
+    """The plain Euclidean norm in one kernel, or as XLA can compile it.
 
     Inside the user's train step, which Keras compiles with XLA by default
-    wherever there is an accelerator (`jit_compile="auto"`):
-    `tf.math.reduce_euclidean_norm` has no XLA kernel.
+    wherever there is an accelerator (`jit_compile="auto"`),
+    `tf.math.reduce_euclidean_norm` has no kernel: with `xla` it is
+    `sqrt(sum(v^2))`, three ops that XLA fuses. Without XLA the one kernel
+    is ~20% faster (42 norms of a 20 x 256 MLP's weights: 0.52 ms against
+    0.64 ms on 2 CPU cores).
 
     Example:
-    >>> float(euclidean(tf.constant([3.0, 4.0])))
+    >>> float(euclidean(tf.constant([3.0, 4.0]), xla=True))
     5.0
     """
-    return tf.sqrt(tf.reduce_sum(tf.square(values), axis))
+    if xla:
+        return tf.sqrt(tf.reduce_sum(tf.square(values), axis))
+    return tf.math.reduce_euclidean_norm(values, axis)
 
 
-def moved(after: tf.Tensor, before: tf.Tensor) -> tf.Tensor:
+def moved(after: tf.Tensor, before: tf.Tensor, xla: bool = False) -> tf.Tensor:
     """Per row, `[||after - before||, ||before||]`: `[weights, 2]`.
 
     The relative update is their ratio (NaN for a weight of all zeros).
+    `xla`: as `euclidean`.
     """
-    return tf.stack([euclidean(after - before, 1), euclidean(before, 1)], 1)
+    return tf.stack([euclidean(after - before, 1, xla), euclidean(before, 1, xla)], 1)
 
 
 class Sampler:
@@ -195,15 +201,16 @@ def scaled_norm(values: tf.Tensor) -> tf.Tensor:
     return safe * tf.sqrt(tf.reduce_sum(tf.square(values / safe)))
 
 
-def norms(tensors: list) -> tf.Tensor:
+def norms(tensors: list, xla: bool = False) -> tf.Tensor:
     """The float32 norm of each tensor, one vector: scaled only if it must be.
 
     One plain reduction per tensor, then one check for the whole step: only
     if a norm left `PLAIN_RANGE` (or is 0 for a nonzero tensor that
     underflowed) are they all computed again as `scaled_norm`. The scaled
     form is ~9 ops a tensor; a step of 42 weights saved ~300 small ops.
+    `xla`: the plain norms as XLA can compile them (`euclidean`).
     """
-    plain = tf.stack([euclidean(t) for t in tensors])
+    plain = tf.stack([euclidean(t, xla=xla) for t in tensors])
     low, high = PLAIN_RANGE
     fine = tf.reduce_all((plain >= low) & (plain <= high))
     return tf.cond(

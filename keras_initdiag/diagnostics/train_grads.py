@@ -236,6 +236,7 @@ class GradientRecorder:
         self.armed = False
         self.traces = 0
         self.per_call = 1
+        self.xla = False  # whether the train step is compiled with XLA
         self.calls_since_read = 0
 
     @staticmethod
@@ -281,6 +282,9 @@ class GradientRecorder:
         # often, not at every batch end.
         rows = per_call * max(1, math.ceil(COPY_EVERY / per_call))
         self.per_call = per_call
+        # Keras's own resolution of `jit_compile` ("auto": XLA wherever there
+        # is an accelerator): the norms must then be ops XLA can compile.
+        self.xla = bool(model.jit_compile)
         with model.distribute_strategy.scope():
             kept = dict(
                 trainable=False,
@@ -356,7 +360,8 @@ class GradientRecorder:
             grad = tf.cast(grad, tf.float32)
             dense.append(grad if unscale is None else grad * unscale)
             dense_owners.append(index)
-        parts = [norms(dense)] if dense else []
+        xla = self.xla
+        parts = [norms(dense, xla)] if dense else []
         parts += [tf.stack(sparse)] if sparse else []
         owners = dense_owners + sparse_owners
         if owners:
@@ -371,11 +376,13 @@ class GradientRecorder:
         m = len(weights)
         # Weights and their updates are far from float32's limits (a
         # gradient of 1e-25 per entry is not): one plain reduction each.
-        weight_norms = [euclidean(tf.cast(w.value, tf.float32)) for w in weights]
+        weight_norms = [
+            euclidean(tf.cast(w.value, tf.float32), xla=xla) for w in weights
+        ]
         ratios = tf.fill([m], nan)
         if m and before is not None and "weights" in before:
             change, size = tf.unstack(
-                moved(samples_of(weights, picks), before["weights"]), axis=1
+                moved(samples_of(weights, picks), before["weights"], xla), axis=1
             )
             ratios = change / size  # NaN from a weight of all zeros, as 0 / 0
         # Each layer's slot among the stacked values: its main weight's, or
