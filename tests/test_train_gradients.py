@@ -1,5 +1,7 @@
 """Per-batch gradient norms from the real train step (`batch_gradients=True`)."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -425,3 +427,49 @@ def test_an_embedding_tables_sampled_update_sees_the_rows_a_step_moved():
     whole = np.linalg.norm(after - before) / np.linalg.norm(before)
     assert int((np.abs(after - before).sum(1) > 0).sum()) < 500  # under 1% moved
     assert whole / 4 < measured < whole * 4
+
+
+def _failing_record(self, grads, variables, before=None):
+    raise RuntimeError("no kernel for this op")
+
+
+def test_a_recording_step_that_fails_warns_once_and_training_goes_on(monkeypatch):
+    """A diagnostics failure must not end the user's run: when the recording
+    step cannot be built but the model's own step runs, the recorder gives
+    up with one warning, the fit trains every step, and the early watch
+    samples the weights itself."""
+    from keras_initdiag.diagnostics import train_grads
+
+    monkeypatch.setattr(train_grads.GradientRecorder, "record", _failing_record)
+    model, x, y = model_and_data()
+    model.compile(
+        keras.optimizers.SGD(0.01),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    callback = recording_callback((x[:16], y[:16]))
+    with pytest.warns(keras_initdiag.InitDiagnosticsWarning) as caught:
+        model.fit(x, y, epochs=10, batch_size=16, verbose=0, callbacks=[callback])
+        model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[callback])
+    messages = [str(w.message) for w in caught if "batch_gradients" in str(w.message)]
+    assert len(messages) == 1 and "no kernel for this op" in messages[0]
+    assert int(model.optimizer.iterations.numpy()) == 44  # every step trained
+    assert callback.batch_gradient_norms == []
+    assert not isinstance(model.train_function, train_grads.RecordingTrainFunction)
+    # The verdict still comes, from the host-side samples.
+    assert callback.verdict is not None and not callback.verdict.failing
+
+
+def test_the_users_own_error_is_raised_not_blamed_on_the_recorder():
+    model, x, y = model_and_data()
+    callback = recording_callback((x[:16], y[:16]))
+    wrong = np.zeros((64, 5), "float32")  # not sparse labels: the loss fails
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(Exception) as raised:
+            model.fit(
+                x, wrong, epochs=1, batch_size=16, verbose=0, callbacks=[callback]
+            )
+    assert not isinstance(raised.value, RuntimeError) or "kernel" not in str(
+        raised.value
+    )
+    assert not any("batch_gradients" in str(w.message) for w in caught)

@@ -9,9 +9,11 @@ and run).
 
 from __future__ import annotations
 
+import functools
 import weakref
 
 import keras
+import numpy as np
 
 from keras_initdiag.callbacks.early import EarlyWatch
 from keras_initdiag.callbacks.updates import UpdateTracker
@@ -197,9 +199,28 @@ class Binding:
             return
         if self.recorder is None:
             self.recorder = GradientRecorder(model, self.diagnoser.tapset.taps)
+            self.recorder.on_failure = functools.partial(
+                self._recorder_failed, model, warn_once
+            )
         self.recorder.attach()
+        if not self.recorder.attached:
+            return  # it gave up before (warned then)
         if self.watch is not None and not self.watch.started:
             self.watch.in_step = True  # exact per-step updates, no sampling
+
+    def _recorder_failed(self, model: keras.Model, warn_once, reason: str) -> None:
+        """The recording step failed and the model's own ran: go on without."""
+        warn_once(
+            "batch-gradients-failed",
+            "InitDiagnostics: batch_gradients=True is off for this model: its "
+            f"recording train step failed ({reason}). Training goes on with "
+            "the model's own step (one batch may have been consumed by the "
+            "failed call); the diagnoses go on without in-step statistics.",
+        )
+        if self.watch is not None and self.watch.in_step:
+            # The early watch samples the weights itself from the next step.
+            self.watch.in_step = False
+            self.watch.resume(int(np.asarray(model.optimizer.iterations)))
 
     @property
     def recording(self) -> bool:

@@ -171,7 +171,14 @@ class RecordingTrainFunction:
         self.original = original
 
     def __call__(self, iterator):
-        """Run one call of the train function (one or more steps)."""
+        """Run one call of the train function (one or more steps).
+
+        If the recording step fails before it ever ran (it cannot be traced
+        or compiled, e.g. an op XLA lacks) and the model's own step then
+        runs, the recording is at fault: the recorder gives up
+        (`GradientRecorder.fail`) and training goes on. If the model's own
+        step fails too, that error is the user's and propagates.
+        """
         recorder = self.recorder
         model = recorder.model
         if not recorder.armed:
@@ -184,9 +191,19 @@ class RecordingTrainFunction:
         users = model.optimizer
         model.optimizer = recorder.recording
         try:
-            return self.traced(iterator)
+            result = self.traced(iterator)
+        except Exception as error:
+            if recorder.ran:
+                raise  # it has run before: the step's own failure
+            failure = error
+        else:
+            recorder.ran = True
+            return result
         finally:
             model.optimizer = users
+        result = self.original(iterator)
+        recorder.fail(failure)
+        return result
 
 
 class GradientRecorder:
@@ -237,6 +254,11 @@ class GradientRecorder:
         self.traces = 0
         self.per_call = 1
         self.xla = False  # whether the train step is compiled with XLA
+        self.ran = False  # whether the recording step ever ran
+        #: Why recording gave up for good (`fail`), or None.
+        self.broken: str | None = None
+        #: Called with `broken` when it gives up.
+        self.on_failure = None
         self.calls_since_read = 0
 
     @staticmethod
@@ -247,7 +269,12 @@ class GradientRecorder:
         return None
 
     def attach(self) -> None:
-        """Make `model.train_function` record (traced once, kept across fits)."""
+        """Make `model.train_function` record (traced once, kept across fits).
+
+        Nothing once it gave up (`broken`).
+        """
+        if self.broken is not None:
+            return
         model = self.model
         if self._function is not None and model.train_function is self._function:
             self.attached = True  # still in place (an interrupted fit)
@@ -305,6 +332,15 @@ class GradientRecorder:
         traced, model.train_function = model.train_function, original
         self._function = RecordingTrainFunction(self, traced, original)
         self._last_step = -1
+        self.ran = False
+
+    def fail(self, error: BaseException) -> None:
+        """Give up for good: the recording step failed where the model's ran."""
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        self.broken = f"{type(error).__name__}: {first[:200]}"
+        self.detach()
+        if self.on_failure is not None:
+            self.on_failure(self.broken)
 
     def detach(self) -> None:
         """Give the model back its own train function (idempotent)."""
