@@ -203,6 +203,22 @@ def test_backward_growth_far_past_the_mixed_band_acts_at_once():
     assert callback.verdict is None
 
 
+def test_the_band_is_the_default_thresholds_band():
+    """Measured with the default thresholds: a user who lowers one to see
+    more gets more pending flags, not step-0 stops inside the mixed band
+    (the 24-layer net's growth, ~1e4, is 2+ decades past 50)."""
+    thresholds = keras_initdiag.Thresholds(gradient_exploding=50.0)
+    callback = _callback(on_flag="stop", thresholds=thresholds)
+    model = _mlp(depth=24, norm=True)
+    _fit(model, callback, epochs=2)
+    exploding = [f for f in callback.reports[0].flags if f.kind == "exploding"]
+    assert exploding and all(f.pending for f in exploding)
+    assert max(vd.decades_past(f.value, f.threshold) for f in exploding) >= 2
+    assert int(model.optimizer.iterations.numpy()) >= K  # not stopped at step 0
+    assert not vd.calibrated("exploding", thresholds)
+    assert vd.calibrated("exploding", keras_initdiag.Thresholds(dead=0.9))
+
+
 def test_a_kind_may_wait_at_one_layer_and_act_at_another():
     """The verdict's `step0_certain` counts flags, not kinds."""
     early = vd.EarlySteps(

@@ -459,17 +459,42 @@ def test_a_recording_step_that_fails_warns_once_and_training_goes_on(monkeypatch
     assert callback.verdict is not None and not callback.verdict.failing
 
 
-def test_the_users_own_error_is_raised_not_blamed_on_the_recorder():
+def test_a_bad_label_in_the_first_batch_is_the_users_error():
+    """A step that ran and failed on its data is not blamed on the recorder:
+    the error propagates as it would without the callback."""
     model, x, y = model_and_data()
-    callback = recording_callback((x[:16], y[:16]))
-    wrong = np.zeros((64, 5), "float32")  # not sparse labels: the loss fails
+    y = y.copy()
+    y[0] = 7  # three classes
+    callback = recording_callback((x[16:32], y[16:32]))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with pytest.raises(Exception) as raised:
+        with pytest.raises(tf.errors.InvalidArgumentError, match="label"):
             model.fit(
-                x, wrong, epochs=1, batch_size=16, verbose=0, callbacks=[callback]
+                x,
+                y,
+                epochs=1,
+                batch_size=16,
+                shuffle=False,  # the bad label in the first batch
+                verbose=0,
+                callbacks=[callback],
             )
-    assert not isinstance(raised.value, RuntimeError) or "kernel" not in str(
-        raised.value
-    )
     assert not any("batch_gradients" in str(w.message) for w in caught)
+
+
+def test_only_build_failures_are_the_recordings():
+    from keras_initdiag.diagnostics import train_grads
+
+    xla = tf.errors.InvalidArgumentError(
+        None,
+        None,
+        "Graph execution error:\n\nDetected at node EuclideanNorm defined at\n"
+        "<stack traces unavailable>\nDetected unsupported operations when "
+        "trying to compile graph on XLA_CPU_JIT: EuclideanNorm",
+    )
+    data = tf.errors.InvalidArgumentError(
+        None, None, "Graph execution error:\n\nReceived a label value of 7"
+    )
+    assert train_grads.unbuildable(xla) and not train_grads.unbuildable(data)
+    assert train_grads.unbuildable(TypeError("while tracing"))
+    reason = train_grads.reason_of(xla)
+    assert reason.startswith("InvalidArgumentError: Detected unsupported operations")

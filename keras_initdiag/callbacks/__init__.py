@@ -349,7 +349,7 @@ class InitDiagnostics(keras.callbacks.Callback):
             report.add_stats(extra or {})
             report.flags = rules.judge(report, self.thresholds)
             if self.binding.watch is not None:
-                report.flags = self.binding.watch.hold(report)
+                report.flags = self.binding.watch.hold(report, self.thresholds)
             if verdict is not None:
                 report.verdict = verdict
                 report.flags += verdict_flags(verdict, self.model.name)

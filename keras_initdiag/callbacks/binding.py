@@ -214,8 +214,8 @@ class Binding:
             "batch-gradients-failed",
             "InitDiagnostics: batch_gradients=True is off for this model: its "
             f"recording train step failed ({reason}). Training goes on with "
-            "the model's own step (one batch may have been consumed by the "
-            "failed call); the diagnoses go on without in-step statistics.",
+            "the model's own step; the diagnoses go on without in-step "
+            "statistics.",
         )
         if self.watch is not None and self.watch.in_step:
             # The early watch samples the weights itself from the next step.

@@ -106,16 +106,20 @@ class EarlyWatch:
         """Whether the verdict was given."""
         return self.verdict is not None
 
-    def hold(self, report: DiagnosticReport) -> list[Flag]:
-        """The report's flags, those of uncertain kinds marked pending.
+    def hold(self, report: DiagnosticReport, thresholds=None) -> list[Flag]:
+        """The report's flags, the uncertain ones marked pending (`vd.waits`).
 
-        The first report also gives the chance level and the step-0 flags.
+        `thresholds`: the `Thresholds` the flags were judged with (None: the
+        defaults). The first report also gives the chance level and the
+        step-0 flags.
         """
         if self.done:
             return report.flags
+        family = vd.family(report)
         flags = [
             dataclasses.replace(f, pending=True)
-            if not is_advisory(f) and vd.held(report, f)
+            if not is_advisory(f)
+            and vd.waits(f.kind, f.value, f.threshold, family, thresholds)
             else f
             for f in report.flags
         ]

@@ -264,7 +264,8 @@ def rows_summed(slices: tf.IndexedSlices) -> tf.Tensor:
     One slice per lookup, rows repeated: the true gradient's rows are their
     sums per index. `[slices, ...]`: the distinct rows' sums, then zero rows
     (a norm is the true gradient's). Static shapes (a sort and a segment sum,
-    not `tf.unique`), so XLA compiles it.
+    not `tf.unique`, whose output size depends on the data): XLA compiles
+    it whole, and devices that need static shapes (TPUs) run it.
 
     Example:
     >>> g = tf.IndexedSlices(tf.ones([3, 2]), tf.constant([4, 1, 4]), [5, 2])

@@ -153,6 +153,37 @@ class RecordingOptimizer(keras.optimizers.Optimizer):
         return self.inner_optimizer.get_config()
 
 
+#: Words of TensorFlow's errors for a graph it could not compile.
+_COMPILE_ERRORS = (
+    "unsupported operations",
+    "No registered",
+    "tf2xla conversion failed",
+)
+#: TensorFlow's boilerplate lines around an error's reason.
+_BOILERPLATE = ("Graph execution error", "Detected at node", "<stack traces")
+
+
+def unbuildable(error: BaseException) -> bool:
+    """Whether `error` says a step could not be built, not that it ran badly.
+
+    A Python error is raised while tracing; of TensorFlow's run-time
+    errors, only compile failures (`UnimplementedError`, or XLA's "Detected
+    unsupported operations") count: a bad value in the data does not.
+    """
+    if isinstance(error, tf.errors.UnimplementedError):
+        return True
+    if isinstance(error, tf.errors.OpError):
+        return any(words in str(error) for words in _COMPILE_ERRORS)
+    return True
+
+
+def reason_of(error: BaseException) -> str:
+    """The first line of `error` that says why, in 200 characters at most."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    useful = [line for line in lines if line and not line.startswith(_BOILERPLATE)]
+    return f"{type(error).__name__}: {(useful or [''])[0][:200]}"
+
+
 class RecordingTrainFunction:
     """`model.train_function` while a `GradientRecorder` is attached.
 
@@ -173,11 +204,13 @@ class RecordingTrainFunction:
     def __call__(self, iterator):
         """Run one call of the train function (one or more steps).
 
-        If the recording step fails before it ever ran (it cannot be traced
-        or compiled, e.g. an op XLA lacks) and the model's own step then
-        runs, the recording is at fault: the recorder gives up
-        (`GradientRecorder.fail`) and training goes on. If the model's own
-        step fails too, that error is the user's and propagates.
+        If the recording step cannot be built at its first call (an error
+        while tracing, or a compile error such as an op XLA lacks:
+        `unbuildable`) and the model's own step then runs, the recording is
+        at fault: the recorder gives up (`GradientRecorder.fail`) and
+        training goes on. Nothing of the failed call ran. If the model's
+        own step fails too, that error is the user's and propagates, as
+        does any error of a step that ran (a bad label in the data).
         """
         recorder = self.recorder
         model = recorder.model
@@ -193,8 +226,8 @@ class RecordingTrainFunction:
         try:
             result = self.traced(iterator)
         except Exception as error:
-            if recorder.ran:
-                raise  # it has run before: the step's own failure
+            if recorder.ran or not unbuildable(error):
+                raise  # the step ran, or a data error: not the recording's
             failure = error
         else:
             recorder.ran = True
@@ -336,8 +369,7 @@ class GradientRecorder:
 
     def fail(self, error: BaseException) -> None:
         """Give up for good: the recording step failed where the model's ran."""
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        self.broken = f"{type(error).__name__}: {first[:200]}"
+        self.broken = reason_of(error)
         self.detach()
         if self.on_failure is not None:
             self.on_failure(self.broken)

@@ -34,8 +34,9 @@ apart. `EarlySteps` holds what the callback watched over `WATCH_STEPS` steps:
 - `over_trust`: `max(log_trust, 0)`, the compounded update beyond 100% per
   step, where deep relative trust says the function is no longer the one
   the gradient was taken at;
-- `step0_certain`: 1 when step 0 raised a flag of a kind that acts at once;
-- `step0_pending`: 1 when it raised a pending one (`PENDING_KINDS`).
+- `step0_certain`: 1 when step 0 raised a flag that acts at once;
+- `step0_pending`: 1 when it raised a pending one (`waits`: its kind is
+  uncertain in the network's family, and it lies inside the certain band).
 
 `risk` is a logistic function of the standardized features, its
 coefficients fitted on the calibration grid's first steps
@@ -54,9 +55,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from keras_initdiag.diagnostics.report import Flag, Verdict
+from keras_initdiag.diagnostics.rules.thresholds import Thresholds
 
-#: Steps the verdict watches. On the calibration grid (`benchmarks/verdict.py
-#: choose-k`) the ROC AUC rises with the watch, 0.963 at 8 steps to 0.979 at
+#: Steps the verdict watches. On the training grids (`benchmarks/verdict.py
+#: choose-k`) the ROC AUC rises with the watch, 0.964 at 8 steps to 0.973 at
 #: 32, the longest the records hold: a few dozen steps, small against any
 #: budget.
 WATCH_STEPS = 32
@@ -85,7 +87,7 @@ FEATURES = (
 )
 
 #: The fitted model (`benchmarks/verdict.py fit`, on the calibration grid and
-#: the first held-out grid, 1,064 runs; scored on the second held-out grid):
+#: the first held-out grid, 1,064 runs; scored on the third held-out grid):
 #: each feature's mean and standard deviation there, and the coefficients of
 #: the standardized features.
 MEANS = {
@@ -315,23 +317,54 @@ CERTAIN = 0.95
 CERTAIN_BEYOND = {"normalized": {"exploding": 2}, "plain": {"initial_loss": 2}}
 
 
+#: The `Thresholds` fields that judge each banded kind. The band was
+#: measured with their defaults: under other values every flag of the kind
+#: waits (`calibrated`), since "two decades past" a threshold the user moved
+#: is not where the grids were right.
+BAND_FIELDS = {
+    "exploding": ("exploding", "gradient_exploding", "exploding_absolute"),
+    "initial_loss": ("initial_loss",),
+}
+
+
 def decades_past(value: float, threshold: float) -> float:
     """How many decades `value` lies past `threshold`, either way.
+
+    NaN when either is not a positive number (no such flag is banded).
 
     Example:
     >>> round(decades_past(2e5, 1e3), 2), decades_past(1e-6, 1e-3)
     (2.3, 3.0)
     """
-    if not (value > 0 and threshold > 0):
-        return math.inf if value != threshold else 0.0
+    if not (0 < value < math.inf and 0 < threshold < math.inf):
+        return math.nan
     return abs(math.log10(value / threshold))
 
 
-def waits(kind: str, value: float, threshold: float, family_: str) -> bool:
+def calibrated(kind: str, thresholds=None) -> bool:
+    """Whether `thresholds` judge `kind` as on the training grids (defaults).
+
+    Example:
+    >>> calibrated("exploding"), calibrated("exploding", Thresholds(exploding=50))
+    (True, False)
+    """
+    if thresholds is None:
+        return True
+    default = Thresholds()
+    return all(
+        getattr(thresholds, name) == getattr(default, name)
+        for name in BAND_FIELDS.get(kind, ())
+    )
+
+
+def waits(
+    kind: str, value: float, threshold: float, family_: str, thresholds=None
+) -> bool:
     """Whether a non-advisory step-0 flag waits for the verdict.
 
     Its kind is pending in the network's family (`PENDING_KINDS`), and it
-    lies fewer than `CERTAIN_BEYOND` decades past its threshold.
+    lies fewer than `CERTAIN_BEYOND` decades past its threshold (or the
+    `thresholds` in use are not the ones the band was measured with).
 
     Example:
     >>> waits("exploding", 2e3, 1e3, "normalized")
@@ -342,7 +375,9 @@ def waits(kind: str, value: float, threshold: float, family_: str) -> bool:
     if kind not in PENDING_KINDS[family_]:
         return False
     beyond = CERTAIN_BEYOND.get(family_, {}).get(kind)
-    return beyond is None or not decades_past(value, threshold) >= beyond
+    if beyond is None or not calibrated(kind, thresholds):
+        return True
+    return not decades_past(value, threshold) >= beyond  # NaN waits
 
 
 _REASONS = {
@@ -361,11 +396,6 @@ def family(report) -> str:
     """`"normalized"` when the model has a normalization layer, else `"plain"`."""
     kinds = {info.kind for info in report.info.values()}
     return "normalized" if "norm" in kinds else "plain"
-
-
-def held(report, flag) -> bool:
-    """Whether `flag` of `report` waits for the verdict (`waits`)."""
-    return waits(flag.kind, flag.value, flag.threshold, family(report))
 
 
 def judge(early: EarlySteps, step: int, start: int, pending: Sequence = ()):
