@@ -178,7 +178,7 @@ def test_every_step_is_recorded_with_steps_per_execution():
 
 @pytest.mark.parametrize("jit", [False, True])
 def test_embedding_norms_sum_repeated_rows(jit):
-    """Under XLA too (no `tf.unique` there: `step_stats.rows_summed`)."""
+    """Under XLA too (`step_stats.rows_summed`)."""
     tokens = keras.Input((6,), dtype="int32")
     h = keras.layers.Embedding(10, 4, name="embed")(tokens)
     h = keras.layers.GlobalAveragePooling1D()(h)

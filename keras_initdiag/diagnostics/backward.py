@@ -13,6 +13,7 @@ import keras
 import tensorflow as tf
 
 from keras_initdiag.diagnostics.reduce import f32
+from keras_initdiag.diagnostics.step_stats import rows_summed
 
 #: Under float16 compute, the probe first scales its loss by this power of
 #: two (exact in binary) and divides the gradients back in float32, so that
@@ -34,15 +35,9 @@ def loss_scale(model: keras.Model) -> float:
 
 
 def _dense(gradient):
-    """A gradient as one tensor; an `IndexedSlices` is summed per row first.
-
-    An embedding's gradient lists one slice per lookup, with repeated rows;
-    summing them per distinct row gives the true gradient's non-zero rows
-    (its norm and values), without materializing the whole table.
-    """
+    """A gradient as one tensor (an `IndexedSlices`: `rows_summed`)."""
     if isinstance(gradient, tf.IndexedSlices):
-        rows, position = tf.unique(gradient.indices)
-        return tf.math.unsorted_segment_sum(gradient.values, position, tf.size(rows))
+        return rows_summed(gradient)
     return gradient
 
 

@@ -259,24 +259,17 @@ def gradient_norm(gradient, unscale=None) -> tf.Tensor:
 
 
 def rows_summed(slices: tf.IndexedSlices) -> tf.Tensor:
-    """An embedding gradient's slices summed per distinct row, zero-padded.
+    """An embedding gradient's slices summed per distinct row.
 
-    One slice per lookup, rows repeated: the true gradient's rows are their
-    sums per index. `[slices, ...]`: the distinct rows' sums, then zero rows
-    (a norm is the true gradient's). Static shapes (a sort and a segment sum,
-    not `tf.unique`, whose output size depends on the data): XLA compiles
-    it whole, and devices that need static shapes (TPUs) run it.
+    One slice per lookup, rows repeated: the true gradient's non-zero rows
+    (its norm and values) are their sums per index, without materializing
+    the whole table. Shared by the in-step path and the probe's backward
+    pass (`backward`); XLA compiles it.
 
     Example:
     >>> g = tf.IndexedSlices(tf.ones([3, 2]), tf.constant([4, 1, 4]), [5, 2])
     >>> rows_summed(g).numpy().tolist()
-    [[1.0, 1.0], [2.0, 2.0], [0.0, 0.0]]
+    [[2.0, 2.0], [1.0, 1.0]]
     """
-    order = tf.argsort(slices.indices, stable=True)
-    ordered = tf.gather(slices.indices, order)
-    first = tf.range(tf.size(ordered)) == 0
-    new = first | tf.not_equal(ordered, tf.roll(ordered, 1, 0))
-    position = tf.cumsum(tf.cast(new, tf.int32)) - 1
-    return tf.math.unsorted_segment_sum(
-        tf.gather(slices.values, order), position, tf.size(ordered)
-    )
+    rows, position = tf.unique(slices.indices)
+    return tf.math.unsorted_segment_sum(slices.values, position, tf.size(rows))
