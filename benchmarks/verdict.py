@@ -14,9 +14,9 @@ step-0 flags) and its outcome after 160 steps (`trainability.failed`).
   and 32 watched steps.
 - `pending`: each step-0 flag kind's precision per family (with or without
   normalization layers) on the training grids, overall and whole decades
-  past its threshold; the kinds below `verdict.CERTAIN` wait for the
-  verdict (`verdict.PENDING_KINDS`) unless they lie far enough past it
-  (`verdict.CERTAIN_BEYOND`).
+  past its threshold; the kinds below `pending.CERTAIN` wait for the
+  verdict (`pending.PENDING_KINDS`) unless they lie far enough past it
+  (`pending.CERTAIN_BEYOND`).
 - `score`: the module's verdict, what `on_flag` acts on (step-0 flags that
   do not wait, and a failing verdict), the step-0 flags and the loss-only
   baseline (the loss features alone over 20 steps, fitted the same way on
@@ -44,13 +44,14 @@ HERE = pathlib.Path(__file__).parent
 sys.path.insert(0, str(HERE))
 import trainability as tr  # noqa: E402
 
+from keras_initdiag.diagnostics import pending as waiting  # noqa: E402
 from keras_initdiag.diagnostics import verdict as vd  # noqa: E402
 
 CALIBRATION = HERE / "results" / "early_calibration_runs.jsonl"
 HELDOUT = HERE / "results" / "heldout_runs.jsonl"
 #: The second held-out grid (`heldout.py train --grid heldout2`): never
 #: fitted on, but its scores were read before the certain band
-#: (`verdict.CERTAIN_BEYOND`) was chosen.
+#: (`pending.CERTAIN_BEYOND`) was chosen.
 HELDOUT2 = HERE / "results" / "heldout2_runs.jsonl"
 #: The third held-out grid (`heldout.py train --grid heldout3`), recorded
 #: after the band was chosen and read only to score it.
@@ -101,7 +102,7 @@ def early_steps(record: dict, steps: int = vd.WATCH_STEPS) -> vd.EarlySteps:
         step0_pending=[
             f["kind"]
             for f in flags
-            if vd.waits(f["kind"], f["value"], f["threshold"], family_)
+            if waiting.waits(f["kind"], f["value"], f["threshold"], family_)
         ],
         # The first step's ratio is not finite exactly for a weight that was
         # all zero (0/0, or x/0 if it moved).
@@ -114,7 +115,7 @@ def early_steps(record: dict, steps: int = vd.WATCH_STEPS) -> vd.EarlySteps:
 
 
 def family_of(record: dict) -> str:
-    """`verdict.family` of the record's network (BatchNorm archs end "_bn")."""
+    """`pending.family` of the record's network (BatchNorm archs end "_bn")."""
     return "normalized" if record["arch"].endswith("_bn") else "plain"
 
 
@@ -322,20 +323,21 @@ def score() -> None:
 
 
 #: The whole decades past the threshold that `pending` tries for
-#: `verdict.CERTAIN_BEYOND`.
+#: `pending.CERTAIN_BEYOND`.
 DECADES = (1, 2, 3)
 
 
 def kind_precision(records, past: float = 0.0) -> dict:
     """`{(family, kind): (trained, failed)}`: runs with the kind at step 0,
-    at least `past` decades beyond its threshold (`verdict.decades_past`)."""
+    at least `past` decades beyond its threshold (`pending.decades_past`)."""
     counts: dict = {}
     for record in records:
         family_ = family_of(record)
         kinds = {
             f["kind"]
             for f in record["step0_flags"] or ()
-            if not f["advisory"] and vd.decades_past(f["value"], f["threshold"]) >= past
+            if not f["advisory"]
+            and waiting.decades_past(f["value"], f["threshold"]) >= past
         }
         for kind in kinds:
             row = counts.setdefault((family_, kind), [0, 0])
@@ -346,12 +348,12 @@ def kind_precision(records, past: float = 0.0) -> dict:
 def certain(trained: int, failed: int) -> bool:
     """Whether a flag's runs show it acting at once is safe."""
     runs = trained + failed
-    return runs >= MIN_RUNS and failed / runs >= vd.CERTAIN
+    return runs >= MIN_RUNS and failed / runs >= waiting.CERTAIN
 
 
 def derive_pending(records) -> tuple[dict, dict]:
     """`(PENDING_KINDS, CERTAIN_BEYOND)` from `records`: the kinds below
-    `verdict.CERTAIN` per family, or measured on fewer than `MIN_RUNS` runs;
+    `pending.CERTAIN` per family, or measured on fewer than `MIN_RUNS` runs;
     for each of those, the fewest whole decades (`DECADES`) past the
     threshold beyond which its flags are certain, if any."""
     counts = kind_precision(records)

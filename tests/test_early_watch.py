@@ -12,6 +12,7 @@ import pytest
 import keras_initdiag
 from keras_initdiag.callbacks.early import warm_start
 from keras_initdiag.callbacks.updates import LearningRate
+from keras_initdiag.diagnostics import pending as waiting
 from keras_initdiag.diagnostics import verdict as vd
 from keras_initdiag.tensorboard.events import read_reports
 
@@ -174,7 +175,9 @@ def test_pending_flags_do_not_stop_and_the_verdict_resolves_them(tmp_path):
         assert error.flags[0].step == K
     first = callback.reports[0]
     pending = [f for f in first.flags if f.pending]
-    assert pending and {f.kind for f in pending} <= set(vd.PENDING_KINDS["normalized"])
+    assert pending and {f.kind for f in pending} <= set(
+        waiting.PENDING_KINDS["normalized"]
+    )
     verdict = callback.verdict
     held = {f"{f.kind} at {f.layer}" for f in pending}
     assert set(verdict.confirmed or verdict.cleared) == held
@@ -196,9 +199,9 @@ def test_backward_growth_far_past_the_mixed_band_acts_at_once():
     model = _mlp(depth=50, norm=True)
     _fit(model, callback, epochs=2)
     exploding = [f for f in callback.reports[0].flags if f.kind == "exploding"]
-    beyond = vd.CERTAIN_BEYOND["normalized"]["exploding"]
+    beyond = waiting.CERTAIN_BEYOND["normalized"]["exploding"]
     assert exploding and not any(f.pending for f in exploding)
-    assert max(vd.decades_past(f.value, f.threshold) for f in exploding) >= beyond
+    assert max(waiting.decades_past(f.value, f.threshold) for f in exploding) >= beyond
     assert int(model.optimizer.iterations.numpy()) == 1  # stopped at step 0
     assert callback.verdict is None
 
@@ -213,10 +216,10 @@ def test_the_band_is_the_default_thresholds_band():
     _fit(model, callback, epochs=2)
     exploding = [f for f in callback.reports[0].flags if f.kind == "exploding"]
     assert exploding and all(f.pending for f in exploding)
-    assert max(vd.decades_past(f.value, f.threshold) for f in exploding) >= 2
+    assert max(waiting.decades_past(f.value, f.threshold) for f in exploding) >= 2
     assert int(model.optimizer.iterations.numpy()) >= K  # not stopped at step 0
-    assert not vd.calibrated("exploding", thresholds)
-    assert vd.calibrated("exploding", keras_initdiag.Thresholds(dead=0.9))
+    assert not waiting.calibrated("exploding", thresholds)
+    assert waiting.calibrated("exploding", keras_initdiag.Thresholds(dead=0.9))
 
 
 def test_a_kind_may_wait_at_one_layer_and_act_at_another():
@@ -229,9 +232,9 @@ def test_a_kind_may_wait_at_one_layer_and_act_at_another():
         step0_pending=["exploding"],
     )
     assert vd.features(early)["step0_certain"] == 1.0
-    assert vd.waits("exploding", 2e4, 1e3, "normalized")
-    assert not vd.waits("exploding", 2e5, 1e3, "normalized")
-    assert not vd.waits("exploding", 2e4, 1e3, "plain")  # not a pending kind there
+    assert waiting.waits("exploding", 2e4, 1e3, "normalized")
+    assert not waiting.waits("exploding", 2e5, 1e3, "normalized")
+    assert not waiting.waits("exploding", 2e4, 1e3, "plain")  # not a pending kind there
 
 
 @pytest.mark.parametrize("on_flag", ["warn", "stop"])

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from helpers import load_script
 
+from keras_initdiag.diagnostics import pending as waiting
 from keras_initdiag.diagnostics import verdict as vd
 from keras_initdiag.diagnostics.report import DiagnosticReport, Flag, Verdict
 from keras_initdiag.tensorboard.codec import report_from_json, report_to_json
@@ -184,9 +185,9 @@ def test_family_reads_normalization_layers():
             info={"x": LayerInfo("x", "Layer", kind=kind)},
         )
 
-    assert vd.family(report("norm")) == "normalized"
-    assert vd.family(report("dense")) == "plain"
-    assert np.all([k in vd.PENDING_KINDS for k in ("normalized", "plain")])
+    assert waiting.family(report("norm")) == "normalized"
+    assert waiting.family(report("dense")) == "plain"
+    assert np.all([k in waiting.PENDING_KINDS for k in ("normalized", "plain")])
 
 
 def test_hinges_and_step0_split():
@@ -235,8 +236,8 @@ def test_pending_kinds_and_their_certain_band_are_the_training_grids():
     pending` derives from the committed training records."""
     bench = load_script("benchmarks/verdict.py")
     kinds, beyond = bench.derive_pending(bench.training())
-    assert kinds == vd.PENDING_KINDS
-    assert beyond == vd.CERTAIN_BEYOND
+    assert kinds == waiting.PENDING_KINDS
+    assert beyond == waiting.CERTAIN_BEYOND
     # The measurement behind the BatchNorm band: mixed below, certain beyond.
     records = bench.training()
     inside = bench.kind_precision(records)[("normalized", "exploding")]

@@ -9,7 +9,7 @@ and batch). With `steps_per_execution > 1` a batch end closes several steps;
 each of them gets the chunk's mean loss and update per step.
 
 Until the verdict, the step-0 flags that the training grids found uncertain
-(`verdict.waits`: their kind in the network's family, and how far past the
+(`pending.waits`: their kind in the network's family, and how far past the
 threshold they lie) are held as pending: shown and logged, not acted on.
 The verdict confirms or clears them.
 """
@@ -23,6 +23,7 @@ import numpy as np
 
 from keras_initdiag.callbacks.updates import LearningRate, UpdateTracker
 from keras_initdiag.diagnostics import verdict as vd
+from keras_initdiag.diagnostics.pending import family, waits
 from keras_initdiag.diagnostics.report import DiagnosticReport, Flag, Verdict
 from keras_initdiag.diagnostics.rules import is_advisory
 from keras_initdiag.diagnostics.taps import Tap
@@ -107,7 +108,7 @@ class EarlyWatch:
         return self.verdict is not None
 
     def hold(self, report: DiagnosticReport, thresholds=None) -> list[Flag]:
-        """The report's flags, the uncertain ones marked pending (`vd.waits`).
+        """The report's flags, the uncertain ones marked pending (`waits`).
 
         `thresholds`: the `Thresholds` the flags were judged with (None: the
         defaults). The first report also gives the chance level and the
@@ -115,11 +116,11 @@ class EarlyWatch:
         """
         if self.done:
             return report.flags
-        family = vd.family(report)
+        kind_of_net = family(report)
         flags = [
             dataclasses.replace(f, pending=True)
             if not is_advisory(f)
-            and vd.waits(f.kind, f.value, f.threshold, family, thresholds)
+            and waits(f.kind, f.value, f.threshold, kind_of_net, thresholds)
             else f
             for f in report.flags
         ]

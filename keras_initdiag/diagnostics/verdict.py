@@ -35,7 +35,7 @@ apart. `EarlySteps` holds what the callback watched over `WATCH_STEPS` steps:
   step, where deep relative trust says the function is no longer the one
   the gradient was taken at;
 - `step0_certain`: 1 when step 0 raised a flag that acts at once;
-- `step0_pending`: 1 when it raised a pending one (`waits`: its kind is
+- `step0_pending`: 1 when it raised a pending one (`pending.waits`: its kind is
   uncertain in the network's family, and it lies inside the certain band).
 
 `risk` is a logistic function of the standardized features, its
@@ -55,7 +55,6 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from keras_initdiag.diagnostics.report import Flag, Verdict
-from keras_initdiag.diagnostics.rules.thresholds import Thresholds
 
 #: Steps the verdict watches. On the training grids (`benchmarks/verdict.py
 #: choose-k`) the ROC AUC rises with the watch, 0.964 at 8 steps to 0.973 at
@@ -139,7 +138,7 @@ class EarlySteps:
         chance_loss: The loss of uniform predictions, NaN when unknown.
         step0_flags: Kinds of the non-advisory flags of step 0, one entry
             per flag.
-        step0_pending: Those of them held pending (`waits`).
+        step0_pending: Those of them held pending (`pending.waits`).
         from_zero: Layers whose main weight was all zero at step 0 (a Fixup
             branch end, a zero-initialized head): they grow from nothing, so
             their relative update is about `1 / k` at step `k` by
@@ -285,101 +284,6 @@ def _contributions(values: Mapping[str, float]) -> dict[str, float]:
     return terms
 
 
-#: Non-advisory step-0 flag kinds held pending until the verdict, per family
-#: (networks with and without normalization layers): the kinds whose step-0
-#: precision on the training grids (the calibration grid and the first
-#: held-out grid) is below `CERTAIN` in that family, or that flagged fewer
-#: than 10 runs there, too few to know (`benchmarks/verdict.py pending`,
-#: BENCHMARKS.md "Early verdict"). Other kinds act at once; `nonfinite`
-#: always does.
-PENDING_KINDS = {
-    "normalized": (
-        "exploding",
-        "vanishing",
-        "initial_loss",
-        "no_gradient",
-        "saturation",
-        "finite_width",
-    ),
-    "plain": ("initial_loss", "no_gradient", "saturation", "finite_width"),
-}
-#: The step-0 precision from which a flag kind acts without waiting.
-CERTAIN = 0.95
-#: Within a pending kind, the whole decades past its threshold from which a
-#: flag acts at once, per family: where every flag that far out, on at least
-#: 10 runs of the training grids, had a precision of at least `CERTAIN`
-#: (`benchmarks/verdict.py pending`). A BatchNorm network's backward growth
-#: of 1e3 to 1e5 is mixed (35 of 60 failed); beyond 1e5 all 34 failed. That
-#: is about 30 BN-ReLU layers at Yang et al.'s rate, a gradient variance
-#: growing by pi / (pi - 1) per layer (ICLR 2019); published BN networks
-#: without skips measure 1.8e3 to 1.1e4. A loss over 100x the step-0
-#: threshold (500x the chance level) failed on all 28 plain runs.
-CERTAIN_BEYOND = {"normalized": {"exploding": 2}, "plain": {"initial_loss": 2}}
-
-
-#: The `Thresholds` fields that judge each banded kind. The band was
-#: measured with their defaults: under other values every flag of the kind
-#: waits (`calibrated`), since "two decades past" a threshold the user moved
-#: is not where the grids were right.
-BAND_FIELDS = {
-    "exploding": ("exploding", "gradient_exploding", "exploding_absolute"),
-    "initial_loss": ("initial_loss",),
-}
-
-
-def decades_past(value: float, threshold: float) -> float:
-    """How many decades `value` lies past `threshold`, either way.
-
-    NaN when either is not a positive number (no such flag is banded).
-
-    Example:
-    >>> round(decades_past(2e5, 1e3), 2), decades_past(1e-6, 1e-3)
-    (2.3, 3.0)
-    """
-    if not (0 < value < math.inf and 0 < threshold < math.inf):
-        return math.nan
-    return abs(math.log10(value / threshold))
-
-
-def calibrated(kind: str, thresholds=None) -> bool:
-    """Whether `thresholds` judge `kind` as on the training grids (defaults).
-
-    Example:
-    >>> calibrated("exploding"), calibrated("exploding", Thresholds(exploding=50))
-    (True, False)
-    """
-    if thresholds is None:
-        return True
-    default = Thresholds()
-    return all(
-        getattr(thresholds, name) == getattr(default, name)
-        for name in BAND_FIELDS.get(kind, ())
-    )
-
-
-def waits(
-    kind: str, value: float, threshold: float, family_: str, thresholds=None
-) -> bool:
-    """Whether a non-advisory step-0 flag waits for the verdict.
-
-    Its kind is pending in the network's family (`PENDING_KINDS`), and it
-    lies fewer than `CERTAIN_BEYOND` decades past its threshold (or the
-    `thresholds` in use are not the ones the band was measured with).
-
-    Example:
-    >>> waits("exploding", 2e3, 1e3, "normalized")
-    True
-    >>> waits("exploding", 2e8, 1e3, "normalized"), waits("dead", 1, .5, "plain")
-    (False, False)
-    """
-    if kind not in PENDING_KINDS[family_]:
-        return False
-    beyond = CERTAIN_BEYOND.get(family_, {}).get(kind)
-    if beyond is None or not calibrated(kind, thresholds):
-        return True
-    return not decades_past(value, threshold) >= beyond  # NaN waits
-
-
 _REASONS = {
     "level": "the loss is still high",
     "progress": "the loss hardly falls",
@@ -390,12 +294,6 @@ _REASONS = {
     "step0_certain": "step 0 flagged it",
     "step0_pending": "step 0 flagged it",
 }
-
-
-def family(report) -> str:
-    """`"normalized"` when the model has a normalization layer, else `"plain"`."""
-    kinds = {info.kind for info in report.info.values()}
-    return "normalized" if "norm" in kinds else "plain"
 
 
 def judge(early: EarlySteps, step: int, start: int, pending: Sequence = ()):

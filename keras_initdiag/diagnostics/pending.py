@@ -1,0 +1,116 @@
+"""Which step-0 flags wait for the early verdict, and which act at once.
+
+Step 0 sees the network before any update. Some of its flags were right on
+every network of the training grids; others were often wrong in one family
+of networks (with or without normalization layers) and wait, as pending,
+for the verdict (`verdict.judge`) to confirm or clear them. Within a kind
+that waits, a flag far past its threshold may still be certain
+(`CERTAIN_BEYOND`). `benchmarks/verdict.py pending` derives every constant
+here from the committed grid records; `tests/test_verdict.py` checks them.
+"""
+
+from __future__ import annotations
+
+import math
+
+from keras_initdiag.diagnostics.rules.thresholds import Thresholds
+
+#: Non-advisory step-0 flag kinds held pending until the verdict, per family
+#: (networks with and without normalization layers): the kinds whose step-0
+#: precision on the training grids (the calibration grid and the first
+#: held-out grid) is below `CERTAIN` in that family, or that flagged fewer
+#: than 10 runs there, too few to know (`benchmarks/verdict.py pending`,
+#: BENCHMARKS.md "Early verdict"). Other kinds act at once; `nonfinite`
+#: always does.
+PENDING_KINDS = {
+    "normalized": (
+        "exploding",
+        "vanishing",
+        "initial_loss",
+        "no_gradient",
+        "saturation",
+        "finite_width",
+    ),
+    "plain": ("initial_loss", "no_gradient", "saturation", "finite_width"),
+}
+#: The step-0 precision from which a flag kind acts without waiting.
+CERTAIN = 0.95
+#: Within a pending kind, the whole decades past its threshold from which a
+#: flag acts at once, per family: where every flag that far out, on at least
+#: 10 runs of the training grids, had a precision of at least `CERTAIN`
+#: (`benchmarks/verdict.py pending`). A BatchNorm network's backward growth
+#: of 1e3 to 1e5 is mixed (35 of 60 failed); beyond 1e5 all 34 failed. That
+#: is about 30 BN-ReLU layers at Yang et al.'s rate, a gradient variance
+#: growing by pi / (pi - 1) per layer (ICLR 2019); published BN networks
+#: without skips measure 1.8e3 to 1.1e4. A loss over 100x the step-0
+#: threshold (500x the chance level) failed on all 28 plain runs.
+CERTAIN_BEYOND = {"normalized": {"exploding": 2}, "plain": {"initial_loss": 2}}
+
+
+#: The `Thresholds` fields that judge each banded kind. The band was
+#: measured with their defaults: under other values every flag of the kind
+#: waits (`calibrated`), since "two decades past" a threshold the user moved
+#: is not where the grids were right.
+BAND_FIELDS = {
+    "exploding": ("exploding", "gradient_exploding", "exploding_absolute"),
+    "initial_loss": ("initial_loss",),
+}
+
+
+def decades_past(value: float, threshold: float) -> float:
+    """How many decades `value` lies past `threshold`, either way.
+
+    NaN when either is not a positive number (no such flag is banded).
+
+    Example:
+    >>> round(decades_past(2e5, 1e3), 2), decades_past(1e-6, 1e-3)
+    (2.3, 3.0)
+    """
+    if not (0 < value < math.inf and 0 < threshold < math.inf):
+        return math.nan
+    return abs(math.log10(value / threshold))
+
+
+def calibrated(kind: str, thresholds=None) -> bool:
+    """Whether `thresholds` judge `kind` as on the training grids (defaults).
+
+    Example:
+    >>> calibrated("exploding"), calibrated("exploding", Thresholds(exploding=50))
+    (True, False)
+    """
+    if thresholds is None:
+        return True
+    default = Thresholds()
+    return all(
+        getattr(thresholds, name) == getattr(default, name)
+        for name in BAND_FIELDS.get(kind, ())
+    )
+
+
+def waits(
+    kind: str, value: float, threshold: float, family_: str, thresholds=None
+) -> bool:
+    """Whether a non-advisory step-0 flag waits for the verdict.
+
+    Its kind is pending in the network's family (`PENDING_KINDS`), and it
+    lies fewer than `CERTAIN_BEYOND` decades past its threshold (or the
+    `thresholds` in use are not the ones the band was measured with).
+
+    Example:
+    >>> waits("exploding", 2e3, 1e3, "normalized")
+    True
+    >>> waits("exploding", 2e8, 1e3, "normalized"), waits("dead", 1, .5, "plain")
+    (False, False)
+    """
+    if kind not in PENDING_KINDS[family_]:
+        return False
+    beyond = CERTAIN_BEYOND.get(family_, {}).get(kind)
+    if beyond is None or not calibrated(kind, thresholds):
+        return True
+    return not decades_past(value, threshold) >= beyond  # NaN waits
+
+
+def family(report) -> str:
+    """`"normalized"` when the model has a normalization layer, else `"plain"`."""
+    kinds = {info.kind for info in report.info.values()}
+    return "normalized" if "norm" in kinds else "plain"
