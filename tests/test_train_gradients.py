@@ -438,7 +438,7 @@ def test_a_recording_step_that_fails_warns_once_and_training_goes_on(monkeypatch
     step cannot be built but the model's own step runs, the recorder gives
     up with one warning, the fit trains every step, and the early watch
     samples the weights itself."""
-    from keras_initdiag.diagnostics import train_grads
+    from keras_initdiag.diagnostics import recording, train_grads
 
     monkeypatch.setattr(train_grads.GradientRecorder, "record", _failing_record)
     model, x, y = model_and_data()
@@ -454,7 +454,7 @@ def test_a_recording_step_that_fails_warns_once_and_training_goes_on(monkeypatch
     assert len(messages) == 1 and "no kernel for this op" in messages[0]
     assert int(model.optimizer.iterations.numpy()) == 44  # every step trained
     assert callback.batch_gradient_norms == []
-    assert not isinstance(model.train_function, train_grads.RecordingTrainFunction)
+    assert not isinstance(model.train_function, recording.RecordingTrainFunction)
     # The verdict still comes, from the host-side samples.
     assert callback.verdict is not None and not callback.verdict.failing
 
@@ -482,7 +482,7 @@ def test_a_bad_label_in_the_first_batch_is_the_users_error():
 
 
 def test_only_build_failures_are_the_recordings():
-    from keras_initdiag.diagnostics import train_grads
+    from keras_initdiag.diagnostics import recording
 
     xla = tf.errors.InvalidArgumentError(
         None,
@@ -494,7 +494,7 @@ def test_only_build_failures_are_the_recordings():
     data = tf.errors.InvalidArgumentError(
         None, None, "Graph execution error:\n\nReceived a label value of 7"
     )
-    assert train_grads.unbuildable(xla) and not train_grads.unbuildable(data)
-    assert train_grads.unbuildable(TypeError("while tracing"))
-    reason = train_grads.reason_of(xla)
+    assert recording.unbuildable(xla) and not recording.unbuildable(data)
+    assert recording.unbuildable(TypeError("while tracing"))
+    reason = recording.reason_of(xla)
     assert reason.startswith("InvalidArgumentError: Detected unsupported operations")
