@@ -86,7 +86,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 
-from keras_initdiag.callbacks.updates import UpdateTracker  # noqa: E402
+from keras_initdiag.callbacks.early import warm_start  # noqa: E402
+from keras_initdiag.callbacks.updates import LearningRate, UpdateTracker  # noqa: E402
 from keras_initdiag.diagnostics import rules  # noqa: E402
 from keras_initdiag.diagnostics.taps import build_taps  # noqa: E402
 
@@ -296,12 +297,21 @@ class StepRecorder(keras.callbacks.Callback):
             `LOSS_STEPS`.
         update_steps: Steps whose updates are measured. Defaults to
             `UPDATE_STEPS`.
+        start: The first recorded step, or None for where the callback's
+            early watch starts (`early.warm_start`: past half a warmup).
+            Defaults to 0.
     """
 
-    def __init__(self, loss_steps: int = LOSS_STEPS, update_steps: int = UPDATE_STEPS):
+    def __init__(
+        self,
+        loss_steps: int = LOSS_STEPS,
+        update_steps: int = UPDATE_STEPS,
+        start: int | None = 0,
+    ):
         super().__init__()
         self.loss_steps = loss_steps
         self.update_steps = update_steps
+        self.start = start
         self._taps_model, self._taps = None, None
 
     def on_train_begin(self, logs=None):
@@ -313,6 +323,10 @@ class StepRecorder(keras.callbacks.Callback):
         self.losses, self.learning_rates = [], []
         self.update_ratios = {name: [] for name, _ in self._tracker.layers}
         self._means = []
+        self.first = self.start
+        if self.first is None:
+            rate = LearningRate(self.model.optimizer)
+            self.first = warm_start(rate, self._step())
 
     def _step(self) -> int:
         return int(self.model.optimizer.iterations.numpy())
@@ -321,12 +335,12 @@ class StepRecorder(keras.callbacks.Callback):
         self._means = []
 
     def on_train_batch_begin(self, batch, logs=None):
-        step = self._step()
-        if step < self.loss_steps:
+        step = self._step() - self.first
+        if 0 <= step < self.loss_steps:
             rate = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
             self.learning_rates.append(float(rate))
-        if step < self.update_steps:
-            self._tracker.start(step)
+        if 0 <= step < self.update_steps:
+            self._tracker.start(step + self.first)
 
     def on_train_batch_end(self, batch, logs=None):
         step = self._step()
@@ -335,7 +349,7 @@ class StepRecorder(keras.callbacks.Callback):
             for name, ratio in result["update_ratio"].items():
                 self.update_ratios[name].append(ratio)
         self._means.append(float(logs["loss"]))
-        if step <= self.loss_steps:
+        if 0 < step - self.first <= self.loss_steps:
             self.losses.append(step_losses(self._means)[-1])
 
 

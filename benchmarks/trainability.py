@@ -201,6 +201,11 @@ class RunConfig:
         """The optimizer's learning rate."""
         return LEARNING_RATES[self.optimizer]
 
+    def rate(self):
+        """What the optimizer is given: the fixed rate (a schedule in
+        `practice.py`'s configs)."""
+        return self.learning_rate
+
 
 def grid(
     archs: Sequence[str] = ARCHS,
@@ -410,7 +415,7 @@ def build_model(config: RunConfig, steps_per_execution: int = 1) -> keras.Model:
     logits = head(h)
     model = keras.Model(inputs, logits, name=config.key.replace("-", "_"))
     model.compile(
-        optimizer=make_optimizer(config.optimizer, config.learning_rate),
+        optimizer=make_optimizer(config.optimizer, config.rate()),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         jit_compile=False,
