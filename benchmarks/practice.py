@@ -192,10 +192,52 @@ def judge(path: pathlib.Path = OUT, out: pathlib.Path = JUDGE) -> list[str]:
             f"{sum(bool(r['failed']) for r in records)} failed.",
         ),
         "",
+        *_by_budget(records),
+        "",
         *_misses(records),
     ]
     print("\n".join(lines))
     out.write_text("\n".join(lines) + "\n")
+    return lines
+
+
+#: Epochs at whose end `_by_budget` reads the outcome (16 steps each).
+BUDGET_EPOCHS = (6, 10, 20, 30)
+
+
+def failed_by(record: dict, epoch: int) -> bool:
+    """Whether the run had not trained by the end of `epoch` (1-based).
+
+    Read from the mean training loss of that epoch (`loss_curve`), against
+    `trainability.FAIL_FRACTION` of chance; a run stopped before it (a
+    non-finite loss) failed.
+    """
+    curve = [tr._from_json_number(v) for v in record["loss_curve"]]
+    if record["nonfinite"] or len(curve) < epoch:
+        return True
+    loss = curve[epoch - 1]
+    return not math.isfinite(loss) or loss > tr.FAIL_FRACTION * record["entropy"]
+
+
+def _by_budget(records: list[dict]) -> list[str]:
+    """What `on_flag` acts on, scored against the outcome at shorter budgets."""
+    acted = np.asarray([any(f["acted"] for f in r["flags"]) for r in records])
+    lines = [
+        "What `on_flag` acts on (any step), against the outcome at the end of "
+        "each budget (the mean training loss of that epoch against half the "
+        "chance loss; the calibration grids' budget is 160 steps):",
+        "",
+        "| budget (steps) | failed | TP | FP | FN | precision | recall |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for epoch in BUDGET_EPOCHS:
+        y = np.asarray([failed_by(r, epoch) for r in records])
+        tp, fp = int((acted & y).sum()), int((acted & ~y).sum())
+        fn = int((~acted & y).sum())
+        lines.append(
+            f"| {16 * epoch} | {int(y.sum())} | {tp} | {fp} | {fn} "
+            f"| {tp / max(tp + fp, 1):.3f} | {tp / max(tp + fn, 1):.3f} |"
+        )
     return lines
 
 

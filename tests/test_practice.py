@@ -94,3 +94,17 @@ def test_the_recorder_starts_where_the_watch_starts(practice):
         np.testing.assert_allclose(
             ratios, everything.update_ratios[name][4:6], rtol=1e-5
         )
+
+
+def test_failed_by_reads_the_epoch_mean_against_half_of_chance(practice):
+    entropy = float(np.log(4))
+    record = {
+        "loss_curve": [1.4, 0.9, 0.6, "NaN"],
+        "entropy": entropy,
+        "nonfinite": False,
+    }
+    # Half of chance is 0.693: epoch 2 (0.9) not trained, epoch 3 (0.6) trained.
+    assert [practice.failed_by(record, e) for e in (1, 2, 3)] == [True, True, False]
+    assert practice.failed_by(record, 4)  # a non-finite mean
+    assert practice.failed_by(record, 5)  # stopped before that epoch
+    assert practice.failed_by(dict(record, nonfinite=True), 3)

@@ -26,6 +26,8 @@ def test_row_reductions_and_ratio():
     x = tf.constant([[3.0, 4.0], [1.0, 1.0]])
     assert stats.sum_of_squares(x, axis=1).numpy().tolist() == [25.0, 2.0]
     assert stats.variance(x, axis=1).numpy().tolist() == [0.25, 0.0]
+    mean = stats.mean(x, axis=1)
+    assert stats.variance(x, 1, mean).numpy().tolist() == [0.25, 0.0]
     assert float(stats.ratio(tf.constant(1.0), tf.constant(4.0))) == 0.25
     assert np.isnan(float(stats.ratio(tf.constant(1.0), tf.constant(0.0))))
 
@@ -35,11 +37,45 @@ def test_nonfinite_count():
     assert float(stats.nonfinite_count(x)) == 3.0
 
 
+@pytest.mark.parametrize("given", ["none", "sum", "mean", "sum_of_squares"])
+def test_nonfinite_count_per_row_is_exact_with_or_without_a_total(given):
+    """Counted only where a total is not finite, yet exact: rows with NaN and
+    infinities (which cancel to NaN in a sum), a finite row whose sum and
+    squares overflow float32 (counted, 0), and a clean row."""
+    rows = np.array(
+        [
+            [1.0, np.nan, 2.0, np.inf],
+            [np.inf, -np.inf, 1.0, 1.0],
+            [3e38, 3e38, 3e38, 1.0],
+            [1.0, -2.0, 3.0, 0.5],
+        ],
+        dtype="float32",
+    )
+    x = tf.constant(rows)
+    total = {
+        "none": None,
+        "sum": tf.reduce_sum(x, 1),
+        "mean": tf.reduce_mean(x, 1),
+        "sum_of_squares": stats.sum_of_squares(x, 1),
+    }[given]
+    counts = stats.nonfinite_count(x, 1, total).numpy()
+    np.testing.assert_array_equal(counts, (~np.isfinite(rows)).sum(axis=1))
+    np.testing.assert_array_equal(counts, [2, 2, 0, 0])
+    # Inside a compiled function too (the probe's), where the count is a branch.
+    compiled = tf.function(lambda t: stats.nonfinite_count(t, 1), autograph=False)
+    np.testing.assert_array_equal(compiled(x).numpy(), [2, 2, 0, 0])
+
+
 def test_dead_fraction_counts_constant_units():
     x = np.random.default_rng(1).normal(size=(32, 8)).astype("float32")
     x[:, 0] = 0.0  # dead ReLU unit
     x[:, 1] = 0.7  # constant unit
     x[:, 2] = np.maximum(x[:, 2], 0)  # alive ReLU unit
+    assert float(stats.dead_fraction(tf.constant(x[None]))[0]) == pytest.approx(2 / 8)
+    # A constant negative unit is dead too: max |x| is read as max(max, -min).
+    x[:, 3] = -0.3
+    assert float(stats.dead_fraction(tf.constant(x[None]))[0]) == pytest.approx(3 / 8)
+    x[:5, 3] = -0.3 + 1e-4  # no longer constant
     assert float(stats.dead_fraction(tf.constant(x[None]))[0]) == pytest.approx(2 / 8)
 
 
