@@ -282,6 +282,52 @@ def test_eager_calls_then_one_trace_with_the_same_numbers():
     assert graph.loss == pytest.approx(eager[0].loss, rel=1e-5)
 
 
+@pytest.mark.parametrize("stack_below", [0, 10**9])
+def test_eager_stacked_and_compiled_per_tensor_reductions_agree_on_units(
+    stack_below, monkeypatch
+):
+    """Eager calls reduce the tensors of one shape stacked; the compiled probe
+    reduces large tensors alone (here: every tensor, or none). All give the
+    closed-form fractions: 8 of 16 units that copy another's weights (and
+    outputs), 4 of 16 all-zero units (dead, and equal by weights)."""
+    from keras_initdiag.diagnostics import reduce
+    from keras_initdiag.diagnostics.probe import EAGER_CALLS
+
+    monkeypatch.setattr(reduce, "STACK_BELOW", stack_below)
+
+    copies = RNG.standard_normal((8, 16)).astype("float32")
+    copies[:, 8:12] = copies[:, 0:4]  # units 8-11 copy units 0-3: 8 of 16
+    zeros = RNG.standard_normal((16, 16)).astype("float32")
+    zeros[:, :4] = 0.0
+    model = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(16, activation="tanh", name="copies"),
+            keras.layers.Dense(16, activation="relu", name="zeros"),
+            keras.layers.Dense(16, activation="relu", name="plain"),
+            keras.layers.Dense(3, name="head"),
+        ]
+    )
+    model.get_layer("copies").kernel.assign(copies)
+    model.get_layer("zeros").kernel.assign(zeros)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = RNG.standard_normal((64, 8)).astype("float32")
+    y = RNG.integers(0, 3, 64)
+    diagnoser = engine.Diagnoser(model)
+    reports = [diagnoser.measure(x, y) for _ in range(EAGER_CALLS + 1)]
+    assert diagnoser.probe.traces == 1
+    for report in (reports[0], reports[-1]):  # eager, then compiled
+        stats = report.stats
+        assert stats["copies"]["duplicate_unit_fraction"] == 0.5
+        assert stats["copies"]["dead_fraction"] == 0.0
+        assert stats["zeros"]["dead_fraction"] == 0.25
+        assert stats["zeros"]["duplicate_unit_fraction"] == 0.25
+        assert stats["plain"]["duplicate_unit_fraction"] == 0.0
+    light = diagnoser.measure(x, y, searches=False)
+    assert math.isnan(light.stats["copies"]["duplicate_unit_fraction"])
+    assert light.stats["zeros"]["dead_fraction"] == 0.25
+
+
 def _ids_and_features(order: str, dict_inputs: bool = False):
     """Token ids into an Embedding and float features into a Dense, one head.
 

@@ -33,10 +33,17 @@ def mean(x: tf.Tensor, axis=None) -> tf.Tensor:
     return tf.reduce_mean(x, axis=axis)
 
 
-def variance(x: tf.Tensor, axis=None) -> tf.Tensor:
-    """Population variance over `axis` (two-pass, not E[x^2]-E[x]^2)."""
-    centred = x - tf.reduce_mean(x, axis=axis, keepdims=True)
-    return tf.reduce_mean(tf.square(centred), axis=axis)
+def variance(x: tf.Tensor, axis=None, mean: tf.Tensor | None = None) -> tf.Tensor:
+    """Population variance over `axis` (two-pass, not E[x^2]-E[x]^2).
+
+    `mean`: the mean over `axis` when the caller has it (an int `axis`), so
+    that it is not computed twice.
+    """
+    if mean is None:
+        mean = tf.reduce_mean(x, axis=axis, keepdims=True)
+    elif axis is not None:
+        mean = tf.expand_dims(mean, axis)
+    return tf.reduce_mean(tf.square(x - mean), axis=axis)
 
 
 def rms(x: tf.Tensor, axis=None) -> tf.Tensor:
@@ -55,10 +62,37 @@ def ratio(numerator: tf.Tensor, denominator: tf.Tensor) -> tf.Tensor:
     return tf.where(denominator > 0, numerator / safe, NAN)
 
 
-def nonfinite_count(x: tf.Tensor, axis=None) -> tf.Tensor:
-    """How many elements are NaN or +-Inf, over `axis`."""
-    bad = tf.logical_not(tf.math.is_finite(x))
-    return tf.reduce_sum(tf.cast(bad, tf.float32), axis=axis)
+def nonfinite_count(x: tf.Tensor, axis=None, total: tf.Tensor | None = None):
+    """How many elements are NaN or +-Inf, over `axis`.
+
+    A NaN or an infinity anywhere makes a sum over `axis` non-finite, so the
+    elements are counted only when such a sum is not finite; otherwise the
+    count is 0 at the price of one check (counting costs four passes over
+    `x`). A sum that overflowed from finite elements is counted exactly too.
+
+    Args:
+        x: The tensor.
+        axis: The axis counted over. Defaults to `None` (every element).
+        total: A reduction over `axis` the caller already has and that is
+            non-finite wherever an element is (a sum, a mean, a sum of
+            squares). Defaults to `None` (the sum is taken here).
+
+    Example:
+    >>> float(nonfinite_count(tf.constant([1.0, float("nan"), float("inf")])))
+    2.0
+    """
+    if total is None:
+        total = tf.reduce_sum(x, axis=axis)
+
+    def count():
+        bad = tf.logical_not(tf.math.is_finite(x))
+        return tf.reduce_sum(tf.cast(bad, tf.float32), axis=axis)
+
+    return tf.cond(
+        tf.reduce_all(tf.math.is_finite(total)),
+        lambda: tf.zeros_like(total),
+        count,
+    )
 
 
 def saturation_fraction(x: tf.Tensor, low, high, axis=None) -> tf.Tensor:
@@ -82,8 +116,10 @@ def constant_units(columns: tf.Tensor) -> tf.Tensor:
     Args:
         columns: (..., samples, units).
     """
-    spread = tf.reduce_max(columns, axis=-2) - tf.reduce_min(columns, axis=-2)
-    return spread <= 1e-6 * tf.reduce_max(tf.abs(columns), axis=-2)
+    high = tf.reduce_max(columns, axis=-2)
+    low = tf.reduce_min(columns, axis=-2)
+    # max |x| is max(high, -low): no third pass over the columns.
+    return high - low <= 1e-6 * tf.maximum(high, -low)
 
 
 def dead_fraction(columns: tf.Tensor) -> tf.Tensor:
@@ -95,21 +131,32 @@ def dead_fraction(columns: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(tf.cast(constant_units(columns), tf.float32), axis=-1)
 
 
-def duplicate_units(columns: tf.Tensor, candidates: tf.Tensor) -> tf.Tensor:
-    """Boolean (groups, units): candidate columns equal to another candidate.
+def projection_keys(columns: tf.Tensor) -> tf.Tensor:
+    """`(..., _PROJECTIONS, units)`: each column's fixed random projections.
 
-    Each column is reduced to `_PROJECTIONS` random projections (the same
-    arithmetic for every column, so identical columns give identical values);
-    columns are sorted by the first projection and compared with their
-    neighbours on all of them. Cost: O(samples * units + units log units).
+    The same arithmetic for every column of a tensor (and of every tensor
+    with as many samples), so identical columns get identical keys. One pass
+    over `columns`, and no copy of it.
 
     Args:
-        columns: (groups, samples, units): several layers of one shape at once.
+        columns: (..., samples, units).
+    """
+    n = tf.shape(columns)[-2]
+    projections = tf.random.stateless_normal([n, _PROJECTIONS], seed=[17, 5])
+    return tf.einsum("...nu,nk->...ku", columns, projections)
+
+
+def duplicate_keys(keys: tf.Tensor, candidates: tf.Tensor) -> tf.Tensor:
+    """Boolean (groups, units): candidate units whose keys equal another's.
+
+    Units are sorted by their first key and compared with their neighbours
+    on all of them (relative tolerance `_DUPLICATE_RTOL`). Cost:
+    O(units log units) per group.
+
+    Args:
+        keys: (groups, _PROJECTIONS, units), from `projection_keys`.
         candidates: (groups, units) boolean: which units may match.
     """
-    n = tf.shape(columns)[1]
-    projections = tf.random.stateless_normal([n, _PROJECTIONS], seed=[17, 5])
-    keys = tf.einsum("gnu,nk->gku", columns, projections)
     big = tf.reduce_max(tf.abs(keys), axis=[1, 2], keepdims=True) + 1.0
     units = tf.shape(keys)[2]
     # Non-candidates get distinct far-away keys so they never match.
@@ -127,6 +174,20 @@ def duplicate_units(columns: tf.Tensor, candidates: tf.Tensor) -> tf.Tensor:
     )
     inverse = tf.argsort(order, axis=-1)
     return tf.gather(dup_ordered, inverse, axis=1, batch_dims=1)
+
+
+def duplicate_units(columns: tf.Tensor, candidates: tf.Tensor) -> tf.Tensor:
+    """Boolean (groups, units): candidate columns equal to another candidate.
+
+    Each column is reduced to `_PROJECTIONS` random projections
+    (`projection_keys`), then compared (`duplicate_keys`). Cost:
+    O(samples * units + units log units).
+
+    Args:
+        columns: (groups, samples, units): several layers of one shape at once.
+        candidates: (groups, units) boolean: which units may match.
+    """
+    return duplicate_keys(projection_keys(columns), candidates)
 
 
 def duplicate_weight_units(kernels: tf.Tensor) -> tf.Tensor:
