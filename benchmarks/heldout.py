@@ -366,17 +366,19 @@ def step0_flags(model: keras.Model, arch: str, task) -> list[dict]:
 
     x = task.inputs(arch)[: tr.PROBE]
     report = keras_initdiag.diagnose(model, x, task.y[: tr.PROBE])
-    return [
-        {
-            "kind": flag.kind,
-            "layer": flag.layer,
-            "value": tr._finite_or_string(flag.value),
-            "threshold": tr._finite_or_string(flag.threshold),
-            "serious": flag.kind in tr.SERIOUS,
-            "advisory": rules.is_advisory(flag),
-        }
-        for flag in report.flags
-    ]
+    return [flag_record(flag) for flag in report.flags]
+
+
+def flag_record(flag) -> dict:
+    """A step-0 flag as the grid records keep it (JSON-able)."""
+    return {
+        "kind": flag.kind,
+        "layer": flag.layer,
+        "value": tr._finite_or_string(flag.value),
+        "threshold": tr._finite_or_string(flag.threshold),
+        "serious": flag.kind in tr.SERIOUS,
+        "advisory": rules.is_advisory(flag),
+    }
 
 
 def run(

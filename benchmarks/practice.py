@@ -53,7 +53,6 @@ import numpy as np  # noqa: E402
 import trainability as tr  # noqa: E402
 import verdict as scoring  # noqa: E402
 
-from keras_initdiag.diagnostics import rules  # noqa: E402
 from keras_initdiag.diagnostics import verdict as vd  # noqa: E402
 
 OUT = tr.RESULTS / "practice_runs.jsonl"
@@ -91,18 +90,6 @@ def grid() -> list[ScheduledConfig]:
     return [ScheduledConfig(**dataclasses.asdict(c)) for c in heldout.ordered(**FOURTH)]
 
 
-def _flag_dict(flag) -> dict:
-    """A step-0 flag as `heldout.step0_flags` records it."""
-    return {
-        "kind": flag.kind,
-        "layer": flag.layer,
-        "value": tr._finite_or_string(flag.value),
-        "threshold": tr._finite_or_string(flag.threshold),
-        "serious": flag.kind in tr.SERIOUS,
-        "advisory": rules.is_advisory(flag),
-    }
-
-
 def measure_one(config: ScheduledConfig, task, cache) -> dict:
     """Train one network with the callback attached; the JSON-able record."""
     x, y = task.inputs(config.arch)[: tr.PROBE], task.y[: tr.PROBE]
@@ -122,7 +109,7 @@ def measure_one(config: ScheduledConfig, task, cache) -> dict:
         learning_rate=config.learning_rate,
         warmup=WARMUP,
         watch_start=recorder.first,
-        step0_flags=[_flag_dict(f) for f in first],
+        step0_flags=[heldout.flag_record(f) for f in first],
         step_losses=[encode(v) for v in recorder.losses],
         step_learning_rates=recorder.learning_rates,
         update_ratios={

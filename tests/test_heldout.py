@@ -212,6 +212,39 @@ def test_recorder_update_ratio_is_the_first_step(heldout):
     assert len(recorder.losses) == 4
 
 
+def test_the_recorder_starts_where_the_watch_starts(heldout):
+    """`StepRecorder(start=None)` records the steps from the warm start:
+    the same numbers a recorder from step 0 sees there, in the same fit."""
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, 100, warmup_target=0.1, warmup_steps=8
+    )
+    model = _tiny_model(keras.optimizers.SGD(schedule))
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(32, 3)).astype("float32")
+    y = rng.integers(0, 2, size=32)
+    StepRecorder = heldout.StepRecorder
+    everything = StepRecorder(loss_steps=9, update_steps=9, start=0)
+    warm = StepRecorder(loss_steps=3, update_steps=2, start=None)
+    model.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=3,
+        shuffle=False,
+        verbose=0,
+        callbacks=[everything, warm],
+    )
+    assert warm.first == 4 and everything.first == 0
+    np.testing.assert_allclose(warm.learning_rates, [0.05, 0.0625, 0.075], rtol=1e-6)
+    np.testing.assert_allclose(warm.learning_rates, everything.learning_rates[4:7])
+    np.testing.assert_allclose(warm.losses, everything.losses[4:7], rtol=1e-6)
+    for name, ratios in warm.update_ratios.items():
+        assert len(ratios) == 2
+        np.testing.assert_allclose(
+            ratios, everything.update_ratios[name][4:6], rtol=1e-5
+        )
+
+
 @pytest.mark.slow
 def test_runs_write_resumable_records(heldout, tr, tmp_path, capsys):
     configs = [
