@@ -1,15 +1,18 @@
-"""Reductions of one probe, stacked per shape group into one vector.
+"""Reductions of one probe into one vector.
 
-Tensors of one shape are reduced together (one stacked tensor per shape and
-statistic) and the vector is assembled with one static gather per field, so
-the probe's graph grows with the number of distinct shapes rather than with
-depth. Nothing is sliced per layer: per-layer sums of per-variable values
-are one matrix-vector product with a static 0/1 matrix, and what needs a
-per-layer choice (the duplicate-unit fraction, by weights or by outputs) is
-combined on the host. Activations may have an unknown batch size (the probe
-is traced once for every batch size): tensors whose only unknown dimension
-is the batch are still stacked, the others are reduced one by one.
-Everything here runs inside the probe's `tf.function`; the statistics
+Compiled, a large tensor is reduced alone and small tensors of one shape are
+reduced stacked (`groups`, `STACK_BELOW`): stacking copies each tensor once,
+which is cheaper than the op overhead it saves only for small ones. Eager
+calls, where each op costs far more, stack every shape group. The vector is
+assembled with one static gather per field. Nothing is sliced per layer:
+per-layer sums of per-variable values are one matrix-vector product with a
+static 0/1 matrix, and what needs a per-layer choice (the duplicate-unit
+fraction, by weights or by outputs) is combined on the host. The searches
+for duplicate units and identical kernels are built inside one branch each,
+taken only on a full diagnosis. Activations may have an unknown batch size
+(the probe is traced once for every batch size): tensors whose only unknown
+dimension is the batch may still be stacked, the others are reduced one by
+one. Everything here runs inside the probe's `tf.function`; the statistics
 themselves are the pure functions of `stats`.
 """
 
