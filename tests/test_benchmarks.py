@@ -61,3 +61,17 @@ def test_quick_run_writes_every_configuration(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| initdiag_freq1 |" in out
     assert "| initdiag_batch_gradients |" in out
+
+
+def test_probe_compare_times_one_checkout(capsys):
+    """`benchmarks/probe_compare.py` on this checkout: one line per model,
+    with the step, the full and the light diagnosis (no timing assertions);
+    a checkout other than the imported package is refused."""
+    from helpers import ROOT
+
+    compare = load_script("benchmarks/probe_compare.py")
+    compare.main(str(ROOT), ["zero_head_mlp"], 1)
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    assert line.startswith("zero_head_mlp") and "full" in line and "light" in line
+    with pytest.raises(RuntimeError, match="not from /nowhere"):
+        compare.main("/nowhere", ["zero_head_mlp"], 1)
