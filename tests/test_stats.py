@@ -90,14 +90,25 @@ def test_saturation_fraction():
     assert float(stats.saturation_fraction(s, 0.0, 1.0)) == pytest.approx(2 / 4)
 
 
+def _by_weights(kernels):
+    """Units with the same incoming weights, as the probe searches them."""
+    return stats.duplicate_units(kernels, tf.ones_like(kernels[:, 0, :], tf.bool))
+
+
+def _by_outputs(columns):
+    """Non-constant units with the same outputs, as the probe searches them."""
+    candidates = tf.logical_not(stats.constant_units(columns))
+    return stats.duplicate_units(columns, candidates)
+
+
 def test_duplicate_weight_units_finds_exact_copies_only():
     w = np.random.default_rng(2).normal(size=(50, 6)).astype("float32")
     w[:, 4] = w[:, 1]
     w[:, 5] = w[:, 1]
-    mask = stats.duplicate_weight_units(tf.constant(w[None]))[0].numpy()
+    mask = _by_weights(tf.constant(w[None]))[0].numpy()
     assert mask.tolist() == [False, True, False, False, True, True]
     w[0, 5] += 1e-2  # A small but real difference is not a duplicate.
-    mask = stats.duplicate_weight_units(tf.constant(w[None]))[0].numpy()
+    mask = _by_weights(tf.constant(w[None]))[0].numpy()
     assert mask.tolist() == [False, True, False, False, True, False]
 
 
@@ -106,18 +117,18 @@ def test_duplicate_output_units_ignore_constant_units():
     x[:, 3] = x[:, 0]
     x[:, 1] = 0.0
     x[:, 2] = 0.0  # Two dead units are identical but left to the dead rule.
-    mask = stats.duplicate_output_units(tf.constant(x[None]))[0].numpy()
+    mask = _by_outputs(tf.constant(x[None]))[0].numpy()
     assert mask.tolist() == [True, False, False, True, False]
 
 
 def test_all_zero_kernel_is_fully_duplicate():
-    mask = stats.duplicate_weight_units(tf.zeros([2, 16, 8]))
+    mask = _by_weights(tf.zeros([2, 16, 8]))
     assert mask.numpy().all()
 
 
 def test_random_kernels_have_no_duplicates():
     w = tf.random.stateless_normal([3, 256, 512], seed=[1, 2])
-    assert not stats.duplicate_weight_units(w).numpy().any()
+    assert not _by_weights(w).numpy().any()
 
 
 def test_kernel_signature_equal_for_equal_kernels():

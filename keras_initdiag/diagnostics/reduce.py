@@ -161,8 +161,7 @@ def output_stats(table: Table, taps: list[Tap], outputs: list, searches) -> None
             continue
         columns = tf.reshape(stacked, [len(indices), -1, tf.shape(stacked)[-1]])
         mask = stats.constant_units(columns)
-        dead = tf.reduce_mean(tf.cast(mask, tf.float32), axis=1)
-        table.put("dead_fraction", indices, dead)
+        table.put("dead_fraction", indices, stats.unit_fraction(mask))
         constant.update((i, mask[j]) for j, i in enumerate(indices))
     tensors = [outputs[i] for i in constant]
     found = _searched(tensors, [tf.logical_not(m) for m in constant.values()], searches)
@@ -173,9 +172,9 @@ def _searched(columns: list, candidates: list, searches, batch: bool = True):
     """Fraction of duplicate units in each of `columns` (the last axis).
 
     Inside one branch taken only when `searches` (a bool tensor) is true,
-    else NaN: the keys of each group of `groups(columns, batch)`
-    (`stats.projection_keys`, one pass), compared within the group
-    (`stats.duplicate_keys`). A single unit duplicates nothing.
+    else NaN: `stats.duplicate_units` on each group of
+    `groups(columns, batch)` (large tensors alone: their projections read
+    them once, without a stacked copy). A single unit duplicates nothing.
     """
     if not columns:
         return None
@@ -189,10 +188,11 @@ def _searched(columns: list, candidates: list, searches, batch: bool = True):
                 continue
             stacked = _stacked(columns, members)
             units = tf.shape(stacked)[-1]
-            keys = stats.projection_keys(tf.reshape(stacked, [len(members), -1, units]))
-            mask = tf.stack([candidates[k] for k in members])
-            found = stats.duplicate_keys(keys, mask)
-            parts.append(tf.reduce_mean(tf.cast(found, tf.float32), axis=1))
+            found = stats.duplicate_units(
+                tf.reshape(stacked, [len(members), -1, units]),
+                tf.stack([candidates[k] for k in members]),
+            )
+            parts.append(stats.unit_fraction(found))
         return tf.gather(tf.concat(parts, 0), np.argsort(order))
 
     return tf.cond(searches, search, lambda: tf.fill([len(columns)], _NAN))
@@ -224,11 +224,11 @@ def gradient_stats(table: Table, taps: list[Tap], gradients: list) -> None:
     """
     for _, indices in groups(gradients):
         flat = _flat_rows(gradients, indices)
-        square = tf.reduce_mean(tf.square(flat), axis=1)
-        table.put("activation_gradient_rms", indices, tf.sqrt(square))
+        rms = stats.rms(flat, axis=1)
+        table.put("activation_gradient_rms", indices, rms)
         without = [j for j, i in enumerate(indices) if not taps[i].trainable_weights]
         if without:
-            counts = tf.gather(stats.nonfinite_count(flat, 1, square), without)
+            counts = tf.gather(stats.nonfinite_count(flat, 1, rms), without)
             table.put("nonfinite_gradients", [indices[j] for j in without], counts)
 
 

@@ -122,41 +122,38 @@ def constant_units(columns: tf.Tensor) -> tf.Tensor:
     return high - low <= 1e-6 * tf.maximum(high, -low)
 
 
+def unit_fraction(mask: tf.Tensor) -> tf.Tensor:
+    """Fraction of True units (the last axis) of a boolean mask, per row."""
+    return tf.reduce_mean(tf.cast(mask, tf.float32), axis=-1)
+
+
 def dead_fraction(columns: tf.Tensor) -> tf.Tensor:
     """Fraction of units that are zero or constant over the whole probe batch.
 
     Args:
         columns: (..., samples, units), e.g. `units_view` of a layer output.
     """
-    return tf.reduce_mean(tf.cast(constant_units(columns), tf.float32), axis=-1)
+    return unit_fraction(constant_units(columns))
 
 
-def projection_keys(columns: tf.Tensor) -> tf.Tensor:
-    """`(..., _PROJECTIONS, units)`: each column's fixed random projections.
+def duplicate_units(columns: tf.Tensor, candidates: tf.Tensor) -> tf.Tensor:
+    """Boolean (groups, units): candidate columns equal to another candidate.
 
-    The same arithmetic for every column of a tensor (and of every tensor
-    with as many samples), so identical columns get identical keys. One pass
-    over `columns`, and no copy of it.
-
-    Args:
-        columns: (..., samples, units).
-    """
-    n = tf.shape(columns)[-2]
-    projections = tf.random.stateless_normal([n, _PROJECTIONS], seed=[17, 5])
-    return tf.einsum("...nu,nk->...ku", columns, projections)
-
-
-def duplicate_keys(keys: tf.Tensor, candidates: tf.Tensor) -> tf.Tensor:
-    """Boolean (groups, units): candidate units whose keys equal another's.
-
-    Units are sorted by their first key and compared with their neighbours
-    on all of them (relative tolerance `_DUPLICATE_RTOL`). Cost:
-    O(units log units) per group.
+    Each column is reduced to `_PROJECTIONS` random projections (the same
+    arithmetic for every column, so identical columns give identical values);
+    columns are sorted by the first projection and compared with their
+    neighbours on all of them (relative tolerance `_DUPLICATE_RTOL`). Cost:
+    O(samples * units + units log units).
 
     Args:
-        keys: (groups, _PROJECTIONS, units), from `projection_keys`.
+        columns: (groups, samples, units): one layer, or several of one shape.
         candidates: (groups, units) boolean: which units may match.
     """
+    n = tf.shape(columns)[1]
+    projections = tf.random.stateless_normal([n, _PROJECTIONS], seed=[17, 5])
+    # The ellipsis form measured ~40 ms less than "gnu,nk->gku" over
+    # ResNet50's activations at 32 samples (benchmarks/probe_compare.py).
+    keys = tf.einsum("...nu,nk->...ku", columns, projections)
     big = tf.reduce_max(tf.abs(keys), axis=[1, 2], keepdims=True) + 1.0
     units = tf.shape(keys)[2]
     # Non-candidates get distinct far-away keys so they never match.
@@ -174,38 +171,6 @@ def duplicate_keys(keys: tf.Tensor, candidates: tf.Tensor) -> tf.Tensor:
     )
     inverse = tf.argsort(order, axis=-1)
     return tf.gather(dup_ordered, inverse, axis=1, batch_dims=1)
-
-
-def duplicate_units(columns: tf.Tensor, candidates: tf.Tensor) -> tf.Tensor:
-    """Boolean (groups, units): candidate columns equal to another candidate.
-
-    Each column is reduced to `_PROJECTIONS` random projections
-    (`projection_keys`), then compared (`duplicate_keys`). Cost:
-    O(samples * units + units log units).
-
-    Args:
-        columns: (groups, samples, units): several layers of one shape at once.
-        candidates: (groups, units) boolean: which units may match.
-    """
-    return duplicate_keys(projection_keys(columns), candidates)
-
-
-def duplicate_weight_units(kernels: tf.Tensor) -> tf.Tensor:
-    """Boolean (groups, units): units with the same incoming weights as another.
-
-    Args:
-        kernels: (groups, fan_in, units).
-    """
-    return duplicate_units(kernels, tf.ones_like(kernels[:, 0, :], tf.bool))
-
-
-def duplicate_output_units(columns: tf.Tensor) -> tf.Tensor:
-    """Boolean (groups, units): non-constant units with the same outputs.
-
-    Args:
-        columns: (groups, samples, units).
-    """
-    return duplicate_units(columns, tf.logical_not(constant_units(columns)))
 
 
 def kernel_signature(kernels: tf.Tensor) -> tf.Tensor:
