@@ -395,6 +395,11 @@ def _healthy_lines(records: list[dict]) -> list[str]:
     return lines
 
 
+def acted_on(record: dict) -> bool:
+    """Whether `on_flag` would act on any of the run's flags, at any step."""
+    return any(f.get("acted") for f in record["flags"])
+
+
 def judge_heldout_lines(
     records: list[dict],
     offline: dict | None = None,
@@ -417,8 +422,8 @@ def judge_heldout_lines(
         return [f for f in r["flags"] if f["step"] > 0 and f.get("acted")]
 
     alarms = [r for r in trained if acted_later(r)]
-    stopped = [r for r in trained if any(f.get("acted") for f in r["flags"])]
-    caught = [r for r in failed if any(f.get("acted") for f in r["flags"])]
+    stopped = [r for r in trained if acted_on(r)]
+    caught = [r for r in failed if acted_on(r)]
     if setting is None:
         setting = (
             f"{len(records)} held-out networks trained again as `heldout.py` "
@@ -474,7 +479,7 @@ def judge_heldout_lines(
             for f in r["flags"]
         )
 
-    quiet = [r for r in failed if not any(f["acted"] for f in r["flags"])]
+    quiet = [r for r in failed if not acted_on(r)]
     lines += [
         "",
         f"Candidate (chosen in-sample on the calibration runs): backward "

@@ -208,7 +208,7 @@ def failed_by(record: dict, epoch: int) -> bool:
 
 def _by_budget(records: list[dict]) -> list[str]:
     """What `on_flag` acts on, scored against the outcome at shorter budgets."""
-    acted = np.asarray([any(f["acted"] for f in r["flags"]) for r in records])
+    acted = np.asarray([midfit.acted_on(r) for r in records])
     lines = [
         "What `on_flag` acts on (any step), against the outcome at the end of "
         "each budget (the mean training loss of that epoch against half the "
@@ -232,7 +232,7 @@ def _misses(records: list[dict]) -> list[str]:
     """Every failed run nothing acted on, and how far its loss got."""
     lines = ["Failed runs nothing acted on (final loss / chance, live risk):", ""]
     for r in records:
-        if r["failed"] and not any(f["acted"] for f in r["flags"]):
+        if r["failed"] and not midfit.acted_on(r):
             ratio = tr.final_loss(r) / r["entropy"]
             risk = (r["verdict"] or {}).get("risk", math.nan)
             lines.append(f"- {r['key']}: {ratio:.2f}, risk {float(risk):.2f}")
