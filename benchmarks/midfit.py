@@ -404,14 +404,11 @@ def judge_heldout_lines(
     records: list[dict],
     offline: dict | None = None,
     grid: str = "heldout",
-    setting: str | None = None,
 ) -> list[str]:
     """The held-out mid-fit report: what `on_flag` acts on after step 0.
 
     `offline`: `{key: risk}` from the held-out grid's recorded steps, to
     compare the live verdict with (`offline_risks`). `grid`: its name.
-    `setting`: how the runs were trained, when not as `heldout.py` trains
-    them (`practice.py`: the same runs record both).
     """
     trained = [r for r in records if not r["failed"]]
     failed = [r for r in records if r["failed"]]
@@ -424,19 +421,16 @@ def judge_heldout_lines(
     alarms = [r for r in trained if acted_later(r)]
     stopped = [r for r in trained if acted_on(r)]
     caught = [r for r in failed if acted_on(r)]
-    if setting is None:
-        setting = (
-            f"{len(records)} held-out networks trained again as `heldout.py` "
-            f"trains them, with `InitDiagnostics(update_freq={UPDATE_FREQ})`: "
-            f"{len(trained)} trained, {len(failed)} failed. Outcome as in "
-            f"`{HELDOUT_GRIDS[grid][1].name}`: {same}; differs: {len(differs)} "
-            f"{differs or ''}"
-        )
+    setting = (
+        f"{len(records)} held-out networks trained again as `heldout.py` "
+        f"trains them, with `InitDiagnostics(update_freq={UPDATE_FREQ})`: "
+        f"{len(trained)} trained, {len(failed)} failed. Outcome as in "
+        f"`{HELDOUT_GRIDS[grid][1].name}`: {same}; differs: {len(differs)} "
+        f"{differs or ''}"
+    )
     lines = [
         f"# Mid-fit flags on the held-out grid (`benchmarks/midfit.py judge "
-        f"--grid {grid}`)"
-        if grid in HELDOUT_GRIDS
-        else f"## Mid-fit flags on the {grid} grid",
+        f"--grid {grid}`)",
         "",
         setting,
         "",

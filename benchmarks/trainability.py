@@ -832,6 +832,20 @@ def failed(run: dict) -> bool:
     return final_loss(run) > FAIL_FRACTION * run["entropy"]
 
 
+def failed_by(record: dict, epoch: int) -> bool:
+    """Whether the run had not trained by the end of `epoch` (1-based).
+
+    Read from the mean training loss of that epoch (`loss_curve`), against
+    `FAIL_FRACTION` of chance; a run stopped before it (a
+    non-finite loss) failed.
+    """
+    curve = [_from_json_number(v) for v in record["loss_curve"]]
+    if record["nonfinite"] or len(curve) < epoch:
+        return True
+    loss = curve[epoch - 1]
+    return not math.isfinite(loss) or loss > FAIL_FRACTION * record["entropy"]
+
+
 def serious_flags(report, thresholds=None) -> list:
     """The report's flags of the `SERIOUS` kinds under `thresholds`."""
     return [f for f in rules.judge(report, thresholds) if f.kind in SERIOUS]

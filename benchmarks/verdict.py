@@ -56,10 +56,21 @@ HELDOUT2 = HERE / "results" / "heldout2_runs.jsonl"
 #: The third held-out grid (`heldout.py train --grid heldout3`), recorded
 #: after the band was chosen and read only to score it.
 HELDOUT3 = HERE / "results" / "heldout3_runs.jsonl"
-#: What the verdict is fitted on: the calibration grid and the first held-out
-#: grid (held out for the first fit, whose scores BENCHMARKS.md keeps); the
-#: second and third held-out grids score it.
+#: The fourth held-out grid (`practice.py`): warmup, cosine decay, 480 steps.
+#: Scored as shipped first (BENCHMARKS.md); since the budget-aware fit, fitted
+#: on at four budgets (`PRACTICE_EPOCHS`).
+PRACTICE = HERE / "results" / "practice_runs.jsonl"
+#: The fifth held-out grid (`practice.py train --grid fifth`): an 800-step
+#: budget, outside the fitted range; it scores the budget-aware verdict.
+FIFTH = HERE / "results" / "fifth_runs.jsonl"
+#: What the verdict's step-0 rules (`pending`) and the loss-only baseline's
+#: budget-free part were derived from: the calibration grid and the first
+#: held-out grid (held out for the first fit, whose scores BENCHMARKS.md
+#: keeps); the second and third held-out grids score them.
 TRAINING = (CALIBRATION, HELDOUT)
+#: The fourth grid's epochs (of 16 steps) whose end gives an outcome to fit
+#: the budget on (96, 160 and 320 steps), besides its final one (480).
+PRACTICE_EPOCHS = (6, 10, 20)
 JUDGE = HERE / "results" / "verdict_judge.md"
 #: L2 penalty on the standardized coefficients (keeps them finite when a
 #: feature separates the classes perfectly).
@@ -74,7 +85,8 @@ MIN_RUNS = 10
 STEP0_KINDS = tuple(k for k in tr.SERIOUS if k not in ("nonfinite", "verdict"))
 #: Watched steps of the loss-only baseline ("watch the loss for 20 steps").
 BASELINE_STEPS = 20
-LOSS_FEATURES = ("level", "progress")
+#: The baseline knows the budget too: it is no measurement of the network.
+LOSS_FEATURES = ("level", "progress", "log_budget")
 
 
 def load(path: pathlib.Path) -> list[dict]:
@@ -85,8 +97,16 @@ def load(path: pathlib.Path) -> list[dict]:
     return list(seen.values())
 
 
-def early_steps(record: dict, steps: int = vd.WATCH_STEPS) -> vd.EarlySteps:
-    """The record's first `steps` steps as the verdict reads them."""
+def budget_of(record: dict) -> int:
+    """The steps the record's training was given (its outcome's budget)."""
+    return record.get("budget") or record.get("outcome_steps") or record["steps"]
+
+
+def early_steps(
+    record: dict, steps: int = vd.WATCH_STEPS, budget: int | None = None
+) -> vd.EarlySteps:
+    """The record's first `steps` steps as the verdict reads them, judged for
+    `budget` steps (default: the record's own, `budget_of`)."""
     number = tr._from_json_number
     flags = [f for f in record["step0_flags"] or () if not f["advisory"]]
     family_ = family_of(record)
@@ -111,6 +131,7 @@ def early_steps(record: dict, steps: int = vd.WATCH_STEPS) -> vd.EarlySteps:
             for name, values in record["update_ratios"].items()
             if values and not math.isfinite(number(values[0]))
         ],
+        budget=budget or budget_of(record),
     )
 
 
@@ -123,18 +144,38 @@ def family(record: dict) -> str:
     return record["arch"]
 
 
-def matrix(records, steps, names=vd.FEATURES):
-    """`(features [runs, names], finite [runs], failed [runs])`."""
+def cases(records) -> list[tuple[dict, int, bool]]:
+    """`(record, budget, failed)`: each run at its own budget and outcome."""
+    return [(r, budget_of(r), bool(r["failed"])) for r in records]
+
+
+def budget_cases(records) -> list[tuple[dict, int, bool]]:
+    """Each run at its own budget, and at `PRACTICE_EPOCHS`' ends with the
+    outcome there (`trainability.failed_by`)."""
+    return cases(records) + [
+        (r, 16 * epoch, tr.failed_by(r, epoch))
+        for r in records
+        for epoch in PRACTICE_EPOCHS
+    ]
+
+
+def matrix(records, steps, names=vd.FEATURES, at=None):
+    """`(features [runs, names], finite [runs], failed [runs])`.
+
+    `at`: `(record, budget, failed)` cases to read instead of `records`, each
+    at its own budget (default: `cases(records)`).
+    """
     rows, finite = [], []
-    for record in records:
-        early = early_steps(record, steps)
+    at = cases(records) if at is None else at
+    for record, budget, _ in at:
+        early = early_steps(record, steps, budget)
         values = vd.features(early)
         rows.append([values[n] for n in names])
         finite.append(early.finite)
     return (
         np.asarray(rows, dtype=np.float64),
         np.asarray(finite),
-        np.asarray([bool(r["failed"]) for r in records]),
+        np.asarray([failed for _, _, failed in at]),
     )
 
 
@@ -187,24 +228,37 @@ def threshold_for(scores, labels, precision=PRECISION) -> float:
     return 1.0
 
 
-def fitted(records, steps, names=vd.FEATURES):
-    """A model fitted on `records` (nonfinite runs left out: failing anyway)."""
-    x, finite, y = matrix(records, steps, names)
+def fitted(records, steps, names=vd.FEATURES, at=None):
+    """A model fitted on `records` (or the cases `at`; nonfinite runs left
+    out: failing anyway)."""
+    x, finite, y = matrix(records, steps, names, at)
     model = fit_logistic(x[finite], y[finite].astype(float))
     scores = np.where(finite, predict(x, *model), 1.0)
     return model, threshold_for(scores, y), scores, y
 
 
 def training() -> list[dict]:
-    """The records the verdict is fitted on (`TRAINING`)."""
+    """The records the step-0 rules were derived from (`TRAINING`)."""
     return [record for path in TRAINING for record in load(path)]
+
+
+def training_cases() -> list[tuple[dict, int, bool]]:
+    """What the verdict and the baseline are fitted on: `TRAINING`'s runs at
+    160 steps, the fourth grid's at four budgets (`budget_cases`)."""
+    return cases(training()) + budget_cases(load(PRACTICE))
+
+
+def baseline():
+    """`(model, threshold)` of the loss-only baseline, fitted as the verdict."""
+    model, cut, _, _ = fitted((), BASELINE_STEPS, LOSS_FEATURES, training_cases())
+    return model, cut
 
 
 def fit(steps: int = vd.WATCH_STEPS) -> None:
     """Fit on the training grids; print the constants for the module."""
-    records = training()
-    (means, scales, coefficients, intercept), cut, scores, y = fitted(records, steps)
-    print(f"{len(records)} training runs, {int(y.sum())} failed; K={steps}")
+    at = training_cases()
+    (means, scales, coefficients, intercept), cut, scores, y = fitted((), steps, at=at)
+    print(f"{len(at)} training cases, {int(y.sum())} failed; K={steps}")
 
     def fmt(values) -> str:
         pairs = (f'"{n}": {v:.4g}' for n, v in zip(vd.FEATURES, values))
@@ -224,9 +278,9 @@ def fit(steps: int = vd.WATCH_STEPS) -> None:
 
 def choose_k() -> None:
     """In-sample AUC of the verdict refitted at each watch length."""
-    records = training()
+    at = training_cases()
     for steps in (8, 16, 24, 32):
-        _, _, scores, y = fitted(records, steps)
+        _, _, scores, y = fitted((), steps, at=at)
         print(f"K={steps}: in-sample AUC {roc_auc(scores, y):.4f}")
 
 
@@ -295,11 +349,14 @@ def table(title: str, records: list[dict], baseline_model, baseline_cut) -> list
 
 def score() -> None:
     """Score the module's verdict on every grid; write `JUDGE`."""
-    grids = {path: load(path) for path in (HELDOUT3, HELDOUT2, *TRAINING)}
-    baseline_model, baseline_cut, _, _ = fitted(
-        training(), BASELINE_STEPS, LOSS_FEATURES
-    )
+    order = (FIFTH, HELDOUT3, HELDOUT2, PRACTICE, *TRAINING)
+    grids = {path: load(path) for path in order if path.exists()}
+    baseline_model, baseline_cut = baseline()
     titles = {
+        FIFTH: "Fifth held-out grid (800 steps; never used to fit or to choose "
+        "anything)",
+        PRACTICE: "Fourth held-out grid (480 steps; fitted on at four budgets "
+        "since the budget-aware fit: in-sample)",
         HELDOUT3: "Third held-out grid (never used to fit or to choose anything)",
         HELDOUT2: "Second held-out grid (never fitted on; read before the band "
         "was chosen)",
@@ -310,7 +367,9 @@ def score() -> None:
         "# The early verdict against the outcomes (`benchmarks/verdict.py score`)",
         "",
         f"Watched steps: {vd.WATCH_STEPS}; risk threshold {vd.RISK_THRESHOLD:.3g}. "
-        f"Fitted on the calibration grid and the first held-out grid. "
+        f"Fitted on the calibration grid and the first held-out grid (160 "
+        f"steps), and the fourth grid at 96, 160, 320 and 480 steps; each run "
+        f"judged for its own budget. "
         f"The loss-only baseline: the loss features over {BASELINE_STEPS} steps, "
         f"fitted on the same runs (threshold {baseline_cut:.3g}).",
         "",

@@ -356,6 +356,42 @@ def test_with_the_in_step_path_the_verdict_reads_its_exact_updates():
     assert len({tuple(row) for row in first}) == 4
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "budget", "words"),
+    [
+        # 3 epochs of 32 steps: 96, the range's low end.
+        ({"epochs": 3}, 96, "training of 96 steps"),
+        # From epoch 2 of 10, at step 0: 8 epochs more.
+        ({"epochs": 10, "initial_epoch": 2}, 256, "training of 256 steps"),
+        # The user's own budget wins; beyond the range, judged as its end.
+        ({"epochs": 2, "budget": 5000}, 480, "training of 5000 steps (as 480)"),
+    ],
+)
+def test_the_verdict_is_judged_for_the_fits_budget(kwargs, budget, words):
+    callback = _callback(budget=kwargs.pop("budget", None))
+    _fit(_mlp(), callback, **kwargs)
+    verdict = callback.verdict
+    assert verdict.features["log_budget"] == pytest.approx(math.log10(budget / 160))
+    assert words in verdict.summary
+
+
+def test_a_fit_of_unknown_length_is_judged_as_the_calibration_budget():
+    import tensorflow as tf
+
+    # A filtered dataset: Keras knows no steps per epoch.
+    batches = tf.data.Dataset.from_tensor_slices(_data()).batch(32)
+    batches = batches.filter(lambda x, y: True)
+    assert batches.cardinality() == tf.data.UNKNOWN_CARDINALITY
+    callback = _callback()
+    model = _mlp()
+    with warnings.catch_warnings():  # Keras: the first epoch "ran out of data"
+        warnings.filterwarnings("ignore", "Your input ran out of data")
+        model.fit(batches, epochs=2, shuffle=False, verbose=0, callbacks=[callback])
+    assert callback.params["steps"] is None
+    assert callback.verdict.features["log_budget"] == 0.0
+    assert "budget unknown" in callback.verdict.summary
+
+
 def test_a_watch_cut_short_by_the_end_of_a_fit_goes_on_in_the_next():
     model = _mlp()
     callback = _callback()

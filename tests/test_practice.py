@@ -31,6 +31,25 @@ def test_the_fourth_grid_differs_from_every_other(practice):
     }
 
 
+def test_the_fifth_grid_differs_from_every_other_and_its_budget_too(practice):
+    heldout, tr = practice.heldout, practice.tr
+    fifth = practice.grid("fifth")
+    assert len(fifth) == len({c.key for c in fifth}) == 168
+    assert {(c.seed, c.task_seed, c.depth) for c in fifth} == {(5, 5, 12)}
+    assert {(c.budget, c.warmup) for c in fifth} == {(800, 80)}
+    earlier = heldout.ordered() + heldout.second() + heldout.third() + tr.grid()
+    others = {c.key for c in earlier + practice.grid()}
+    assert not {c.key for c in fifth} & others
+    ours = tr.make_task(256, 5)
+    for other in (0, 1, 2, 3, 4):
+        assert not np.array_equal(ours.y, tr.make_task(256, other).y)
+    # Outside the budgets the verdict was fitted at.
+    assert practice.FIFTH_BUDGET > practice.vd.BUDGET_RANGE[1]
+    assert {(c.arch, c.units, c.lr_scale) for c in fifth} == {
+        (c.arch, c.units, c.lr_scale) for c in heldout.third()
+    }
+
+
 def test_the_schedule_warms_up_from_zero_then_decays_to_zero(practice):
     config = practice.grid()[0]
     model = practice.tr.build_model(config)
@@ -53,7 +72,7 @@ def test_failed_by_reads_the_epoch_mean_against_half_of_chance(practice):
         "nonfinite": False,
     }
     # Half of chance is 0.693: epoch 2 (0.9) not trained, epoch 3 (0.6) trained.
-    assert [practice.failed_by(record, e) for e in (1, 2, 3)] == [True, True, False]
-    assert practice.failed_by(record, 4)  # a non-finite mean
-    assert practice.failed_by(record, 5)  # stopped before that epoch
-    assert practice.failed_by(dict(record, nonfinite=True), 3)
+    assert [practice.tr.failed_by(record, e) for e in (1, 2, 3)] == [True, True, False]
+    assert practice.tr.failed_by(record, 4)  # a non-finite mean
+    assert practice.tr.failed_by(record, 5)  # stopped before that epoch
+    assert practice.tr.failed_by(dict(record, nonfinite=True), 3)

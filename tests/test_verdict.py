@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -14,7 +15,9 @@ from keras_initdiag.diagnostics.report import DiagnosticReport, Flag, Verdict
 from keras_initdiag.tensorboard.codec import report_from_json, report_to_json
 
 
-def _early(losses, rates=None, ratios=None, chance=math.nan, step0=(), pending=()):
+def _early(
+    losses, rates=None, ratios=None, chance=math.nan, step0=(), pending=(), budget=None
+):
     n = len(losses)
     return vd.EarlySteps(
         losses=losses,
@@ -23,6 +26,7 @@ def _early(losses, rates=None, ratios=None, chance=math.nan, step0=(), pending=(
         chance_loss=chance,
         step0_flags=step0,
         step0_pending=pending,
+        budget=budget,
     )
 
 
@@ -214,10 +218,11 @@ def test_hinges_and_step0_split():
 def test_module_constants_are_the_training_grids_fit():
     """The shipped coefficients are what benchmarks/verdict.py fits on the
     committed records of the calibration grid and the first held-out grid
-    (no hand edits, nothing of the second held-out grid)."""
+    (at 160 steps) and of the fourth grid (at four budgets): no hand edits,
+    nothing of the second, third or fifth grids."""
     bench = load_script("benchmarks/verdict.py")
-    records = bench.training()
-    model, cut, _, _ = bench.fitted(records, vd.WATCH_STEPS)
+    at = bench.training_cases()
+    model, cut, _, _ = bench.fitted((), vd.WATCH_STEPS, at=at)
     means, scales, coefficients, intercept = model
     for i, name in enumerate(vd.FEATURES):
         assert vd.MEANS[name] == pytest.approx(means[i], rel=1e-3, abs=1e-3)
@@ -227,8 +232,13 @@ def test_module_constants_are_the_training_grids_fit():
         )
     assert vd.INTERCEPT == pytest.approx(intercept, rel=1e-3, abs=1e-3)
     assert vd.RISK_THRESHOLD == pytest.approx(cut, rel=1e-3)
+    records = bench.training()
     assert {r["seed"] for r in records} == {0, 1} and len(records) == 1064
-    assert not {bench.HELDOUT2, bench.HELDOUT3} & set(bench.TRAINING)
+    assert not {bench.HELDOUT2, bench.HELDOUT3, bench.FIFTH} & set(bench.TRAINING)
+    # 1,064 runs at 160 steps, the fourth grid's 336 at 96, 160, 320 and 480.
+    budgets = Counter(budget for _, budget, _ in at)
+    assert budgets == {160: 1064 + 336, 96: 336, 320: 336, 480: 336}
+    assert {r["seed"] for r, _, _ in at} == {0, 1, 4}
 
 
 def test_pending_kinds_and_their_certain_band_are_the_training_grids():
@@ -254,3 +264,22 @@ def test_a_network_that_does_not_move_fails_whatever_the_fit_says():
     assert "the network does not move" in vd.describe(still, values, failing=True)
     moving = vd.features(_early([2.0] * 32, chance=2.0, ratios={"a": [1e-5] * 32}))
     assert not vd.frozen(moving)
+
+
+def test_a_longer_budget_lowers_the_risk_within_the_fitted_range_only():
+    """The same watched steps judged for 96, 160, 320, 480 steps: the risk
+    falls with the budget (the fit's `log_budget` coefficient is negative);
+    outside `BUDGET_RANGE` it is the nearest end's; unknown is 160."""
+    slow = dict(chance=1.386, ratios={"a": [1e-3] * 32})
+    risks = {
+        b: vd.risk(vd.features(_early(np.linspace(2.0, 1.6, 32), budget=b, **slow)))
+        for b in (10, 96, 160, 320, 480, 100_000, None)
+    }
+    assert vd.COEFFICIENTS["log_budget"] < 0
+    assert risks[96] > risks[160] > risks[320] > risks[480]
+    assert risks[10] == risks[96] and risks[100_000] == risks[480]
+    assert risks[None] == risks[160]
+    # The logit moves by the coefficient times the standardized log ratio.
+    logit = lambda r: math.log(r / (1 - r))  # noqa: E731
+    expected = vd.COEFFICIENTS["log_budget"] * math.log10(3) / vd.SCALES["log_budget"]
+    assert logit(risks[480]) - logit(risks[160]) == pytest.approx(expected, rel=1e-6)

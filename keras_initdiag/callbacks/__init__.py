@@ -103,6 +103,12 @@ class InitDiagnostics(keras.callbacks.Callback):
         training: `True` measures the model as `fit` runs it (batch
             statistics, dropout on with a fixed seed); `False` as `predict`
             does. Defaults to `True`.
+        budget: Optimizer steps the whole training will take: the early
+            verdict judges whether the run trains within them (a slow
+            starter may need 480 steps). Defaults to `None`: from `fit`, the
+            step it starts at plus its remaining epochs times its steps per
+            epoch; with steps per epoch unknown (a dataset of unknown
+            length), judged as `verdict.CALIBRATION_BUDGET` (160) steps.
 
     Attributes:
         reports: The kept `DiagnosticReport`s of the current model, in step
@@ -141,6 +147,7 @@ class InitDiagnostics(keras.callbacks.Callback):
         verbose: int = 1,
         batch_gradients: bool = False,
         training: bool = True,
+        budget: int | None = None,
     ):
         super().__init__()
         self.update_freq = _checks.frequency("update_freq", update_freq)
@@ -150,6 +157,7 @@ class InitDiagnostics(keras.callbacks.Callback):
         self.histograms = _checks.boolean("histograms", histograms)
         self.depth_profile = _checks.boolean("depth_profile", depth_profile)
         self.training = _checks.boolean("training", training)
+        self.budget = None if budget is None else _checks.integer("budget", budget, 1)
         self.verbose = _checks.verbose(verbose)
         self.layers = _checks.names("layers", layers)
         self.log_dir = _checks.path("log_dir", log_dir, optional=True)
@@ -163,6 +171,8 @@ class InitDiagnostics(keras.callbacks.Callback):
         )
         self._failure_warned = False
         self._deferred = False  # bind after the first step (unbuilt model)
+        self._fit_start = 0  # the step the current fit started at
+        self._fit_budget: int | None = None  # its budget, once its epoch began
 
     @property
     def reports(self) -> list[DiagnosticReport]:
@@ -219,6 +229,7 @@ class InitDiagnostics(keras.callbacks.Callback):
         `probe_data` to build it on, is bound after that step instead.
         """
         self._failure_warned = False
+        self._fit_start, self._fit_budget = self._step(), None
         note = self.binding.deferred(self.model)
         self._deferred = bool(note)
         if note:
@@ -230,6 +241,7 @@ class InitDiagnostics(keras.callbacks.Callback):
         self._bind()
         self.schedule.begin_fit()
         self.binding.start_watching(self.model, self._step())
+        self._give_budget()
         self._diagnose(first=True)
         if self.batch_gradients:
             self.binding.start_recorder(self.model, self.actor.warn_once)
@@ -262,6 +274,21 @@ class InitDiagnostics(keras.callbacks.Callback):
             and self.schedule.due_at_batch(self._step())
         ):
             self._diagnose()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        """At the fit's first epoch: the training's budget, for the verdict."""
+        if self._fit_budget is None:
+            params = self.params or {}
+            epochs, steps = params.get("epochs"), params.get("steps")
+            if isinstance(epochs, int) and isinstance(steps, int) and steps > 0:
+                self._fit_budget = self._fit_start + (epochs - epoch) * steps
+            self._give_budget()
+
+    def _give_budget(self):
+        """Tell the early watch the training's budget (`budget`, else `fit`'s)."""
+        watch = self.binding.watch
+        if watch is not None and not watch.done:
+            watch.budget = self.budget or self._fit_budget
 
     def on_epoch_end(self, epoch, logs=None):
         """Diagnose after every epoch with `update_freq="epoch"`; fill `logs`.

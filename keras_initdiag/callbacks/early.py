@@ -99,6 +99,7 @@ class EarlyWatch:
         self.first: int | None = None  # the step of the first report held
         self.from_zero: list[str] = []  # main weights all zero at that step
         self.verdict: Verdict | None = None
+        self.budget: int | None = None  # steps of the whole training, if known
         # (steps into the epoch, running mean of its loss) at the last batch end
         self._seen = (0, None)
 
@@ -269,6 +270,7 @@ class EarlyWatch:
             step0_flags=self.step0,
             step0_pending=[f.kind for f in self.pending if f.step == self.first],
             from_zero=self.from_zero,
+            budget=self.budget,
         )
         self.verdict = vd.judge(early, step, self.start, self.pending)
         return self.verdict

@@ -37,6 +37,13 @@ apart. `EarlySteps` holds what the callback watched over `WATCH_STEPS` steps:
 - `step0_certain`: 1 when step 0 raised a flag that acts at once;
 - `step0_pending`: 1 when it raised a pending one (`pending.waits`: its kind is
   uncertain in the network's family, and it lies inside the certain band).
+- `log_budget`: log10 of the steps the whole training will take over
+  `CALIBRATION_BUDGET`, the budget inside `BUDGET_RANGE`, the budgets the
+  model was fitted at. "Will it train?" depends on how long it may: a slow
+  starter, at chance or far above it for dozens of steps, may train by step
+  480 and not by step 160. Outside the range the verdict judges as at its
+  nearest end: the records say nothing about further budgets, and a logit
+  extrapolated to 100,000 steps would call every run healthy.
 
 `risk` is a logistic function of the standardized features, its
 coefficients fitted on the calibration grid's first steps
@@ -74,6 +81,14 @@ FLOOR = 1e-12
 #: update (as `callbacks.updates.RESOLUTION`).
 FROZEN = 10 * float(np.finfo(np.float32).eps)
 
+#: The budget (optimizer steps of the whole training) of the grids' runs
+#: without a schedule, and the verdict's when the budget is unknown.
+CALIBRATION_BUDGET = 160
+#: The budgets the model was fitted at: 160 steps (the calibration and first
+#: held-out grids), and 96, 160, 320 and 480 (the fourth grid's outcome at
+#: the end of those epochs of its 480-step schedule).
+BUDGET_RANGE = (96, 480)
+
 FEATURES = (
     "level",
     "progress",
@@ -83,47 +98,52 @@ FEATURES = (
     "over_trust",
     "step0_certain",
     "step0_pending",
+    "log_budget",
 )
 
-#: The fitted model (`benchmarks/verdict.py fit`, on the calibration grid and
-#: the first held-out grid, 1,064 runs; scored on the third held-out grid):
-#: each feature's mean and standard deviation there, and the coefficients of
-#: the standardized features.
+#: The fitted model (`benchmarks/verdict.py fit`: the calibration grid and
+#: the first held-out grid at 160 steps, 1,064 runs; the fourth grid's 336
+#: runs at 96, 160, 320 and 480 steps; 2,408 cases; scored on the fifth
+#: grid, at 800 steps): each feature's mean and standard deviation there,
+#: and the coefficients of the standardized features.
 MEANS = {
-    "level": -0.173,
-    "progress": 0.2864,
-    "log_trust": -1.66,
-    "log_slowest": -3.452,
-    "above_chance": 0.1694,
-    "over_trust": 0.01154,
-    "step0_certain": 0.3404,
-    "step0_pending": 0.2023,
+    "level": -0.2008,
+    "progress": 0.2835,
+    "log_trust": -1.666,
+    "log_slowest": -3.425,
+    "above_chance": 0.2166,
+    "over_trust": 0.006853,
+    "step0_certain": 0.3096,
+    "step0_pending": 0.1688,
+    "log_budget": 0.07831,
 }
 SCALES = {
-    "level": 1.138,
-    "progress": 0.2587,
-    "log_trust": 1.46,
-    "log_slowest": 2.337,
-    "above_chance": 0.9984,
-    "over_trust": 0.07313,
-    "step0_certain": 0.4738,
-    "step0_pending": 0.4017,
+    "level": 1.377,
+    "progress": 0.2446,
+    "log_trust": 1.204,
+    "log_slowest": 2.121,
+    "above_chance": 1.218,
+    "over_trust": 0.05198,
+    "step0_certain": 0.4623,
+    "step0_pending": 0.3746,
+    "log_budget": 0.2135,
 }
 COEFFICIENTS = {
-    "level": 2.247,
-    "progress": -0.828,
-    "log_trust": 0.8222,
-    "log_slowest": -1.467,
-    "above_chance": -0.1835,
-    "over_trust": 0.3158,
-    "step0_certain": 1.772,
-    "step0_pending": 0.4065,
+    "level": 3.988,
+    "progress": -0.9386,
+    "log_trust": 0.8436,
+    "log_slowest": -1.565,
+    "above_chance": -0.9484,
+    "over_trust": 0.1831,
+    "step0_certain": 1.587,
+    "step0_pending": 0.2435,
+    "log_budget": -0.7638,
 }
-INTERCEPT = -0.08832
+INTERCEPT = -0.4817
 #: The risk at which a run is judged failing: the lowest at which the
 #: training runs' precision is at least 0.97 (a false "failing" can stop a
 #: good run).
-RISK_THRESHOLD = 0.6951
+RISK_THRESHOLD = 0.7858
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,6 +164,8 @@ class EarlySteps:
             their relative update is about `1 / k` at step `k` by
             construction, no step of a trained function; the update
             features leave them out.
+        budget: Optimizer steps the whole training will take (None:
+            unknown, judged as `CALIBRATION_BUDGET`).
 
     Example:
     >>> early = EarlySteps([1.4] * 32, [1e-3] * 32, {"dense": [1e-3] * 32})
@@ -158,6 +180,7 @@ class EarlySteps:
     step0_flags: Sequence[str] = ()
     step0_pending: Sequence[str] = ()
     from_zero: Sequence[str] = ()
+    budget: int | None = None
 
     @property
     def finite(self) -> bool:
@@ -239,7 +262,21 @@ def features(early: EarlySteps) -> dict[str, float]:
             bool(Counter(early.step0_flags) - Counter(early.step0_pending))
         ),
         "step0_pending": float(bool(early.step0_pending)),
+        "log_budget": log_budget(early.budget),
     }
+
+
+def log_budget(budget: int | None) -> float:
+    """The `log_budget` feature: `budget` inside `BUDGET_RANGE`, over 160.
+
+    Example:
+    >>> [round(log_budget(b), 3) for b in (None, 160, 1_000_000)]
+    [0.0, 0.0, 0.477]
+    """
+    if budget is None or not budget > 0:
+        budget = CALIBRATION_BUDGET
+    low, high = BUDGET_RANGE
+    return math.log10(min(max(float(budget), low), high) / CALIBRATION_BUDGET)
 
 
 def risk(values: Mapping[str, float]) -> float:
@@ -293,6 +330,7 @@ _REASONS = {
     "over_trust": "the updates change the network completely at every step",
     "step0_certain": "step 0 flagged it",
     "step0_pending": "step 0 flagged it",
+    "log_budget": "the training is short",
 }
 
 
@@ -363,6 +401,14 @@ def describe(early: EarlySteps, values: Mapping[str, float], failing: bool) -> s
     if early.step0_flags:
         kinds = ", ".join(dict.fromkeys(early.step0_flags))
         words.append(f"Step 0 flagged: {kinds}.")
+    judged = round(CALIBRATION_BUDGET * 10 ** values["log_budget"])
+    if early.budget is None:
+        words.append(f"Judged as a training of {judged} steps (budget unknown).")
+    else:
+        words.append(
+            f"Judged for a training of {early.budget} steps"
+            + (f" (as {judged})." if judged != early.budget else ".")
+        )
     terms = _contributions(values)
     if failing and frozen(values):
         words.append("Mostly because the network does not move.")
