@@ -359,8 +359,8 @@ def test_with_the_in_step_path_the_verdict_reads_its_exact_updates():
 @pytest.mark.parametrize(
     ("kwargs", "budget", "words"),
     [
-        # 3 epochs of 32 steps: 96, the range's low end.
-        ({"epochs": 3}, 96, "training of 96 steps"),
+        # 3 epochs of 32 steps: 96, judged as the range's low end.
+        ({"epochs": 3}, 160, "training of 96 steps (as 160)"),
         # From epoch 2 of 10, at step 0: 8 epochs more.
         ({"epochs": 10, "initial_epoch": 2}, 256, "training of 256 steps"),
         # The user's own budget wins; beyond the range, judged as its end.
