@@ -70,10 +70,17 @@ WARMUP = 48
 FIFTH = {"seed": 5, "task_seed": 5, "depths": (12,)}
 FIFTH_BUDGET = 800
 FIFTH_WARMUP = 80
+#: The sixth held-out grid: seed and task 6, depth 10, 640 steps (40
+#: epochs, warmup 64). Recorded after the fifth was read, to score what was
+#: changed after it (budget-aware step-0 kinds). 168 networks, ~25 min.
+SIXTH = {"seed": 6, "task_seed": 6, "depths": (10,)}
+SIXTH_BUDGET = 640
+SIXTH_WARMUP = 64
 #: Each grid's configs, budget, warmup and records.
 GRIDS = {
     "practice": (FOURTH, BUDGET, WARMUP, OUT),
     "fifth": (FIFTH, FIFTH_BUDGET, FIFTH_WARMUP, tr.RESULTS / "fifth_runs.jsonl"),
+    "sixth": (SIXTH, SIXTH_BUDGET, SIXTH_WARMUP, tr.RESULTS / "sixth_runs.jsonl"),
 }
 
 
@@ -175,6 +182,11 @@ JUDGES = {
         tr.RESULTS / "fifth_judge.md",
         "Fifth held-out grid (never used to fit or to choose anything)",
         (6, 10, 20, 30, 50),
+    ),
+    "sixth": (
+        tr.RESULTS / "sixth_judge.md",
+        "Sixth held-out grid (never used to fit or to choose anything)",
+        (6, 10, 20, 30, 40),
     ),
 }
 

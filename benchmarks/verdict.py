@@ -111,6 +111,7 @@ def early_steps(
     number = tr._from_json_number
     flags = [f for f in record["step0_flags"] or () if not f["advisory"]]
     family_ = family_of(record)
+    budget = budget or budget_of(record)
     return vd.EarlySteps(
         losses=[number(v) for v in record["step_losses"][:steps]],
         learning_rates=record["step_learning_rates"][:steps],
@@ -123,7 +124,9 @@ def early_steps(
         step0_pending=[
             f["kind"]
             for f in flags
-            if waiting.waits(f["kind"], f["value"], f["threshold"], family_)
+            if waiting.waits(
+                f["kind"], f["value"], f["threshold"], family_, budget=budget
+            )
         ],
         # The first step's ratio is not finite exactly for a weight that was
         # all zero (0/0, or x/0 if it moved).
@@ -132,7 +135,7 @@ def early_steps(
             for name, values in record["update_ratios"].items()
             if values and not math.isfinite(number(values[0]))
         ],
-        budget=budget or budget_of(record),
+        budget=budget,
     )
 
 
@@ -387,9 +390,10 @@ def score() -> None:
 DECADES = (1, 2, 3)
 
 
-def kind_precision(records, past: float = 0.0) -> dict:
+def kind_precision(records, past: float = 0.0, outcome=None) -> dict:
     """`{(family, kind): (trained, failed)}`: runs with the kind at step 0,
-    at least `past` decades beyond its threshold (`pending.decades_past`)."""
+    at least `past` decades beyond its threshold (`pending.decades_past`);
+    `outcome(record)` says whether it failed (default: `record["failed"]`)."""
     counts: dict = {}
     for record in records:
         family_ = family_of(record)
@@ -399,9 +403,10 @@ def kind_precision(records, past: float = 0.0) -> dict:
             if not f["advisory"]
             and waiting.decades_past(f["value"], f["threshold"]) >= past
         }
+        failed = record["failed"] if outcome is None else outcome(record)
         for kind in kinds:
             row = counts.setdefault((family_, kind), [0, 0])
-            row[bool(record["failed"])] += 1
+            row[bool(failed)] += 1
     return counts
 
 
@@ -424,14 +429,52 @@ def derive_pending(records) -> tuple[dict, dict]:
             if certain(*counts.get((family_, kind), (0, 0))):
                 continue
             kinds[family_].append(kind)
-            for past in DECADES:
-                tail = kind_precision(records, past).get((family_, kind), (0, 0))
-                if certain(*tail):
-                    beyond[family_][kind] = past
-                    break
+            band = _band(records, family_, kind)
+            if band is not None:
+                beyond[family_][kind] = band
     return {k: tuple(v) for k, v in kinds.items()}, {
         k: v for k, v in beyond.items() if v
     }
+
+
+def _band(records, family_: str, kind: str, outcome=None) -> int | None:
+    """The fewest `DECADES` past its threshold from which `kind`'s flags in
+    `family_` are `certain` against `outcome`, or None."""
+    for past in DECADES:
+        tail = kind_precision(records, past, outcome).get((family_, kind), (0, 0))
+        if certain(*tail):
+            return past
+    return None
+
+
+def _outcome_at(budget: int):
+    """The outcome at `budget` steps of a fourth-grid record."""
+    if budget == budget_of(load(PRACTICE)[0]):
+        return lambda record: record["failed"]
+    return lambda record: tr.failed_by(record, budget // 16)
+
+
+#: The fourth grid's budgets past the calibration one at which the step-0
+#: kinds are judged again (`derive_long_pending`).
+LONG_BUDGETS = (320, 480)
+
+
+def derive_long_pending(records) -> dict:
+    """`LONG_PENDING` from the fourth grid's `records`: at each of
+    `LONG_BUDGETS`, per family, the kinds that act at once at 160 steps but
+    are not `certain` against the outcome at that budget (on at least
+    `MIN_RUNS` runs), each with its band (`_band`)."""
+    table: dict = {}
+    for budget in LONG_BUDGETS:
+        outcome = _outcome_at(budget)
+        counts = kind_precision(records, 0.0, outcome)
+        for (family_, kind), (trained, failed) in sorted(counts.items()):
+            if kind not in STEP0_KINDS or kind in waiting.PENDING_KINDS[family_]:
+                continue
+            if trained + failed >= MIN_RUNS and not certain(trained, failed):
+                band = _band(records, family_, kind, outcome)
+                table.setdefault(budget, {}).setdefault(family_, {})[kind] = band
+    return table
 
 
 def pending() -> None:
@@ -452,6 +495,7 @@ def pending() -> None:
     kinds, beyond = derive_pending(records)
     print("PENDING_KINDS =", kinds)
     print("CERTAIN_BEYOND =", beyond)
+    print("LONG_PENDING =", derive_long_pending(load(PRACTICE)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

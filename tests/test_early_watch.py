@@ -375,6 +375,41 @@ def test_the_verdict_is_judged_for_the_fits_budget(kwargs, budget, words):
     assert words in verdict.summary
 
 
+def _quiet_mlp(depth=4, scale=0.1):
+    """ReLU layers at a twentieth of He's variance, under SGD: step 0 reads
+    a forward scale of ~5e-6, 1.3 decades past `vanishing`'s 1e-4."""
+    keras.utils.set_random_seed(0)
+    layers = [keras.Input((16,))]
+    for _ in range(depth):
+        init = keras.initializers.VarianceScaling(scale, "fan_in", "truncated_normal")
+        layers += [keras.layers.Dense(64, kernel_initializer=init)]
+        layers += [keras.layers.Activation("relu")]
+    model = keras.Sequential([*layers, keras.layers.Dense(4)])
+    model.compile(
+        keras.optimizers.SGD(0.1),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return model
+
+
+@pytest.mark.parametrize(("budget", "waits"), [(None, False), (640, True)])
+def test_a_long_training_lets_step0_vanishing_wait_for_the_verdict(budget, waits):
+    """A plain net's step-0 `vanishing` acts at once on a 64-step fit (as at
+    160 steps) and waits for the verdict on a 640-step one
+    (`pending.LONG_PENDING`): with `on_flag="stop"` only the first stops."""
+    callback = _callback(on_flag="stop", budget=budget)
+    model = _quiet_mlp()
+    _fit(model, callback, epochs=2)
+    [flag] = [f for f in callback.reports[0].flags if f.kind == "vanishing"]
+    assert waiting.decades_past(flag.value, flag.threshold) < 2
+    assert flag.pending is waits
+    steps = int(model.optimizer.iterations.numpy())
+    if waits:  # ran on to the verdict, which confirms or clears it
+        assert steps >= K and callback.verdict is not None
+    else:  # stopped at once
+        assert steps < K and callback.verdict is None
+
+
 def test_a_fit_of_unknown_length_is_judged_as_the_calibration_budget():
     import tensorflow as tf
 

@@ -12,6 +12,7 @@ from helpers import load_script
 from keras_initdiag.diagnostics import pending as waiting
 from keras_initdiag.diagnostics import verdict as vd
 from keras_initdiag.diagnostics.report import DiagnosticReport, Flag, Verdict
+from keras_initdiag.diagnostics.rules.thresholds import Thresholds
 from keras_initdiag.tensorboard.codec import report_from_json, report_to_json
 
 
@@ -248,6 +249,10 @@ def test_pending_kinds_and_their_certain_band_are_the_training_grids():
     kinds, beyond = bench.derive_pending(bench.training())
     assert kinds == waiting.PENDING_KINDS
     assert beyond == waiting.CERTAIN_BEYOND
+    # Longer trainings: from the fourth grid's outcomes at 320 and 480 steps.
+    assert bench.derive_long_pending(bench.load(bench.PRACTICE)) == (
+        waiting.LONG_PENDING
+    )
     # The measurement behind the BatchNorm band: mixed below, certain beyond.
     records = bench.training()
     inside = bench.kind_precision(records)[("normalized", "exploding")]
@@ -284,3 +289,20 @@ def test_a_longer_budget_lowers_the_risk_within_the_fitted_range_only():
     logit = lambda r: math.log(r / (1 - r))  # noqa: E731
     expected = vd.COEFFICIENTS["log_budget"] * math.log10(3) / vd.SCALES["log_budget"]
     assert logit(risks[480]) - logit(risks[160]) == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_long_training_lets_plain_vanishing_wait_unless_far_past():
+    """At 160 steps (or unknown) a plain net's step-0 `vanishing` acts at
+    once; from 320 steps it waits unless two decades past its threshold;
+    `exploding` from 480 steps always waits; a user's own thresholds make
+    the band moot (every such flag waits)."""
+    assert not waiting.waits("vanishing", 5e-5, 1e-4, "plain")
+    assert not waiting.waits("vanishing", 5e-5, 1e-4, "plain", budget=319)
+    assert waiting.waits("vanishing", 5e-5, 1e-4, "plain", budget=320)
+    assert not waiting.waits("vanishing", 5e-7, 1e-4, "plain", budget=800)
+    assert not waiting.waits("exploding", 2e5, 1e3, "plain", budget=320)
+    assert waiting.waits("exploding", 2e5, 1e3, "plain", budget=480)
+    own = Thresholds(vanishing=1e-5)
+    assert waiting.waits("vanishing", 5e-8, 1e-5, "plain", own, budget=800)
+    # The normalized family is unchanged by the budget.
+    assert waiting.bands("normalized", 800) == waiting.bands("normalized")

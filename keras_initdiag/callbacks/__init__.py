@@ -172,7 +172,8 @@ class InitDiagnostics(keras.callbacks.Callback):
         self._failure_warned = False
         self._deferred = False  # bind after the first step (unbuilt model)
         self._fit_start = 0  # the step the current fit started at
-        self._fit_budget: int | None = None  # its budget, once its epoch began
+        self._fit_budget: int | None = None  # its budget (`_budget_from`)
+        self._epoch_seen = False  # whether its first epoch began
 
     @property
     def reports(self) -> list[DiagnosticReport]:
@@ -229,7 +230,8 @@ class InitDiagnostics(keras.callbacks.Callback):
         `probe_data` to build it on, is bound after that step instead.
         """
         self._failure_warned = False
-        self._fit_start, self._fit_budget = self._step(), None
+        self._fit_start, self._epoch_seen = self._step(), False
+        self._fit_budget = self._budget_from(0)  # until the first epoch says
         note = self.binding.deferred(self.model)
         self._deferred = bool(note)
         if note:
@@ -277,12 +279,25 @@ class InitDiagnostics(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         """At the fit's first epoch: the training's budget, for the verdict."""
-        if self._fit_budget is None:
-            params = self.params or {}
-            epochs, steps = params.get("epochs"), params.get("steps")
-            if isinstance(epochs, int) and isinstance(steps, int) and steps > 0:
-                self._fit_budget = self._fit_start + (epochs - epoch) * steps
+        if not self._epoch_seen:
+            self._epoch_seen = True
+            self._fit_budget = self._budget_from(epoch)
             self._give_budget()
+
+    def _budget_from(self, epoch: int) -> int | None:
+        """The budget: the fit's start step plus its epochs' steps from `epoch`.
+
+        None when Keras does not know the steps per epoch.
+
+        At `on_train_begin` the first epoch is not known yet: 0 is assumed
+        (the step-0 flags' pending decision uses it), and the first
+        `on_epoch_begin` corrects it (`fit(initial_epoch=...)`).
+        """
+        params = self.params or {}
+        epochs, steps = params.get("epochs"), params.get("steps")
+        if isinstance(epochs, int) and isinstance(steps, int) and steps > 0:
+            return self._fit_start + max(epochs - epoch, 0) * steps
+        return None
 
     def _give_budget(self):
         """Tell the early watch the training's budget (`budget`, else `fit`'s)."""

@@ -112,8 +112,9 @@ class EarlyWatch:
         """The report's flags, the uncertain ones marked pending (`waits`).
 
         `thresholds`: the `Thresholds` the flags were judged with (None: the
-        defaults). The first report also gives the chance level and the
-        step-0 flags.
+        defaults); `self.budget`, the training's, lets more kinds wait
+        (`pending.bands`). The first report also gives the chance level and
+        the step-0 flags.
         """
         if self.done:
             return report.flags
@@ -121,7 +122,9 @@ class EarlyWatch:
         flags = [
             dataclasses.replace(f, pending=True)
             if not is_advisory(f)
-            and waits(f.kind, f.value, f.threshold, kind_of_net, thresholds)
+            and waits(
+                f.kind, f.value, f.threshold, kind_of_net, thresholds, self.budget
+            )
             else f
             for f in report.flags
         ]

@@ -36,7 +36,8 @@ apart. `EarlySteps` holds what the callback watched over `WATCH_STEPS` steps:
   the gradient was taken at;
 - `step0_certain`: 1 when step 0 raised a flag that acts at once;
 - `step0_pending`: 1 when it raised a pending one (`pending.waits`: its kind is
-  uncertain in the network's family, and it lies inside the certain band).
+  uncertain in the network's family for the training's budget, and it lies
+  inside the certain band).
 - `log_budget`: log10 of the steps the whole training will take over
   `CALIBRATION_BUDGET`, the budget inside `BUDGET_RANGE`, the budgets the
   model was fitted at. "Will it train?" depends on how long it may: a slow
@@ -119,8 +120,8 @@ MEANS = {
     "log_slowest": -3.429,
     "above_chance": 0.2105,
     "over_trust": 0.007452,
-    "step0_certain": 0.3135,
-    "step0_pending": 0.1731,
+    "step0_certain": 0.3033,
+    "step0_pending": 0.1819,
     "log_budget": 0.1275,
 }
 SCALES = {
@@ -130,26 +131,26 @@ SCALES = {
     "log_slowest": 2.149,
     "above_chance": 1.192,
     "over_trust": 0.05517,
-    "step0_certain": 0.4639,
-    "step0_pending": 0.3783,
+    "step0_certain": 0.4597,
+    "step0_pending": 0.3857,
     "log_budget": 0.1894,
 }
 COEFFICIENTS = {
-    "level": 3.428,
-    "progress": -0.8388,
-    "log_trust": 0.8373,
-    "log_slowest": -1.617,
-    "above_chance": -0.7122,
-    "over_trust": 0.2146,
-    "step0_certain": 1.572,
-    "step0_pending": 0.2289,
-    "log_budget": -0.4953,
+    "level": 3.437,
+    "progress": -0.7949,
+    "log_trust": 0.8365,
+    "log_slowest": -1.636,
+    "above_chance": -0.8369,
+    "over_trust": 0.2191,
+    "step0_certain": 1.777,
+    "step0_pending": 0.3249,
+    "log_budget": -0.4031,
 }
-INTERCEPT = -0.575
+INTERCEPT = -0.4778
 #: The risk at which a run is judged failing: the lowest at which the
 #: training runs' precision is at least 0.97 (a false "failing" can stop a
 #: good run).
-RISK_THRESHOLD = 0.9416
+RISK_THRESHOLD = 0.7121
 
 
 @dataclasses.dataclass(frozen=True)
