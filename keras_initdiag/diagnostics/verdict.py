@@ -110,8 +110,9 @@ FEATURES = (
 
 #: The fitted model (`benchmarks/verdict.py fit`: the calibration grid and
 #: the first held-out grid at 160 steps, 1,064 runs; the fourth grid's 336
-#: runs at 160, 320 and 480 steps; 2,072 cases; scored on the fifth grid,
-#: at 800 steps): each feature's mean and standard deviation there,
+#: runs at 160, 320 and 480 steps; 2,072 cases, their step-0 flags pending
+#: as `pending.waits` says for each budget; scored on the sixth held-out
+#: grid, at 640 steps): each feature's mean and standard deviation there,
 #: and the coefficients of the standardized features.
 MEANS = {
     "level": -0.1973,
