@@ -63,6 +63,10 @@ PRACTICE = HERE / "results" / "practice_runs.jsonl"
 #: The fifth held-out grid (`practice.py train --grid fifth`): an 800-step
 #: budget, outside the fitted range; it scores the budget-aware verdict.
 FIFTH = HERE / "results" / "fifth_runs.jsonl"
+#: The sixth held-out grid (`practice.py train --grid sixth`): 640 steps;
+#: recorded after the fifth was read, it scores the budget-aware step-0
+#: kinds (`pending.LONG_PENDING`) and the fit that goes with them.
+SIXTH = HERE / "results" / "sixth_runs.jsonl"
 #: What the verdict's step-0 rules (`pending`) and the loss-only baseline's
 #: budget-free part were derived from: the calibration grid and the first
 #: held-out grid (held out for the first fit, whose scores BENCHMARKS.md
@@ -353,14 +357,16 @@ def table(title: str, records: list[dict], baseline_model, baseline_cut) -> list
 
 def score() -> None:
     """Score the module's verdict on every grid; write `JUDGE`."""
-    order = (FIFTH, HELDOUT3, HELDOUT2, PRACTICE, *TRAINING)
+    order = (SIXTH, FIFTH, HELDOUT3, HELDOUT2, PRACTICE, *TRAINING)
     grids = {path: load(path) for path in order if path.exists()}
     baseline_model, baseline_cut = baseline()
     titles = {
-        FIFTH: "Fifth held-out grid (800 steps; never used to fit or to choose "
+        SIXTH: "Sixth held-out grid (640 steps; never used to fit or to choose "
         "anything)",
-        PRACTICE: "Fourth held-out grid (480 steps; fitted on at four budgets "
-        "since the budget-aware fit: in-sample)",
+        FIFTH: "Fifth held-out grid (800 steps; scored the first budget-aware "
+        "fit, then read before the step-0 kinds learnt the budget)",
+        PRACTICE: "Fourth held-out grid (480 steps; fitted on at 160, 320 and 480 "
+        "steps since the budget-aware fit: in-sample)",
         HELDOUT3: "Third held-out grid (never used to fit or to choose anything)",
         HELDOUT2: "Second held-out grid (never fitted on; read before the band "
         "was chosen)",
