@@ -1,9 +1,9 @@
 """Reductions of one probe into one vector.
 
-Compiled, a large tensor is reduced alone and small tensors of one shape are
-reduced stacked (`groups`, `STACK_BELOW`): stacking copies each tensor once,
-which is cheaper than the op overhead it saves only for small ones. Eager
-calls, where each op costs far more, stack every shape group. The vector is
+Tensors of one shape are reduced stacked (`groups`): stacking copies each
+tensor once, which costs more than the op overhead it saves on large
+tensors, warm; but a graph that reduces them one by one compiles several
+times slower (`STACK_BELOW`, off by default). The vector is
 assembled with one static gather per field. Nothing is sliced per layer:
 per-layer sums of per-variable values are one matrix-vector product with a
 static 0/1 matrix, and what needs a per-layer choice (the duplicate-unit
@@ -17,6 +17,8 @@ themselves are the pure functions of `stats`.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import tensorflow as tf
@@ -87,13 +89,14 @@ def f32(tensor):
 
 #: Compiled, a tensor with at least this many entries per sample (a weight:
 #: 32 times as many) is reduced alone; smaller ones are stacked with the
-#: others of their shape. Stacking copies every tensor once, which costs
-#: more than the per-tensor ops it saves on large tensors (and separate
-#: reductions run in parallel), and less on small ones, where op overhead
-#: dominates. Measured at 32 samples, a full diagnosis: ResNet50 474 -> 346
-#: ms, a conv ResNet-20 194 -> 171 ms; the 50 x Dense(64)-BN-ReLU net, all
-#: stacked, unchanged (24 ms; 30 ms with every tensor alone).
-STACK_BELOW = 256
+#: others of their shape. Reducing large tensors alone is faster warm (a
+#: full diagnosis at 32 samples: ResNet50 394 -> 357 ms with 256 here) but
+#: its graph compiles far slower (ResNet50 9.5 -> 30.8 s, a conv ResNet-20
+#: 3.8 -> 21.3 s, for 171 against 168 ms warm): the first compiled
+#: diagnosis stalls `fit` that long, which ~600 diagnoses would pay back. So
+#: every tensor is stacked by default (as eagerly); a finite value is kept
+#: for what it measures (`benchmarks/probe_compare.py`).
+STACK_BELOW = math.inf
 
 
 def groups(tensors: list, batch: bool = True, stack: bool | None = None) -> list:
