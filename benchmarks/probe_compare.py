@@ -4,7 +4,9 @@ Run it once per checkout to compare two versions of the probe in turn (e.g.
 a `git worktree` of the previous commit, then this one), on the same machine
 within minutes: per model, warm and compiled, at 32 samples, the best of
 `reps` interleaved calls of `train_on_batch`, a full diagnosis and a light
-one (`searches=False`), wall and process CPU time in ms.
+one (`searches=False`), wall and process CPU time in ms; and the first
+compiled call (the probe's compile), in seconds: a graph that is faster
+warm may compile far slower (per-tensor reductions: ResNet50 7.6 -> 30.8 s).
 
 Usage:
     python benchmarks/probe_compare.py ROOT resnet50,conv_resnet20 7
@@ -52,8 +54,10 @@ def main(root: str, names: list[str], reps: int) -> None:
         x, y = zoo.batch(entry, n=32)
         model.train_on_batch(x, y)
         diagnoser = Diagnoser(model)
-        while diagnoser.probe.calls <= EAGER_CALLS + 1:  # compiled and warm
+        while diagnoser.probe.calls < EAGER_CALLS:  # the eager tier
             diagnoser.measure(x, y, validate=False)
+        compile_s = timed(lambda: diagnoser.measure(x, y, validate=False))[0]  # noqa: B023
+        diagnoser.measure(x, y, validate=False)  # warm
         step, full, light = [], [], []
         for _ in range(reps):
             step.append(timed(lambda: model.train_on_batch(x, y)))  # noqa: B023
@@ -65,7 +69,8 @@ def main(root: str, names: list[str], reps: int) -> None:
         print(
             f"{name:22s} step {s:7.1f} full {f:7.1f} ({f / s:.2f}x) light "
             f"{li:7.1f} ({li / s:.2f}x) | cpu step {best(step, 1):7.1f} full "
-            f"{best(full, 1):7.1f} light {best(light, 1):7.1f}",
+            f"{best(full, 1):7.1f} light {best(light, 1):7.1f} | compile "
+            f"{compile_s:.1f} s",
             flush=True,
         )
 

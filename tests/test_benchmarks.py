@@ -65,7 +65,8 @@ def test_quick_run_writes_every_configuration(tmp_path, capsys):
 
 def test_probe_compare_times_one_checkout(capsys):
     """`benchmarks/probe_compare.py` on this checkout: one line per model,
-    with the step, the full and the light diagnosis (no timing assertions);
+    with the step, the full and the light diagnosis and the compile (no
+    timing assertions);
     a checkout other than the imported package is refused."""
     from helpers import ROOT
 
@@ -73,5 +74,6 @@ def test_probe_compare_times_one_checkout(capsys):
     compare.main(str(ROOT), ["zero_head_mlp"], 1)
     (line,) = capsys.readouterr().out.strip().splitlines()
     assert line.startswith("zero_head_mlp") and "full" in line and "light" in line
+    assert "| compile " in line and line.endswith(" s")
     with pytest.raises(RuntimeError, match="not from /nowhere"):
         compare.main("/nowhere", ["zero_head_mlp"], 1)
