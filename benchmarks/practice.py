@@ -25,9 +25,16 @@ callback's watch starts (`early.warm_start`: half-way up the warmup): the
 step-0 flags (the callback's first diagnosis), each step's loss and rate,
 and every layer's relative update (`heldout.StepRecorder`, unsampled).
 
+The fifth and sixth held-out grids (`--grid fifth|sixth`: 800 and 640
+steps, one depth, their own seed and task) are trained the same way; they
+score the budget-aware verdict and step-0 kinds, offline from the records
+(`judge`). `practice_judge.md` is the fourth grid's score as it shipped
+then (commit 3b07728); the fourth grid is fitted on since.
+
 Usage:
     python benchmarks/practice.py train --shard 0/2   # and 1/2; resumable
-    python benchmarks/practice.py judge               # results/practice_judge.md
+    python benchmarks/practice.py train --grid sixth --shard 0/2   # and 1/2
+    python benchmarks/practice.py judge --grid sixth  # results/sixth_judge.md
 """
 
 from __future__ import annotations
