@@ -179,7 +179,8 @@ def train(configs: Sequence[ScheduledConfig], out: pathlib.Path = OUT) -> int:
     return len(todo)
 
 
-#: Per grid: the judgement's file, its title, and the epochs (of 16 steps)
+#: Per grid: the judgement's file, its title, and the epochs (of
+#: `trainability.EPOCH_STEPS` steps)
 #: at whose end `_by_budget` reads the outcome. `practice_judge.md` scored
 #: the verdict as shipped before the budget-aware fit (commit 3b07728's
 #: `judge`); the fourth grid is fitted on since, and `verdict.py score`
@@ -187,7 +188,8 @@ def train(configs: Sequence[ScheduledConfig], out: pathlib.Path = OUT) -> int:
 JUDGES = {
     "fifth": (
         tr.RESULTS / "fifth_judge.md",
-        "Fifth held-out grid (never used to fit or to choose anything)",
+        "Fifth held-out grid (scored the first budget-aware fit, at commit "
+        "0132600; read before the step-0 kinds learnt the budget)",
         (6, 10, 20, 30, 50),
     ),
     "sixth": (
@@ -206,15 +208,11 @@ def judge(name: str = "fifth") -> list[str]:
     difference 0.033), judged for the grid's budget. What `on_flag` acts on
     is a step-0 flag that does not wait, or a failing verdict.
     """
-    path, budget, warmup = GRIDS[name][3], GRIDS[name][1], GRIDS[name][2]
+    _, budget, warmup, path = GRIDS[name]
     out, title, epochs = JUDGES[name]
     records = scoring.load(path)
     baseline_model, baseline_cut = scoring.baseline()
-    risks = scoring.module_scores(records)
-    certain = np.asarray(
-        [vd.features(scoring.early_steps(r))["step0_certain"] > 0 for r in records]
-    )
-    acted = certain | (risks >= vd.RISK_THRESHOLD)
+    risks, certain, acted = scoring.acted_on(records)
     starts = sorted({r["watch_start"] for r in records})
     lines = [
         f"# {title.split(' (')[0]}: warmup, cosine decay, a {budget}-step budget "
@@ -280,7 +278,7 @@ def _by_budget(records: list[dict], acted, epochs) -> list[str]:
         tp, fp = int((acted & y).sum()), int((acted & ~y).sum())
         fn = int((~acted & y).sum())
         lines.append(
-            f"| {16 * epoch} | {int(y.sum())} | {tp} | {fp} | {fn} "
+            f"| {tr.EPOCH_STEPS * epoch} | {int(y.sum())} | {tp} | {fp} | {fn} "
             f"| {tp / max(tp + fp, 1):.3f} | {tp / max(tp + fn, 1):.3f} |"
         )
     return lines

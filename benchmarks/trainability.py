@@ -127,6 +127,8 @@ LEARNING_RATES = {"sgd": 0.01, "adam": 1e-3}
 N_TRAIN = 1024
 BATCH_SIZE = 64
 STEPS = 160
+#: Optimizer steps per epoch of a grid's training (`N_TRAIN // BATCH_SIZE`).
+EPOCH_STEPS = N_TRAIN // BATCH_SIZE
 TASK_SEED = 0
 #: Quick settings, for the test: a few seconds in total.
 QUICK = {"n": 512, "steps": 96, "batch_size": 32}

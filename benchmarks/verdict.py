@@ -33,6 +33,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import pathlib
 import sys
@@ -58,7 +59,7 @@ HELDOUT2 = HERE / "results" / "heldout2_runs.jsonl"
 HELDOUT3 = HERE / "results" / "heldout3_runs.jsonl"
 #: The fourth held-out grid (`practice.py`): warmup, cosine decay, 480 steps.
 #: Scored as shipped first (BENCHMARKS.md); since the budget-aware fit, fitted
-#: on at four budgets (`PRACTICE_EPOCHS`).
+#: on at three budgets (its own and `PRACTICE_EPOCHS`').
 PRACTICE = HERE / "results" / "practice_runs.jsonl"
 #: The fifth held-out grid (`practice.py train --grid fifth`): an 800-step
 #: budget, outside the fitted range; it scores the budget-aware verdict.
@@ -72,7 +73,8 @@ SIXTH = HERE / "results" / "sixth_runs.jsonl"
 #: held-out grid (held out for the first fit, whose scores BENCHMARKS.md
 #: keeps); the second and third held-out grids score them.
 TRAINING = (CALIBRATION, HELDOUT)
-#: The fourth grid's epochs (of 16 steps) whose end gives an outcome to fit
+#: The fourth grid's epochs (`trainability.EPOCH_STEPS` steps each) whose
+#: end gives an outcome to fit
 #: the budget on (160 and 320 steps), besides its final one (480). Not
 #: shorter: a budget only ever relaxes the verdict (`vd.BUDGET_RANGE`).
 PRACTICE_EPOCHS = (10, 20)
@@ -157,13 +159,21 @@ def cases(records) -> list[tuple[dict, int, bool]]:
     return [(r, budget_of(r), bool(r["failed"])) for r in records]
 
 
+def outcome_at(record: dict, budget: int) -> bool:
+    """Whether the run had failed by `budget` steps: its outcome at its own
+    budget, else the mean loss of the epoch that ends there
+    (`trainability.failed_by`)."""
+    if budget == budget_of(record):
+        return bool(record["failed"])
+    return tr.failed_by(record, budget // tr.EPOCH_STEPS)
+
+
 def budget_cases(records) -> list[tuple[dict, int, bool]]:
     """Each run at its own budget, and at `PRACTICE_EPOCHS`' ends with the
-    outcome there (`trainability.failed_by`)."""
+    outcome there (`outcome_at`)."""
+    shorter = [tr.EPOCH_STEPS * epoch for epoch in PRACTICE_EPOCHS]
     return cases(records) + [
-        (r, 16 * epoch, tr.failed_by(r, epoch))
-        for r in records
-        for epoch in PRACTICE_EPOCHS
+        (r, budget, outcome_at(r, budget)) for r in records for budget in shorter
     ]
 
 
@@ -252,7 +262,7 @@ def training() -> list[dict]:
 
 def training_cases() -> list[tuple[dict, int, bool]]:
     """What the verdict and the baseline are fitted on: `TRAINING`'s runs at
-    160 steps, the fourth grid's at four budgets (`budget_cases`)."""
+    160 steps, the fourth grid's at three budgets (`budget_cases`)."""
     return cases(training()) + budget_cases(load(PRACTICE))
 
 
@@ -320,19 +330,27 @@ def _row(name, scores, called, y) -> str:
     )
 
 
+def acted_on(records) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`(risk, certain, acted)` per record, each judged for its own budget:
+    the installed verdict's risk, whether step 0 raised a flag that acts at
+    once, and whether `on_flag` acts on the run (that, or a failing
+    verdict)."""
+    risk = module_scores(records)
+    certain = np.asarray(
+        [vd.features(early_steps(r))["step0_certain"] > 0 for r in records]
+    )
+    return risk, certain, certain | (risk >= vd.RISK_THRESHOLD)
+
+
 def table(title: str, records: list[dict], baseline_model, baseline_cut) -> list[str]:
     y = np.asarray([bool(r["failed"]) for r in records])
-    verdict = module_scores(records)
+    verdict, certain, acted = acted_on(records)
     step0 = step0_scores(records)
     xb, finite_b, _ = matrix(records, BASELINE_STEPS, LOSS_FEATURES)
     baseline = np.where(finite_b, predict(xb, *baseline_model), 1.0)
-    certain = np.asarray(
-        [vd.features(early_steps(r))["step0_certain"] for r in records]
-    )
-    acted = (certain > 0) | (verdict >= vd.RISK_THRESHOLD)
     methods = {
         "early verdict": (verdict, verdict >= vd.RISK_THRESHOLD),
-        "what on_flag acts on": (np.maximum(verdict, certain), acted),
+        "what on_flag acts on": (np.maximum(verdict, certain.astype(float)), acted),
         "step-0 flags": (step0, step0 > 0),
         f"loss only, {BASELINE_STEPS} steps": (baseline, baseline >= baseline_cut),
     }
@@ -378,7 +396,7 @@ def score() -> None:
         "",
         f"Watched steps: {vd.WATCH_STEPS}; risk threshold {vd.RISK_THRESHOLD:.3g}. "
         f"Fitted on the calibration grid and the first held-out grid (160 "
-        f"steps), and the fourth grid at 96, 160, 320 and 480 steps; each run "
+        f"steps), and the fourth grid at 160, 320 and 480 steps; each run "
         f"judged for its own budget. "
         f"The loss-only baseline: the loss features over {BASELINE_STEPS} steps, "
         f"fitted on the same runs (threshold {baseline_cut:.3g}).",
@@ -453,13 +471,6 @@ def _band(records, family_: str, kind: str, outcome=None) -> int | None:
     return None
 
 
-def _outcome_at(budget: int):
-    """The outcome at `budget` steps of a fourth-grid record."""
-    if budget == budget_of(load(PRACTICE)[0]):
-        return lambda record: record["failed"]
-    return lambda record: tr.failed_by(record, budget // 16)
-
-
 #: The fourth grid's budgets past the calibration one at which the step-0
 #: kinds are judged again (`derive_long_pending`).
 LONG_BUDGETS = (320, 480)
@@ -472,7 +483,7 @@ def derive_long_pending(records) -> dict:
     `MIN_RUNS` runs), each with its band (`_band`)."""
     table: dict = {}
     for budget in LONG_BUDGETS:
-        outcome = _outcome_at(budget)
+        outcome = functools.partial(outcome_at, budget=budget)
         counts = kind_precision(records, 0.0, outcome)
         for (family_, kind), (trained, failed) in sorted(counts.items()):
             if kind not in STEP0_KINDS or kind in waiting.PENDING_KINDS[family_]:
