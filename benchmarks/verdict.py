@@ -9,7 +9,8 @@ step-0 flags) and its outcome after 160 steps (`trainability.failed`).
   coefficients (Newton's method, L2 penalty `PENALTY` on the standardized
   coefficients), and the risk threshold: the lowest at which the training
   precision is at least `PRECISION`, since a false "failing" verdict can
-  stop a good run. Prints the constants to put in the module.
+  stop a good run. Prints the constants to put in
+  `keras_initdiag/diagnostics/verdict_fit.py`.
 - `choose-k`: the training ROC AUC of the verdict refitted at 8, 16, 24
   and 32 watched steps.
 - `pending`: each step-0 flag kind's precision per family (with or without
@@ -273,7 +274,7 @@ def baseline():
 
 
 def fit(steps: int = vd.WATCH_STEPS) -> None:
-    """Fit on the training grids; print the constants for the module."""
+    """Fit on the training grids; print the constants for `verdict_fit.py`."""
     at = training_cases()
     (means, scales, coefficients, intercept), cut, scores, y = fitted((), steps, at=at)
     print(f"{len(at)} training cases, {int(y.sum())} failed; K={steps}")

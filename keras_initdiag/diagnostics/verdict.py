@@ -38,19 +38,15 @@ apart. `EarlySteps` holds what the callback watched over `WATCH_STEPS` steps:
 - `step0_pending`: 1 when it raised a pending one (`pending.waits`: its kind is
   uncertain in the network's family for the training's budget, and it lies
   inside the certain band).
-- `log_budget`: log10 of the steps the whole training will take over
-  `CALIBRATION_BUDGET`, the budget inside `BUDGET_RANGE`, the budgets the
-  model was fitted at. "Will it train?" depends on how long it may: a slow
-  starter, at chance or far above it for dozens of steps, may train by step
-  480 and not by step 160. Outside the range the verdict judges as at its
-  nearest end: the records say nothing about further budgets, and a logit
-  extrapolated to 100,000 steps would call every run healthy.
+- `log_budget`: log10 of the training's steps over `CALIBRATION_BUDGET`,
+  inside `BUDGET_RANGE` (the budgets fitted at). A slow starter may train
+  by step 480 and not by step 160. Outside the range it counts as its
+  nearest end: nothing was measured further, and a logit extrapolated to
+  100,000 steps would call every run healthy.
 
-`risk` is a logistic function of the standardized features, its
-coefficients fitted on the calibration grid's first steps
-(`benchmarks/verdict.py`, BENCHMARKS.md "Early verdict") and scored on the
-held-out grid, which never influenced them. A run is judged failing at
-`risk >= RISK_THRESHOLD` or when its loss or updates are not finite.
+`risk` is a logistic function of the standardized features (`verdict_fit`:
+fitted on the training grids, scored on held-out ones; BENCHMARKS.md). A
+run fails at `risk >= RISK_THRESHOLD` or a non-finite loss or update.
 """
 
 from __future__ import annotations
@@ -63,6 +59,13 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from keras_initdiag.diagnostics.report import Flag, Verdict
+from keras_initdiag.diagnostics.verdict_fit import (
+    COEFFICIENTS,
+    INTERCEPT,
+    MEANS,
+    RISK_THRESHOLD,
+    SCALES,
+)
 
 #: Steps the verdict watches. On the training grids (`benchmarks/verdict.py
 #: choose-k`) the ROC AUC rises with the watch, 0.964 at 8 steps to 0.973 at
@@ -88,12 +91,8 @@ CALIBRATION_BUDGET = 160
 #: The budgets the model was fitted at: 160 steps (the calibration and first
 #: held-out grids), and 160, 320 and 480 (the fourth grid's outcome at the
 #: end of those epochs of its 480-step schedule). A shorter budget counts as
-#: 160: the budget only ever relaxes the verdict. A first fit that also
-#: took 96 steps (the fourth grid's sixth epoch) made 80-step fits stricter,
-#: and stopped MobileNetV3Small in the zoo at step 42 of 80 though it trains
-#: (2.42 -> 1.16 nats); those outcomes were read mid-schedule, before the
-#: rate anneals, which no 96-step training has, and a false "failing" stops
-#: a good run.
+#: 160: the budget only ever relaxes the verdict (96-step outcomes, read
+#: mid-schedule, stopped a healthy MobileNetV3Small: BENCHMARKS.md).
 BUDGET_RANGE = (160, 480)
 
 FEATURES = (
@@ -107,51 +106,6 @@ FEATURES = (
     "step0_pending",
     "log_budget",
 )
-
-#: The fitted model (`benchmarks/verdict.py fit`: the calibration grid and
-#: the first held-out grid at 160 steps, 1,064 runs; the fourth grid's 336
-#: runs at 160, 320 and 480 steps; 2,072 cases, their step-0 flags pending
-#: as `pending.waits` says for each budget; scored on the sixth held-out
-#: grid, at 640 steps): each feature's mean and standard deviation there,
-#: and the coefficients of the standardized features.
-MEANS = {
-    "level": -0.1973,
-    "progress": 0.2839,
-    "log_trust": -1.665,
-    "log_slowest": -3.429,
-    "above_chance": 0.2105,
-    "over_trust": 0.007452,
-    "step0_certain": 0.3033,
-    "step0_pending": 0.1819,
-    "log_budget": 0.1275,
-}
-SCALES = {
-    "level": 1.349,
-    "progress": 0.2465,
-    "log_trust": 1.239,
-    "log_slowest": 2.149,
-    "above_chance": 1.192,
-    "over_trust": 0.05517,
-    "step0_certain": 0.4597,
-    "step0_pending": 0.3857,
-    "log_budget": 0.1894,
-}
-COEFFICIENTS = {
-    "level": 3.437,
-    "progress": -0.7949,
-    "log_trust": 0.8365,
-    "log_slowest": -1.636,
-    "above_chance": -0.8369,
-    "over_trust": 0.2191,
-    "step0_certain": 1.777,
-    "step0_pending": 0.3249,
-    "log_budget": -0.4031,
-}
-INTERCEPT = -0.4778
-#: The risk at which a run is judged failing: the lowest at which the
-#: training runs' precision is at least 0.97 (a false "failing" can stop a
-#: good run).
-RISK_THRESHOLD = 0.7121
 
 
 @dataclasses.dataclass(frozen=True)
