@@ -25,16 +25,16 @@ import os
 from collections.abc import Sequence
 
 import keras
-import numpy as np
 
-from keras_initdiag import _checks, _warn
+from keras_initdiag import _checks
 from keras_initdiag.callbacks.actor import ON_FLAG as ON_FLAG
 from keras_initdiag.callbacks.actor import Actor
 from keras_initdiag.callbacks.actor import FlagError as FlagError
 from keras_initdiag.callbacks.actor import (
     InitDiagnosticsWarning as InitDiagnosticsWarning,
 )
-from keras_initdiag.callbacks.binding import Binding
+from keras_initdiag.callbacks.binding import Binding, optimizer_step
+from keras_initdiag.callbacks.early import fit_budget
 from keras_initdiag.callbacks.history import History
 from keras_initdiag.callbacks.schedule import Schedule
 from keras_initdiag.callbacks.sink import Sink
@@ -44,7 +44,6 @@ from keras_initdiag.diagnostics.batches import split_probe_data
 from keras_initdiag.diagnostics.engine import Diagnoser, ProbeInputError
 from keras_initdiag.diagnostics.report import DiagnosticReport, Flag
 from keras_initdiag.diagnostics.train_grads import COLUMNS
-from keras_initdiag.diagnostics.verdict import verdict_flags
 from keras_initdiag.tensorboard.events import TRAIN_SERIES_TAGS
 
 #: Flag kinds that are advice, never a reason to stop or raise.
@@ -169,10 +168,9 @@ class InitDiagnostics(keras.callbacks.Callback):
         self.binding = Binding(
             self.layers, self.histograms, self.training, self.probe_x, self.probe_y
         )
-        self._failure_warned = False
         self._deferred = False  # bind after the first step (unbuilt model)
         self._fit_start = 0  # the step the current fit started at
-        self._fit_budget: int | None = None  # its budget (`_budget_from`)
+        self._fit_budget: int | None = None  # its budget (`fit_budget`)
         self._epoch_seen = False  # whether its first epoch began
 
     @property
@@ -229,9 +227,11 @@ class InitDiagnostics(keras.callbacks.Callback):
         A subclassed model that Keras builds only at its first step, with no
         `probe_data` to build it on, is bound after that step instead.
         """
-        self._failure_warned = False
+        self.actor.begin_fit()
         self._fit_start, self._epoch_seen = self._step(), False
-        self._fit_budget = self._budget_from(0)  # until the first epoch says
+        # Until the first epoch says (`fit(initial_epoch=...)`), from epoch 0:
+        # the step-0 flags' pending decision uses it.
+        self._fit_budget = fit_budget(self.params, self._fit_start, 0)
         note = self.binding.deferred(self.model)
         self._deferred = bool(note)
         if note:
@@ -243,7 +243,7 @@ class InitDiagnostics(keras.callbacks.Callback):
         self._bind()
         self.schedule.begin_fit()
         self.binding.start_watching(self.model, self._step())
-        self._give_budget()
+        self.binding.give_budget(self.budget or self._fit_budget)
         self._diagnose(first=True)
         if self.batch_gradients:
             self.binding.start_recorder(self.model, self.actor.warn_once)
@@ -281,29 +281,8 @@ class InitDiagnostics(keras.callbacks.Callback):
         """At the fit's first epoch: the training's budget, for the verdict."""
         if not self._epoch_seen:
             self._epoch_seen = True
-            self._fit_budget = self._budget_from(epoch)
-            self._give_budget()
-
-    def _budget_from(self, epoch: int) -> int | None:
-        """The budget: the fit's start step plus its epochs' steps from `epoch`.
-
-        None when Keras does not know the steps per epoch.
-
-        At `on_train_begin` the first epoch is not known yet: 0 is assumed
-        (the step-0 flags' pending decision uses it), and the first
-        `on_epoch_begin` corrects it (`fit(initial_epoch=...)`).
-        """
-        params = self.params or {}
-        epochs, steps = params.get("epochs"), params.get("steps")
-        if isinstance(epochs, int) and isinstance(steps, int) and steps > 0:
-            return self._fit_start + max(epochs - epoch, 0) * steps
-        return None
-
-    def _give_budget(self):
-        """Tell the early watch the training's budget (`budget`, else `fit`'s)."""
-        watch = self.binding.watch
-        if watch is not None and not watch.done:
-            watch.budget = self.budget or self._fit_budget
+            self._fit_budget = fit_budget(self.params, self._fit_start, epoch)
+            self.binding.give_budget(self.budget or self._fit_budget)
 
     def on_epoch_end(self, epoch, logs=None):
         """Diagnose after every epoch with `update_freq="epoch"`; fill `logs`.
@@ -358,9 +337,7 @@ class InitDiagnostics(keras.callbacks.Callback):
         self.sink.check(model)
 
     def _step(self) -> int:
-        optimizer = getattr(self.model, "optimizer", None)
-        iterations = getattr(optimizer, "iterations", None)
-        return 0 if iterations is None else int(np.asarray(iterations))
+        return optimizer_step(self.model)
 
     # -- one diagnosis -------------------------------------------------------
 
@@ -381,23 +358,13 @@ class InitDiagnostics(keras.callbacks.Callback):
                 self.schedule.diagnosed(step, image=True)
             return
         try:
-            diagnoser = self.binding.diagnoser
-            report = diagnoser.measure(
-                *self.binding.inputs,
-                step=step,
-                validate=first,
+            report, histograms = self.binding.report(
+                step,
+                first=first,
                 searches=self.schedule.full_due,
-            )
-            report.add_stats(extra or {})
-            report.flags = rules.judge(report, self.thresholds)
-            if self.binding.watch is not None:
-                report.flags = self.binding.watch.hold(report, self.thresholds)
-            if verdict is not None:
-                report.verdict = verdict
-                report.flags += verdict_flags(verdict, self.model.name)
-            histograms, diagnoser.last_histograms = (
-                diagnoser.last_histograms,
-                {},
+                thresholds=self.thresholds,
+                extra=extra,
+                verdict=verdict,
             )
             self.sink.write(self.model, report, histograms, image=image)
         except ProbeInputError as error:
@@ -435,13 +402,7 @@ class InitDiagnostics(keras.callbacks.Callback):
         """A diagnosis (`attempt`) or a measurement failed: warn once."""
         if attempt:
             self.schedule.failed(step)
-        if not self._failure_warned:
-            self._failure_warned = True
-            _warn.warn(
-                f"InitDiagnostics failed at step {step} and will keep trying "
-                f"quietly; training goes on. {type(error).__name__}: {error}",
-                InitDiagnosticsWarning,
-            )
+        self.actor.failed(step, error)
 
     # -- the first steps ------------------------------------------------------
 
@@ -463,20 +424,10 @@ class InitDiagnostics(keras.callbacks.Callback):
     # -- per-step gradient norms ---------------------------------------------
 
     def _collect_norms(self, force: bool = True):
-        """Copy the in-step statistics to the host: when due, or `force`.
-
-        During the early watch they are copied at every batch end, for the
-        verdict.
-        """
-        recorder, watch = self.binding.recorder, self.binding.watch
-        feeding = watch is not None and watch.in_step and watch.started
-        if not (force or feeding or recorder.due):
-            return
-        read = recorder.read()
+        """Keep and write the in-step statistics (`Binding.collect`)."""
+        read = self.binding.collect(force)
         if read:
             self.history.steps.extend(read)
-            if feeding:
-                watch.add_steps(read)  # the verdict's updates, every batch
             if self.sink.is_writer(self.model):
                 for tag, column in zip(TRAIN_SERIES_TAGS, COLUMNS):
                     self.sink.add_series(read[column], prefix=tag)

@@ -61,6 +61,21 @@ class Actor:
         self._warned: set = set()
         self._printed: set = set()
         self._reports = 0
+        self._failure_warned = False
+
+    def begin_fit(self) -> None:
+        """A new `fit`: its first diagnostics failure warns again."""
+        self._failure_warned = False
+
+    def failed(self, step: int, error: Exception) -> None:
+        """A diagnosis or a measurement failed: warn, once per `fit`."""
+        if not self._failure_warned:
+            self._failure_warned = True
+            _warn.warn(
+                f"InitDiagnostics failed at step {step} and will keep trying "
+                f"quietly; training goes on. {type(error).__name__}: {error}",
+                InitDiagnosticsWarning,
+            )
 
     def reset(self) -> None:
         """Forget which flags were already warned about and printed."""

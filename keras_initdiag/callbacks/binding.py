@@ -17,9 +17,24 @@ import numpy as np
 
 from keras_initdiag.callbacks.early import EarlyWatch
 from keras_initdiag.callbacks.updates import UpdateTracker
+from keras_initdiag.diagnostics import rules
 from keras_initdiag.diagnostics.batches import probe_inputs
 from keras_initdiag.diagnostics.engine import Diagnoser
+from keras_initdiag.diagnostics.report import DiagnosticReport
 from keras_initdiag.diagnostics.train_grads import GradientRecorder
+from keras_initdiag.diagnostics.verdict import verdict_flags
+
+
+def optimizer_step(model: keras.Model) -> int:
+    """The step `model`'s optimizer is at (0 without an optimizer).
+
+    Example:
+    >>> optimizer_step(keras.Sequential([keras.layers.Dense(1)]))
+    0
+    """
+    optimizer = getattr(model, "optimizer", None)
+    iterations = getattr(optimizer, "iterations", None)
+    return 0 if iterations is None else int(np.asarray(iterations))
 
 
 class Binding:
@@ -125,6 +140,36 @@ class Binding:
             if note:
                 warn_once("no-probe", f"InitDiagnostics: {note}")
 
+    def report(
+        self,
+        step: int,
+        first: bool = False,
+        searches: bool = True,
+        thresholds=None,
+        extra: dict | None = None,
+        verdict=None,
+    ) -> tuple[DiagnosticReport, dict]:
+        """Measure and judge the model at `step`: `(report, histograms)`.
+
+        `extra` (statistic -> {layer: value}) joins the measured statistics
+        before they are judged; the early watch holds its uncertain flags
+        pending; a `verdict` joins the report (a failing one as a "verdict"
+        flag). `first` validates the probe batch (`ProbeInputError`).
+        """
+        diagnoser = self.diagnoser
+        report = diagnoser.measure(
+            *self.inputs, step=step, validate=first, searches=searches
+        )
+        report.add_stats(extra or {})
+        report.flags = rules.judge(report, thresholds)
+        if self.watch is not None:
+            report.flags = self.watch.hold(report, thresholds)
+        if verdict is not None:
+            report.verdict = verdict
+            report.flags += verdict_flags(verdict, self._model().name)
+        histograms, diagnoser.last_histograms = diagnoser.last_histograms, {}
+        return report, histograms
+
     def start_watching(self, model: keras.Model, step: int) -> None:
         """Sample the weights before the first updates; watch for the verdict.
 
@@ -182,6 +227,11 @@ class Binding:
             self.update_ratios = measured["update_ratio"]
         return measured, verdict
 
+    def give_budget(self, budget: int | None) -> None:
+        """Tell the early watch the training's budget (until its verdict)."""
+        if self.watch is not None and not self.watch.done:
+            self.watch.budget = budget
+
     def stop_watching(self) -> None:
         """Drop the weight samples of the first steps (kept: what was measured)."""
         for tracker in (self.updates, self.watch and self.watch.tracker):
@@ -220,7 +270,23 @@ class Binding:
         if self.watch is not None and self.watch.in_step:
             # The early watch samples the weights itself from the next step.
             self.watch.in_step = False
-            self.watch.resume(int(np.asarray(model.optimizer.iterations)))
+            self.watch.resume(optimizer_step(model))
+
+    def collect(self, force: bool = True) -> dict:
+        """Copy the in-step statistics to the host: when due, or `force`.
+
+        During the early watch they are copied at every batch end and fed
+        to it, for the verdict. Returns `GradientRecorder.read`'s columns
+        (empty when nothing was copied).
+        """
+        watch = self.watch
+        feeding = watch is not None and watch.in_step and watch.started
+        if not (force or feeding or self.recorder.due):
+            return {}
+        read = self.recorder.read()
+        if read and feeding:
+            watch.add_steps(read)  # the verdict's updates, every batch
+        return read
 
     @property
     def recording(self) -> bool:

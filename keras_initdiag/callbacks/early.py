@@ -64,6 +64,29 @@ def warm_start(rate: LearningRate, step: int, fraction: float = vd.WARM_FRACTION
     return high
 
 
+def fit_budget(params, start: int, epoch: int) -> int | None:
+    """A `fit`'s budget: its start step plus its epochs' steps from `epoch`.
+
+    Args:
+        params: The callback's `params` (`epochs`, `steps` per epoch).
+        start: The optimizer step the fit starts at.
+        epoch: The fit's first epoch (`fit(initial_epoch=...)`).
+
+    Returns:
+        The step at which the fit will end, or None when Keras does not know
+        the steps per epoch (a dataset of unknown length).
+
+    Example:
+    >>> fit_budget({"epochs": 5, "steps": 32}, start=64, epoch=2)
+    160
+    """
+    params = params or {}
+    epochs, steps = params.get("epochs"), params.get("steps")
+    if isinstance(epochs, int) and isinstance(steps, int) and steps > 0:
+        return start + max(epochs - epoch, 0) * steps
+    return None
+
+
 class EarlyWatch:
     """Watches the first steps of training and gives the early verdict.
 
