@@ -83,11 +83,23 @@ FIFTH_WARMUP = 80
 SIXTH = {"seed": 6, "task_seed": 6, "depths": (10,)}
 SIXTH_BUDGET = 640
 SIXTH_WARMUP = 64
+#: The seventh held-out grid: seed and task 7, depth 14, 560 steps (35
+#: epochs, warmup 56). Recorded before the verdict's second look was
+#: fitted (on the grids read before) and read only after. 168 networks.
+SEVENTH = {"seed": 7, "task_seed": 7, "depths": (14,)}
+SEVENTH_BUDGET = 560
+SEVENTH_WARMUP = 56
 #: Each grid's configs, budget, warmup and records.
 GRIDS = {
     "practice": (FOURTH, BUDGET, WARMUP, OUT),
     "fifth": (FIFTH, FIFTH_BUDGET, FIFTH_WARMUP, tr.RESULTS / "fifth_runs.jsonl"),
     "sixth": (SIXTH, SIXTH_BUDGET, SIXTH_WARMUP, tr.RESULTS / "sixth_runs.jsonl"),
+    "seventh": (
+        SEVENTH,
+        SEVENTH_BUDGET,
+        SEVENTH_WARMUP,
+        tr.RESULTS / "seventh_runs.jsonl",
+    ),
 }
 
 
@@ -196,6 +208,11 @@ JUDGES = {
         tr.RESULTS / "sixth_judge.md",
         "Sixth held-out grid (never used to fit or to choose anything)",
         (6, 10, 20, 30, 40),
+    ),
+    "seventh": (
+        tr.RESULTS / "seventh_judge.md",
+        "Seventh held-out grid (never used to fit or to choose anything)",
+        (6, 10, 20, 30, 35),
     ),
 }
 
