@@ -308,3 +308,46 @@ def test_a_long_training_lets_plain_vanishing_wait_unless_far_past():
     assert waiting.waits("vanishing", 5e-8, 1e-5, "plain", own, budget=800)
     # The normalized family is unchanged by the budget.
     assert waiting.bands("normalized", 800) == waiting.bands("normalized")
+
+
+def test_log_recover_closed_form():
+    """Steps the readout (the last layer) needs, at its median relative update
+    per step, to bring a loss above chance back to it: above_chance / pace."""
+    losses = [2.0] * 32  # chance 1.0: ln 2 above it
+    ratios = {"hidden": [0.1] * 32, "out": [0.01] * 16 + [0.03] * 16}
+    values = vd.features(_early(losses, chance=1.0, ratios=ratios))
+    assert vd.readout_pace(_early(losses, ratios=ratios)) == pytest.approx(0.02)
+    assert values["log_recover"] == pytest.approx(math.log10(math.log(2.0) / 0.02))
+    # At or under chance: none needed, the lower end.
+    calm = vd.features(_early([0.5] * 32, chance=1.0, ratios=ratios))
+    assert calm["log_recover"] == pytest.approx(math.log10(vd.RECOVER_BOUNDS[0]))
+    # A readout that does not move: the upper end, not an overflow.
+    still = {"hidden": [0.1] * 32, "out": [0.0] * 32}
+    stuck = vd.features(_early(losses, chance=1.0, ratios=still))
+    assert stuck["log_recover"] == pytest.approx(math.log10(vd.RECOVER_BOUNDS[1]))
+    early = _early(losses, chance=1.0, ratios=ratios)
+    words = vd.describe(early, values, failing=False)
+    assert "the readout would need about 35 steps" in words
+    assert "readout" not in vd.describe(early, calm, failing=False)
+    # A readout grown from zero (ratio ~1/k by construction), or no chance
+    # level: unmeasured, so it moves the risk neither way.
+    grown = vd.EarlySteps(losses, [0.1] * 32, ratios, 1.0, from_zero=("out",))
+    assert math.isnan(vd.features(grown)["log_recover"])
+    assert vd.features(_early(losses, ratios=ratios))["log_recover"] == pytest.approx(
+        -3.0
+    )
+
+
+def test_a_faster_readout_lowers_the_risk_of_a_run_above_chance():
+    """The same loss far above chance, read with a readout ten times faster:
+    the logit falls by the coefficient times the standardized one decade
+    (the fit's coefficient is positive: BatchNorm nets with N(0, 1) kernels
+    that recover)."""
+    losses = list(np.linspace(6.0, 4.0, 32))
+    ratios = {"hidden": [3e-3] * 32, "out": [1e-3] * 32}
+    slow = vd.features(_early(losses, chance=2.3, ratios=ratios))
+    fast = {**slow, "log_recover": slow["log_recover"] - 1.0}
+    assert vd.COEFFICIENTS["log_recover"] > 0
+    logit = lambda r: math.log(r / (1 - r))  # noqa: E731
+    shift = vd.COEFFICIENTS["log_recover"] / vd.SCALES["log_recover"]
+    assert logit(vd.risk(slow)) - logit(vd.risk(fast)) == pytest.approx(shift)
