@@ -69,6 +69,9 @@ FIFTH = HERE / "results" / "fifth_runs.jsonl"
 #: recorded after the fifth was read, it scores the budget-aware step-0
 #: kinds (`pending.LONG_PENDING`) and the fit that goes with them.
 SIXTH = HERE / "results" / "sixth_runs.jsonl"
+#: The seventh held-out grid (`practice.py train --grid seventh`): 560
+#: steps; recorded before `log_recover` was chosen and read only to score it.
+SEVENTH = HERE / "results" / "seventh_runs.jsonl"
 #: What the verdict's step-0 rules (`pending`) and the loss-only baseline's
 #: budget-free part were derived from: the calibration grid and the first
 #: held-out grid (held out for the first fit, whose scores BENCHMARKS.md
@@ -376,12 +379,14 @@ def table(title: str, records: list[dict], baseline_model, baseline_cut) -> list
 
 def score() -> None:
     """Score the module's verdict on every grid; write `JUDGE`."""
-    order = (SIXTH, FIFTH, HELDOUT3, HELDOUT2, PRACTICE, *TRAINING)
+    order = (SEVENTH, SIXTH, FIFTH, HELDOUT3, HELDOUT2, PRACTICE, *TRAINING)
     grids = {path: load(path) for path in order if path.exists()}
     baseline_model, baseline_cut = baseline()
     titles = {
-        SIXTH: "Sixth held-out grid (640 steps; never used to fit or to choose "
-        "anything)",
+        SEVENTH: "Seventh held-out grid (560 steps; never used to fit or to "
+        "choose anything)",
+        SIXTH: "Sixth held-out grid (640 steps; never fitted on; read before "
+        "`log_recover` was chosen)",
         FIFTH: "Fifth held-out grid (800 steps; scored the first budget-aware "
         "fit, then read before the step-0 kinds learnt the budget)",
         PRACTICE: "Fourth held-out grid (480 steps; fitted on at 160, 320 and 480 "

@@ -33,7 +33,11 @@ def test_the_fourth_grid_differs_from_every_other(practice):
 
 @pytest.mark.parametrize(
     ("name", "seed", "depth", "budget", "warmup"),
-    [("fifth", 5, 12, 800, 80), ("sixth", 6, 10, 640, 64)],
+    [
+        ("fifth", 5, 12, 800, 80),
+        ("sixth", 6, 10, 640, 64),
+        ("seventh", 7, 14, 560, 56),
+    ],
 )
 def test_the_later_grids_differ_from_every_other(
     practice, name, seed, depth, budget, warmup
