@@ -9,7 +9,7 @@ paired difference in log-loss, per case, is several standard errors below
 
 Usage:
     python benchmarks/verdict_cv.py                 # every feature, dropped
-    python benchmarks/verdict_cv.py --drop log_recover
+    python benchmarks/verdict_cv.py --drop log_budget
 """
 
 from __future__ import annotations

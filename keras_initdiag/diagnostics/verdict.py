@@ -38,13 +38,6 @@ apart. `EarlySteps` holds what the callback watched over `WATCH_STEPS` steps:
 - `step0_pending`: 1 when it raised a pending one (`pending.waits`: its kind is
   uncertain in the network's family for the training's budget, and it lies
   inside the certain band).
-- `log_recover`: log10 of the steps the readout (the last layer) would take,
-  at its median relative update per step `rho`, to bring a loss above the
-  chance level back to it: `above_chance / rho` (a network whose logits are
-  too large recovers by shrinking its readout; at a relative pace `rho` the
-  log of its scale falls by about `rho` a step). Inside `RECOVER_BOUNDS`;
-  its lower end for a loss at or under chance; unmeasured (NaN) without a
-  chance level or a readout that moves from a nonzero start.
 - `log_budget`: log10 of the training's steps over `CALIBRATION_BUDGET`,
   inside `BUDGET_RANGE` (the budgets fitted at). A slow starter may train
   by step 480 and not by step 160. Outside the range it counts as its
@@ -102,10 +95,6 @@ CALIBRATION_BUDGET = 160
 #: mid-schedule, stopped a healthy MobileNetV3Small: BENCHMARKS.md).
 BUDGET_RANGE = (160, 480)
 
-#: The steps `log_recover` reads, bounded: a loss at or under chance needs
-#: none (the lower end); a million steps is beyond any budget.
-RECOVER_BOUNDS = (1e-3, 1e6)
-
 FEATURES = (
     "level",
     "progress",
@@ -116,7 +105,6 @@ FEATURES = (
     "step0_certain",
     "step0_pending",
     "log_budget",
-    "log_recover",
 )
 
 
@@ -237,52 +225,7 @@ def features(early: EarlySteps) -> dict[str, float]:
         ),
         "step0_pending": float(bool(early.step0_pending)),
         "log_budget": log_budget(early.budget),
-        "log_recover": log_recover(
-            max(level, 0.0) if math.isfinite(level) else math.nan,
-            readout_pace(early),
-        ),
     }
-
-
-def readout_pace(early: EarlySteps) -> float:
-    """The readout's (the last layer's) median relative update per step.
-
-    Over the steps with a nonzero rate, as the other update features; NaN
-    for a readout that starts at zero (its ratio is about `1 / k` at step
-    `k` by construction) or without updates.
-
-    Example:
-    >>> early = EarlySteps([1.0] * 4, [0.1] * 4, {"a": [0.1] * 4, "out": [0.02] * 4})
-    >>> readout_pace(early)
-    0.02
-    """
-    names = list(early.update_ratios)
-    if not names or names[-1] in set(early.from_zero):
-        return math.nan
-    pace = np.asarray(early.update_ratios[names[-1]], dtype=np.float64)
-    rates = np.asarray(early.learning_rates, dtype=np.float64)[: len(pace)]
-    pace = pace[: len(rates)]
-    if (rates > 0).any():
-        pace = pace[rates > 0]
-    if not pace.size:
-        return math.nan
-    return float(np.median(np.nan_to_num(pace, nan=0.0)))
-
-
-def log_recover(above_chance: float, pace: float) -> float:
-    """The `log_recover` feature: log10 of `above_chance / pace` steps.
-
-    Example:
-    >>> log_recover(2.0, 0.01), log_recover(0.0, 0.01), log_recover(1.0, 0.0)
-    (2.3010299956639813, -3.0, 6.0)
-    """
-    if not (math.isfinite(above_chance) and math.isfinite(pace)):
-        return math.nan
-    low, high = RECOVER_BOUNDS
-    if above_chance <= 0:
-        return math.log10(low)
-    steps = above_chance / pace if pace > 0 else math.inf
-    return math.log10(min(max(steps, low), high))
 
 
 def log_budget(budget: int | None) -> float:
@@ -350,8 +293,6 @@ _REASONS = {
     "step0_certain": "step 0 flagged it",
     "step0_pending": "step 0 flagged it",
     "log_budget": "the training is short",
-    "log_recover": "at its pace the readout needs many steps to bring the loss "
-    "down to the chance level",
 }
 
 
@@ -418,13 +359,6 @@ def describe(early: EarlySteps, values: Mapping[str, float], failing: bool) -> s
             f"Compounded over depth the weights move "
             f"{10 ** values['log_trust']:.2g} per step; the slowest layer, {name}, "
             f"{medians[slowest]:.2g} of its weights per step."
-        )
-    recover = values.get("log_recover", math.nan)
-    if math.isfinite(recover) and recover > math.log10(RECOVER_BOUNDS[0]):
-        words.append(
-            f"At its pace ({readout_pace(early):.2g} of its weights per step) the "
-            f"readout would need about {10**recover:.2g} steps to bring the loss "
-            "back to the chance level."
         )
     if early.step0_flags:
         kinds = ", ".join(dict.fromkeys(early.step0_flags))

@@ -10,9 +10,7 @@ the order of its `FEATURES`.
 #: the first held-out grid at 160 steps, 1,064 runs; the fourth grid's 336
 #: runs at 160, 320 and 480 steps; 2,072 cases, their step-0 flags pending
 #: as `pending.waits` says for each budget; scored on the sixth held-out
-#: grid, at 640 steps; `log_recover` added since, by cross-validation on
-#: the same cases, `benchmarks/verdict_cv.py`, and scored on the seventh
-#: grid): each feature's mean and standard deviation there,
+#: grid, at 640 steps): each feature's mean and standard deviation there,
 #: and the coefficients of the standardized features.
 MEANS = {
     "level": -0.1973,
@@ -24,7 +22,6 @@ MEANS = {
     "step0_certain": 0.3033,
     "step0_pending": 0.1819,
     "log_budget": 0.1275,
-    "log_recover": -1.919,
 }
 SCALES = {
     "level": 1.349,
@@ -36,22 +33,20 @@ SCALES = {
     "step0_certain": 0.4597,
     "step0_pending": 0.3857,
     "log_budget": 0.1894,
-    "log_recover": 2.174,
 }
 COEFFICIENTS = {
-    "level": 1.079,
-    "progress": -1.229,
-    "log_trust": 1.149,
-    "log_slowest": -1.45,
-    "above_chance": -0.8838,
-    "over_trust": 0.1757,
-    "step0_certain": 1.842,
-    "step0_pending": 0.3143,
-    "log_budget": -0.5518,
-    "log_recover": 1.411,
+    "level": 3.437,
+    "progress": -0.7949,
+    "log_trust": 0.8365,
+    "log_slowest": -1.636,
+    "above_chance": -0.8369,
+    "over_trust": 0.2191,
+    "step0_certain": 1.777,
+    "step0_pending": 0.3249,
+    "log_budget": -0.4031,
 }
-INTERCEPT = -0.587
+INTERCEPT = -0.4778
 #: The risk at which a run is judged failing: the lowest at which the
 #: training runs' precision is at least 0.97 (a false "failing" can stop a
 #: good run).
-RISK_THRESHOLD = 0.7345
+RISK_THRESHOLD = 0.7121
