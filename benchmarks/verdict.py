@@ -45,6 +45,7 @@ import numpy as np
 HERE = pathlib.Path(__file__).parent
 sys.path.insert(0, str(HERE))
 import trainability as tr  # noqa: E402
+import zoo_gate  # noqa: E402
 
 from keras_initdiag.diagnostics import pending as waiting  # noqa: E402
 from keras_initdiag.diagnostics import verdict as vd  # noqa: E402
@@ -295,6 +296,10 @@ def fit(steps: int = vd.WATCH_STEPS) -> None:
     print(
         f"in-sample: AUC {roc_auc(scores, y):.3f}, precision "
         f"{y[called].mean():.3f}, recall {called[y].mean():.3f}"
+    )
+    model = (means, scales, coefficients, intercept)
+    print(
+        "\n".join(zoo_gate.lines(zoo_gate.judged(zoo_gate.model_risk(model), cut), cut))
     )
 
 

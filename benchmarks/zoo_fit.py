@@ -88,7 +88,7 @@ import numpy as np  # noqa: E402
 
 import keras_initdiag  # noqa: E402
 from keras_initdiag.diagnostics.rules import is_advisory  # noqa: E402
-from keras_initdiag.tensorboard.codec import verdict_json  # noqa: E402
+from keras_initdiag.tensorboard.codec import json_float, verdict_json  # noqa: E402
 
 HERE = pathlib.Path(__file__).parent
 OUTPUT = HERE / "results" / "zoo_fit.json"
@@ -319,7 +319,30 @@ def run_entry(entry, batch: int, steps_per_epoch: int, epochs: int, warmup: int)
         "loss_last_epoch": float(history.history["loss"][-1]),
         "loss_per_epoch": [float(v) for v in history.history["loss"]],
         "update_ratios": {k: float(v) for k, v in callback.update_ratios.items()},
+        "early_steps": _early_json(callback),
         "seconds": seconds,
+    }
+
+
+def _early_json(callback) -> dict | None:
+    """What the verdict read (`EarlyWatch.judged`), for `verdict.py`'s zoo
+    gate: a refit is judged on the zoo's own watched steps."""
+    watch = callback.binding.watch
+    early = None if watch is None else watch.judged
+    if early is None:
+        return None
+    return {
+        "losses": [json_float(v) for v in early.losses],
+        "learning_rates": [json_float(v) for v in early.learning_rates],
+        "update_ratios": {
+            name: [json_float(v) for v in values]
+            for name, values in early.update_ratios.items()
+        },
+        "chance_loss": json_float(early.chance_loss),
+        "step0_flags": list(early.step0_flags),
+        "step0_pending": list(early.step0_pending),
+        "from_zero": list(early.from_zero),
+        "budget": early.budget,
     }
 
 

@@ -96,6 +96,10 @@ def test_healthy_fit_gets_a_training_verdict_and_is_not_stopped():
     assert "training loss went from" in verdict.summary
     [report] = [r for r in callback.reports if r.verdict is not None]
     assert report.step == K and not any(f.kind == "verdict" for f in report.flags)
+    # What the verdict read is kept (the zoo gate judges refits on it).
+    judged = callback.binding.watch.judged
+    assert len(judged.losses) == len(judged.learning_rates) == K
+    assert vd.features(judged) == pytest.approx(verdict.features, nan_ok=True)
 
 
 def test_the_watch_waits_for_the_warmup():

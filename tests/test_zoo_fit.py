@@ -16,6 +16,7 @@ FIELDS = {
     "steps_run",
     "stopped",
     "diagnosed_steps",
+    "early_steps",
     "flags",
     "non_advisory",
     "advisory_count",
@@ -39,6 +40,7 @@ def test_quick_run_records_one_fit(tmp_path, capsys):
     # 12 steps, the watch starting half-way up a 4-step warmup: no verdict yet.
     printed = capsys.readouterr().out
     assert record["verdict"] is None and "none yet" in printed
+    assert record["early_steps"] is None  # nothing judged, nothing recorded
     assert record["model"] == "zero_head_mlp"
     assert record["optimizer"].startswith("SGD(momentum 0.9) peak 0.00625")
     assert record["steps_planned"] == 12

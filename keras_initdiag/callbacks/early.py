@@ -122,6 +122,7 @@ class EarlyWatch:
         self.first: int | None = None  # the step of the first report held
         self.from_zero: list[str] = []  # main weights all zero at that step
         self.verdict: Verdict | None = None
+        self.judged: vd.EarlySteps | None = None  # what the verdict read
         self.budget: int | None = None  # steps of the whole training, if known
         # (steps into the epoch, running mean of its loss) at the last batch end
         self._seen = (0, None)
@@ -298,6 +299,7 @@ class EarlyWatch:
             from_zero=self.from_zero,
             budget=self.budget,
         )
+        self.judged = early
         self.verdict = vd.judge(early, step, self.start, self.pending)
         return self.verdict
 

@@ -1,0 +1,131 @@
+"""The zoo's published models as a gate on the early verdict's fit.
+
+A false alarm on a published architecture is a bug, and the grids the
+verdict is fitted on are not the zoo: a feature that the grids reward can
+stop a published model that trains (the readout's pace stopped ConvNeXtTiny
+and EfficientNetB0: BENCHMARKS.md). `zoo_fit.py` records, per model, the
+steps its verdict read (`EarlyWatch.judged`: each watched step's loss,
+rate and per-layer relative update, the step-0 flags, the budget); here a
+verdict model, the installed one or a refit's, is judged on those steps.
+`verdict.py fit` prints the gate; `tests/test_zoo_gate.py` holds the
+installed verdict to it.
+
+A zoo model trains when the training loss of the last epoch it ran is
+below that of its first batch (`zoo_fit.py` trains 80 steps; ResNet50 and
+MobileNetV2, whose loss rises at that scale with their recipes, are the
+two that do not).
+
+Usage:
+    python benchmarks/zoo_gate.py     # the installed verdict on the zoo
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import sys
+
+import numpy as np
+
+HERE = pathlib.Path(__file__).parent
+
+from keras_initdiag.diagnostics import verdict as vd  # noqa: E402
+
+ZOO_FIT = HERE / "results" / "zoo_fit.json"
+
+
+def _number(value) -> float:
+    return float(value)  # "nan" / "inf" strings parse as floats too
+
+
+def records(path: pathlib.Path = ZOO_FIT) -> list[dict]:
+    """The zoo runs that recorded the steps their verdict read."""
+    runs = json.loads(path.read_text())["records"]
+    return [r for r in runs if r.get("early_steps")]
+
+
+def trains(record: dict) -> bool:
+    """Whether the run's loss fell: last epoch run below its first batch."""
+    return record["loss_last_epoch"] < record["loss_first_batch"]
+
+
+def early_steps(record: dict) -> vd.EarlySteps:
+    """The watched steps of a zoo run, as its verdict read them."""
+    early = record["early_steps"]
+    return vd.EarlySteps(
+        losses=[_number(v) for v in early["losses"]],
+        learning_rates=[_number(v) for v in early["learning_rates"]],
+        update_ratios={
+            name: [_number(v) for v in values]
+            for name, values in early["update_ratios"].items()
+        },
+        chance_loss=_number(early["chance_loss"]),
+        step0_flags=early["step0_flags"],
+        step0_pending=early["step0_pending"],
+        from_zero=early["from_zero"],
+        budget=early["budget"],
+    )
+
+
+def judged(risk_of, threshold: float, path: pathlib.Path = ZOO_FIT) -> list[tuple]:
+    """`(model, trains, risk, failing)` for each zoo run, by `risk_of`.
+
+    Args:
+        risk_of: `EarlySteps -> risk` (a non-finite run is failing anyway).
+        threshold: The risk at which a run is judged failing.
+        path: The `zoo_fit.py` results.
+    """
+    out = []
+    for record in records(path):
+        early = early_steps(record)
+        risk = risk_of(early) if early.finite else 1.0
+        out.append((record["model"], trains(record), risk, risk >= threshold))
+    return out
+
+
+def installed_risk(early: vd.EarlySteps) -> float:
+    """The installed verdict's risk."""
+    return vd.risk(vd.features(early))
+
+
+def model_risk(model, names=vd.FEATURES):
+    """`risk_of` for a fitted `(means, scales, coefficients, intercept)`."""
+    means, scales, coefficients, intercept = model
+
+    def risk_of(early: vd.EarlySteps) -> float:
+        values = vd.features(early)
+        x = np.asarray([values[n] for n in names], dtype=np.float64)
+        z = np.nan_to_num((x - means) / scales, nan=0.0)
+        return float(1.0 / (1.0 + math.exp(-(intercept + z @ coefficients))))
+
+    return risk_of
+
+
+def lines(rows: list[tuple], threshold: float) -> list[str]:
+    """The gate in words: every zoo run, and the trained ones it would stop."""
+    out = [f"zoo gate (threshold {threshold:.4g}):"]
+    for name, ok, risk, failing in rows:
+        verdict = "failing" if failing else "training"
+        out.append(
+            f"  {name:28s} {'trains' if ok else 'loss rises'}: risk {risk:.3f} "
+            f"({risk - threshold:+.3f}) {verdict}"
+        )
+    stopped = [name for name, ok, _, failing in rows if ok and failing]
+    out.append(
+        "  STOPS ZOO MODELS THAT TRAIN: " + ", ".join(stopped)
+        if stopped
+        else "  stops no zoo model that trains"
+    )
+    return out
+
+
+def main() -> int:
+    """Print the installed verdict's gate; exit 1 if it stops a trained run."""
+    rows = judged(installed_risk, vd.RISK_THRESHOLD)
+    print("\n".join(lines(rows, vd.RISK_THRESHOLD)))
+    return int(any(ok and failing for _, ok, _, failing in rows))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

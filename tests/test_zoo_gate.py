@@ -1,0 +1,57 @@
+"""The zoo gate: the early verdict must stop no published model that trains.
+
+`benchmarks/zoo_fit.py` records the steps each zoo model's verdict read; the
+gate judges any verdict model on them. These tests hold the installed
+verdict to the committed records.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import load_script
+
+from keras_initdiag.diagnostics import verdict as vd
+
+
+@pytest.fixture(scope="module")
+def gate():
+    return load_script("benchmarks/zoo_gate.py")
+
+
+def test_the_gate_reads_what_the_live_verdict_read(gate):
+    """Offline, from the recorded steps, the risk is the callback's own: the
+    gate judges exactly what the verdict judged during the fit."""
+    runs = gate.records()
+    assert len(runs) >= 10  # every zoo model the verdict reached
+    for record in runs:
+        early = gate.early_steps(record)
+        assert gate.installed_risk(early) == pytest.approx(
+            record["verdict"]["risk"], rel=1e-6, abs=1e-9
+        ), record["model"]
+
+
+def test_the_installed_verdict_stops_no_zoo_model_that_trains(gate):
+    """A false alarm on a published architecture is a bug: every zoo model
+    whose loss falls is judged training; the two whose loss rises at this
+    scale with their recipes (ResNet50, MobileNetV2) are judged failing."""
+    rows = gate.judged(gate.installed_risk, vd.RISK_THRESHOLD)
+    trained = {name: failing for name, ok, _, failing in rows if ok}
+    rising = {name: failing for name, ok, _, failing in rows if not ok}
+    assert len(trained) >= 8 and not any(trained.values()), trained
+    assert set(rising) == {"resnet50", "mobilenet_v2"} and all(rising.values())
+    assert "stops no zoo model that trains" in "\n".join(
+        gate.lines(rows, vd.RISK_THRESHOLD)
+    )
+
+
+def test_the_gate_catches_a_fit_that_stops_a_model_that_trains(gate):
+    """A refit whose risk is high everywhere (here: a large intercept) is
+    named by the gate: it cannot pass silently."""
+    k = len(vd.FEATURES)
+    reckless = (np.zeros(k), np.ones(k), np.zeros(k), 5.0)
+    rows = gate.judged(gate.model_risk(reckless), vd.RISK_THRESHOLD)
+    assert all(failing for _, _, _, failing in rows)
+    assert "STOPS ZOO MODELS THAT TRAIN" in "\n".join(
+        gate.lines(rows, vd.RISK_THRESHOLD)
+    )
