@@ -255,14 +255,20 @@ class _Losses(keras.callbacks.Callback):
             self.first = float((logs or {}).get("loss", float("nan")))
 
 
-def run_entry(entry, batch: int, steps_per_epoch: int, epochs: int, warmup: int):
-    """Train one zoo entry with its recipe and the callback; its record."""
-    keras.utils.set_random_seed(0)
+def run_entry(
+    entry, batch: int, steps_per_epoch: int, epochs: int, warmup: int, seed: int = 0
+):
+    """Train one zoo entry with its recipe and the callback; its record.
+
+    `seed` draws the weights, the data, the probe and the task (0: the
+    published run).
+    """
+    keras.utils.set_random_seed(seed)
     recipe = recipe_for(entry.name, batch)
     n = batch * steps_per_epoch
-    x, _ = entry.data(np.random.default_rng(0), n)
-    x_probe, _ = entry.data(np.random.default_rng(1), PROBE)
-    task = Task(recipe.label, x)
+    x, _ = entry.data(np.random.default_rng(2 * seed), n)
+    x_probe, _ = entry.data(np.random.default_rng(2 * seed + 1), PROBE)
+    task = Task(recipe.label, x, seed=seed)
     y, y_probe = task(x), task(x_probe)
     steps = steps_per_epoch * epochs
     model = entry.build()
@@ -405,6 +411,11 @@ def thin_margins(records: list[dict]) -> list[str]:
     ]
 
 
+def output_for(seed: int) -> pathlib.Path:
+    """The results file of `seed`: `zoo_fit.json` for 0, else `zoo_fit_seed<k>`."""
+    return OUTPUT if seed == 0 else OUTPUT.with_name(f"zoo_fit_seed{seed}.json")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 models, 12 steps")
@@ -412,7 +423,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--only", action="append", metavar="NAME", help="a zoo entry (repeatable)"
     )
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--output", default=str(OUTPUT))
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="weights, data, probe and task (0: the published run)",
+    )
+    parser.add_argument(
+        "--output", help="default: results/zoo_fit.json, zoo_fit_seed<k>.json"
+    )
     return parser.parse_args(argv)
 
 
@@ -431,7 +450,9 @@ def main(argv=None) -> dict:
     records = []
     for entry in entries:
         print(f"== {entry.name}", flush=True)
-        records.append(run_entry(entry, args.batch, steps_per_epoch, epochs, warmup))
+        records.append(
+            run_entry(entry, args.batch, steps_per_epoch, epochs, warmup, args.seed)
+        )
         print(table(records[-1:]).splitlines()[-1], flush=True)
     results = {
         "config": {
@@ -439,6 +460,7 @@ def main(argv=None) -> dict:
             "steps_per_epoch": steps_per_epoch,
             "epochs": epochs,
             "warmup_steps": warmup,
+            "seed": args.seed,
             "update_freq": 10,
             "probe_samples": PROBE,
             "keras": keras.__version__,
@@ -446,7 +468,7 @@ def main(argv=None) -> dict:
         },
         "records": records,
     }
-    output = pathlib.Path(args.output)
+    output = pathlib.Path(args.output or output_for(args.seed))
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=1, default=float) + "\n")
     print(table(records))

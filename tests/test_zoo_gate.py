@@ -32,14 +32,16 @@ def test_the_gate_reads_what_the_live_verdict_read(gate):
 
 
 def test_the_installed_verdict_stops_no_zoo_model_that_trains(gate):
-    """A false alarm on a published architecture is a bug: every zoo model
-    whose loss falls is judged training; the two whose loss rises at this
+    """A false alarm on a published architecture is a bug: every zoo run
+    that ends better than guessing, on every recorded seed, is judged
+    training; on the published run (seed 0) the two whose loss rises at this
     scale with their recipes (ResNet50, MobileNetV2) are judged failing."""
     rows = gate.judged(gate.installed_risk, vd.RISK_THRESHOLD)
-    trained = {name: failing for name, ok, _, failing in rows if ok}
-    rising = {name: failing for name, ok, _, failing in rows if not ok}
+    trained = {name: failing for name, how, _, failing in rows if how == "trains"}
     assert len(trained) >= 8 and not any(trained.values()), trained
-    assert set(rising) == {"resnet50", "mobilenet_v2"} and all(rising.values())
+    published = gate.judged(gate.installed_risk, vd.RISK_THRESHOLD, [gate.ZOO_FIT])
+    rising = {name: failing for name, how, _, failing in published if how == "fails"}
+    assert rising == {"resnet50": True, "mobilenet_v2": True}
     assert "stops no zoo model that trains" in "\n".join(
         gate.lines(rows, vd.RISK_THRESHOLD)
     )
