@@ -45,18 +45,36 @@ def files() -> list[pathlib.Path]:
     return [ZOO_FIT, *sorted(ZOO_FIT.parent.glob("zoo_fit_seed*.json"))]
 
 
-def records(paths: list[pathlib.Path] | None = None) -> list[dict]:
-    """The zoo runs that recorded the steps their verdict read, each with
-    `"run"`: its model's name, and its seed when not 0."""
+def runs(paths: list[pathlib.Path] | None = None) -> list[dict]:
+    """Every zoo run, each with `"run"`: its model's name, and its seed when
+    not 0."""
     out = []
     for path in files() if paths is None else paths:
         results = json.loads(path.read_text())
         seed = results["config"].get("seed", 0)
         for record in results["records"]:
-            if record.get("early_steps"):
-                run = record["model"] + (f" (seed {seed})" if seed else "")
-                out.append({**record, "run": run})
+            run = record["model"] + (f" (seed {seed})" if seed else "")
+            out.append({**record, "run": run})
     return out
+
+
+def records(paths: list[pathlib.Path] | None = None) -> list[dict]:
+    """The zoo runs that recorded the steps their verdict read."""
+    return [r for r in runs(paths) if r.get("early_steps")]
+
+
+def stopped_before_the_verdict(paths=None) -> dict[str, list[str]]:
+    """Runs that a step-0 flag stopped (no verdict to judge): run -> kinds.
+
+    Not the verdict's doing, so not part of the gate on a fit; listed
+    beside it, since a published model stopped at step 0 is a false alarm
+    too.
+    """
+    return {
+        r["run"]: sorted({f["kind"] for f in r["non_advisory"] if f["step"] == 0})
+        for r in runs(paths)
+        if r["stopped"] and not r.get("early_steps")
+    }
 
 
 def outcome(record: dict) -> str:
@@ -148,6 +166,8 @@ def main() -> int:
     """Print the installed verdict's gate; exit 1 if it stops a trained run."""
     rows = judged(installed_risk, vd.RISK_THRESHOLD)
     print("\n".join(lines(rows, vd.RISK_THRESHOLD)))
+    for run, kinds in stopped_before_the_verdict().items():
+        print(f"  stopped at step 0, before any verdict: {run} ({', '.join(kinds)})")
     return int(any(how == "trains" and failing for _, how, _, failing in rows))
 
 
