@@ -232,6 +232,18 @@ def predict(x, means, scales, coefficients, intercept) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-(intercept + z @ coefficients)))
 
 
+def model_risk(model, names=vd.FEATURES):
+    """`EarlySteps -> risk` of a fitted `(means, scales, coefficients,
+    intercept)` (`predict` on `vd.features`): a refit judged on the zoo's
+    steps (`zoo_gate.judged`)."""
+
+    def risk_of(early: vd.EarlySteps) -> float:
+        values = vd.features(early)
+        return float(predict(np.asarray([[values[n] for n in names]]), *model)[0])
+
+    return risk_of
+
+
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     """The probability that a failed run scores above a trained one (ties 1/2)."""
     pos, neg = scores[labels], scores[~labels]
@@ -298,9 +310,7 @@ def fit(steps: int = vd.WATCH_STEPS) -> None:
         f"{y[called].mean():.3f}, recall {called[y].mean():.3f}"
     )
     model = (means, scales, coefficients, intercept)
-    print(
-        "\n".join(zoo_gate.lines(zoo_gate.judged(zoo_gate.model_risk(model), cut), cut))
-    )
+    print("\n".join(zoo_gate.lines(zoo_gate.judged(model_risk(model), cut), cut)))
 
 
 def choose_k() -> None:

@@ -23,21 +23,14 @@ Usage:
 from __future__ import annotations
 
 import json
-import math
 import pathlib
 import sys
-
-import numpy as np
 
 HERE = pathlib.Path(__file__).parent
 
 from keras_initdiag.diagnostics import verdict as vd  # noqa: E402
 
 ZOO_FIT = HERE / "results" / "zoo_fit.json"
-
-
-def _number(value) -> float:
-    return float(value)  # "nan" / "inf" strings parse as floats too
 
 
 def files() -> list[pathlib.Path]:
@@ -86,7 +79,7 @@ def outcome(record: dict) -> str:
     falling but still above chance (it may train given more steps, or not).
     """
     last, first = record["loss_last_epoch"], record["loss_first_batch"]
-    chance = _number(record["early_steps"]["chance_loss"])
+    chance = float(record["early_steps"]["chance_loss"])
     if last >= first:
         return "fails"
     return "trains" if last < chance else "undecided"
@@ -94,15 +87,15 @@ def outcome(record: dict) -> str:
 
 def early_steps(record: dict) -> vd.EarlySteps:
     """The watched steps of a zoo run, as its verdict read them."""
-    early = record["early_steps"]
+    early = record["early_steps"]  # `json_float`'s "nan"/"inf" parse as floats
     return vd.EarlySteps(
-        losses=[_number(v) for v in early["losses"]],
-        learning_rates=[_number(v) for v in early["learning_rates"]],
+        losses=[float(v) for v in early["losses"]],
+        learning_rates=[float(v) for v in early["learning_rates"]],
         update_ratios={
-            name: [_number(v) for v in values]
+            name: [float(v) for v in values]
             for name, values in early["update_ratios"].items()
         },
-        chance_loss=_number(early["chance_loss"]),
+        chance_loss=float(early["chance_loss"]),
         step0_flags=early["step0_flags"],
         step0_pending=early["step0_pending"],
         from_zero=early["from_zero"],
@@ -114,7 +107,8 @@ def judged(risk_of, threshold: float, paths=None) -> list[tuple]:
     """`(run, outcome, risk, failing)` for each zoo run, by `risk_of`.
 
     Args:
-        risk_of: `EarlySteps -> risk` (a non-finite run is failing anyway).
+        risk_of: `EarlySteps -> risk` (a non-finite run is failing anyway):
+            `installed_risk`, or a refit's (`verdict.py`'s `model_risk`).
         threshold: The risk at which a run is judged failing.
         paths: The `zoo_fit.py` results (default: every seed's, `files`).
     """
@@ -129,19 +123,6 @@ def judged(risk_of, threshold: float, paths=None) -> list[tuple]:
 def installed_risk(early: vd.EarlySteps) -> float:
     """The installed verdict's risk."""
     return vd.risk(vd.features(early))
-
-
-def model_risk(model, names=vd.FEATURES):
-    """`risk_of` for a fitted `(means, scales, coefficients, intercept)`."""
-    means, scales, coefficients, intercept = model
-
-    def risk_of(early: vd.EarlySteps) -> float:
-        values = vd.features(early)
-        x = np.asarray([values[n] for n in names], dtype=np.float64)
-        z = np.nan_to_num((x - means) / scales, nan=0.0)
-        return float(1.0 / (1.0 + math.exp(-(intercept + z @ coefficients))))
-
-    return risk_of
 
 
 def lines(rows: list[tuple], threshold: float) -> list[str]:
