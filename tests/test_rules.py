@@ -12,6 +12,7 @@ import pytest
 from keras_initdiag.diagnostics import signal
 from keras_initdiag.diagnostics.report import DiagnosticReport, Flag, LayerInfo
 from keras_initdiag.diagnostics.rules import Thresholds, expected_variance, judge
+from keras_initdiag.diagnostics.rules.units import chance_dead
 
 NAN = math.nan
 WIDTH = 100
@@ -434,6 +435,69 @@ def test_dead_is_flagged_where_units_die_first():
     flags = [f for f in judge(chain([1.0] * 6, extra=extra)) if f.kind == "dead"]
     assert [f.layer for f in flags] == ["d2"]
     assert "3 later layer(s) inherit it" in flags[0].message
+
+
+def test_chance_dead_is_the_fair_coin_tail():
+    # P(Binomial(n, 1/2) >= k): 37/256 for 6 of 8, 1/16 for 4 of 4.
+    assert chance_dead(8, 6) == pytest.approx(37 / 256)
+    assert chance_dead(4, 4) == pytest.approx(1 / 16)
+    assert chance_dead(8, 0) == 1.0
+    assert chance_dead(0, 0) == 1.0
+    assert chance_dead(64, 50) == pytest.approx(
+        sum(math.comb(64, k) for k in range(50, 65)) / 2**64
+    )
+
+
+@pytest.mark.parametrize(
+    ("units", "fraction", "flagged"),
+    [
+        (8, 0.75, False),  # 6 of 8: 0.145 by luck alone
+        (8, 1.0, True),  # 8 of 8: 0.0039
+        (32, 0.5, False),  # 16 of 32: 0.57
+        (32, 0.75, True),  # 24 of 32: 0.0035
+        (0, 0.5, True),  # width unknown: the fraction alone
+    ],
+)
+def test_dead_at_step_0_needs_more_than_a_symmetric_draw_makes(
+    units, fraction, flagged
+):
+    d0 = node("d0", ["x"], units=units)
+    report = chain([1.0, 1.0], extra={"d0": {"dead_fraction": fraction}})
+    report.info["d0"] = d0
+    found = [f.layer for f in judge(report) if f.kind == "dead"]
+    assert found == (["d0"] if flagged else [])
+
+
+def test_dead_after_step_0_is_judged_by_the_fraction_alone():
+    report = chain([1.0, 1.0], extra={"d0": {"dead_fraction": 0.75}})
+    report.info["d0"] = node("d0", ["x"], units=8)
+    later = dataclasses.replace(report, step=100)
+    assert [f.layer for f in judge(later) if f.kind == "dead"] == ["d0"]
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "hard_sigmoid"])
+def test_a_gate_offset_is_no_vanishing_gradient(activation):
+    # A sigmoid gate in its linear range: Var(phi(z)) = phi'(0)^2 Var(z) and
+    # dL/dz = phi'(0) dL/dphi, so variance x gradient energy is unchanged
+    # (here 1e-4 x 1e4 = 1, as at d0). Its E[x^2] is the offset's 0.25: by
+    # second moments the gradient would seem to fall 2501x over one layer.
+    gate = node("d1", ["d0"], activation=activation)
+    report = chain(
+        [1.0, 1e-4, 1.0],
+        grads=[1.0, 100.0, None],
+        extra={"d1": {"activation_mean": 0.5}},
+        info={"d1": gate},
+    )
+    assert signal.backward(report).gain["d0"] == pytest.approx(1.0)
+    assert kinds(report) == []
+    plain = chain(
+        [1.0, 1e-4, 1.0],
+        grads=[1.0, 100.0, None],
+        extra={"d1": {"activation_mean": 0.5}},
+        info={"d1": node("d1", ["d0"], activation="tanh")},
+    )
+    assert signal.backward(plain).gain["d0"] == pytest.approx(1 / 2501)
+    assert kinds(plain) != []
 
 
 def test_nonfinite_names_first_layer_in_forward_order():
