@@ -89,6 +89,12 @@ SIXTH_WARMUP = 64
 SEVENTH = {"seed": 7, "task_seed": 7, "depths": (14,)}
 SEVENTH_BUDGET = 560
 SEVENTH_WARMUP = 56
+#: The eighth held-out grid: seed and task 8, depth 16, 720 steps (45
+#: epochs, warmup 72). Recorded before any verdict change of the ninth
+#: session was chosen, to be read only to score it. 168 networks.
+EIGHTH = {"seed": 8, "task_seed": 8, "depths": (16,)}
+EIGHTH_BUDGET = 720
+EIGHTH_WARMUP = 72
 #: Each grid's configs, budget, warmup and records.
 GRIDS = {
     "practice": (FOURTH, BUDGET, WARMUP, OUT),
@@ -100,6 +106,7 @@ GRIDS = {
         SEVENTH_WARMUP,
         tr.RESULTS / "seventh_runs.jsonl",
     ),
+    "eighth": (EIGHTH, EIGHTH_BUDGET, EIGHTH_WARMUP, tr.RESULTS / "eighth_runs.jsonl"),
 }
 
 
@@ -213,6 +220,11 @@ JUDGES = {
         tr.RESULTS / "seventh_judge.md",
         "Seventh held-out grid (never used to fit or to choose anything)",
         (6, 10, 20, 30, 35),
+    ),
+    "eighth": (
+        tr.RESULTS / "eighth_judge.md",
+        "Eighth held-out grid (never used to fit or to choose anything)",
+        (6, 10, 20, 30, 45),
     ),
 }
 

@@ -73,6 +73,9 @@ SIXTH = HERE / "results" / "sixth_runs.jsonl"
 #: The seventh held-out grid (`practice.py train --grid seventh`): 560
 #: steps; recorded before `log_recover` was chosen and read only to score it.
 SEVENTH = HERE / "results" / "seventh_runs.jsonl"
+#: The eighth held-out grid (`practice.py train --grid eighth`): 720 steps,
+#: depth 16; recorded before any verdict change of its session was chosen.
+EIGHTH = HERE / "results" / "eighth_runs.jsonl"
 #: What the verdict's step-0 rules (`pending`) and the loss-only baseline's
 #: budget-free part were derived from: the calibration grid and the first
 #: held-out grid (held out for the first fit, whose scores BENCHMARKS.md
@@ -394,10 +397,12 @@ def table(title: str, records: list[dict], baseline_model, baseline_cut) -> list
 
 def score() -> None:
     """Score the module's verdict on every grid; write `JUDGE`."""
-    order = (SEVENTH, SIXTH, FIFTH, HELDOUT3, HELDOUT2, PRACTICE, *TRAINING)
+    order = (EIGHTH, SEVENTH, SIXTH, FIFTH, HELDOUT3, HELDOUT2, PRACTICE, *TRAINING)
     grids = {path: load(path) for path in order if path.exists()}
     baseline_model, baseline_cut = baseline()
     titles = {
+        EIGHTH: "Eighth held-out grid (720 steps; never used to fit or to "
+        "choose anything)",
         SEVENTH: "Seventh held-out grid (560 steps; never used to fit or to "
         "choose anything)",
         SIXTH: "Sixth held-out grid (640 steps; never fitted on; read before "
