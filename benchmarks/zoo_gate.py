@@ -57,7 +57,8 @@ def records(paths: list[pathlib.Path] | None = None) -> list[dict]:
 
 
 def stopped_before_the_verdict(paths=None) -> dict[str, list[str]]:
-    """Runs that a step-0 flag stopped (no verdict to judge): run -> kinds.
+    """Runs that a step-0 flag would stop (`on_flag="stop"` acts before any
+    verdict): run -> kinds.
 
     Not the verdict's doing, so not part of the gate on a fit; listed
     beside it, since a published model stopped at step 0 is a false alarm
@@ -66,13 +67,13 @@ def stopped_before_the_verdict(paths=None) -> dict[str, list[str]]:
     return {
         r["run"]: sorted({f["kind"] for f in r["non_advisory"] if f["step"] == 0})
         for r in runs(paths)
-        if r["stopped"] and not r.get("early_steps")
+        if r["acted_at"] == 0
     }
 
 
 def outcome(record: dict) -> str:
-    """How the run went, by the loss of the last epoch it ran (`zoo_fit.py`
-    stops runs the verdict judges failing, so this is what the user saw).
+    """How the run went, by the loss of its last epoch (`zoo_fit.py` runs
+    every fit to its end, also where `on_flag="stop"` would have stopped it).
 
     `"trains"`: below its first batch and below the chance level (better
     than guessing); `"fails"`: at or above its first batch; `"undecided"`:

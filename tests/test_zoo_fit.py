@@ -15,6 +15,7 @@ FIELDS = {
     "steps_planned",
     "steps_run",
     "stopped",
+    "acted_at",
     "diagnosed_steps",
     "early_steps",
     "flags",
@@ -45,6 +46,9 @@ def test_quick_run_records_one_fit(tmp_path, capsys):
     assert record["optimizer"].startswith("SGD(momentum 0.9) peak 0.00625")
     assert record["steps_planned"] == 12
     assert record["stopped"] == (record["steps_run"] < 12)
+    assert not record["stopped"]  # on_flag="warn": the fit runs to its end
+    steps = [f["step"] for f in record["non_advisory"]]
+    assert record["acted_at"] == (min(steps) if steps else None)
     # Step 0, the update-ratio diagnosis, every 10 steps, the last step.
     assert record["diagnosed_steps"][0] == 0 and 10 in record["diagnosed_steps"]
     assert record["update_ratios"]
