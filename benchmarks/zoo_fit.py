@@ -98,9 +98,13 @@ import numpy as np  # noqa: E402
 
 import keras_initdiag  # noqa: E402
 from keras_initdiag.diagnostics.rules import is_advisory  # noqa: E402
-from keras_initdiag.tensorboard.codec import json_float, verdict_json  # noqa: E402
+from keras_initdiag.tensorboard.codec import verdict_json  # noqa: E402
 
 HERE = pathlib.Path(__file__).parent
+sys.path.insert(0, str(HERE))  # the sibling scripts, also when imported
+
+import zoo_gate  # noqa: E402
+
 OUTPUT = HERE / "results" / "zoo_fit.json"
 #: Entries run by `--quick`.
 QUICK = ("zero_head_mlp", "ids_and_features")
@@ -353,21 +357,7 @@ def _early_json(callback) -> dict | None:
     gate: a refit is judged on the zoo's own watched steps."""
     watch = callback.binding.watch
     early = None if watch is None else watch.judged
-    if early is None:
-        return None
-    return {
-        "losses": [json_float(v) for v in early.losses],
-        "learning_rates": [json_float(v) for v in early.learning_rates],
-        "update_ratios": {
-            name: [json_float(v) for v in values]
-            for name, values in early.update_ratios.items()
-        },
-        "chance_loss": json_float(early.chance_loss),
-        "step0_flags": list(early.step0_flags),
-        "step0_pending": list(early.step0_pending),
-        "from_zero": list(early.from_zero),
-        "budget": early.budget,
-    }
+    return None if early is None else zoo_gate.early_json(early)
 
 
 # -- output ----------------------------------------------------------------------

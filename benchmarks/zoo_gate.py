@@ -29,6 +29,7 @@ import sys
 HERE = pathlib.Path(__file__).parent
 
 from keras_initdiag.diagnostics import verdict as vd  # noqa: E402
+from keras_initdiag.tensorboard.codec import json_float  # noqa: E402
 
 ZOO_FIT = HERE / "results" / "zoo_fit.json"
 
@@ -86,8 +87,31 @@ def outcome(record: dict) -> str:
     return "trains" if last < chance else "undecided"
 
 
+def early_json(early: vd.EarlySteps) -> dict:
+    """`EarlySteps` as JSON (`zoo_fit.py` records it; `early_steps` reads it).
+
+    Example:
+    >>> early_json(vd.EarlySteps([2.0], [0.1], {"d": [float("nan")]}))["update_ratios"]
+    {'d': ['nan']}
+    """
+    return {
+        "losses": [json_float(v) for v in early.losses],
+        "learning_rates": [json_float(v) for v in early.learning_rates],
+        "update_ratios": {
+            name: [json_float(v) for v in values]
+            for name, values in early.update_ratios.items()
+        },
+        "chance_loss": json_float(early.chance_loss),
+        "step0_flags": list(early.step0_flags),
+        "step0_pending": list(early.step0_pending),
+        "from_zero": list(early.from_zero),
+        "budget": early.budget,
+    }
+
+
 def early_steps(record: dict) -> vd.EarlySteps:
-    """The watched steps of a zoo run, as its verdict read them."""
+    """The watched steps of a zoo run, as its verdict read them (the inverse
+    of `early_json`)."""
     early = record["early_steps"]  # `json_float`'s "nan"/"inf" parse as floats
     return vd.EarlySteps(
         losses=[float(v) for v in early["losses"]],
