@@ -243,7 +243,7 @@ class InitDiagnostics(keras.callbacks.Callback):
         self._bind()
         self.schedule.begin_fit()
         self.binding.start_watching(self.model, self._step())
-        self.binding.give_budget(self.budget or self._fit_budget)
+        self._give_budget()
         self._diagnose(first=True)
         if self.batch_gradients:
             self.binding.start_recorder(self.model, self.actor.warn_once)
@@ -282,7 +282,11 @@ class InitDiagnostics(keras.callbacks.Callback):
         if not self._epoch_seen:
             self._epoch_seen = True
             self._fit_budget = fit_budget(self.params, self._fit_start, epoch)
-            self.binding.give_budget(self.budget or self._fit_budget)
+            self._give_budget()
+
+    def _give_budget(self):
+        """The training's budget to the watch: the user's, else the fit's."""
+        self.binding.give_budget(self.budget or self._fit_budget)
 
     def on_epoch_end(self, epoch, logs=None):
         """Diagnose after every epoch with `update_freq="epoch"`; fill `logs`.
