@@ -95,6 +95,13 @@ SEVENTH_WARMUP = 56
 EIGHTH = {"seed": 8, "task_seed": 8, "depths": (16,)}
 EIGHTH_BUDGET = 720
 EIGHTH_WARMUP = 72
+#: The ninth held-out grid: seed and task 9, depth 20, 560 steps (35
+#: epochs, warmup 56). Recorded at the end of the ninth session and left
+#: unread, to score the next verdict change (BENCHMARKS.md "What to do
+#: next"). 168 networks.
+NINTH = {"seed": 9, "task_seed": 9, "depths": (20,)}
+NINTH_BUDGET = 560
+NINTH_WARMUP = 56
 #: Each grid's configs, budget, warmup and records.
 GRIDS = {
     "practice": (FOURTH, BUDGET, WARMUP, OUT),
@@ -107,6 +114,7 @@ GRIDS = {
         tr.RESULTS / "seventh_runs.jsonl",
     ),
     "eighth": (EIGHTH, EIGHTH_BUDGET, EIGHTH_WARMUP, tr.RESULTS / "eighth_runs.jsonl"),
+    "ninth": (NINTH, NINTH_BUDGET, NINTH_WARMUP, tr.RESULTS / "ninth_runs.jsonl"),
 }
 
 
@@ -225,6 +233,11 @@ JUDGES = {
         tr.RESULTS / "eighth_judge.md",
         "Eighth held-out grid (never used to fit or to choose anything)",
         (6, 10, 20, 30, 45),
+    ),
+    "ninth": (
+        tr.RESULTS / "ninth_judge.md",
+        "Ninth held-out grid (never used to fit or to choose anything)",
+        (6, 10, 20, 30, 35),
     ),
 }
 
