@@ -76,7 +76,9 @@ class Thresholds:
         exploding_absolute: An activation variance above this is exploding
             whatever the depth. Defaults to `1e12`.
         dead: Flag "dead" when at least this fraction of a layer's units is
-            constant over the probe batch. Defaults to `0.5`.
+            constant over the probe batch (at step 0, and when more units
+            are dead than a symmetric random draw makes by chance:
+            `rules.units.chance_dead`). Defaults to `0.5`.
         saturation: Flag "saturation" when at least this fraction of a bounded
             activation's outputs sits at its limits. Defaults to `0.5`.
         symmetry: Flag "symmetry" when at least this fraction of a layer's
