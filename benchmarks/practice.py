@@ -70,51 +70,37 @@ FOURTH = {"seed": 4, "task_seed": 4, "depths": (8, 18)}
 BUDGET = 480
 #: Steps of linear warmup from a rate of 0: a tenth of the budget.
 WARMUP = 48
-#: The fifth held-out grid: another seed and task, one depth (12), and a
-#: budget no verdict was fitted at (800 steps, 50 epochs; warmup a tenth of
-#: it). 168 networks, ~35 min on 2 cores. Recorded
-#: to score a budget-aware verdict fitted on the others.
-FIFTH = {"seed": 5, "task_seed": 5, "depths": (12,)}
-FIFTH_BUDGET = 800
-FIFTH_WARMUP = 80
-#: The sixth held-out grid: seed and task 6, depth 10, 640 steps (40
-#: epochs, warmup 64). Recorded after the fifth was read, to score what was
-#: changed after it (budget-aware step-0 kinds). 168 networks, ~25 min.
-SIXTH = {"seed": 6, "task_seed": 6, "depths": (10,)}
-SIXTH_BUDGET = 640
-SIXTH_WARMUP = 64
-#: The seventh held-out grid: seed and task 7, depth 14, 560 steps (35
-#: epochs, warmup 56). Recorded before the verdict's second look was
-#: fitted (on the grids read before) and read only after. 168 networks.
-SEVENTH = {"seed": 7, "task_seed": 7, "depths": (14,)}
-SEVENTH_BUDGET = 560
-SEVENTH_WARMUP = 56
-#: The eighth held-out grid: seed and task 8, depth 16, 720 steps (45
-#: epochs, warmup 72). Recorded before any verdict change of the ninth
-#: session was chosen, to be read only to score it. 168 networks.
-EIGHTH = {"seed": 8, "task_seed": 8, "depths": (16,)}
-EIGHTH_BUDGET = 720
-EIGHTH_WARMUP = 72
-#: The ninth held-out grid: seed and task 9, depth 20, 560 steps (35
-#: epochs, warmup 56). Recorded at the end of the ninth session and left
-#: unread, to score the next verdict change (BENCHMARKS.md "What to do
-#: next"). 168 networks.
-NINTH = {"seed": 9, "task_seed": 9, "depths": (20,)}
-NINTH_BUDGET = 560
-NINTH_WARMUP = 56
+#: The later held-out grids: name -> (seed and task, depth, budget in
+#: steps), 168 networks each, the warmup a tenth of the budget.
+#: - fifth: 800 steps (50 epochs), a budget no verdict was fitted at;
+#:   recorded to score the budget-aware verdict fitted on the others.
+#: - sixth: recorded after the fifth was read, to score what changed after
+#:   it (budget-aware step-0 kinds).
+#: - seventh: recorded before the verdict's second look was fitted (on the
+#:   grids read before) and read only after.
+#: - eighth: recorded before any verdict change of the ninth session was
+#:   chosen, to be read only to score it.
+#: - ninth: recorded at the end of the ninth session and left unread, to
+#:   score the next verdict change (BENCHMARKS.md "What to do next").
+LATER = {
+    "fifth": (5, 12, 800),
+    "sixth": (6, 10, 640),
+    "seventh": (7, 14, 560),
+    "eighth": (8, 16, 720),
+    "ninth": (9, 20, 560),
+}
 #: Each grid's configs, budget, warmup and records.
 GRIDS = {
     "practice": (FOURTH, BUDGET, WARMUP, OUT),
-    "fifth": (FIFTH, FIFTH_BUDGET, FIFTH_WARMUP, tr.RESULTS / "fifth_runs.jsonl"),
-    "sixth": (SIXTH, SIXTH_BUDGET, SIXTH_WARMUP, tr.RESULTS / "sixth_runs.jsonl"),
-    "seventh": (
-        SEVENTH,
-        SEVENTH_BUDGET,
-        SEVENTH_WARMUP,
-        tr.RESULTS / "seventh_runs.jsonl",
-    ),
-    "eighth": (EIGHTH, EIGHTH_BUDGET, EIGHTH_WARMUP, tr.RESULTS / "eighth_runs.jsonl"),
-    "ninth": (NINTH, NINTH_BUDGET, NINTH_WARMUP, tr.RESULTS / "ninth_runs.jsonl"),
+    **{
+        name: (
+            {"seed": seed, "task_seed": seed, "depths": (depth,)},
+            budget,
+            budget // 10,
+            tr.RESULTS / f"{name}_runs.jsonl",
+        )
+        for name, (seed, depth, budget) in LATER.items()
+    },
 }
 
 
@@ -213,32 +199,17 @@ def train(configs: Sequence[ScheduledConfig], out: pathlib.Path = OUT) -> int:
 #: `judge`); the fourth grid is fitted on since, and `verdict.py score`
 #: scores it in-sample.
 JUDGES = {
-    "fifth": (
-        tr.RESULTS / "fifth_judge.md",
-        "Fifth held-out grid (scored the first budget-aware fit, at commit "
-        "0132600; read before the step-0 kinds learnt the budget)",
-        (6, 10, 20, 30, 50),
-    ),
-    "sixth": (
-        tr.RESULTS / "sixth_judge.md",
-        "Sixth held-out grid (never used to fit or to choose anything)",
-        (6, 10, 20, 30, 40),
-    ),
-    "seventh": (
-        tr.RESULTS / "seventh_judge.md",
-        "Seventh held-out grid (never used to fit or to choose anything)",
-        (6, 10, 20, 30, 35),
-    ),
-    "eighth": (
-        tr.RESULTS / "eighth_judge.md",
-        "Eighth held-out grid (never used to fit or to choose anything)",
-        (6, 10, 20, 30, 45),
-    ),
-    "ninth": (
-        tr.RESULTS / "ninth_judge.md",
-        "Ninth held-out grid (never used to fit or to choose anything)",
-        (6, 10, 20, 30, 35),
-    ),
+    name: (
+        tr.RESULTS / f"{name}_judge.md",
+        f"{name.capitalize()} held-out grid ("
+        + {
+            "fifth": "scored the first budget-aware fit, at commit 0132600; read "
+            "before the step-0 kinds learnt the budget"
+        }.get(name, "never used to fit or to choose anything")
+        + ")",
+        (6, 10, 20, 30, budget // tr.EPOCH_STEPS),
+    )
+    for name, (_, _, budget) in LATER.items()
 }
 
 
