@@ -192,6 +192,12 @@ def train(configs: Sequence[ScheduledConfig], out: pathlib.Path = OUT) -> int:
     return len(todo)
 
 
+#: How each later grid was used, in its judgement's title: unseen, unless
+#: said otherwise here.
+USE = {
+    "fifth": "scored the first budget-aware fit, at commit 0132600; read "
+    "before the step-0 kinds learnt the budget",
+}
 #: Per grid: the judgement's file, its title, and the epochs (of
 #: `trainability.EPOCH_STEPS` steps)
 #: at whose end `_by_budget` reads the outcome. `practice_judge.md` scored
@@ -201,12 +207,8 @@ def train(configs: Sequence[ScheduledConfig], out: pathlib.Path = OUT) -> int:
 JUDGES = {
     name: (
         tr.RESULTS / f"{name}_judge.md",
-        f"{name.capitalize()} held-out grid ("
-        + {
-            "fifth": "scored the first budget-aware fit, at commit 0132600; read "
-            "before the step-0 kinds learnt the budget"
-        }.get(name, "never used to fit or to choose anything")
-        + ")",
+        f"{name.capitalize()} held-out grid "
+        f"({USE.get(name, 'never used to fit or to choose anything')})",
         (6, 10, 20, 30, budget // tr.EPOCH_STEPS),
     )
     for name, (_, _, budget) in LATER.items()
