@@ -82,12 +82,15 @@ WARMUP = 48
 #:   chosen, to be read only to score it.
 #: - ninth: recorded at the end of the ninth session and left unread, to
 #:   score the next verdict change (BENCHMARKS.md "What to do next").
+#: - tenth: recorded at the start of the tenth session, before the ninth was
+#:   read, to score whatever changes after it.
 LATER = {
     "fifth": (5, 12, 800),
     "sixth": (6, 10, 640),
     "seventh": (7, 14, 560),
     "eighth": (8, 16, 720),
     "ninth": (9, 20, 560),
+    "tenth": (10, 18, 640),
 }
 #: Each grid's configs, budget, warmup and records.
 GRIDS = {

@@ -39,6 +39,7 @@ def test_the_fourth_grid_differs_from_every_other(practice):
         ("seventh", 7, 14, 560, 56),
         ("eighth", 8, 16, 720, 72),
         ("ninth", 9, 20, 560, 56),
+        ("tenth", 10, 18, 640, 64),
     ],
 )
 def test_the_later_grids_differ_from_every_other(
