@@ -216,6 +216,53 @@ def test_hinges_and_step0_split():
     assert calm["step0_certain"] == 0.0 and calm["step0_pending"] == 1.0
 
 
+def test_pace_to_chance_against_closed_forms():
+    """`pace`: the log-ratio above chance (less `AT_CHANCE`) over the fall
+    of the log loss per step between the quarters' centres, 24 steps apart
+    in a 32-step watch."""
+    halving = [4.0] * 8 + [2.0] * 8 + [1.0] * 8 + [0.5] * 8
+    expected = (math.log(0.5 / 0.125) - vd.AT_CHANCE) / (math.log(8.0) / 24)
+    assert vd.pace(halving, 0.125) == pytest.approx(expected, rel=1e-12)
+    assert vd.log_pace(halving, 0.125) == pytest.approx(math.log10(1 + expected))
+    # At or below chance: 0. Above it and flat or rising: the cap.
+    assert vd.pace(halving, 0.5) == 0.0 and vd.pace([0.9] * 32, 1.0) == 0.0
+    assert vd.pace([2.0] * 32, 1.0) == vd.pace(halving[::-1], 0.1) == vd.PACE_CAP
+    # Within AT_CHANCE of chance counts as at chance; just beyond it does not.
+    assert vd.pace([3.0] * 16 + [1.009] * 16, 1.0) == 0.0
+    assert vd.pace([3.0] * 16 + [1.02] * 16, 1.0) > 0.0
+    # Unknown chance level, or a non-finite loss: unmeasured.
+    assert math.isnan(vd.pace(halving, math.nan))
+    assert math.isnan(vd.pace([1.0] * 31 + [math.inf], 1.0))
+
+
+def test_pace_weighs_the_loss_against_its_own_noise():
+    """A last quarter whose mean is above chance by less than one standard
+    error of it is at chance: noisy batches (a published model at batch 16)
+    do not read as a loss stuck above chance; the same mean without the
+    noise does."""
+    mean = 2.303 * 1.04
+    tail = mean + np.asarray([0.5, -0.5] * 4)  # a batch's loss +-0.5 nats
+    noisy = np.concatenate([np.full(24, 3.0), tail])
+    standard_error = tail.std(ddof=1) / math.sqrt(8) / mean
+    assert standard_error == pytest.approx(0.5 * math.sqrt(8 / 7) / math.sqrt(8) / mean)
+    assert standard_error > math.log(1.04) > vd.AT_CHANCE
+    assert vd.pace(noisy, 2.303) == 0.0
+    quiet = np.concatenate([np.full(24, 3.0), np.full(8, mean)])
+    assert vd.pace(quiet, 2.303) > 0.0
+
+
+def test_the_verdict_says_how_far_chance_is_at_its_pace():
+    slow = _early(np.linspace(6.0, 4.0, 32), chance=1.0)
+    steps = vd.pace(slow.losses, 1.0)
+    assert 50 < steps < 500
+    text = vd.describe(slow, vd.features(slow), failing=False)
+    assert f"reaches the chance level in about {steps:.0f} steps" in text
+    stuck = _early([3.0] * 32, chance=1.0)
+    assert "above the chance level and does not fall" in vd.describe(
+        stuck, vd.features(stuck), failing=True
+    )
+
+
 def test_module_constants_are_the_training_grids_fit():
     """The shipped coefficients are what benchmarks/verdict.py fits on the
     committed records of the calibration grid and the first held-out grid

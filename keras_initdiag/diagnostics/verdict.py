@@ -38,6 +38,13 @@ apart. `EarlySteps` holds what the callback watched over `WATCH_STEPS` steps:
 - `step0_pending`: 1 when it raised a pending one (`pending.waits`: its kind is
   uncertain in the network's family for the training's budget, and it lies
   inside the certain band).
+- `log_pace`: log10 of 1 + the steps the loss would need to reach the
+  chance level at the watch's own pace (the log-ratio above chance over the
+  fall of the log loss per step, first quarter to last; `log_pace`): a
+  loss 4x chance that halves every 30 steps is 60 steps away, which a
+  budget of 600 affords and one of 80 does not. 0 at or below chance,
+  `log10(1 + PACE_CAP)` when the loss does not fall; unknown when the
+  chance level is;
 - `log_budget`: log10 of the training's steps over `CALIBRATION_BUDGET`,
   inside `BUDGET_RANGE` (the budgets fitted at). A slow starter may train
   by step 480 and not by step 160. Outside the range it counts as its
@@ -105,6 +112,7 @@ FEATURES = (
     "step0_certain",
     "step0_pending",
     "log_budget",
+    "log_pace",
 )
 
 
@@ -225,6 +233,7 @@ def features(early: EarlySteps) -> dict[str, float]:
         ),
         "step0_pending": float(bool(early.step0_pending)),
         "log_budget": log_budget(early.budget),
+        "log_pace": log_pace(losses, early.chance_loss),
     }
 
 
@@ -239,6 +248,60 @@ def log_budget(budget: int | None) -> float:
         budget = CALIBRATION_BUDGET
     low, high = BUDGET_RANGE
     return math.log10(min(max(float(budget), low), high) / CALIBRATION_BUDGET)
+
+
+#: A loss counts as at the chance level within this log-ratio of it, or
+#: within one standard error of its last quarter's mean where that is wider:
+#: the scatter of an epoch's mean loss at chance (as the zoo's
+#: `benchmarks/zoo_gate.MARGIN`: MobileNetV3Small's first epochs at
+#: 2.315-2.323 against 2.303). A claim that the loss is above chance must
+#: stand beyond its own noise: batches of 16 scatter a quarter's mean by
+#: several percent on published models.
+AT_CHANCE = 0.01
+#: Steps `log_pace` counts for a loss above chance that does not fall:
+#: beyond any budget the verdict was fitted at (`BUDGET_RANGE`) by decades.
+PACE_CAP = 1e5
+
+
+def pace(losses: Sequence[float], chance_loss: float) -> float:
+    """Steps the loss would need to reach the chance level at its pace.
+
+    The pace is the fall of the log loss per step from the first quarter's
+    mean to the last quarter's (their centres lie `n - n // 4` steps apart);
+    the distance is the last quarter's log-ratio above chance, less
+    `AT_CHANCE` or its standard error (whichever is wider). 0 at chance or
+    below, `PACE_CAP` when the loss does not fall, NaN when the chance level
+    or the losses are unknown.
+
+    Example:
+    >>> round(pace([4.0] * 8 + [2.0] * 8 + [1.0] * 8 + [0.5] * 8, 0.125), 1)
+    15.9
+    >>> pace([0.5] * 32, 1.0), pace([2.0] * 32, 1.0)
+    (0.0, 100000.0)
+    """
+    losses = np.asarray(losses, dtype=np.float64)
+    quarter = max(1, len(losses) // 4)
+    if not chance_loss > 0 or len(losses) < 2 or not np.isfinite(losses).all():
+        return math.nan
+    head, tail = losses[:quarter].mean(), losses[-quarter:].mean()
+    if not (head > 0 and tail > 0):
+        return math.nan
+    noise = losses[-quarter:].std(ddof=1) / math.sqrt(quarter) if quarter > 1 else 0
+    distance = math.log(tail / chance_loss) - max(AT_CHANCE, noise / tail)
+    if distance <= 0:
+        return 0.0
+    fall = math.log(head / tail) / (len(losses) - quarter)
+    return PACE_CAP if fall <= 0 else min(distance / fall, PACE_CAP)
+
+
+def log_pace(losses: Sequence[float], chance_loss: float) -> float:
+    """The `log_pace` feature: `log10(1 + pace(losses, chance_loss))`.
+
+    Example:
+    >>> round(log_pace([2.0] * 32, 1.0), 3)
+    5.0
+    """
+    return math.log10(1.0 + pace(losses, chance_loss))
 
 
 def risk(values: Mapping[str, float]) -> float:
@@ -293,6 +356,7 @@ _REASONS = {
     "step0_certain": "step 0 flagged it",
     "step0_pending": "step 0 flagged it",
     "log_budget": "the training is short",
+    "log_pace": "at its pace the loss would take too long to get below chance",
 }
 
 
@@ -350,6 +414,14 @@ def describe(early: EarlySteps, values: Mapping[str, float], failing: bool) -> s
         if early.chance_loss > 0:
             text += f", {tail / early.chance_loss:.2f}x the chance level"
         words.append(text + ".")
+        steps_to_chance = pace(losses, early.chance_loss)
+        if steps_to_chance >= PACE_CAP:
+            words.append("It is above the chance level and does not fall.")
+        elif steps_to_chance > 0:
+            words.append(
+                f"At this pace it reaches the chance level in about "
+                f"{steps_to_chance:.0f} steps."
+            )
     ratios = early.ratios()
     if ratios.size:
         medians = np.nanmedian(np.nan_to_num(ratios, nan=0.0), axis=0)

@@ -9,9 +9,9 @@ the order of its `FEATURES`.
 #: The fitted model (`benchmarks/verdict.py fit`: the calibration grid and
 #: the first held-out grid at 160 steps, 1,064 runs; the fourth grid's 336
 #: runs at 160, 320 and 480 steps; 2,072 cases, their step-0 flags pending
-#: as `pending.waits` says for each budget; scored on the sixth held-out
-#: grid, at 640 steps): each feature's mean and standard deviation there,
-#: and the coefficients of the standardized features.
+#: as `pending.waits` says for each budget; since `log_pace`, scored on
+#: the ninth held-out grid, at 560 steps): each feature's mean and standard
+#: deviation there, and the coefficients of the standardized features.
 MEANS = {
     "level": -0.1973,
     "progress": 0.2839,
@@ -22,6 +22,7 @@ MEANS = {
     "step0_certain": 0.3033,
     "step0_pending": 0.1819,
     "log_budget": 0.1275,
+    "log_pace": 0.2067,
 }
 SCALES = {
     "level": 1.349,
@@ -33,20 +34,22 @@ SCALES = {
     "step0_certain": 0.4597,
     "step0_pending": 0.3857,
     "log_budget": 0.1894,
+    "log_pace": 0.6891,
 }
 COEFFICIENTS = {
-    "level": 3.437,
-    "progress": -0.7949,
-    "log_trust": 0.8365,
-    "log_slowest": -1.636,
-    "above_chance": -0.8369,
-    "over_trust": 0.2191,
-    "step0_certain": 1.777,
-    "step0_pending": 0.3249,
-    "log_budget": -0.4031,
+    "level": 1.959,
+    "progress": -0.9488,
+    "log_trust": 0.9329,
+    "log_slowest": -1.593,
+    "above_chance": -1.885,
+    "over_trust": 0.2224,
+    "step0_certain": 2.018,
+    "step0_pending": 0.3678,
+    "log_budget": -0.5085,
+    "log_pace": 1.364,
 }
-INTERCEPT = -0.4778
+INTERCEPT = -0.5173
 #: The risk at which a run is judged failing: the lowest at which the
 #: training runs' precision is at least 0.97 (a false "failing" can stop a
 #: good run).
-RISK_THRESHOLD = 0.7121
+RISK_THRESHOLD = 0.7567
