@@ -80,8 +80,8 @@ WARMUP = 48
 #:   grids read before) and read only after.
 #: - eighth: recorded before any verdict change of the ninth session was
 #:   chosen, to be read only to score it.
-#: - ninth: recorded at the end of the ninth session and left unread, to
-#:   score the next verdict change (BENCHMARKS.md "What to do next").
+#: - ninth: recorded at the end of the ninth session and left unread; read
+#:   once to score `log_pace` (tenth session).
 #: - tenth: recorded at the start of the tenth session, before the ninth was
 #:   read, to score whatever changes after it.
 LATER = {
@@ -200,6 +200,9 @@ def train(configs: Sequence[ScheduledConfig], out: pathlib.Path = OUT) -> int:
 USE = {
     "fifth": "scored the first budget-aware fit, at commit 0132600; read "
     "before the step-0 kinds learnt the budget",
+    "sixth": "never fitted on; read before `log_recover` and `log_pace` were chosen",
+    "seventh": "never fitted on; read before `log_pace` was chosen",
+    "eighth": "never fitted on; read before `log_pace` was chosen",
 }
 #: Per grid: the judgement's file, its title, and the epochs (of
 #: `trainability.EPOCH_STEPS` steps)

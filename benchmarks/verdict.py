@@ -76,6 +76,9 @@ SEVENTH = HERE / "results" / "seventh_runs.jsonl"
 #: The eighth held-out grid (`practice.py train --grid eighth`): 720 steps,
 #: depth 16; recorded before any verdict change of its session was chosen.
 EIGHTH = HERE / "results" / "eighth_runs.jsonl"
+#: The ninth held-out grid (`practice.py train --grid ninth`): 560 steps,
+#: depth 20; recorded before `log_pace` was chosen and read only to score it.
+NINTH = HERE / "results" / "ninth_runs.jsonl"
 #: What the verdict's step-0 rules (`pending`) and the loss-only baseline's
 #: budget-free part were derived from: the calibration grid and the first
 #: held-out grid (held out for the first fit, whose scores BENCHMARKS.md
@@ -397,16 +400,28 @@ def table(title: str, records: list[dict], baseline_model, baseline_cut) -> list
 
 def score() -> None:
     """Score the module's verdict on every grid; write `JUDGE`."""
-    order = (EIGHTH, SEVENTH, SIXTH, FIFTH, HELDOUT3, HELDOUT2, PRACTICE, *TRAINING)
+    order = (
+        NINTH,
+        EIGHTH,
+        SEVENTH,
+        SIXTH,
+        FIFTH,
+        HELDOUT3,
+        HELDOUT2,
+        PRACTICE,
+        *TRAINING,
+    )
     grids = {path: load(path) for path in order if path.exists()}
     baseline_model, baseline_cut = baseline()
     titles = {
-        EIGHTH: "Eighth held-out grid (720 steps; never used to fit or to "
+        NINTH: "Ninth held-out grid (560 steps; never used to fit or to "
         "choose anything)",
-        SEVENTH: "Seventh held-out grid (560 steps; never used to fit or to "
-        "choose anything)",
+        EIGHTH: "Eighth held-out grid (720 steps; never fitted on; read before "
+        "`log_pace` was chosen)",
+        SEVENTH: "Seventh held-out grid (560 steps; never fitted on; read "
+        "before `log_pace` was chosen)",
         SIXTH: "Sixth held-out grid (640 steps; never fitted on; read before "
-        "`log_recover` was chosen)",
+        "`log_recover` and `log_pace` were chosen)",
         FIFTH: "Fifth held-out grid (800 steps; scored the first budget-aware "
         "fit, then read before the step-0 kinds learnt the budget)",
         PRACTICE: "Fourth held-out grid (480 steps; fitted on at 160, 320 and 480 "
