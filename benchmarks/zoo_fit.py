@@ -401,12 +401,16 @@ def table(records: list[dict]) -> str:
 NEAR = 0.05
 
 
+def _margin(verdict: dict) -> float:
+    """The verdict's risk minus its threshold (positive: failing)."""
+    return verdict["risk"] - verdict["threshold"]
+
+
 def _verdict_cell(verdict) -> str:
     if verdict is None:
         return "none yet"
     word = "failing" if verdict["failing"] else "training"
-    margin = verdict["risk"] - verdict["threshold"]
-    return f"{word} ({verdict['step']}: {verdict['risk']:.2f}, {margin:+.2f})"
+    return f"{word} ({verdict['step']}: {verdict['risk']:.2f}, {_margin(verdict):+.2f})"
 
 
 def thin_margins(records: list[dict]) -> list[str]:
@@ -415,8 +419,7 @@ def thin_margins(records: list[dict]) -> list[str]:
         f"{r['model']}: risk {r['verdict']['risk']:.3f}, threshold "
         f"{r['verdict']['threshold']:.3f}"
         for r in records
-        if r.get("verdict")
-        and abs(r["verdict"]["risk"] - r["verdict"]["threshold"]) < NEAR
+        if r.get("verdict") and abs(_margin(r["verdict"])) < NEAR
     ]
 
 
