@@ -239,16 +239,39 @@ def test_pace_weighs_the_loss_against_its_own_noise():
     """A last quarter whose mean is above chance by less than one standard
     error of it is at chance: noisy batches (a published model at batch 16)
     do not read as a loss stuck above chance; the same mean without the
-    noise does."""
+    noise does. Between `AT_CHANCE` and the distance, the standard error is
+    what the distance loses."""
     mean = 2.303 * 1.04
     tail = mean + np.asarray([0.5, -0.5] * 4)  # a batch's loss +-0.5 nats
-    noisy = np.concatenate([np.full(24, 3.0), tail])
-    standard_error = tail.std(ddof=1) / math.sqrt(8) / mean
-    assert standard_error == pytest.approx(0.5 * math.sqrt(8 / 7) / math.sqrt(8) / mean)
+    standard_error = 0.5 * math.sqrt(8 / 7) / math.sqrt(8) / mean  # ddof=1
     assert standard_error > math.log(1.04) > vd.AT_CHANCE
-    assert vd.pace(noisy, 2.303) == 0.0
+    assert vd.pace(np.concatenate([np.full(24, 3.0), tail]), 2.303) == 0.0
     quiet = np.concatenate([np.full(24, 3.0), np.full(8, mean)])
     assert vd.pace(quiet, 2.303) > 0.0
+    # Farther from chance: the distance less the standard error (not the
+    # standard deviation, not AT_CHANCE, not their sum), over the fall.
+    far = 2.0 * mean
+    losses = np.concatenate([np.full(24, 8.0), far + np.asarray([0.5, -0.5] * 4)])
+    error = 0.5 * math.sqrt(8 / 7) / math.sqrt(8) / far
+    assert vd.AT_CHANCE < error < math.log(far / 2.303)
+    fall = (math.log(8.0 / far)) / 24
+    expected = (math.log(far / 2.303) - error) / fall
+    assert vd.pace(losses, 2.303) == pytest.approx(expected, rel=1e-12)
+
+
+def test_pace_of_short_or_degenerate_watches():
+    """Two or three losses: quarters of one loss, `n - 1` steps apart. A loss
+    at zero is below chance; one rising from zero does not fall."""
+    expected = (math.log(2.0) - vd.AT_CHANCE) / (math.log(2.0) / 2)
+    assert vd.pace([4.0, 3.0, 2.0], 1.0) == pytest.approx(expected, rel=1e-12)
+    expected = (math.log(2.0) - vd.AT_CHANCE) / math.log(2.0)
+    assert vd.pace([4.0, 2.0], 1.0) == pytest.approx(expected, rel=1e-12)
+    assert math.isnan(vd.pace([2.0], 1.0)) and math.isnan(vd.pace([], 1.0))
+    assert vd.pace([3.0] * 24 + [0.0] * 8, 2.3) == 0.0
+    assert vd.pace([0.0] * 8 + [3.0] * 24, 2.3) == vd.PACE_CAP
+    for chance in (math.nan, 0.0, -1.0, math.inf):
+        assert math.isnan(vd.pace([3.0] * 32, chance))
+        assert math.isnan(vd.features(_early([3.0] * 32, chance=chance))["log_pace"])
 
 
 def test_the_verdict_says_how_far_chance_is_at_its_pace():
@@ -256,11 +279,28 @@ def test_the_verdict_says_how_far_chance_is_at_its_pace():
     steps = vd.pace(slow.losses, 1.0)
     assert 50 < steps < 500
     text = vd.describe(slow, vd.features(slow), failing=False)
-    assert f"reaches the chance level in about {steps:.0f} steps" in text
+    assert (
+        f"within its noise of the chance level in about {math.ceil(steps)} steps"
+        in (text)
+    )
     stuck = _early([3.0] * 32, chance=1.0)
-    assert "above the chance level and does not fall" in vd.describe(
+    assert "above the chance level and does not fall." in vd.describe(
         stuck, vd.features(stuck), failing=True
     )
+    creeping = _early(np.linspace(3.0, 2.9999, 32), chance=1.0)
+    assert vd.pace(creeping.losses, 1.0) == vd.PACE_CAP
+    assert "falls too slowly to reach it." in vd.describe(
+        creeping, vd.features(creeping), failing=True
+    )
+    # Nothing to say at chance, below it, without a chance level, or when
+    # chance is less than a step away.
+    for early in (
+        _early(np.linspace(3.0, 0.5, 32), chance=1.0),
+        _early(np.linspace(6.0, 4.0, 32)),
+        _early([3.0] * 8 + [2.0] * 16 + [1.015] * 8, chance=1.0),
+    ):
+        assert "At this pace" not in vd.describe(early, vd.features(early), False)
+    assert 0 < vd.pace([3.0] * 8 + [2.0] * 16 + [1.015] * 8, 1.0) < 1
 
 
 def test_module_constants_are_the_training_grids_fit():

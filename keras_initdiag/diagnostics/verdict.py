@@ -38,18 +38,18 @@ apart. `EarlySteps` holds what the callback watched over `WATCH_STEPS` steps:
 - `step0_pending`: 1 when it raised a pending one (`pending.waits`: its kind is
   uncertain in the network's family for the training's budget, and it lies
   inside the certain band).
-- `log_pace`: log10 of 1 + the steps the loss would need to reach the
-  chance level at the watch's own pace (the log-ratio above chance over the
-  fall of the log loss per step, first quarter to last; `log_pace`): a
-  loss 4x chance that halves every 30 steps is 60 steps away, which a
-  budget of 600 affords and one of 80 does not. 0 at or below chance,
-  `log10(1 + PACE_CAP)` when the loss does not fall; unknown when the
-  chance level is;
 - `log_budget`: log10 of the training's steps over `CALIBRATION_BUDGET`,
   inside `BUDGET_RANGE` (the budgets fitted at). A slow starter may train
   by step 480 and not by step 160. Outside the range it counts as its
   nearest end: nothing was measured further, and a logit extrapolated to
-  100,000 steps would call every run healthy.
+  100,000 steps would call every run healthy;
+- `log_pace`: log10 of 1 + the steps the loss would need to reach the
+  chance level at the watch's own pace (`pace`: the log-ratio above chance
+  over the fall of the log loss per step, first quarter to last): a loss
+  4x chance that halves every 30 steps is about 60 steps away. 0 at or
+  below chance (within the loss's noise), `log10(1 + PACE_CAP)` when the
+  loss does not fall; unknown when the chance level is, or with fewer than
+  two losses.
 
 `risk` is a logistic function of the standardized features (`verdict_fit`:
 fitted on the training grids, scored on held-out ones; BENCHMARKS.md). A
@@ -153,6 +153,12 @@ class EarlySteps:
     budget: int | None = None
 
     @property
+    def chance(self) -> float:
+        """The chance level when known (finite and positive), else NaN."""
+        known = math.isfinite(self.chance_loss) and self.chance_loss > 0
+        return float(self.chance_loss) if known else math.nan
+
+    @property
     def finite(self) -> bool:
         """Whether every loss and every update is finite."""
         losses = np.asarray(self.losses, dtype=np.float64)
@@ -199,7 +205,7 @@ def features(early: EarlySteps) -> dict[str, float]:
     if losses.size:
         quarter = max(1, len(losses) // 4)
         head, tail = losses[:quarter].mean(), losses[-quarter:].mean()
-        reference = early.chance_loss if early.chance_loss > 0 else head
+        reference = early.chance if early.chance > 0 else head
         with np.errstate(all="ignore"):
             level = math.log(tail / reference) if tail > 0 and reference > 0 else 0.0
             progress = (head - tail) / head if head > 0 else 0.0
@@ -233,7 +239,7 @@ def features(early: EarlySteps) -> dict[str, float]:
         ),
         "step0_pending": float(bool(early.step0_pending)),
         "log_budget": log_budget(early.budget),
-        "log_pace": log_pace(losses, early.chance_loss),
+        "log_pace": log_pace(losses, early.chance),
     }
 
 
@@ -264,14 +270,15 @@ PACE_CAP = 1e5
 
 
 def pace(losses: Sequence[float], chance_loss: float) -> float:
-    """Steps the loss would need to reach the chance level at its pace.
+    """Steps the loss would need to come within its noise of the chance level.
 
     The pace is the fall of the log loss per step from the first quarter's
-    mean to the last quarter's (their centres lie `n - n // 4` steps apart);
-    the distance is the last quarter's log-ratio above chance, less
-    `AT_CHANCE` or its standard error (whichever is wider). 0 at chance or
-    below, `PACE_CAP` when the loss does not fall, NaN when the chance level
-    or the losses are unknown.
+    mean to the last quarter's (their centres lie `n - max(1, n // 4)` steps
+    apart); the distance is the last quarter's log-ratio above chance, less
+    `AT_CHANCE` or the relative standard error of that quarter's mean,
+    whichever is wider. 0 at chance or below, `PACE_CAP` when the loss does
+    not fall or would need longer, NaN when the chance level is unknown, or
+    there are fewer than two losses, or one is not finite.
 
     Example:
     >>> round(pace([4.0] * 8 + [2.0] * 8 + [1.0] * 8 + [0.5] * 8, 0.125), 1)
@@ -280,17 +287,18 @@ def pace(losses: Sequence[float], chance_loss: float) -> float:
     (0.0, 100000.0)
     """
     losses = np.asarray(losses, dtype=np.float64)
+    known = math.isfinite(chance_loss) and chance_loss > 0
+    if not known or len(losses) < 2 or not np.isfinite(losses).all():
+        return math.nan
     quarter = max(1, len(losses) // 4)
-    if not chance_loss > 0 or len(losses) < 2 or not np.isfinite(losses).all():
-        return math.nan
     head, tail = losses[:quarter].mean(), losses[-quarter:].mean()
-    if not (head > 0 and tail > 0):
-        return math.nan
+    if tail <= 0:  # a loss at its floor is below any chance level
+        return 0.0
     noise = losses[-quarter:].std(ddof=1) / math.sqrt(quarter) if quarter > 1 else 0
     distance = math.log(tail / chance_loss) - max(AT_CHANCE, noise / tail)
     if distance <= 0:
         return 0.0
-    fall = math.log(head / tail) / (len(losses) - quarter)
+    fall = math.log(head / tail) / (len(losses) - quarter) if head > 0 else 0.0
     return PACE_CAP if fall <= 0 else min(distance / fall, PACE_CAP)
 
 
@@ -356,7 +364,8 @@ _REASONS = {
     "step0_certain": "step 0 flagged it",
     "step0_pending": "step 0 flagged it",
     "log_budget": "the training is short",
-    "log_pace": "at its pace the loss would take too long to get below chance",
+    "log_pace": "the loss is still above the chance level and falls slowly for "
+    "its distance to it",
 }
 
 
@@ -411,17 +420,10 @@ def describe(early: EarlySteps, values: Mapping[str, float], failing: bool) -> s
             if head > 0
             else f"Over {steps} steps the training loss went to {tail:.3g}"
         )
-        if early.chance_loss > 0:
-            text += f", {tail / early.chance_loss:.2f}x the chance level"
+        if early.chance > 0:
+            text += f", {tail / early.chance:.2f}x the chance level"
         words.append(text + ".")
-        steps_to_chance = pace(losses, early.chance_loss)
-        if steps_to_chance >= PACE_CAP:
-            words.append("It is above the chance level and does not fall.")
-        elif steps_to_chance > 0:
-            words.append(
-                f"At this pace it reaches the chance level in about "
-                f"{steps_to_chance:.0f} steps."
-            )
+        words += _pace_words(pace(losses, early.chance), falls=tail < head)
     ratios = early.ratios()
     if ratios.size:
         medians = np.nanmedian(np.nan_to_num(ratios, nan=0.0), axis=0)
@@ -451,6 +453,20 @@ def describe(early: EarlySteps, values: Mapping[str, float], failing: bool) -> s
         if worst:
             words.append("Mostly because " + _REASONS[worst[0]] + ".")
     return " ".join(words)
+
+
+def _pace_words(steps: float, falls: bool) -> list[str]:
+    """`pace` in words (none at chance, below it, or unknown)."""
+    if steps >= PACE_CAP:
+        how = "falls too slowly to reach it" if falls else "does not fall"
+        return [f"It is above the chance level and {how}."]
+    if steps >= 1:
+        count = math.ceil(steps)
+        return [
+            f"At this pace it comes within its noise of the chance level in "
+            f"about {count} step{'s' if count > 1 else ''}."
+        ]
+    return []
 
 
 def verdict_flags(verdict, model: str) -> list:
