@@ -203,6 +203,7 @@ USE = {
     "sixth": "never fitted on; read before `log_recover` and `log_pace` were chosen",
     "seventh": "never fitted on; read before `log_pace` was chosen",
     "eighth": "never fitted on; read before `log_pace` was chosen",
+    "ninth": "never fitted on; read once to score `log_pace`",
 }
 #: Per grid: the judgement's file, its title, and the epochs (of
 #: `trainability.EPOCH_STEPS` steps)

@@ -414,8 +414,8 @@ def score() -> None:
     grids = {path: load(path) for path in order if path.exists()}
     baseline_model, baseline_cut = baseline()
     titles = {
-        NINTH: "Ninth held-out grid (560 steps; never used to fit or to "
-        "choose anything)",
+        NINTH: "Ninth held-out grid (560 steps; never fitted on; read once "
+        "to score `log_pace`)",
         EIGHTH: "Eighth held-out grid (720 steps; never fitted on; read before "
         "`log_pace` was chosen)",
         SEVENTH: "Seventh held-out grid (560 steps; never fitted on; read "
