@@ -61,18 +61,22 @@ zoo generates them, so in the range each model's documentation asks for):
   the first token: the residue modulo 10 shared by most of the non-padding
   tokens (ties to the smallest).
 Each model sees `batch * steps_per_epoch` fixed training samples (320) for
-4 epochs (80 steps), so part of the loss's fall is memorization.
+4 epochs (80 steps; `--epochs 12`: 240), so part of the loss's fall is
+memorization. The warmup is 20 steps at every length, so the verdict reads
+the same steps; it judges them for the run's own budget.
 
 Each record also holds the steps the early verdict read (`early_steps`),
 on which `zoo_gate.py` judges any refit of the verdict. `--seed k` draws
 the weights, the data, the probe and the task anew (0 is the published run).
 
 Results go to `benchmarks/results/zoo_fit.json` (`zoo_fit_seed<k>.json`
-for seed k); a markdown table to stdout.
+for seed k, `zoo_fit_<n>steps[_seed<k>].json` for a budget of n steps
+other than 80); a markdown table to stdout.
 
 Usage:
     python benchmarks/zoo_fit.py                      # every healthy entry
     python benchmarks/zoo_fit.py --seed 1             # another draw
+    python benchmarks/zoo_fit.py --epochs 12          # a 240-step budget
     python benchmarks/zoo_fit.py --only resnet50      # one (repeatable)
     python benchmarks/zoo_fit.py --quick --output /tmp/q.json  # a test
 """
@@ -423,9 +427,24 @@ def thin_margins(records: list[dict]) -> list[str]:
     ]
 
 
-def output_for(seed: int) -> pathlib.Path:
-    """The results file of `seed`: `zoo_fit.json` for 0, else `zoo_fit_seed<k>`."""
-    return OUTPUT if seed == 0 else OUTPUT.with_name(f"zoo_fit_seed{seed}.json")
+#: Epochs of the published run (80 steps).
+EPOCHS = 4
+STEPS_PER_EPOCH = 20
+
+
+def output_for(seed: int, epochs: int = EPOCHS) -> pathlib.Path:
+    """The results file of `seed` and `epochs`: `zoo_fit.json` for seed 0 at
+    80 steps, `zoo_fit_seed<k>.json` for seed k, and `zoo_fit_<n>steps.json`
+    or `zoo_fit_<n>steps_seed<k>.json` for a budget of n other steps.
+
+    Example:
+    >>> [output_for(s).name for s in (0, 3)]
+    ['zoo_fit.json', 'zoo_fit_seed3.json']
+    >>> [output_for(s, 12).name for s in (0, 2)]
+    ['zoo_fit_240steps.json', 'zoo_fit_240steps_seed2.json']
+    """
+    stem = "zoo_fit" if epochs == EPOCHS else f"zoo_fit_{STEPS_PER_EPOCH * epochs}steps"
+    return OUTPUT.with_name(stem + (f"_seed{seed}" if seed else "") + ".json")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -442,8 +461,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="weights, data, probe and task (0: the published run)",
     )
     parser.add_argument(
-        "--output", help="default: results/zoo_fit.json, zoo_fit_seed<k>.json"
+        "--epochs",
+        type=int,
+        default=EPOCHS,
+        help=f"of {STEPS_PER_EPOCH} steps (default {EPOCHS}: 80 steps)",
     )
+    parser.add_argument("--output", help="default: `output_for(seed, epochs)`")
     parser.add_argument(
         "--on-flag",
         choices=("warn", "stop"),
@@ -455,6 +478,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.epochs < 1:
+        raise SystemExit(f"--epochs must be at least 1, got {args.epochs}")
     zoo = _zoo()
     entries = list(zoo.HEALTHY)
     if args.quick:
@@ -464,7 +489,9 @@ def main(argv=None) -> dict:
         if unknown:
             raise SystemExit(f"Unknown zoo entries: {sorted(unknown)}")
         entries = [e for e in zoo.HEALTHY if e.name in args.only]
-    steps_per_epoch, epochs, warmup = (6, 2, 4) if args.quick else (20, 4, 20)
+    steps_per_epoch, epochs, warmup = (
+        (6, 2, 4) if args.quick else (STEPS_PER_EPOCH, args.epochs, 20)
+    )
     records = []
     for entry in entries:
         print(f"== {entry.name}", flush=True)
@@ -495,7 +522,7 @@ def main(argv=None) -> dict:
         },
         "records": records,
     }
-    output = pathlib.Path(args.output or output_for(args.seed))
+    output = pathlib.Path(args.output or output_for(args.seed, args.epochs))
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=1, default=float) + "\n")
     print(table(records))

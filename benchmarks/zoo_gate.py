@@ -37,19 +37,26 @@ ZOO_FIT = HERE / "results" / "zoo_fit.json"
 
 
 def files() -> list[pathlib.Path]:
-    """`zoo_fit.json` (seed 0) and every `zoo_fit_seed<k>.json`."""
-    return [ZOO_FIT, *sorted(ZOO_FIT.parent.glob("zoo_fit_seed*.json"))]
+    """`zoo_fit.json` (seed 0), every `zoo_fit_seed<k>.json`, and the runs at
+    other budgets (`zoo_fit_<n>steps*.json`)."""
+    found = sorted(ZOO_FIT.parent.glob("zoo_fit_*.json"))
+    return [ZOO_FIT, *(path for path in found if path != ZOO_FIT)]
 
 
 def runs(paths: list[pathlib.Path] | None = None) -> list[dict]:
-    """Every zoo run, each with `"run"`: its model's name, and its seed when
-    not 0."""
+    """Every zoo run, each with `"run"`: its model's name, its seed when not
+    0 and its steps when not 80."""
     out = []
     for path in files() if paths is None else paths:
         results = json.loads(path.read_text())
-        seed = results["config"].get("seed", 0)
+        config = results["config"]
+        seed, steps = (
+            config.get("seed", 0),
+            config["steps_per_epoch"] * config["epochs"],
+        )
+        notes = [f"seed {seed}"] * bool(seed) + [f"{steps} steps"] * (steps != 80)
         for record in results["records"]:
-            run = record["model"] + (f" (seed {seed})" if seed else "")
+            run = record["model"] + (f" ({', '.join(notes)})" if notes else "")
             out.append({**record, "run": run})
     return out
 

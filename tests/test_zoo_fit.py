@@ -86,3 +86,12 @@ def test_labels_are_a_fixed_function_of_the_inputs():
     np.testing.assert_array_equal(
         zoo_fit.Task("majority_residue", tokens)(tokens), [4, 1]
     )
+
+
+def test_each_budget_and_seed_has_its_own_results_file():
+    zoo_fit = load_script("benchmarks/zoo_fit.py")
+    names = [zoo_fit.output_for(s, e).name for s, e in ((0, 4), (3, 4), (0, 12))]
+    assert names == ["zoo_fit.json", "zoo_fit_seed3.json", "zoo_fit_240steps.json"]
+    assert zoo_fit.output_for(2, 12).name == "zoo_fit_240steps_seed2.json"
+    with pytest.raises(SystemExit, match="--epochs must be at least 1, got 0"):
+        zoo_fit.main(["--epochs", "0"])

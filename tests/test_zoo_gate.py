@@ -7,6 +7,8 @@ verdict to the committed records.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from helpers import load_script
@@ -60,6 +62,23 @@ def test_the_installed_verdict_stops_no_zoo_model_that_trains(gate):
     rising = {name: failing for name, how, _, failing in published if how == "fails"}
     assert rising == {"resnet50": True, "mobilenet_v2": True}
     assert not any(failing for _, how, _, failing in published if how == "trains")
+
+
+def test_a_run_is_named_by_its_model_seed_and_budget(gate, tmp_path):
+    """Runs of one model at other seeds or budgets are told apart."""
+    paths = []
+    for seed, epochs in ((0, 4), (2, 4), (0, 12), (3, 12)):
+        path = tmp_path / f"{seed}-{epochs}.json"
+        config = {"seed": seed, "steps_per_epoch": 20, "epochs": epochs}
+        path.write_text(json.dumps({"config": config, "records": [{"model": "m"}]}))
+        paths.append(path)
+    assert [r["run"] for r in gate.runs(paths)] == [
+        "m",
+        "m (seed 2)",
+        "m (240 steps)",
+        "m (seed 3, 240 steps)",
+    ]
+    assert gate.files()[0] == gate.ZOO_FIT
 
 
 def test_no_zoo_run_is_stopped_at_step_0_but_the_known(gate):
