@@ -36,11 +36,16 @@ def test_the_gate_reads_what_the_live_verdict_read(gate):
 #: Known false alarms on published models, found by the zoo's extra seeds
 #: and not fixed yet (BENCHMARKS.md, "Real fits of the published models").
 #: Pinned: a fix makes this test fail until the entry is removed, and any
-#: new false alarm makes it fail too. None since `log_pace` weighs the
-#: loss against its noise: MobileNetV3Small at seed 3 (loss at chance
-#: through the watch, 1.04x it within one standard error; it ends at 0.68
-#: of chance) was stopped before it.
-KNOWN_VERDICT_FALSE_ALARMS: set = set()
+#: new false alarm makes it fail too. At 80 steps none since `log_pace`
+#: weighs the loss against its noise: MobileNetV3Small at seed 3 (loss at
+#: chance through the watch, 1.04x it within one standard error; it ends at
+#: 0.68 of chance) was stopped before it. At 240 steps (`zoo_fit.py
+#: --epochs 12`) two runs whose loss blows up at their recipes' peak rate
+#: (3.0x and 2.6x chance over the watch; risk 1.00, as with the fit before
+#: `log_pace`: 0.97 and 1.00) recover as the cosine decays the rate and end
+#: just better than guessing (0.87 and 0.83 of chance; at 80 steps they end
+#: above it).
+KNOWN_VERDICT_FALSE_ALARMS = {"resnet50 (240 steps)", "mobilenet_v2 (240 steps)"}
 #: None since the step-0 "dead" rule weighs chance (`rules.units.chance_dead`):
 #: MobileNetV3Small at seed 4, stopped at step 0 before it, lost 6 of the 8
 #: units of its first squeeze-and-excite ReLU by luck (P = 0.145).
