@@ -364,8 +364,8 @@ _REASONS = {
     "step0_certain": "step 0 flagged it",
     "step0_pending": "step 0 flagged it",
     "log_budget": "the training is short",
-    "log_pace": "the loss is still above the chance level and falls slowly for "
-    "its distance to it",
+    "log_pace": "the loss stays above the chance level: it falls slowly "
+    "towards it, or not at all",
 }
 
 
