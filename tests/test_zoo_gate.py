@@ -40,12 +40,16 @@ def test_the_gate_reads_what_the_live_verdict_read(gate):
 #: weighs the loss against its noise: MobileNetV3Small at seed 3 (loss at
 #: chance through the watch, 1.04x it within one standard error; it ends at
 #: 0.68 of chance) was stopped before it. At 240 steps (`zoo_fit.py
-#: --epochs 12`) two runs whose loss blows up at their recipes' peak rate
-#: (3.0x and 2.6x chance over the watch; risk 1.00, as with the fit before
-#: `log_pace`: 0.97 and 1.00) recover as the cosine decays the rate and end
-#: just better than guessing (0.87 and 0.83 of chance; at 80 steps they end
-#: above it).
-KNOWN_VERDICT_FALSE_ALARMS = {"resnet50 (240 steps)", "mobilenet_v2 (240 steps)"}
+#: --epochs 12`, seeds 0-2) the runs whose loss blows up at their recipes'
+#: peak rate (ResNet50 and MobileNetV2 on every seed, EfficientNetB0 on
+#: one; risk 0.97-1.00, as with the fit before `log_pace`) recover as the
+#: cosine decays the rate and end just better than guessing (0.82-0.96 of
+#: chance; at 80 steps they end above it).
+KNOWN_VERDICT_FALSE_ALARMS = {
+    f"{model} ({seed}240 steps)"
+    for model in ("resnet50", "mobilenet_v2")
+    for seed in ("", "seed 1, ", "seed 2, ")
+} | {"efficientnet_b0 (seed 2, 240 steps)"}
 #: None since the step-0 "dead" rule weighs chance (`rules.units.chance_dead`):
 #: MobileNetV3Small at seed 4, stopped at step 0 before it, lost 6 of the 8
 #: units of its first squeeze-and-excite ReLU by luck (P = 0.145).
