@@ -68,13 +68,13 @@ import trainability as tr  # noqa: E402
 
 import keras_initdiag  # noqa: E402
 from keras_initdiag.diagnostics import verdict as vd  # noqa: E402
+from keras_initdiag.diagnostics.judgement import verdict_flags  # noqa: E402
 from keras_initdiag.diagnostics.rules import (  # noqa: E402
     ADVISORY,
     FLAG_KINDS,
     Thresholds,
     is_advisory,
 )
-from keras_initdiag.diagnostics.verdict import verdict_flags  # noqa: E402
 
 OUT = tr.RESULTS / "midfit_runs.jsonl"
 JUDGE = tr.RESULTS / "midfit_judge.md"

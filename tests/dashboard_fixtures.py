@@ -27,8 +27,8 @@ from dashboard_logs import (
 from helpers import TensorBoardServer, get_json
 
 from keras_initdiag import Flag
+from keras_initdiag.diagnostics.judgement import verdict_flags
 from keras_initdiag.diagnostics.report import Verdict
-from keras_initdiag.diagnostics.verdict import verdict_flags
 
 SYNTHETIC_LAYERS = [
     "input_x",

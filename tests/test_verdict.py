@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from helpers import load_script
 
+from keras_initdiag.diagnostics import judgement
 from keras_initdiag.diagnostics import pending as waiting
 from keras_initdiag.diagnostics import verdict as vd
 from keras_initdiag.diagnostics.report import DiagnosticReport, Flag, Verdict
@@ -84,7 +85,7 @@ def test_no_loss_logged_leaves_the_updates_to_judge():
 
 
 def test_non_finite_loss_is_failing_with_risk_one():
-    verdict = vd.judge(_early([1.0, math.nan]), step=2, start=0)
+    verdict = judgement.judge(_early([1.0, math.nan]), step=2, start=0)
     assert verdict.failing and verdict.risk == 1.0
     assert "NaN or Inf" in verdict.summary
 
@@ -102,7 +103,7 @@ def test_non_finite_loss_is_failing_with_risk_one():
 def test_judge_on_clear_cases(losses, rho, step0, failing):
     early = _early(losses, ratios={"a": [rho] * 32, "b": [rho] * 32}, chance=1.386)
     early = vd.EarlySteps(**{**early.__dict__, "step0_flags": step0})
-    verdict = vd.judge(early, step=32, start=0)
+    verdict = judgement.judge(early, step=32, start=0)
     assert verdict.failing is failing
     assert (verdict.risk >= vd.RISK_THRESHOLD) is failing
 
@@ -111,16 +112,16 @@ def test_pending_flags_are_confirmed_or_cleared():
     pending = [Flag("exploding", "dense_3", 0, 2e3, 100.0, "", pending=True)]
     frozen = _early([1.386] * 32, ratios={"a": [1e-9] * 32}, chance=1.386)
     frozen = vd.EarlySteps(**{**frozen.__dict__, "step0_flags": ("exploding",)})
-    failing = vd.judge(frozen, 32, 0, pending)
+    failing = judgement.judge(frozen, 32, 0, pending)
     assert failing.confirmed == ("exploding at dense_3",) and not failing.cleared
-    [flag] = vd.verdict_flags(failing, "mlp")
+    [flag] = judgement.verdict_flags(failing, "mlp")
     assert flag.kind == "verdict" and flag.layer == "mlp" and not flag.pending
     assert "Confirms the pending exploding at dense_3" in flag.message
     healthy = _early([1.4] * 8 + [0.9] * 16 + [0.6] * 8, chance=1.386)
     healthy = vd.EarlySteps(**{**healthy.__dict__, "update_ratios": {"a": [3e-3] * 32}})
-    cleared = vd.judge(healthy, 32, 0, pending)
+    cleared = judgement.judge(healthy, 32, 0, pending)
     assert cleared.cleared == ("exploding at dense_3",) and not cleared.confirmed
-    assert vd.verdict_flags(cleared, "mlp") == []
+    assert judgement.verdict_flags(cleared, "mlp") == []
 
 
 def test_verdict_and_pending_survive_the_record():
@@ -278,18 +279,18 @@ def test_the_verdict_says_how_far_chance_is_at_its_pace():
     slow = _early(np.linspace(6.0, 4.0, 32), chance=1.0)
     steps = vd.pace(slow.losses, 1.0)
     assert 50 < steps < 500
-    text = vd.describe(slow, vd.features(slow), failing=False)
+    text = judgement.describe(slow, vd.features(slow), failing=False)
     assert (
         f"within its noise of the chance level in about {math.ceil(steps)} steps"
         in (text)
     )
     stuck = _early([3.0] * 32, chance=1.0)
-    assert "above the chance level and does not fall." in vd.describe(
+    assert "above the chance level and does not fall." in judgement.describe(
         stuck, vd.features(stuck), failing=True
     )
     creeping = _early(np.linspace(3.0, 2.9999, 32), chance=1.0)
     assert vd.pace(creeping.losses, 1.0) == vd.PACE_CAP
-    assert "falls too slowly to reach it." in vd.describe(
+    assert "falls too slowly to reach it." in judgement.describe(
         creeping, vd.features(creeping), failing=True
     )
     # Nothing to say at chance, below it, without a chance level, or when
@@ -299,7 +300,9 @@ def test_the_verdict_says_how_far_chance_is_at_its_pace():
         _early(np.linspace(6.0, 4.0, 32)),
         _early([3.0] * 8 + [2.0] * 16 + [1.015] * 8, chance=1.0),
     ):
-        assert "At this pace" not in vd.describe(early, vd.features(early), False)
+        assert "At this pace" not in judgement.describe(
+            early, vd.features(early), False
+        )
     assert 0 < vd.pace([3.0] * 8 + [2.0] * 16 + [1.015] * 8, 1.0) < 1
 
 
@@ -355,7 +358,9 @@ def test_a_network_that_does_not_move_fails_whatever_the_fit_says():
     still = _early([2.0] * 32, chance=2.0, ratios={"a": [1e-9] * 32, "b": [0.0] * 32})
     values = vd.features(still)
     assert vd.frozen(values) and vd.risk(values) == 1.0
-    assert "the network does not move" in vd.describe(still, values, failing=True)
+    assert "the network does not move" in judgement.describe(
+        still, values, failing=True
+    )
     moving = vd.features(_early([2.0] * 32, chance=2.0, ratios={"a": [1e-5] * 32}))
     assert not vd.frozen(moving)
 

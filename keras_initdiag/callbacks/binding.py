@@ -20,9 +20,9 @@ from keras_initdiag.callbacks.updates import UpdateTracker
 from keras_initdiag.diagnostics import rules
 from keras_initdiag.diagnostics.batches import probe_inputs
 from keras_initdiag.diagnostics.engine import Diagnoser
+from keras_initdiag.diagnostics.judgement import verdict_flags
 from keras_initdiag.diagnostics.report import DiagnosticReport
 from keras_initdiag.diagnostics.train_grads import GradientRecorder
-from keras_initdiag.diagnostics.verdict import verdict_flags
 
 
 def optimizer_step(model: keras.Model) -> int:

@@ -22,6 +22,7 @@ import math
 import numpy as np
 
 from keras_initdiag.callbacks.updates import LearningRate, UpdateTracker
+from keras_initdiag.diagnostics import judgement
 from keras_initdiag.diagnostics import verdict as vd
 from keras_initdiag.diagnostics.pending import family, waits
 from keras_initdiag.diagnostics.report import DiagnosticReport, Flag, Verdict
@@ -300,7 +301,7 @@ class EarlyWatch:
             budget=self.budget,
         )
         self.judged = early
-        self.verdict = vd.judge(early, step, self.start, self.pending)
+        self.verdict = judgement.judge(early, step, self.start, self.pending)
         return self.verdict
 
 

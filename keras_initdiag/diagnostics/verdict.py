@@ -54,6 +54,7 @@ apart. `EarlySteps` holds what the callback watched over `WATCH_STEPS` steps:
 `risk` is a logistic function of the standardized features (`verdict_fit`:
 fitted on the training grids, scored on held-out ones; BENCHMARKS.md). A
 run fails at `risk >= RISK_THRESHOLD` or a non-finite loss or update.
+`judgement` turns the risk into the reported `Verdict`, in words.
 """
 
 from __future__ import annotations
@@ -65,13 +66,14 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from keras_initdiag.diagnostics.report import Flag, Verdict
 from keras_initdiag.diagnostics.verdict_fit import (
     COEFFICIENTS,
     INTERCEPT,
     MEANS,
-    RISK_THRESHOLD,
     SCALES,
+)
+from keras_initdiag.diagnostics.verdict_fit import (
+    RISK_THRESHOLD as RISK_THRESHOLD,  # re-exported (`judgement`, the benchmarks)
 )
 
 #: Steps the verdict watches. On the training grids (`benchmarks/verdict.py
@@ -324,7 +326,7 @@ def risk(values: Mapping[str, float]) -> float:
     """
     if frozen(values):
         return 1.0
-    logit = INTERCEPT + sum(_contributions(values).values())
+    logit = INTERCEPT + sum(contributions(values).values())
     return float(1.0 / (1.0 + math.exp(-max(min(logit, 50.0), -50.0))))
 
 
@@ -344,144 +346,17 @@ def frozen(values: Mapping[str, float]) -> bool:
     return values.get("log_trust", math.nan) <= math.log10(FROZEN)
 
 
-def _contributions(values: Mapping[str, float]) -> dict[str, float]:
-    """Each feature's term in the logit (0 for an unmeasured one)."""
+def contributions(values: Mapping[str, float]) -> dict[str, float]:
+    """Each feature's term in the logit (0 for an unmeasured one).
+
+    Example:
+    >>> terms = contributions({"level": MEANS["level"] + SCALES["level"]})
+    >>> terms["level"] == COEFFICIENTS["level"] and terms["progress"] == 0.0
+    True
+    """
     terms = {}
     for name in FEATURES:
         value = values.get(name, math.nan)
         z = (value - MEANS[name]) / SCALES[name] if math.isfinite(value) else 0.0
         terms[name] = COEFFICIENTS[name] * z
     return terms
-
-
-_REASONS = {
-    "level": "the loss is still high",
-    "progress": "the loss hardly falls",
-    "log_trust": "the network as a whole hardly moves",
-    "log_slowest": "a layer hardly moves",
-    "above_chance": "the loss is above the chance level",
-    "over_trust": "the updates change the network completely at every step",
-    "step0_certain": "step 0 flagged it",
-    "step0_pending": "step 0 flagged it",
-    "log_budget": "the training is short",
-    "log_pace": "the loss stays above the chance level: it falls slowly "
-    "towards it, or not at all",
-}
-
-
-def judge(early: EarlySteps, step: int, start: int, pending: Sequence = ()):
-    """The verdict on the watched steps.
-
-    Args:
-        early: What the watched steps showed.
-        step: The step at which the verdict is given.
-        start: The first watched step.
-        pending: The pending `Flag`s it confirms (failing) or clears.
-
-    Returns:
-        A `keras_initdiag.diagnostics.report.Verdict`.
-
-    Example:
-    >>> early = EarlySteps([1.4] * 32, [0.01] * 32, {"dense": [1e-9] * 32}, 1.386)
-    >>> judge(early, 32, 0).failing
-    True
-    """
-    values = features(early)
-    finite = early.finite
-    score = risk(values) if finite else 1.0
-    failing = score >= RISK_THRESHOLD
-    names = tuple(dict.fromkeys(f"{f.kind} at {f.layer}" for f in pending))
-    return Verdict(
-        step=int(step),
-        start=int(start),
-        failing=bool(failing),
-        risk=score,
-        threshold=RISK_THRESHOLD,
-        features=values,
-        summary=describe(early, values, failing),
-        confirmed=names if failing else (),
-        cleared=() if failing else names,
-    )
-
-
-def describe(early: EarlySteps, values: Mapping[str, float], failing: bool) -> str:
-    """What the watched steps showed, in words."""
-    steps = len(early.learning_rates)
-    if not early.finite:
-        return f"The loss or an update became NaN or Inf within {steps} steps."
-    words = []
-    losses = np.asarray(early.losses, dtype=np.float64)
-    if losses.size:
-        quarter = max(1, len(losses) // 4)
-        head, tail = losses[:quarter].mean(), losses[-quarter:].mean()
-        text = (
-            f"Over {steps} steps the training loss went from {head:.3g} to "
-            f"{tail:.3g} ({(tail - head) / head:+.0%})"
-            if head > 0
-            else f"Over {steps} steps the training loss went to {tail:.3g}"
-        )
-        if early.chance > 0:
-            text += f", {tail / early.chance:.2f}x the chance level"
-        words.append(text + ".")
-        words += _pace_words(pace(losses, early.chance), falls=tail < head)
-    ratios = early.ratios()
-    if ratios.size:
-        medians = np.nanmedian(np.nan_to_num(ratios, nan=0.0), axis=0)
-        slowest = int(np.argmin(medians))
-        name = early.layers()[slowest]
-        words.append(
-            f"Compounded over depth the weights move "
-            f"{10 ** values['log_trust']:.2g} per step; the slowest layer, {name}, "
-            f"{medians[slowest]:.2g} of its weights per step."
-        )
-    if early.step0_flags:
-        kinds = ", ".join(dict.fromkeys(early.step0_flags))
-        words.append(f"Step 0 flagged: {kinds}.")
-    judged = round(CALIBRATION_BUDGET * 10 ** values["log_budget"])
-    if early.budget is None:
-        words.append(f"Judged as a training of {judged} steps (budget unknown).")
-    else:
-        words.append(
-            f"Judged for a training of {early.budget} steps"
-            + (f" (as {judged})." if judged != early.budget else ".")
-        )
-    terms = _contributions(values)
-    if failing and frozen(values):
-        words.append("Mostly because the network does not move.")
-    elif failing:
-        worst = [n for n in sorted(terms, key=terms.get, reverse=True) if terms[n] > 0]
-        if worst:
-            words.append("Mostly because " + _REASONS[worst[0]] + ".")
-    return " ".join(words)
-
-
-def _pace_words(steps: float, falls: bool) -> list[str]:
-    """`pace` in words (none at chance, below it, or unknown)."""
-    if steps >= PACE_CAP:
-        how = "falls too slowly to reach it" if falls else "does not fall"
-        return [f"It is above the chance level and {how}."]
-    if steps >= 1:
-        count = math.ceil(steps)
-        return [
-            f"At this pace it comes within its noise of the chance level in "
-            f"about {count} step{'s' if count > 1 else ''}."
-        ]
-    return []
-
-
-def verdict_flags(verdict, model: str) -> list:
-    """A failing verdict as a "verdict" flag on `model` (none for a healthy one).
-
-    Example:
-    >>> early = EarlySteps([1.4] * 32, [0.01] * 32, {"dense": [1e-9] * 32}, 1.386)
-    >>> [f.kind for f in verdict_flags(judge(early, 32, 0), "mlp")]
-    ['verdict']
-    """
-    if not verdict.failing:
-        return []
-    message = verdict.summary
-    if verdict.confirmed:
-        message += " Confirms the pending " + ", ".join(verdict.confirmed) + "."
-    return [
-        Flag("verdict", model, verdict.step, verdict.risk, verdict.threshold, message)
-    ]
