@@ -3,7 +3,7 @@
 Step 0 sees the network before any update. Some of its flags were right on
 every network of the training grids; others were often wrong in one family
 of networks (with or without normalization layers) and wait, as pending,
-for the verdict (`verdict.judge`) to confirm or clear them. Within a kind
+for the verdict (`judgement.judge`) to confirm or clear them. Within a kind
 that waits, a flag far past its threshold may still be certain
 (`CERTAIN_BEYOND`). A longer training lets more kinds wait
 (`LONG_PENDING`). `benchmarks/verdict.py pending` derives every constant
