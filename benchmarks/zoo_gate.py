@@ -34,6 +34,8 @@ from keras_initdiag.diagnostics import verdict as vd  # noqa: E402
 from keras_initdiag.tensorboard.codec import json_float  # noqa: E402
 
 ZOO_FIT = HERE / "results" / "zoo_fit.json"
+#: The budget of the published run (`zoo_fit.py`'s default: 4 epochs of 20).
+PUBLISHED_STEPS = 80
 
 
 def files() -> list[pathlib.Path]:
@@ -50,11 +52,13 @@ def runs(paths: list[pathlib.Path] | None = None) -> list[dict]:
     for path in files() if paths is None else paths:
         results = json.loads(path.read_text())
         config = results["config"]
-        seed, steps = (
-            config.get("seed", 0),
-            config["steps_per_epoch"] * config["epochs"],
-        )
-        notes = [f"seed {seed}"] * bool(seed) + [f"{steps} steps"] * (steps != 80)
+        seed = config.get("seed", 0)
+        steps = config["steps_per_epoch"] * config["epochs"]
+        notes = []
+        if seed:
+            notes.append(f"seed {seed}")
+        if steps != PUBLISHED_STEPS:
+            notes.append(f"{steps} steps")
         for record in results["records"]:
             run = record["model"] + (f" ({', '.join(notes)})" if notes else "")
             out.append({**record, "run": run})

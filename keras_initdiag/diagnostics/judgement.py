@@ -74,8 +74,7 @@ def describe(early: vd.EarlySteps, values: Mapping[str, float], failing: bool) -
     words = []
     losses = np.asarray(early.losses, dtype=np.float64)
     if losses.size:
-        quarter = max(1, len(losses) // 4)
-        head, tail = losses[:quarter].mean(), losses[-quarter:].mean()
+        _, head, tail = vd.quarters(losses)
         text = (
             f"Over {steps} steps the training loss went from {head:.3g} to "
             f"{tail:.3g} ({(tail - head) / head:+.0%})"

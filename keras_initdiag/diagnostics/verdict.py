@@ -205,8 +205,7 @@ def features(early: EarlySteps) -> dict[str, float]:
     losses = np.asarray(early.losses, dtype=np.float64)
     level = progress = math.nan  # no loss logged: the updates alone judge
     if losses.size:
-        quarter = max(1, len(losses) // 4)
-        head, tail = losses[:quarter].mean(), losses[-quarter:].mean()
+        _, head, tail = quarters(losses)
         reference = early.chance if early.chance > 0 else head
         with np.errstate(all="ignore"):
             level = math.log(tail / reference) if tail > 0 and reference > 0 else 0.0
@@ -243,6 +242,19 @@ def features(early: EarlySteps) -> dict[str, float]:
         "log_budget": log_budget(early.budget),
         "log_pace": log_pace(losses, early.chance),
     }
+
+
+def quarters(losses: np.ndarray) -> tuple[int, float, float]:
+    """The watch's quarter length (at least one) and its first and last quarter's means.
+
+    The loss features, `pace` and the verdict's words all compare these two.
+
+    Example:
+    >>> [float(v) for v in quarters(np.asarray([4.0, 3.0, 1.0, 1.0, 1.0, 0.5]))]
+    [1.0, 4.0, 0.5]
+    """
+    quarter = max(1, len(losses) // 4)
+    return quarter, losses[:quarter].mean(), losses[-quarter:].mean()
 
 
 def log_budget(budget: int | None) -> float:
@@ -292,8 +304,7 @@ def pace(losses: Sequence[float], chance_loss: float) -> float:
     known = math.isfinite(chance_loss) and chance_loss > 0
     if not known or len(losses) < 2 or not np.isfinite(losses).all():
         return math.nan
-    quarter = max(1, len(losses) // 4)
-    head, tail = losses[:quarter].mean(), losses[-quarter:].mean()
+    quarter, head, tail = quarters(losses)
     if tail <= 0:  # a loss at its floor is below any chance level
         return 0.0
     noise = losses[-quarter:].std(ddof=1) / math.sqrt(quarter) if quarter > 1 else 0
