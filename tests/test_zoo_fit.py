@@ -12,6 +12,7 @@ FIELDS = {
     "optimizer",
     "task",
     "classes_in_labels",
+    "label_entropy",
     "steps_planned",
     "steps_run",
     "stopped",
@@ -95,3 +96,21 @@ def test_each_budget_and_seed_has_its_own_results_file():
     assert zoo_fit.output_for(2, 12).name == "zoo_fit_240steps_seed2.json"
     with pytest.raises(SystemExit, match="--epochs must be at least 1, got 0"):
         zoo_fit.main(["--epochs", "0"])
+
+
+def test_label_entropy_is_the_loss_of_predicting_the_frequencies():
+    """Closed forms, and the recorded runs' value is their own labels'."""
+    zoo_fit = load_script("benchmarks/zoo_fit.py")
+    assert zoo_fit.label_entropy(np.arange(10)) == pytest.approx(math.log(10))
+    # Two cells for classes 0-5, one for 6-9 (a 4-bit number modulo 10).
+    y = np.arange(16) % 10
+    expected = -(6 * (2 / 16) * math.log(2 / 16) + 4 * (1 / 16) * math.log(1 / 16))
+    assert zoo_fit.label_entropy(y) == pytest.approx(expected)
+    entry = next(e for e in zoo_fit._zoo().HEALTHY if e.name == "ids_and_features")
+    path = zoo_fit.output_for(1)
+    record = next(
+        r for r in json.loads(path.read_text())["records"] if r["model"] == entry.name
+    )
+    (_, y), _ = zoo_fit.training_data(entry, 320, seed=1)
+    assert record["label_entropy"] == pytest.approx(zoo_fit.label_entropy(y), 1e-12)
+    assert record["label_entropy"] < math.log(10) - 0.02

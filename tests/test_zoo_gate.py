@@ -39,17 +39,19 @@ def test_the_gate_reads_what_the_live_verdict_read(gate):
 #: new false alarm makes it fail too. At 80 steps none since `log_pace`
 #: weighs the loss against its noise: MobileNetV3Small at seed 3 (loss at
 #: chance through the watch, 1.04x it within one standard error; it ends at
-#: 0.68 of chance) was stopped before it. At 240 steps (`zoo_fit.py
-#: --epochs 12`, seeds 0-2) the runs whose loss blows up at their recipes'
-#: peak rate (ResNet50 and MobileNetV2 on every seed, EfficientNetB0 on
-#: one; risk 0.97-1.00, as with the fit before `log_pace`) recover as the
-#: cosine decays the rate and end just better than guessing (0.82-0.96 of
-#: chance; at 80 steps they end above it).
+#: 0.72 of its labels' entropy) was stopped before it. At 240 steps
+#: (`zoo_fit.py --epochs 12`, seeds 0-2) the runs whose loss blows up to
+#: 3-4x chance at their recipes' peak rate recover as the cosine decays the
+#: rate; risk 1.00, as with the fit before `log_pace`. Four of the seven
+#: stopped end at or above their labels' entropy (ResNet50 at seeds 1 and
+#: 2, MobileNetV2 at seed 2, EfficientNetB0 at seed 2: 0.99-1.18 of it),
+#: the loss of predicting the class frequencies: they learned nothing of
+#: the input, and the stop is right. These three end 2-6% below it.
 KNOWN_VERDICT_FALSE_ALARMS = {
-    f"{model} ({seed}240 steps)"
-    for model in ("resnet50", "mobilenet_v2")
-    for seed in ("", "seed 1, ", "seed 2, ")
-} | {"efficientnet_b0 (seed 2, 240 steps)"}
+    "resnet50 (240 steps)",
+    "mobilenet_v2 (240 steps)",
+    "mobilenet_v2 (seed 1, 240 steps)",
+}
 #: None since the step-0 "dead" rule weighs chance (`rules.units.chance_dead`):
 #: MobileNetV3Small at seed 4, stopped at step 0 before it, lost 6 of the 8
 #: units of its first squeeze-and-excite ReLU by luck (P = 0.145).
@@ -58,8 +60,9 @@ KNOWN_STEP0_FALSE_ALARMS: dict = {}
 
 def test_the_installed_verdict_stops_no_zoo_model_that_trains(gate):
     """A false alarm on a published architecture is a bug: every zoo run
-    that ends better than guessing, on every recorded seed, is judged
-    training, but for the known ones pinned above; on the published run
+    that ends better than predicting its labels' frequencies, on every
+    recorded seed, is judged training, but for the known ones pinned above;
+    on the published run
     (seed 0) the two whose loss rises at this scale with their recipes
     (ResNet50, MobileNetV2) are judged failing."""
     rows = gate.judged(gate.installed_risk, vd.RISK_THRESHOLD)
