@@ -119,8 +119,12 @@ def path(name: str, value, optional: bool = False) -> str | None:
 
 
 def frequency(name: str, value) -> str | int:
-    """`"epoch"` or a positive int, as Keras's callbacks take `update_freq`."""
-    if value == "epoch" and isinstance(value, str):
+    """`"auto"`, `"epoch"` or a positive int: a callback's `update_freq`.
+
+    As Keras's callbacks take `update_freq`, and `"auto"` as Keras takes
+    `steps_per_execution`.
+    """
+    if isinstance(value, str) and value in ("auto", "epoch"):
         return value
     if (
         isinstance(value, numbers.Integral)
@@ -129,6 +133,6 @@ def frequency(name: str, value) -> str | int:
     ):
         return int(value)
     raise ValueError(
-        f'Argument `{name}` must be "epoch" or a positive int (a number of '
-        f"batches). Received: {name}={value!r}"
+        f'Argument `{name}` must be "auto", "epoch" or a positive int (a number '
+        f"of batches). Received: {name}={value!r}"
     )

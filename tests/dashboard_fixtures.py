@@ -139,6 +139,7 @@ def fit_model_run(log_dir: str):
     callback = keras_initdiag.InitDiagnostics(
         log_dir=log_dir,
         probe_data=(x[:32], y[:32]),
+        update_freq="epoch",  # a column per epoch, however short
         on_flag="ignore",
         verbose=0,
         batch_gradients=True,  # the in-step series, one value per step

@@ -77,3 +77,31 @@ def test_probe_compare_times_one_checkout(capsys):
     assert "| compile " in line and line.endswith(" s")
     with pytest.raises(RuntimeError, match="not from /nowhere"):
         compare.main("/nowhere", ["zero_head_mlp"], 1)
+
+
+@pytest.mark.slow
+def test_pacing_times_the_callbacks_hooks_for_both_schedules(tmp_path, capsys):
+    """`benchmarks/pacing.py --quick`: no timing assertions; each fit with
+    `"epoch"` diagnoses every epoch end, one with `"auto"` a subset of them
+    that keeps the start and the end of the fit."""
+    pacing = load_script("benchmarks/pacing.py")
+    output = tmp_path / "pacing.json"
+    rows = pacing.main(["--quick", "--output", str(output)])
+    assert json.loads(output.read_text())["runs"] == rows
+    assert [(r["model"], r["update_freq"]) for r in rows] == [
+        ("mlp3", "epoch"),
+        ("mlp3", "auto"),
+        ("cnn2", "epoch"),
+        ("cnn2", "auto"),
+    ]
+    for epoch, auto in zip(rows[::2], rows[1::2]):
+        steps = epoch["steps_per_epoch"]  # 64 samples, 16 a batch
+        assert steps == 4
+        ends = [steps * (e + 1) for e in range(epoch["epochs"])]
+        assert set(ends) <= set(epoch["diagnosed_steps"])
+        assert set(auto["diagnosed_steps"]) <= set(epoch["diagnosed_steps"])
+        assert auto["diagnosed_steps"][0] == 0 and auto["diagnosed_steps"][-1] == 12
+        for row in (epoch, auto):
+            assert 0 < row["share"] < 1
+            assert row["hook_seconds"]["on_train_begin"] > 0
+    assert "| mlp3 | 4 x 3 | auto |" in capsys.readouterr().out

@@ -40,7 +40,10 @@ def fit(model, x, y, callback, **kwargs):
 def test_epoch_schedule_starts_at_step_0_and_writes_events(tmp_path):
     model, x, y = model_and_data()
     callback = keras_initdiag.InitDiagnostics(
-        log_dir=str(tmp_path), probe_data=(x[:16], y[:16]), verbose=0
+        log_dir=str(tmp_path),
+        probe_data=(x[:16], y[:16]),
+        update_freq="epoch",
+        verbose=0,
     )
     fit(model, x, y, callback)
     # 64 samples / 16 per batch = 4 steps per epoch; step 3 is the
@@ -93,10 +96,59 @@ def test_int_update_freq_and_second_fit_continue_the_steps():
     assert steps == sorted(set(steps))
 
 
+class _Clock:
+    """A fake `perf_counter`: each reading takes `per_call` seconds, and each
+    training step `per_step` (advanced by `Steps`, a callback)."""
+
+    def __init__(self, per_call: float, per_step: float):
+        self.t, self.per_call, self.per_step = 0.0, per_call, per_step
+
+    def __call__(self) -> float:
+        self.t += self.per_call
+        return self.t
+
+
+class _Steps(keras.callbacks.Callback):
+    def __init__(self, clock: _Clock):
+        super().__init__()
+        self.clock = clock
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.clock.t += self.clock.per_step
+
+
+def test_auto_schedule_keeps_the_diagnoses_within_two_percent(monkeypatch, capsys):
+    """Each diagnosis (and each clock reading) takes 10 ms, each step 50 ms.
+    Step 3's diagnosis (the update ratios) is a one-off: not spent, but it
+    times the next (10 ms), due once 10 ms is 2% of the time since step 0's
+    diagnosis, 0.5 s: not at steps 4 and 8 (0.23 and 0.44 s), at 12 (0.65
+    s); then, 10 ms spent, once 20 ms is: not at 16 (0.86 s), at 20 (1.07
+    s), the fit's end. A note says why, once."""
+    clock = _Clock(per_call=0.01, per_step=0.05)
+    monkeypatch.setattr("keras_initdiag.callbacks.now", clock)
+    model, x, y = model_and_data()
+    callback = keras_initdiag.InitDiagnostics(
+        log_dir=None, probe_data=(x[:16], y[:16]), verbose=1
+    )
+    assert callback.update_freq == "auto"
+    model.fit(
+        x, y, epochs=5, batch_size=16, verbose=0, callbacks=[_Steps(clock), callback]
+    )
+    assert [r.step for r in callback.reports] == [0, 3, 12, 20]
+    assert callback.schedule.spent == pytest.approx(0.02)
+    out = capsys.readouterr().out
+    assert out.count("a diagnosis takes about 10 ms") == 1
+    # A later fit starts and ends with a diagnosis, as with "epoch".
+    model.fit(
+        x, y, epochs=1, batch_size=16, verbose=0, callbacks=[_Steps(clock), callback]
+    )
+    assert [r.step for r in callback.reports][-1] == 24
+
+
 def test_initial_epoch_is_respected():
     model, x, y = model_and_data()
     callback = keras_initdiag.InitDiagnostics(
-        log_dir=None, probe_data=(x[:16], y[:16]), verbose=0
+        log_dir=None, probe_data=(x[:16], y[:16]), update_freq="epoch", verbose=0
     )
     fit(model, x, y, callback, epochs=3, initial_epoch=1)
     assert [r.step for r in callback.reports] == [0, 3, 4, 8]
@@ -188,7 +240,7 @@ def test_nan_mid_training_is_flagged_at_its_layer():
 def test_failure_warns_once_and_training_goes_on(monkeypatch):
     model, x, y = model_and_data()
     callback = keras_initdiag.InitDiagnostics(
-        log_dir=None, probe_data=(x[:16], y[:16]), verbose=0
+        log_dir=None, probe_data=(x[:16], y[:16]), update_freq="epoch", verbose=0
     )
 
     def broken(*args, **kwargs):
@@ -359,6 +411,7 @@ def test_epoch_schedule_draws_the_image_at_step_0_and_the_last_epoch(tmp_path):
     callback = keras_initdiag.InitDiagnostics(
         log_dir=str(tmp_path),
         probe_data=(x[:16], y[:16]),
+        update_freq="epoch",
         verbose=0,
         depth_profile=True,
     )
@@ -372,6 +425,7 @@ def test_a_second_fit_does_not_redraw_the_same_image(tmp_path):
     callback = keras_initdiag.InitDiagnostics(
         log_dir=str(tmp_path),
         probe_data=(x[:16], y[:16]),
+        update_freq="epoch",
         verbose=0,
         depth_profile=True,
     )
