@@ -199,11 +199,14 @@ def train(configs: Sequence[ScheduledConfig], out: pathlib.Path = OUT) -> int:
 #: said otherwise here.
 USE = {
     "fifth": "scored the first budget-aware fit, at commit 0132600; read "
-    "before the step-0 kinds learnt the budget",
-    "sixth": "never fitted on; read before `log_recover` and `log_pace` were chosen",
-    "seventh": "never fitted on; read before `log_pace` was chosen",
-    "eighth": "never fitted on; read before `log_pace` was chosen",
-    "ninth": "never fitted on; read once to score `log_pace`",
+    "before the step-0 kinds learnt the budget; fitted on since the seventh fit",
+    "sixth": "read before `log_recover` and `log_pace` were chosen; fitted on "
+    "since the seventh fit",
+    "seventh": "read before `log_pace` was chosen; fitted on since the seventh fit",
+    "eighth": "read before `log_pace` was chosen; fitted on since the seventh fit",
+    "ninth": "read once to score `log_pace`; fitted on since the seventh fit",
+    "tenth": "never fitted on; read once to score the seventh fit (four runs' "
+    "outcomes were seen in a log while it was recorded)",
 }
 #: Per grid: the judgement's file, its title, and the epochs (of
 #: `trainability.EPOCH_STEPS` steps)

@@ -89,6 +89,16 @@ TRAINING = (CALIBRATION, HELDOUT)
 #: the budget on (160 and 320 steps), besides its final one (480). Not
 #: shorter: a budget only ever relaxes the verdict (`vd.BUDGET_RANGE`).
 PRACTICE_EPOCHS = (10, 20)
+#: The held-out grids read before the seventh fit (each scored a fit once,
+#: then read for information): fitted on since that fit, as the first
+#: held-out grid was since the second. The 160-step ones at their budget;
+#: the scheduled ones at theirs (560-800 steps, judged as 480:
+#: `vd.BUDGET_RANGE`) and at the ends of their epochs of 160, 320 and 480
+#: steps, as the fourth grid. Left out: the tenth (unread; it scores the
+#: seventh fit).
+READ = (HELDOUT2, HELDOUT3, FIFTH, SIXTH, SEVENTH, EIGHTH, NINTH)
+#: Budgets short of a scheduled grid's own at which its runs are also fitted.
+READ_BUDGETS = (160, 320, 480)
 JUDGE = HERE / "results" / "verdict_judge.md"
 #: L2 penalty on the standardized coefficients (keeps them finite when a
 #: feature separates the classes perfectly).
@@ -285,8 +295,21 @@ def training() -> list[dict]:
 
 def training_cases() -> list[tuple[dict, int, bool]]:
     """What the verdict and the baseline are fitted on: `TRAINING`'s runs at
-    160 steps, the fourth grid's at three budgets (`budget_cases`)."""
-    return cases(training()) + budget_cases(load(PRACTICE))
+    160 steps, the fourth grid's at three budgets (`budget_cases`), and the
+    read held-out grids' (`read_cases`)."""
+    return cases(training()) + budget_cases(load(PRACTICE)) + read_cases()
+
+
+def read_cases(paths: Sequence[pathlib.Path] = READ) -> list[tuple[dict, int, bool]]:
+    """`READ`'s runs at their own budgets, and the scheduled ones also at
+    each of `READ_BUDGETS` short of it, with the outcome there."""
+    out = []
+    for path in paths:
+        for record in load(path):
+            own = budget_of(record)
+            out.append((record, own, bool(record["failed"])))
+            out += [(record, b, outcome_at(record, b)) for b in READ_BUDGETS if b < own]
+    return out
 
 
 def baseline():
