@@ -83,7 +83,10 @@ WARMUP = 48
 #: - ninth: recorded at the end of the ninth session and left unread; read
 #:   once to score `log_pace` (tenth session).
 #: - tenth: recorded at the start of the tenth session, before the ninth was
-#:   read, to score whatever changes after it.
+#:   read, to score whatever changes after it; read once to score the
+#:   seventh fit (eleventh session).
+#: - eleventh: recorded in the eleventh session with the seventh fit
+#:   installed, after the tenth was read, to score the next change.
 LATER = {
     "fifth": (5, 12, 800),
     "sixth": (6, 10, 640),
@@ -91,6 +94,7 @@ LATER = {
     "eighth": (8, 16, 720),
     "ninth": (9, 20, 560),
     "tenth": (10, 18, 640),
+    "eleventh": (11, 22, 600),
 }
 #: Each grid's configs, budget, warmup and records.
 GRIDS = {
