@@ -79,6 +79,9 @@ EIGHTH = HERE / "results" / "eighth_runs.jsonl"
 #: The ninth held-out grid (`practice.py train --grid ninth`): 560 steps,
 #: depth 20; recorded before `log_pace` was chosen and read only to score it.
 NINTH = HERE / "results" / "ninth_runs.jsonl"
+#: The tenth held-out grid (`practice.py train --grid tenth`): 640 steps,
+#: depth 18; read once to score the seventh fit (fitted on the grids above).
+TENTH = HERE / "results" / "tenth_runs.jsonl"
 #: What the verdict's step-0 rules (`pending`) and the loss-only baseline's
 #: budget-free part were derived from: the calibration grid and the first
 #: held-out grid (held out for the first fit, whose scores BENCHMARKS.md
@@ -424,6 +427,7 @@ def table(title: str, records: list[dict], baseline_model, baseline_cut) -> list
 def score() -> None:
     """Score the module's verdict on every grid; write `JUDGE`."""
     order = (
+        TENTH,
         NINTH,
         EIGHTH,
         SEVENTH,
@@ -437,21 +441,24 @@ def score() -> None:
     grids = {path: load(path) for path in order if path.exists()}
     baseline_model, baseline_cut = baseline()
     titles = {
-        NINTH: "Ninth held-out grid (560 steps; never fitted on; read once "
-        "to score `log_pace`)",
-        EIGHTH: "Eighth held-out grid (720 steps; never fitted on; read before "
-        "`log_pace` was chosen)",
-        SEVENTH: "Seventh held-out grid (560 steps; never fitted on; read "
-        "before `log_pace` was chosen)",
-        SIXTH: "Sixth held-out grid (640 steps; never fitted on; read before "
-        "`log_recover` and `log_pace` were chosen)",
+        TENTH: "Tenth held-out grid (640 steps; never fitted on; read once "
+        "to score the seventh fit)",
+        NINTH: "Ninth held-out grid (560 steps; read once to score `log_pace`; "
+        "fitted on since the seventh fit: in-sample)",
+        EIGHTH: "Eighth held-out grid (720 steps; fitted on since the seventh "
+        "fit: in-sample)",
+        SEVENTH: "Seventh held-out grid (560 steps; fitted on since the seventh "
+        "fit: in-sample)",
+        SIXTH: "Sixth held-out grid (640 steps; fitted on since the seventh "
+        "fit: in-sample)",
         FIFTH: "Fifth held-out grid (800 steps; scored the first budget-aware "
-        "fit, then read before the step-0 kinds learnt the budget)",
+        "fit; fitted on since the seventh fit: in-sample)",
         PRACTICE: "Fourth held-out grid (480 steps; fitted on at 160, 320 and 480 "
         "steps since the budget-aware fit: in-sample)",
-        HELDOUT3: "Third held-out grid (never used to fit or to choose anything)",
-        HELDOUT2: "Second held-out grid (never fitted on; read before the band "
-        "was chosen)",
+        HELDOUT3: "Third held-out grid (fitted on since the seventh fit: "
+        "in-sample)",
+        HELDOUT2: "Second held-out grid (read before the band was chosen; "
+        "fitted on since the seventh fit: in-sample)",
         HELDOUT: "First held-out grid (fitted on since the second fit; in-sample)",
         CALIBRATION: "Calibration grid (in-sample)",
     }
@@ -460,8 +467,10 @@ def score() -> None:
         "",
         f"Watched steps: {vd.WATCH_STEPS}; risk threshold {vd.RISK_THRESHOLD:.3g}. "
         f"Fitted on the calibration grid and the first held-out grid (160 "
-        f"steps), and the fourth grid at 160, 320 and 480 steps; each run "
-        f"judged for its own budget. "
+        f"steps), the fourth grid at 160, 320 and 480 steps, and the second, "
+        f"third and fifth to ninth held-out grids at their own budgets (the "
+        f"scheduled ones also at 160, 320 and 480); each run judged for its "
+        f"own budget. "
         f"The loss-only baseline: the loss features over {BASELINE_STEPS} steps, "
         f"fitted on the same runs (threshold {baseline_cut:.3g}).",
         "",
