@@ -88,23 +88,19 @@ class Timed(keras.callbacks.Callback):
         self.inner.set_params(params)
 
 
-def run(kind: str, update_freq: str, epochs: int, args) -> dict:
-    """One fit of `epochs` epochs with the callback at `update_freq`."""
-    depth, samples = (
-        (args.convs, args.cnn_samples)
-        if kind == "cnn"
-        else (
-            args.depth,
-            args.samples,
-        )
-    )
-    x, y = overhead.data(kind, samples, args)
+def run(kind: str, update_freq: str, epochs: int, sizes) -> dict:
+    """One fit of `epochs` epochs with the callback at `update_freq`; the
+    model, data and batch as `overhead.py` with `sizes` (its arguments)."""
+    cnn = kind == "cnn"
+    depth = sizes.cnn_convs if cnn else sizes.depth
+    samples = sizes.cnn_samples if cnn else sizes.samples
+    x, y = overhead.data(kind, samples, sizes)
     keras.utils.set_random_seed(1)
-    model = overhead.build(kind, depth, args)
+    model = overhead.build(kind, depth, sizes)
     with tempfile.TemporaryDirectory() as log_dir:
         callback = keras_initdiag.InitDiagnostics(
             log_dir=log_dir,
-            probe_data=(x[: args.probe_batch], y[: args.probe_batch]),
+            probe_data=(x[: sizes.probe_batch], y[: sizes.probe_batch]),
             update_freq=update_freq,
             on_flag="ignore",
             verbose=0,
@@ -114,7 +110,7 @@ def run(kind: str, update_freq: str, epochs: int, args) -> dict:
         model.fit(
             x,
             y,
-            batch_size=args.batch_size,
+            batch_size=sizes.batch_size,
             epochs=epochs,
             verbose=0,
             callbacks=[timed],
@@ -126,10 +122,10 @@ def run(kind: str, update_freq: str, epochs: int, args) -> dict:
         "model": model.name,
         "update_freq": update_freq,
         "epochs": epochs,
-        "steps_per_epoch": -(-samples // args.batch_size),
+        "steps_per_epoch": -(-samples // sizes.batch_size),
         "fit_seconds": seconds,
         "hook_seconds": timed.seconds,
-        # After the fit's start (binding, the probe's compile, step 0's
+        # After the fit's start (binding, building the probe, step 0's
         # diagnosis: the same with either schedule).
         "share": (sum(timed.seconds.values()) - begin) / (seconds - begin),
         "diagnosed_steps": [r.step for r in callback.reports],
@@ -162,13 +158,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--reps", type=int, default=1, help="fits per configuration")
     parser.add_argument("--output", default=None, help="JSON path override")
     args = parser.parse_args(argv)
-    # The overhead benchmark's models and data, at its default sizes.
-    base = overhead.parse_args(["--quick"] if args.quick else [])
-    for name in ("samples", "cnn_samples", "batch_size", "probe_batch", "width"):
-        setattr(args, name, getattr(base, name))
-    for name in ("features", "classes", "image_size", "depth"):
-        setattr(args, name, getattr(base, name))
-    args.convs = base.cnn_convs
     if args.quick:
         args.epochs, args.reps = 3, 1
     return args
@@ -176,13 +165,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
+    # The overhead benchmark's models and data, at its sizes.
+    sizes = overhead.parse_args(["--quick"] if args.quick else [])
     rows = []
     for kind in ("mlp", "cnn"):
         # Interleaved: each repetition runs both schedules back to back.
         for _ in range(args.reps):
             for update_freq in ("epoch", "auto"):
                 keras.backend.clear_session()
-                rows.append(run(kind, update_freq, args.epochs, args))
+                rows.append(run(kind, update_freq, args.epochs, sizes))
                 print(table(rows[-1:]).splitlines()[-1], flush=True)
     output = pathlib.Path(args.output) if args.output else OUTPUT
     output.parent.mkdir(parents=True, exist_ok=True)
