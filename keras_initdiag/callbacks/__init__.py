@@ -79,10 +79,9 @@ class InitDiagnostics(keras.callbacks.Callback):
             to `None`: standard-normal float inputs (and random token ids
             for inputs that feed an `Embedding`), forward statistics only,
             with a warning.
-        update_freq: `"auto"` (as `"epoch"`, but an epoch end other than
-            the last is diagnosed only when the time trained since the last
-            diagnosis pays for one at 2%: every epoch of 157 steps on a
-            20-layer MLP, about every third of 32 on a small conv net),
+        update_freq: `"auto"` (as `"epoch"`, but an epoch end is diagnosed
+            only while the periodic diagnoses stay within 2% of the
+            training's wall time: on short epochs, not every one),
             `"epoch"` (at step 0, after every epoch and at the end of
             training) or a positive int: every that many training batches.
             Defaults to `"auto"`.
