@@ -14,8 +14,10 @@ networks nothing was ever chosen on:
   transformer recipe, and issue 17's);
 - the budget: `BUDGET` steps (30 epochs), three times the other grids';
   the outcome is `trainability.failed` at its end;
-- the callback attached as a user attaches it: `InitDiagnostics` with its
-  default schedule (`update_freq="epoch"`), probing the first 128 training
+- the callback attached as a user attaches it: `InitDiagnostics` with a
+  diagnosis at every epoch end (`update_freq="epoch"`, the default until
+  `"auto"`, which passes over some epoch ends on short epochs: every grid
+  is recorded alike), probing the first 128 training
   samples, `on_flag="ignore"` so that every run trains to the end, and
   every flag recorded with whether `on_flag` would act on it (`midfit.py`'s
   `FlagLog`), with the live early verdict.
