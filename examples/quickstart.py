@@ -1,7 +1,8 @@
 """Quickstart: watch a deep ReLU network's initialization while it trains.
 
 Add `InitDiagnostics` to `fit`: it diagnoses every layer before the first
-update (step 0) and after each epoch, flags problems by layer, and writes
+update (step 0), after each epoch (while that costs under 2% of training)
+and at the end, flags problems by layer, and writes
 everything to TensorBoard. Here the same MLP is trained twice: once with
 Keras's default Glorot kernels, whose signal halves at every ReLU layer, and
 once with `for_activation("relu")` (He), which keeps it steady. Both train
