@@ -5,7 +5,9 @@ learning rate of 64 steps, every layer's relative update of 32 steps, the
 step-0 flags) and its outcome after 160 steps (`trainability.failed`).
 
 - `fit`: the verdict's logistic model (`keras_initdiag.diagnostics.verdict`)
-  on the training grids' runs only (`TRAINING`): feature means and scales,
+  on the training cases only (`training_cases`: `TRAINING`, the fourth grid
+  and the held-out grids already read, `READ`; never an unread grid):
+  feature means and scales,
   coefficients (Newton's method, L2 penalty `PENALTY` on the standardized
   coefficients), and the risk threshold: the lowest at which the training
   precision is at least `PRECISION`, since a false "failing" verdict can
@@ -455,8 +457,7 @@ def score() -> None:
         "fit; fitted on since the seventh fit: in-sample)",
         PRACTICE: "Fourth held-out grid (480 steps; fitted on at 160, 320 and 480 "
         "steps since the budget-aware fit: in-sample)",
-        HELDOUT3: "Third held-out grid (fitted on since the seventh fit: "
-        "in-sample)",
+        HELDOUT3: "Third held-out grid (fitted on since the seventh fit: in-sample)",
         HELDOUT2: "Second held-out grid (read before the band was chosen; "
         "fitted on since the seventh fit: in-sample)",
         HELDOUT: "First held-out grid (fitted on since the second fit; in-sample)",

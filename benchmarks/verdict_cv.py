@@ -5,7 +5,7 @@ Each candidate feature set is fitted as the verdict is (`verdict.py`:
 grouped by run (a run's cases at several budgets stay in one fold), and
 scored by its out-of-fold log-loss and ROC AUC. A feature is kept when the
 paired difference in log-loss, per case, is several standard errors below
-0, over every fold seed. No held-out grid is read.
+0, over every fold seed. No unread held-out grid is read.
 
 Usage:
     python benchmarks/verdict_cv.py                 # every feature, dropped
