@@ -108,6 +108,7 @@ HERE = pathlib.Path(__file__).parent
 sys.path.insert(0, str(HERE))  # the sibling scripts, also when imported
 
 import zoo_gate  # noqa: E402
+from trainability import label_entropy  # noqa: E402  (the grids' chance level)
 
 OUTPUT = HERE / "results" / "zoo_fit.json"
 #: Entries run by `--quick`.
@@ -261,22 +262,6 @@ def training_data(entry, n: int, seed: int = 0) -> tuple[tuple, tuple]:
     x_probe, _ = entry.data(np.random.default_rng(2 * seed + 1), PROBE)
     task = Task(RECIPES[entry.name].label, x, seed=seed)
     return (x, task(x)), (x_probe, task(x_probe))
-
-
-def label_entropy(y) -> float:
-    """The entropy of the labels' frequencies, in nats: the loss of the best
-    prediction that ignores the input (the grids' chance level,
-    `trainability.Task.entropy`). The zoo's sign-pattern labels are a 4-bit
-    number modulo 10, so classes 0-5 take two cells and 6-9 one: below
-    `ln 10` by 1-23% on the recorded seeds.
-
-    Example:
-    >>> round(label_entropy([0, 0, 1, 1]), 4), round(label_entropy([3, 3, 3]), 4)
-    (0.6931, 0.0)
-    """
-    counts = np.bincount(np.asarray(y, dtype=np.int64))
-    freq = counts[counts > 0] / counts.sum()
-    return float(-(freq * np.log(freq)).sum() + 0.0)
 
 
 # -- one run -------------------------------------------------------------------

@@ -13,9 +13,10 @@ installed verdict to it.
 A zoo run trains when the training loss of its last epoch is below that of
 its first batch and, by more than `MARGIN`, below the loss of predicting
 its training labels' frequencies (`outcome`): it learned something of its
-input. That is the grids' chance level (`trainability.Task.entropy`); the
-zoo's labels are uneven (`zoo_fit.label_entropy`), so it lies 1-23% below
-`ln 10`, and a run that learns only the frequencies ends there.
+input. That is the grids' chance level (`trainability.label_entropy`); the
+zoo's labels are uneven (a 4-bit number modulo 10: classes 0-5 take two
+cells, 6-9 one), so it lies 1-23% below `ln 10`, and a run that learns
+only the frequencies ends there.
 `zoo_fit.py` runs every fit to its end, so this is the outcome a stop
 would have cut short. A run whose loss rose fails (ResNet50 and
 MobileNetV2 at seed 0, with their recipes at this scale); one not below
