@@ -194,12 +194,16 @@ def outcome_at(record: dict, budget: int) -> bool:
     return tr.failed_by(record, budget // tr.EPOCH_STEPS)
 
 
-def budget_cases(records) -> list[tuple[dict, int, bool]]:
-    """Each run at its own budget, and at `PRACTICE_EPOCHS`' ends with the
-    outcome there (`outcome_at`)."""
-    shorter = [tr.EPOCH_STEPS * epoch for epoch in PRACTICE_EPOCHS]
+def budget_cases(records, budgets=None) -> list[tuple[dict, int, bool]]:
+    """Each run at its own budget, and at each of `budgets` short of it with
+    the outcome there (`outcome_at`; default: `PRACTICE_EPOCHS`' ends)."""
+    if budgets is None:
+        budgets = [tr.EPOCH_STEPS * epoch for epoch in PRACTICE_EPOCHS]
     return cases(records) + [
-        (r, budget, outcome_at(r, budget)) for r in records for budget in shorter
+        (r, budget, outcome_at(r, budget))
+        for r in records
+        for budget in budgets
+        if budget < budget_of(r)
     ]
 
 
@@ -308,13 +312,7 @@ def training_cases() -> list[tuple[dict, int, bool]]:
 def read_cases(paths: Sequence[pathlib.Path] = READ) -> list[tuple[dict, int, bool]]:
     """`READ`'s runs at their own budgets, and the scheduled ones also at
     each of `READ_BUDGETS` short of it, with the outcome there."""
-    out = []
-    for path in paths:
-        for record in load(path):
-            own = budget_of(record)
-            out.append((record, own, bool(record["failed"])))
-            out += [(record, b, outcome_at(record, b)) for b in READ_BUDGETS if b < own]
-    return out
+    return [case for path in paths for case in budget_cases(load(path), READ_BUDGETS)]
 
 
 def baseline():
