@@ -98,7 +98,7 @@ def test_int_update_freq_and_second_fit_continue_the_steps():
 
 class _Clock:
     """A fake `perf_counter`: each reading takes `per_call` seconds, and each
-    training step `per_step` (advanced by `Steps`, a callback)."""
+    training step `per_step` (advanced by `_Steps`, a callback)."""
 
     def __init__(self, per_call: float, per_step: float):
         self.t, self.per_call, self.per_step = 0.0, per_call, per_step

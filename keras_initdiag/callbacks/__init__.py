@@ -351,10 +351,6 @@ class InitDiagnostics(keras.callbacks.Callback):
     def _step(self) -> int:
         return optimizer_step(self.model)
 
-    def _traces(self) -> int | None:
-        diagnoser = self.binding.diagnoser
-        return None if diagnoser is None else diagnoser.probe.traces
-
     # -- one diagnosis -------------------------------------------------------
 
     def _diagnose(self, first: bool = False, extra: dict | None = None, verdict=None):
@@ -373,7 +369,7 @@ class InitDiagnostics(keras.callbacks.Callback):
                 self.sink.write_image(self.model, self.history.last)
                 self.schedule.diagnosed(step, image=True)
             return
-        start, traces = now(), self._traces()
+        start, traces = now(), self.binding.traces
         try:
             report, histograms = self.binding.report(
                 step,
@@ -396,7 +392,7 @@ class InitDiagnostics(keras.callbacks.Callback):
             self._failed(step, error)
             return
         end = now()
-        compiled = traces != self._traces()  # the probe's fifth call compiles
+        compiled = traces != self.binding.traces  # the probe's fifth call compiles
         one_off = extra is not None or verdict is not None
         self.schedule.diagnosed(step, image, end - start, end, compiled, one_off)
         self.history.add(report)

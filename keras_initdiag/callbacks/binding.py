@@ -292,3 +292,11 @@ class Binding:
     def recording(self) -> bool:
         """Whether the recorder is attached (during a `fit`)."""
         return self.recorder is not None and self.recorder.attached
+
+    @property
+    def traces(self) -> int | None:
+        """How often the probe was traced (None before it exists).
+
+        A diagnosis during which it grew compiled the probe.
+        """
+        return None if self.diagnoser is None else self.diagnoser.probe.traces
