@@ -211,8 +211,10 @@ USE = {
     "seventh": "read before `log_pace` was chosen; fitted on since the seventh fit",
     "eighth": "read before `log_pace` was chosen; fitted on since the seventh fit",
     "ninth": "read once to score `log_pace`; fitted on since the seventh fit",
-    "tenth": "never fitted on; read once to score the seventh fit (four runs' "
-    "outcomes were seen in a log while it was recorded)",
+    "tenth": "read once to score the seventh fit (four runs' outcomes were "
+    "seen in a log while it was recorded); fitted on since the eighth fit",
+    "eleventh": "never fitted on; read once to score the eighth fit (three "
+    "runs' outcomes were seen in a log while it was recorded)",
 }
 #: Per grid: the judgement's file, its title, and the epochs (of
 #: `trainability.EPOCH_STEPS` steps)

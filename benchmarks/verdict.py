@@ -84,6 +84,10 @@ NINTH = HERE / "results" / "ninth_runs.jsonl"
 #: The tenth held-out grid (`practice.py train --grid tenth`): 640 steps,
 #: depth 18; read once to score the seventh fit (fitted on the grids above).
 TENTH = HERE / "results" / "tenth_runs.jsonl"
+#: The eleventh held-out grid (`practice.py train --grid eleventh`): 608
+#: steps, depth 22; recorded under the seventh fit, read once to score the
+#: eighth (the loss watched for 64 steps in trainings of 320 or more).
+ELEVENTH = HERE / "results" / "eleventh_runs.jsonl"
 #: What the verdict's step-0 rules (`pending`) and the loss-only baseline's
 #: budget-free part were derived from: the calibration grid and the first
 #: held-out grid (held out for the first fit, whose scores BENCHMARKS.md
@@ -94,14 +98,14 @@ TRAINING = (CALIBRATION, HELDOUT)
 #: the budget on (160 and 320 steps), besides its final one (480). Not
 #: shorter: a budget only ever relaxes the verdict (`vd.BUDGET_RANGE`).
 PRACTICE_EPOCHS = (10, 20)
-#: The held-out grids read before the seventh fit (each scored a fit once,
-#: then read for information): fitted on since that fit, as the first
-#: held-out grid was since the second. The 160-step ones at their budget;
-#: the scheduled ones at theirs (560-800 steps, judged as 480:
-#: `vd.BUDGET_RANGE`) and at the ends of their epochs of 160, 320 and 480
-#: steps, as the fourth grid. Left out: the tenth (unread; it scores the
-#: seventh fit).
-READ = (HELDOUT2, HELDOUT3, FIFTH, SIXTH, SEVENTH, EIGHTH, NINTH)
+#: The held-out grids read before the latest fit (each scored a fit once,
+#: then read for information): fitted on since the seventh fit (the tenth
+#: since the eighth), as the first held-out grid was since the second. The
+#: 160-step ones at their budget; the scheduled ones at theirs (560-800
+#: steps, judged as 480: `vd.BUDGET_RANGE`) and at the ends of their epochs
+#: of 160, 320 and 480 steps, as the fourth grid. Left out: the eleventh
+#: (unread; it scores the eighth fit).
+READ = (HELDOUT2, HELDOUT3, FIFTH, SIXTH, SEVENTH, EIGHTH, NINTH, TENTH)
 #: Budgets short of a scheduled grid's own at which its runs are also fitted.
 READ_BUDGETS = (160, 320, 480)
 JUDGE = HERE / "results" / "verdict_judge.md"
@@ -136,16 +140,23 @@ def budget_of(record: dict) -> int:
 
 
 def early_steps(
-    record: dict, steps: int = vd.WATCH_STEPS, budget: int | None = None
+    record: dict,
+    steps: int = vd.WATCH_STEPS,
+    budget: int | None = None,
+    loss_steps: int | None = None,
 ) -> vd.EarlySteps:
     """The record's first `steps` steps as the verdict reads them, judged for
-    `budget` steps (default: the record's own, `budget_of`)."""
+    `budget` steps (default: the record's own, `budget_of`); the loss of its
+    first `loss_steps` (default: at least `steps`, `vd.loss_steps(budget)`
+    as the callback watches)."""
     number = tr._from_json_number
     flags = [f for f in record["step0_flags"] or () if not f["advisory"]]
     family_ = family_of(record)
     budget = budget or budget_of(record)
+    if loss_steps is None:
+        loss_steps = max(steps, vd.loss_steps(budget))
     return vd.EarlySteps(
-        losses=[number(v) for v in record["step_losses"][:steps]],
+        losses=[number(v) for v in record["step_losses"][:loss_steps]],
         learning_rates=record["step_learning_rates"][:steps],
         update_ratios={
             name: [number(v) for v in values[:steps]]
@@ -207,16 +218,17 @@ def budget_cases(records, budgets=None) -> list[tuple[dict, int, bool]]:
     ]
 
 
-def matrix(records, steps, names=vd.FEATURES, at=None):
+def matrix(records, steps, names=vd.FEATURES, at=None, loss_steps=None):
     """`(features [runs, names], finite [runs], failed [runs])`.
 
     `at`: `(record, budget, failed)` cases to read instead of `records`, each
-    at its own budget (default: `cases(records)`).
+    at its own budget (default: `cases(records)`); `loss_steps` as
+    `early_steps`.
     """
     rows, finite = [], []
     at = cases(records) if at is None else at
     for record, budget, _ in at:
-        early = early_steps(record, steps, budget)
+        early = early_steps(record, steps, budget, loss_steps)
         values = vd.features(early)
         rows.append([values[n] for n in names])
         finite.append(early.finite)
@@ -288,10 +300,10 @@ def threshold_for(scores, labels, precision=PRECISION) -> float:
     return 1.0
 
 
-def fitted(records, steps, names=vd.FEATURES, at=None):
+def fitted(records, steps, names=vd.FEATURES, at=None, loss_steps=None):
     """A model fitted on `records` (or the cases `at`; nonfinite runs left
     out: failing anyway)."""
-    x, finite, y = matrix(records, steps, names, at)
+    x, finite, y = matrix(records, steps, names, at, loss_steps)
     model = fit_logistic(x[finite], y[finite].astype(float))
     scores = np.where(finite, predict(x, *model), 1.0)
     return model, threshold_for(scores, y), scores, y
@@ -317,7 +329,9 @@ def read_cases(paths: Sequence[pathlib.Path] = READ) -> list[tuple[dict, int, bo
 
 def baseline():
     """`(model, threshold)` of the loss-only baseline, fitted as the verdict."""
-    model, cut, _, _ = fitted((), BASELINE_STEPS, LOSS_FEATURES, training_cases())
+    model, cut, _, _ = fitted(
+        (), BASELINE_STEPS, LOSS_FEATURES, training_cases(), BASELINE_STEPS
+    )
     return model, cut
 
 
@@ -346,7 +360,8 @@ def fit(steps: int = vd.WATCH_STEPS) -> None:
 
 
 def choose_k() -> None:
-    """In-sample AUC of the verdict refitted at each watch length."""
+    """In-sample AUC of the verdict refitted at each length of the updates'
+    watch (the loss watched as the callback does, at least as long)."""
     at = training_cases()
     for steps in (8, 16, 24, 32):
         _, _, scores, y = fitted((), steps, at=at)
@@ -397,7 +412,9 @@ def table(title: str, records: list[dict], baseline_model, baseline_cut) -> list
     y = np.asarray([bool(r["failed"]) for r in records])
     verdict, certain, acted = acted_on(records)
     step0 = step0_scores(records)
-    xb, finite_b, _ = matrix(records, BASELINE_STEPS, LOSS_FEATURES)
+    xb, finite_b, _ = matrix(
+        records, BASELINE_STEPS, LOSS_FEATURES, loss_steps=BASELINE_STEPS
+    )
     baseline = np.where(finite_b, predict(xb, *baseline_model), 1.0)
     methods = {
         "early verdict": (verdict, verdict >= vd.RISK_THRESHOLD),
@@ -427,6 +444,7 @@ def table(title: str, records: list[dict], baseline_model, baseline_cut) -> list
 def score() -> None:
     """Score the module's verdict on every grid; write `JUDGE`."""
     order = (
+        ELEVENTH,
         TENTH,
         NINTH,
         EIGHTH,
@@ -441,8 +459,10 @@ def score() -> None:
     grids = {path: load(path) for path in order if path.exists()}
     baseline_model, baseline_cut = baseline()
     titles = {
-        TENTH: "Tenth held-out grid (640 steps; never fitted on; read once "
-        "to score the seventh fit)",
+        ELEVENTH: "Eleventh held-out grid (608 steps; never fitted on; read "
+        "once to score the eighth fit)",
+        TENTH: "Tenth held-out grid (640 steps; read once to score the seventh "
+        "fit; fitted on since the eighth fit: in-sample)",
         NINTH: "Ninth held-out grid (560 steps; read once to score `log_pace`; "
         "fitted on since the seventh fit: in-sample)",
         EIGHTH: "Eighth held-out grid (720 steps; fitted on since the seventh "
@@ -464,10 +484,12 @@ def score() -> None:
     lines = [
         "# The early verdict against the outcomes (`benchmarks/verdict.py score`)",
         "",
-        f"Watched steps: {vd.WATCH_STEPS}; risk threshold {vd.RISK_THRESHOLD:.3g}. "
+        f"Watched steps: {vd.WATCH_STEPS} (the loss for {vd.LONG_WATCH_STEPS} "
+        f"in trainings of {vd.LONG_BUDGET} steps or more); risk threshold "
+        f"{vd.RISK_THRESHOLD:.3g}. "
         f"Fitted on the calibration grid and the first held-out grid (160 "
         f"steps), the fourth grid at 160, 320 and 480 steps, and the second, "
-        f"third and fifth to ninth held-out grids at their own budgets (the "
+        f"third and fifth to tenth held-out grids at their own budgets (the "
         f"scheduled ones also at 160, 320 and 480); each run judged for its "
         f"own budget. "
         f"The loss-only baseline: the loss features over {BASELINE_STEPS} steps, "

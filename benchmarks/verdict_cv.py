@@ -7,9 +7,17 @@ scored by its out-of-fold log-loss and ROC AUC. A feature is kept when the
 paired difference in log-loss, per case, is several standard errors below
 0, over every fold seed. No unread held-out grid is read.
 
+`--loss-watch` compares how long the loss is watched instead: the loss of
+64 steps for budgets from each candidate on (`vd.LONG_BUDGET`), else 32,
+each read held-out grid (`verdict.READ`) left out in turn and scored by the
+model fitted on every other training case: log-loss, paired difference
+against never watching longer, and the false alarms and misses at each
+fit's own threshold.
+
 Usage:
     python benchmarks/verdict_cv.py                 # every feature, dropped
     python benchmarks/verdict_cv.py --drop log_budget
+    python benchmarks/verdict_cv.py --loss-watch
 """
 
 from __future__ import annotations
@@ -81,11 +89,78 @@ def compare(drops: Sequence[str]) -> list[str]:
     return lines
 
 
+#: The budgets from which the loss is watched for 64 steps, compared by
+#: `--loss-watch` (None: never; 160: always, 40% of the shortest budget).
+LONG_FROM = (None, 640, 480, 320, 160)
+
+
+def _grid_matrix(cases, long_from):
+    """`(features, finite, failed)` of `cases`, the loss of 64 steps for
+    budgets from `long_from` on (None: never), else of 32."""
+    rows, finite = [], []
+    for record, budget, _ in cases:
+        long = long_from is not None and budget >= long_from
+        steps = vd.LONG_WATCH_STEPS if long else vd.WATCH_STEPS
+        early = scoring.early_steps(record, budget=budget, loss_steps=steps)
+        values = vd.features(early)
+        rows.append([values[n] for n in vd.FEATURES])
+        finite.append(early.finite)
+    failed = np.asarray([f for *_, f in cases], dtype=bool)
+    return np.asarray(rows, dtype=np.float64), np.asarray(finite), failed
+
+
+def loss_watch() -> list[str]:
+    """Leave-one-read-grid-out scores of each loss watch (`LONG_FROM`)."""
+    groups = {
+        "training": scoring.cases(scoring.training()),
+        "fourth": scoring.budget_cases(scoring.load(scoring.PRACTICE)),
+    }
+    for path in scoring.READ:
+        groups[path.stem] = scoring.read_cases((path,))
+    trust = vd.FEATURES.index("log_trust")
+    lines = [
+        "| loss of 64 steps from | log-loss | paired diff (SE) | false alarms | "
+        "misses |",
+        "|---|---|---|---|---|",
+    ]
+    base = None
+    for long_from in LONG_FROM:
+        data = {g: _grid_matrix(c, long_from) for g, c in groups.items()}
+        losses, alarms, misses = [], 0, 0
+        for held in (p.stem for p in scoring.READ):
+            x, finite, y = (
+                np.concatenate([data[g][i] for g in data if g != held])
+                for i in range(3)
+            )
+            model = scoring.fit_logistic(x[finite], y[finite].astype(float))
+            cut = scoring.threshold_for(
+                np.where(finite, scoring.predict(x, *model), 1), y
+            )
+            x, finite, y = data[held]
+            risk = np.where(finite, scoring.predict(x, *model), 1.0)
+            risk = np.where(x[:, trust] <= math.log10(vd.FROZEN), 1.0, risk)
+            losses.append(log_loss(risk, y))
+            alarms += int((risk >= cut)[~y].sum())
+            misses += int((risk < cut)[y].sum())
+        loss = np.concatenate(losses)
+        base = loss if base is None else base
+        d = loss - base
+        lines.append(
+            f"| {long_from or 'never'} | {loss.mean():.4f} | {d.mean():+.4f} "
+            f"({d.std() / math.sqrt(len(d)):.4f}) | {alarms} | {misses} |"
+        )
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line (see the module)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--drop", nargs="+", default=list(vd.FEATURES))
+    parser.add_argument("--loss-watch", action="store_true")
     args = parser.parse_args(argv)
+    if args.loss_watch:
+        print("\n".join(loss_watch()))
+        return 0
     unknown = sorted(set(args.drop) - set(vd.FEATURES))
     if unknown:
         parser.error(f"--drop: unknown feature(s) {unknown}; known {vd.FEATURES}")

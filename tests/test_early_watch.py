@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 
@@ -358,6 +359,37 @@ def test_with_the_in_step_path_the_verdict_reads_its_exact_updates():
     # Exact per step: the steps of one 4-step call differ (not a chunk mean).
     first = np.asarray(watch.ratios[:4])
     assert len({tuple(row) for row in first}) == 4
+
+
+@pytest.mark.parametrize("batch_gradients", [False, True])
+def test_a_long_training_has_its_loss_watched_twice_as_long(batch_gradients):
+    """A budget of 320 steps or more: the verdict reads 64 steps of loss and
+    32 of updates; the weights are not sampled after the 32nd (with the
+    in-step path, its updates are not read for the watch after it)."""
+    callback = _callback(budget=vd.LONG_BUDGET, batch_gradients=batch_gradients)
+    model = _mlp()
+    _fit(model, callback, epochs=3)  # 96 steps
+    verdict, watch = callback.verdict, callback.binding.watch
+    assert (verdict.start, verdict.step) == (0, vd.LONG_WATCH_STEPS)
+    judged = watch.judged
+    assert len(judged.losses) == vd.LONG_WATCH_STEPS
+    assert len(judged.learning_rates) == judged.ratios().shape[0] == K
+    assert watch.in_step is batch_gradients and not watch.tracker.active
+    if not batch_gradients:
+        assert watch.tracker.step == K  # the last sample of the weights
+    assert "Over 64 steps the training loss" in verdict.summary
+    assert vd.features(judged) == pytest.approx(verdict.features, nan_ok=True)
+    # The same 64 steps read as the short watch reads them differ: the
+    # features are the long watch's.
+    short = dataclasses.replace(judged, losses=judged.losses[:K])
+    assert vd.features(short)["level"] != verdict.features["level"]
+
+
+def test_a_short_training_has_its_loss_watched_as_long_as_its_updates():
+    callback = _callback(budget=vd.LONG_BUDGET - 1)
+    _fit(_mlp(), callback, epochs=3)
+    assert callback.verdict.step == K
+    assert len(callback.binding.watch.judged.losses) == K
 
 
 @pytest.mark.parametrize(

@@ -275,12 +275,12 @@ class Binding:
     def collect(self, force: bool = True) -> dict:
         """Copy the in-step statistics to the host: when due, or `force`.
 
-        During the early watch they are copied at every batch end and fed
-        to it, for the verdict. Returns `GradientRecorder.read`'s columns
-        (empty when nothing was copied).
+        While the early watch needs updates they are copied at every batch
+        end and fed to it, for the verdict. Returns `GradientRecorder.read`'s
+        columns (empty when nothing was copied).
         """
         watch = self.watch
-        feeding = watch is not None and watch.in_step and watch.started
+        feeding = watch is not None and watch.in_step and watch.measuring
         if not (force or feeding or self.recorder.due):
             return {}
         read = self.recorder.read()

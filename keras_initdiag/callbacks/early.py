@@ -2,10 +2,12 @@
 
 `EarlyWatch` starts at the first step whose learning rate is at least
 `verdict.WARM_FRACTION` of the schedule's peak (step 0 without a warmup),
-and for `verdict.WATCH_STEPS` steps keeps each step's training loss (from
-the running mean Keras puts in `logs`), learning rate and per-layer relative
-update (`UpdateTracker.measure`: one host copy of a few numbers per layer
-and batch). With `steps_per_execution > 1` a batch end closes several steps;
+and for `verdict.WATCH_STEPS` steps keeps each step's learning rate and
+per-layer relative update (`UpdateTracker.measure`: one host copy of a few
+numbers per layer and batch), and each step's training loss (from the
+running mean Keras puts in `logs`) for `verdict.loss_steps(budget)` steps:
+64 for a training of 320 steps or more, whose last 32 copy nothing from the
+device. With `steps_per_execution > 1` a batch end closes several steps;
 each of them gets the chunk's mean loss and update per step.
 
 Until the verdict, the step-0 flags that the training grids found uncertain
@@ -95,7 +97,9 @@ class EarlyWatch:
         taps: The taps (their layers' main weights are watched).
         optimizer: The model's optimizer (its schedule is read, not changed).
         step: The step at which the fit starts.
-        steps: Steps to watch. Defaults to `verdict.WATCH_STEPS`.
+        steps: Steps whose updates are watched. Defaults to
+            `verdict.WATCH_STEPS`. The loss is watched for
+            `verdict.loss_steps(budget)` steps, at least these.
 
     Example:
     >>> watch = EarlyWatch(taps, model.optimizer, step=0)
@@ -172,8 +176,19 @@ class EarlyWatch:
 
     @property
     def window(self) -> range:
-        """The watched steps (each the step an update completes)."""
+        """The steps whose updates are watched (each the step it completes)."""
         return range(self.start + 1, self.start + self.steps + 1)
+
+    @property
+    def loss_window(self) -> range:
+        """The steps whose loss is watched (the budget's `loss_steps`)."""
+        steps = max(self.steps, vd.loss_steps(self.budget))
+        return range(self.start + 1, self.start + steps + 1)
+
+    @property
+    def measuring(self) -> bool:
+        """Whether the watch still needs updates (started, window not full)."""
+        return self.started and not all(s in self._ratios for s in self.window)
 
     @property
     def started(self) -> bool:
@@ -183,7 +198,7 @@ class EarlyWatch:
     @property
     def losses(self) -> list[float]:
         """The watched steps' losses so far, in order."""
-        return [self._losses[s] for s in self.window if s in self._losses]
+        return [self._losses[s] for s in self.loss_window if s in self._losses]
 
     @property
     def ratios(self) -> list[np.ndarray]:
@@ -199,7 +214,9 @@ class EarlyWatch:
         """
         if self.done:
             return False
-        return self._last is None or (not self.in_step and not self.tracker.active)
+        if self._last is None:
+            return True
+        return not self.in_step and not self.tracker.active and self.measuring
 
     def resume(self, step: int) -> None:
         """A new `fit` begins at `step`: start over if steps went by unseen.
@@ -222,10 +239,11 @@ class EarlyWatch:
         """Start at the first watched step (sampling the weights if needed)."""
         if self.done or step < self.start:
             return
-        if not self.in_step and not self.tracker.active:
-            self.tracker.start(step)
-            self._last = step
-        elif self._last is None:
+        if self._last is None or self.measuring:
+            if not self.in_step and not self.tracker.active:
+                self.tracker.start(step)
+                self._last = step
+        if self._last is None:
             self._last = step
 
     def batch_end(self, step: int, batch: int, logs) -> Verdict | None:
@@ -253,6 +271,8 @@ class EarlyWatch:
                 ratios, rate, _ = measured
                 self._ratios.update(dict.fromkeys(closed, ratios))
                 self._rates.update(dict.fromkeys(closed, rate))
+                if not self.measuring:  # the rest of the watch reads the loss
+                    self.tracker.stop()
         if loss is not None and not math.isfinite(loss):
             return self._judge(step)
         return self._complete(step)
@@ -277,10 +297,9 @@ class EarlyWatch:
 
     def _complete(self, step: int) -> Verdict | None:
         """The verdict once every watched step has its updates (and loss)."""
-        window = self.window
-        if not all(s in self._ratios for s in window):
+        if self.measuring:
             return None
-        if self._losses and not all(s in self._losses for s in window):
+        if self._losses and not all(s in self._losses for s in self.loss_window):
             return None
         return self._judge(step)
 

@@ -68,12 +68,13 @@ def judge(early: vd.EarlySteps, step: int, start: int, pending: Sequence = ()):
 
 def describe(early: vd.EarlySteps, values: Mapping[str, float], failing: bool) -> str:
     """What the watched steps showed, in words."""
-    steps = len(early.learning_rates)
+    losses = np.asarray(early.losses, dtype=np.float64)
+    steps = max(len(early.learning_rates), losses.size)
     if not early.finite:
         return f"The loss or an update became NaN or Inf within {steps} steps."
     words = []
-    losses = np.asarray(early.losses, dtype=np.float64)
     if losses.size:
+        steps = losses.size
         _, head, tail = vd.quarters(losses)
         text = (
             f"Over {steps} steps the training loss went from {head:.3g} to "
