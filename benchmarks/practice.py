@@ -88,7 +88,10 @@ WARMUP = 48
 #:   read, to score whatever changes after it; read once to score the
 #:   seventh fit (eleventh session).
 #: - eleventh: recorded in the eleventh session with the seventh fit
-#:   installed, after the tenth was read, to score the next change.
+#:   installed, after the tenth was read, to score the next change; read
+#:   once to score the eighth fit (twelfth session).
+#: - twelfth: recorded in the twelfth session with the eighth fit
+#:   installed, after the eleventh was read, to score the next change.
 LATER = {
     "fifth": (5, 12, 800),
     "sixth": (6, 10, 640),
@@ -97,6 +100,7 @@ LATER = {
     "ninth": (9, 20, 560),
     "tenth": (10, 18, 640),
     "eleventh": (11, 22, 608),
+    "twelfth": (12, 12, 704),
 }
 #: Each grid's configs, budget, warmup and records.
 GRIDS = {
