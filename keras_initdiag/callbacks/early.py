@@ -210,7 +210,8 @@ class EarlyWatch:
         """Whether `batch_begin` has work to do.
 
         To start the watch, or to sample the weights again in a new `fit`
-        (the host path: the samples end with each fit).
+        while it still needs updates (the host path: the samples end with
+        each fit).
         """
         if self.done:
             return False
