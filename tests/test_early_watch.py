@@ -385,6 +385,20 @@ def test_a_long_training_has_its_loss_watched_twice_as_long(batch_gradients):
     assert vd.features(short)["level"] != verdict.features["level"]
 
 
+def test_a_long_watch_cut_by_the_end_of_a_fit_reads_only_the_loss_in_the_next():
+    """40 steps, then 40 more: the updates were in after 32 steps, so the
+    second fit samples no weights; the verdict comes at step 64."""
+    model, callback = _mlp(), _callback(budget=vd.LONG_BUDGET)
+    x, y = _data(n=40 * 32)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[callback])
+    watch = callback.binding.watch
+    assert callback.verdict is None and len(watch.ratios) == K
+    assert not watch.tracker.active and not watch.needs_begin
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[callback])
+    assert callback.verdict.step == vd.LONG_WATCH_STEPS
+    assert watch.tracker.step == K and len(watch.judged.losses) == 64
+
+
 def test_a_short_training_has_its_loss_watched_as_long_as_its_updates():
     callback = _callback(budget=vd.LONG_BUDGET - 1)
     _fit(_mlp(), callback, epochs=3)
