@@ -51,8 +51,12 @@ def test_the_gate_reads_what_the_live_verdict_read(gate):
 #: stopped end at or above their labels' entropy (ResNet50 at seeds 1 and
 #: 2, MobileNetV2 at seed 2, EfficientNetB0 at seed 2: 0.99-1.18 of it),
 #: the loss of predicting the class frequencies: they learned nothing of
-#: the input, and the stop is right. These three end 2-6% below it.
+#: the input, and the stop is right. These three end 2-6% below it. At 320
+#: steps (`--epochs 16`, seed 0; the loss watched for 64 steps) ResNet50
+#: is stopped at step 74 as at 240 and ends 1.6% below its entropy;
+#: MobileNetV2, stopped at 240, is judged training (risk 0.48).
 KNOWN_VERDICT_FALSE_ALARMS = {
+    "resnet50 (320 steps)",
     "resnet50 (240 steps)",
     "mobilenet_v2 (240 steps)",
     "mobilenet_v2 (seed 1, 240 steps)",
