@@ -223,12 +223,13 @@ def matrix(records, steps, names=vd.FEATURES, at=None, loss_steps=None):
 
     `at`: `(record, budget, failed)` cases to read instead of `records`, each
     at its own budget (default: `cases(records)`); `loss_steps` as
-    `early_steps`.
+    `early_steps`, or a function of the case's budget that gives them.
     """
     rows, finite = [], []
     at = cases(records) if at is None else at
     for record, budget, _ in at:
-        early = early_steps(record, steps, budget, loss_steps)
+        n = loss_steps(budget) if callable(loss_steps) else loss_steps
+        early = early_steps(record, steps, budget, n)
         values = vd.features(early)
         rows.append([values[n] for n in names])
         finite.append(early.finite)

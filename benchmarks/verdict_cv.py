@@ -94,19 +94,15 @@ def compare(drops: Sequence[str]) -> list[str]:
 LONG_FROM = (None, 640, 480, 320, 160)
 
 
-def _grid_matrix(cases, long_from):
-    """`(features, finite, failed)` of `cases`, the loss of 64 steps for
-    budgets from `long_from` on (None: never), else of 32."""
-    rows, finite = [], []
-    for record, budget, _ in cases:
+def _loss_steps_from(long_from):
+    """`budget -> loss steps`: 64 for budgets from `long_from` on (None:
+    never), else 32."""
+
+    def steps(budget: int) -> int:
         long = long_from is not None and budget >= long_from
-        steps = vd.LONG_WATCH_STEPS if long else vd.WATCH_STEPS
-        early = scoring.early_steps(record, budget=budget, loss_steps=steps)
-        values = vd.features(early)
-        rows.append([values[n] for n in vd.FEATURES])
-        finite.append(early.finite)
-    failed = np.asarray([f for *_, f in cases], dtype=bool)
-    return np.asarray(rows, dtype=np.float64), np.asarray(finite), failed
+        return vd.LONG_WATCH_STEPS if long else vd.WATCH_STEPS
+
+    return steps
 
 
 def loss_watch() -> list[str]:
@@ -125,7 +121,12 @@ def loss_watch() -> list[str]:
     ]
     base = None
     for long_from in LONG_FROM:
-        data = {g: _grid_matrix(c, long_from) for g, c in groups.items()}
+        data = {
+            g: scoring.matrix(
+                (), vd.WATCH_STEPS, at=c, loss_steps=_loss_steps_from(long_from)
+            )
+            for g, c in groups.items()
+        }
         losses, alarms, misses = [], 0, 0
         for held in (p.stem for p in scoring.READ):
             x, finite, y = (
