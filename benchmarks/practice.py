@@ -91,7 +91,8 @@ WARMUP = 48
 #:   installed, after the tenth was read, to score the next change; read
 #:   once to score the eighth fit (twelfth session).
 #: - twelfth: recorded in the twelfth session with the eighth fit
-#:   installed, after the eleventh was read, to score the next change.
+#:   installed, after the eleventh was read, to score the next change; read
+#:   once to score the ninth fit (thirteenth session).
 LATER = {
     "fifth": (5, 12, 800),
     "sixth": (6, 10, 640),
@@ -217,8 +218,9 @@ USE = {
     "ninth": "read once to score `log_pace`; fitted on since the seventh fit",
     "tenth": "read once to score the seventh fit (four runs' outcomes were "
     "seen in a log while it was recorded); fitted on since the eighth fit",
-    "eleventh": "never fitted on; read once to score the eighth fit (three "
-    "runs' outcomes were seen in a log while it was recorded)",
+    "eleventh": "read once to score the eighth fit (three runs' outcomes "
+    "were seen in a log while it was recorded); fitted on since the ninth fit",
+    "twelfth": "never fitted on; read once to score the ninth fit",
 }
 #: Per grid: the judgement's file, its title, and the epochs (of
 #: `trainability.EPOCH_STEPS` steps)

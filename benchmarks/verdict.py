@@ -25,12 +25,16 @@ step-0 flags) and its outcome after 160 steps (`trainability.failed`).
   baseline (the loss features alone over 20 steps, fitted the same way on
   the training grids) on every grid: precision, recall, ROC AUC, per family
   and optimizer; writes `results/verdict_judge.md`.
+- `disagree`: per family, the scheduled grids' runs whose training loss
+  (the last epoch's mean, in training mode) says "failed" while the loss
+  evaluated after training says "trained" (`disagreement`).
 
 Usage:
     python benchmarks/verdict.py fit
     python benchmarks/verdict.py choose-k
     python benchmarks/verdict.py pending
     python benchmarks/verdict.py score
+    python benchmarks/verdict.py disagree
 """
 
 from __future__ import annotations
@@ -86,8 +90,13 @@ NINTH = HERE / "results" / "ninth_runs.jsonl"
 TENTH = HERE / "results" / "tenth_runs.jsonl"
 #: The eleventh held-out grid (`practice.py train --grid eleventh`): 608
 #: steps, depth 22; recorded under the seventh fit, read once to score the
-#: eighth (the loss watched for 64 steps in trainings of 320 or more).
+#: eighth (the loss watched for 64 steps in trainings of 320 or more);
+#: fitted on since the ninth fit.
 ELEVENTH = HERE / "results" / "eleventh_runs.jsonl"
+#: The twelfth held-out grid (`practice.py train --grid twelfth`): 704
+#: steps, depth 12; recorded under the eighth fit, read once to score the
+#: ninth (the eleventh grid fitted on too).
+TWELFTH = HERE / "results" / "twelfth_runs.jsonl"
 #: What the verdict's step-0 rules (`pending`) and the loss-only baseline's
 #: budget-free part were derived from: the calibration grid and the first
 #: held-out grid (held out for the first fit, whose scores BENCHMARKS.md
@@ -103,9 +112,9 @@ PRACTICE_EPOCHS = (10, 20)
 #: since the eighth), as the first held-out grid was since the second. The
 #: 160-step ones at their budget; the scheduled ones at theirs (560-800
 #: steps, judged as 480: `vd.BUDGET_RANGE`) and at the ends of their epochs
-#: of 160, 320 and 480 steps, as the fourth grid. Left out: the eleventh
-#: (unread; it scores the eighth fit).
-READ = (HELDOUT2, HELDOUT3, FIFTH, SIXTH, SEVENTH, EIGHTH, NINTH, TENTH)
+#: of 160, 320 and 480 steps, as the fourth grid (the eleventh since the
+#: ninth fit). Left out: the twelfth (unread; it scores the ninth fit).
+READ = (HELDOUT2, HELDOUT3, FIFTH, SIXTH, SEVENTH, EIGHTH, NINTH, TENTH, ELEVENTH)
 #: Budgets short of a scheduled grid's own at which its runs are also fitted.
 READ_BUDGETS = (160, 320, 480)
 JUDGE = HERE / "results" / "verdict_judge.md"
@@ -445,6 +454,7 @@ def table(title: str, records: list[dict], baseline_model, baseline_cut) -> list
 def score() -> None:
     """Score the module's verdict on every grid; write `JUDGE`."""
     order = (
+        TWELFTH,
         ELEVENTH,
         TENTH,
         NINTH,
@@ -460,8 +470,10 @@ def score() -> None:
     grids = {path: load(path) for path in order if path.exists()}
     baseline_model, baseline_cut = baseline()
     titles = {
-        ELEVENTH: "Eleventh held-out grid (608 steps; never fitted on; read "
-        "once to score the eighth fit)",
+        TWELFTH: "Twelfth held-out grid (704 steps; never fitted on; read "
+        "once to score the ninth fit)",
+        ELEVENTH: "Eleventh held-out grid (608 steps; read once to score the "
+        "eighth fit; fitted on since the ninth fit: in-sample)",
         TENTH: "Tenth held-out grid (640 steps; read once to score the seventh "
         "fit; fitted on since the eighth fit: in-sample)",
         NINTH: "Ninth held-out grid (560 steps; read once to score `log_pace`; "
@@ -490,7 +502,7 @@ def score() -> None:
         f"{vd.RISK_THRESHOLD:.3g}. "
         f"Fitted on the calibration grid and the first held-out grid (160 "
         f"steps), the fourth grid at 160, 320 and 480 steps, and the second, "
-        f"third and fifth to tenth held-out grids at their own budgets (the "
+        f"third and fifth to eleventh held-out grids at their own budgets (the "
         f"scheduled ones also at 160, 320 and 480); each run judged for its "
         f"own budget. "
         f"The loss-only baseline: the loss features over {BASELINE_STEPS} steps, "
@@ -610,9 +622,52 @@ def pending() -> None:
     print("LONG_PENDING =", derive_long_pending(load(PRACTICE)))
 
 
+#: The scheduled grids (warmup and cosine decay), whose runs' training
+#: losses `disagreement` reads.
+SCHEDULED = (PRACTICE, FIFTH, SIXTH, SEVENTH, EIGHTH, NINTH, TENTH, ELEVENTH, TWELFTH)
+
+
+def disagreement(paths: Sequence[pathlib.Path] = SCHEDULED) -> dict:
+    """Per family: `(runs, trained by the training loss, failed)` where the
+    last epoch's mean training loss (`loss_curve`, what `fit`'s progress bar
+    shows, in training mode) and the outcome (the loss evaluated after
+    training, `trainability.failed`) disagree at `FAIL_FRACTION` of the
+    labels' entropy: "failed" by the training loss, "trained" evaluated."""
+    counts: dict = {}
+    for path in paths:
+        for record in load(path):
+            curve = [tr._from_json_number(v) for v in record["loss_curve"]]
+            if record["nonfinite"] or not curve or not math.isfinite(curve[-1]):
+                continue
+            seen = curve[-1] > tr.FAIL_FRACTION * record["entropy"]
+            runs, disagree = counts.get(record["arch"], (0, 0))
+            counts[record["arch"]] = (
+                runs + 1,
+                disagree + (seen and not record["failed"]),
+            )
+            if not seen and record["failed"]:
+                raise AssertionError(f"{record['key']}: evaluated worse")
+    return counts
+
+
+def disagree() -> None:
+    """Print `disagreement` as a table."""
+    print("| family | runs | failed by the training loss, trained evaluated |")
+    print("|---|---|---|")
+    for arch, (runs, count) in sorted(disagreement().items()):
+        print(f"| {arch} | {runs} | {count} |")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``fit``, ``choose-k``, ``pending``, ``score``."""
-    commands = {"fit": fit, "choose-k": choose_k, "pending": pending, "score": score}
+    """Command line: ``fit``, ``choose-k``, ``pending``, ``score``,
+    ``disagree``."""
+    commands = {
+        "fit": fit,
+        "choose-k": choose_k,
+        "pending": pending,
+        "score": score,
+        "disagree": disagree,
+    }
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=tuple(commands))
     args = parser.parse_args(argv)
