@@ -93,6 +93,8 @@ WARMUP = 48
 #: - twelfth: recorded in the twelfth session with the eighth fit
 #:   installed, after the eleventh was read, to score the next change; read
 #:   once to score the ninth fit (thirteenth session).
+#: - thirteenth: recorded in the thirteenth session with the ninth fit
+#:   installed, after the twelfth was read, to score the next change.
 LATER = {
     "fifth": (5, 12, 800),
     "sixth": (6, 10, 640),
@@ -102,6 +104,7 @@ LATER = {
     "tenth": (10, 18, 640),
     "eleventh": (11, 22, 608),
     "twelfth": (12, 12, 704),
+    "thirteenth": (13, 20, 672),
 }
 #: Each grid's configs, budget, warmup and records.
 GRIDS = {
