@@ -94,7 +94,9 @@ WARMUP = 48
 #:   installed, after the eleventh was read, to score the next change; read
 #:   once to score the ninth fit (thirteenth session).
 #: - thirteenth: recorded in the thirteenth session with the ninth fit
-#:   installed, after the twelfth was read, to score the next change.
+#:   installed, after the twelfth was read, to score the next change (two
+#:   runs' outcomes were seen in a log tail while it was recorded: the
+#:   ReLU He and orthogonal MLPs under SGD at 3x, 32 wide).
 LATER = {
     "fifth": (5, 12, 800),
     "sixth": (6, 10, 640),
