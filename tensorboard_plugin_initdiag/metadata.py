@@ -25,14 +25,26 @@ TEXT_PLUGIN_NAME = "text"
 REPORT_TAG = "initdiag/report_json"
 #: Tag of the probe-batch loss scalar (not a per-node statistic).
 LOSS_TAG = "loss/probe"
+#: Tag of every training step's loss, from the real train step.
+TRAIN_LOSS_TAG = "loss/train"
+#: The loss scalars: neither is a per-node statistic.
+LOSS_TAGS = (LOSS_TAG, TRAIN_LOSS_TAG)
 #: Prefix of the per-batch gradient norms taken from the real train step.
 TRAIN_GRADIENT_TAG = "train_gradient_norm"
 #: Prefixes of the other per-step statistics of the real train step: each
-#: layer's main weight norm after the update, and its relative update.
+#: layer's main weight norm after the update, its relative update and the
+#: norm of its update.
 TRAIN_WEIGHT_TAG = "train_weight_norm"
 TRAIN_UPDATE_TAG = "train_update_ratio"
-#: Every per-step series of the train step (not statistics of a diagnosis).
-TRAIN_SERIES_TAGS = (TRAIN_GRADIENT_TAG, TRAIN_WEIGHT_TAG, TRAIN_UPDATE_TAG)
+TRAIN_UPDATE_NORM_TAG = "train_update_norm"
+#: Every per-layer series of the train step (not statistics of a
+#: diagnosis), in the order of `keras_initdiag`'s `train_grads.COLUMNS`.
+TRAIN_SERIES_TAGS = (
+    TRAIN_GRADIENT_TAG,
+    TRAIN_WEIGHT_TAG,
+    TRAIN_UPDATE_TAG,
+    TRAIN_UPDATE_NORM_TAG,
+)
 
 # Version of the content of the report records' plugin metadata.
 _METADATA_VERSION = 1

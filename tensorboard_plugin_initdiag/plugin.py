@@ -221,7 +221,7 @@ class InitDiagPlugin(base_plugin.TBPlugin):
         stats = set()
         for tag in tags:
             parts = metadata.split_tag(tag)
-            if parts and tag != metadata.LOSS_TAG:
+            if parts and tag not in metadata.LOSS_TAGS:
                 stats.add(parts[0])
         notes = list(reports.problems)
         if plugin_name == metadata.TEXT_PLUGIN_NAME:

@@ -131,8 +131,10 @@ def test_mirrored_strategy_two_cpus(tmp_path):
     for (_, mirrored), (_, single) in zip(out["norms"], out["single_norms"]):
         for layer, value in single.items():
             assert mirrored[layer] == pytest.approx(value, rel=1e-4), layer
-    # The other in-step statistics too: weight norms, relative updates, rate.
-    for name in ("weight_norm", "update_ratio", "learning_rate"):
+    # The other in-step statistics too: weight norms, relative updates,
+    # update norms, rate, and the loss of the whole batch (each replica's
+    # tracker holds its half).
+    for name in ("weight_norm", "update_ratio", "update_norm", "learning_rate", "loss"):
         mirrored, single = out["stats"][name], out["single_stats"][name]
         assert [s for s, _ in mirrored] == [s for s, _ in single] == [1, 2, 3, 4]
         for (_, got), (_, want) in zip(mirrored, single):

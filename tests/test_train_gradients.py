@@ -9,6 +9,8 @@ import tensorflow as tf
 from helpers import event_accumulator, tensor_tags, tensor_values
 
 import keras_initdiag
+from keras_initdiag.diagnostics import step_stats
+from tensorboard_plugin_initdiag import metadata
 
 
 class CountingDense(keras.layers.Dense):
@@ -88,16 +90,25 @@ def test_norms_equal_the_gradients_of_each_batch(tmp_path):
             assert value == pytest.approx(expected[name], rel=1e-4)
     accumulator = event_accumulator(str(tmp_path / "initdiag"))
     tags = tensor_tags(accumulator)
-    for prefix in ("train_gradient_norm", "train_weight_norm", "train_update_ratio"):
+    for prefix in metadata.TRAIN_SERIES_TAGS:
         assert f"{prefix}/first" in tags and f"{prefix}/head" in tags, prefix
-    # Every step is in the event files, with the value the callback holds.
-    weights = dict(
-        (step, float(np.asarray(value)))
-        for step, value in tensor_values(accumulator, "train_weight_norm/head")
-    )
-    held = {s: v["head"] for s, v in callback.step_statistics["weight_norm"]}
-    assert sorted(weights) == list(range(1, 9))
-    assert weights == pytest.approx(held, rel=1e-6)
+    # Every step is in the event files, with the value the callback holds:
+    # the weight norms and the losses (learning rate 0: every batch's loss
+    # is the first epoch's again).
+    held = callback.step_statistics
+    for tag, column, name in (
+        ("train_weight_norm/head", "weight_norm", "head"),
+        (metadata.TRAIN_LOSS_TAG, "loss", ""),
+    ):
+        written = dict(
+            (step, float(np.asarray(value)))
+            for step, value in tensor_values(accumulator, tag)
+        )
+        assert sorted(written) == list(range(1, 9)), tag
+        assert written == pytest.approx({s: v[name] for s, v in held[column]}, rel=1e-6)
+    losses = [v[""] for _, v in held["loss"]]
+    np.testing.assert_allclose(losses[4:], losses[:4], rtol=1e-6)
+    assert len(set(losses[:4])) == 4
 
 
 def test_no_extra_forward_pass():
@@ -141,6 +152,8 @@ def test_mixed_precision_norms_are_unscaled():
                     callback.batch_gradient_norms[0][1],
                     stats["weight_norm"][0][1],
                     stats["update_ratio"][0][1],
+                    stats["update_norm"][0][1],
+                    stats["loss"][0][1],
                 ]
             )
         finally:
@@ -148,7 +161,7 @@ def test_mixed_precision_norms_are_unscaled():
     # The mixed run's gradients were loss-scaled (and unscaled by the recorder).
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     for float32, mixed in zip(*results):
-        assert len(float32) == len(mixed) == 4
+        assert len(float32) == len(mixed) in (1, 4)  # 1: the loss
         np.testing.assert_allclose(
             list(mixed.values()), list(float32.values()), rtol=0.05
         )
@@ -244,8 +257,6 @@ def test_a_checkpoint_saved_during_fit_keeps_the_optimizer_state(tmp_path):
 
 
 def test_norms_are_float32_on_the_device_and_right_for_tiny_gradients():
-    from keras_initdiag.diagnostics import step_stats
-
     # Squares of 1e-25 underflow float32: the scaled norm does not.
     tiny = tf.fill([64, 16], tf.constant(1e-25, tf.float32))
     norm = step_stats.gradient_norm(tiny)
@@ -266,10 +277,12 @@ def test_norms_are_float32_on_the_device_and_right_for_tiny_gradients():
     "steps_per_execution, jit", [(1, False), (4, False), (1, True), (4, True)]
 )
 def test_in_step_statistics_equal_a_separate_computation(steps_per_execution, jit):
-    """Weight norms, relative updates and learning rates from inside the
-    compiled step against the same steps taken one by one on a twin; also
-    compiled with XLA (`jit_compile=True`, Keras's default wherever there is
-    an accelerator), which has no kernel for `reduce_euclidean_norm`."""
+    """Weight norms, relative updates, update norms, learning rates and
+    losses from inside the compiled step against the same steps taken one
+    by one on a twin; also compiled with XLA (`jit_compile=True`, Keras's
+    default wherever there is an accelerator), which has no kernel for
+    `reduce_euclidean_norm`. Two epochs: the loss tracker's reset between
+    them starts the second epoch's first loss afresh."""
     schedule = keras.optimizers.schedules.ExponentialDecay(0.05, 4, 0.5)
     model, x, y = model_and_data()
     initial = model.get_weights()
@@ -291,27 +304,35 @@ def test_in_step_statistics_equal_a_separate_computation(steps_per_execution, ji
     kernels = {
         ours.name: theirs.kernel for ours, theirs in zip(model.layers, twin.layers)
     }
-    expected = {"weight_norm": [], "update_ratio": []}
+    expected = {"weight_norm": [], "update_ratio": [], "update_norm": []}
+    losses = []
     for step in range(8):
         k = step % 4
+        batch = x[16 * k : 16 * (k + 1)], y[16 * k : 16 * (k + 1)]
         before = {n: np.asarray(v) for n, v in kernels.items()}
-        twin.train_on_batch(x[16 * k : 16 * (k + 1)], y[16 * k : 16 * (k + 1)])
+        losses.append(float(loss(batch[1], twin(batch[0], training=True))))
+        twin.train_on_batch(*batch)
         after = {n: np.asarray(v) for n, v in kernels.items()}
         expected["weight_norm"].append({n: np.linalg.norm(a) for n, a in after.items()})
+        expected["update_norm"].append(
+            {n: np.linalg.norm(after[n] - before[n]) for n in after}
+        )
         expected["update_ratio"].append(
             {
-                n: np.linalg.norm(after[n] - before[n]) / np.linalg.norm(before[n])
+                n: expected["update_norm"][-1][n] / np.linalg.norm(before[n])
                 for n in after
             }
         )
     got = callback.step_statistics
-    for name in ("weight_norm", "update_ratio"):
+    for name in ("weight_norm", "update_ratio", "update_norm"):
         assert [s for s, _ in got[name]] == list(range(1, 9))
         for (_, values), want in zip(got[name], expected[name]):
             for layer, value in want.items():
                 assert values[layer] == pytest.approx(value, rel=1e-5), (name, layer)
     rates = [values[""] for _, values in got["learning_rate"]]
     np.testing.assert_allclose(rates, [float(schedule(s)) for s in range(8)], rtol=1e-6)
+    assert [s for s, _ in got["loss"]] == list(range(1, 9))
+    np.testing.assert_allclose([v[""] for _, v in got["loss"]], losses, rtol=1e-5)
     # The same steps' gradient norms as before.
     assert [s for s, _ in callback.batch_gradient_norms] == list(range(1, 9))
 
@@ -521,3 +542,42 @@ def test_only_build_failures_are_the_recordings():
     assert recording.unbuildable(TypeError("while tracing"))
     reason = recording.reason_of(xla)
     assert reason.startswith("InvalidArgumentError: Detected unsupported operations")
+
+
+def test_a_sampled_weights_update_norm_estimates_the_whole():
+    """A kernel of 65,536 entries is sampled at 4,096 (`sample_scale` 4):
+    its update norm, the sampled one scaled, is within a few percent of the
+    whole update's, taken on a twin (SGD: the update is the gradient times
+    the rate; its rows alike, as `step_stats.RUN` states)."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((256,)),
+            keras.layers.Dense(256, activation="relu", name="wide"),
+            keras.layers.Dense(3, name="head"),
+        ]
+    )
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(keras.optimizers.SGD(0.1), loss)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((64, 256)).astype("float32")
+    y = rng.integers(0, 3, 64)
+    twin = keras.models.clone_model(model)
+    twin.set_weights(model.get_weights())
+    twin.compile(keras.optimizers.SGD(0.1), loss)
+    before = np.asarray(twin.layers[0].kernel)
+    twin.train_on_batch(x, y)
+    whole = np.linalg.norm(np.asarray(twin.layers[0].kernel) - before)
+    callback = recording_callback((x[:16], y[:16]))
+    model.fit(x, y, epochs=1, batch_size=64, verbose=0, callbacks=[callback])
+    ((_, got),) = callback.step_statistics["update_norm"]
+    assert got["wide"] == pytest.approx(whole, rel=0.05)
+    assert got["head"] > 0  # 768 entries: sampled whole, as the test above
+
+
+def test_sample_scale_closed_form():
+    weights = [np.zeros((256, 256)), np.zeros((10, 10)), np.zeros((5000, 8))]
+    picks = step_stats.sample_picks(weights, sparse=[False, False, True])
+    np.testing.assert_allclose(
+        step_stats.sample_scale(weights, picks), [4.0, 1.0, np.sqrt(40000 / 4096)]
+    )

@@ -45,7 +45,7 @@ from keras_initdiag.diagnostics.batches import split_probe_data
 from keras_initdiag.diagnostics.engine import Diagnoser, ProbeInputError
 from keras_initdiag.diagnostics.report import DiagnosticReport, Flag
 from keras_initdiag.diagnostics.train_grads import COLUMNS
-from keras_initdiag.tensorboard.events import TRAIN_SERIES_TAGS
+from keras_initdiag.tensorboard.events import TRAIN_LOSS_TAG, TRAIN_SERIES_TAGS
 
 #: Flag kinds that are advice, never a reason to stop or raise.
 ADVISORY = rules.ADVISORY
@@ -197,10 +197,10 @@ class InitDiagnostics(keras.callbacks.Callback):
     def step_statistics(self) -> dict:
         """In-step statistics of the latest steps (`batch_gradients=True`).
 
-        `{"gradient_norm" | "weight_norm" | "update_ratio" | "learning_rate":
-        [(step, {layer: value})]}`: each layer's gradient norm, main weight
-        norm after the step and relative update, and the step's learning
-        rate (under `""`).
+        `{"gradient_norm" | "weight_norm" | "update_ratio" | "update_norm" |
+        "learning_rate" | "loss": [(step, {layer: value})]}`: each layer's
+        gradient norm, main weight norm after the step, relative update and
+        update norm, and the step's learning rate and loss (under `""`).
         """
         return self.history.steps.as_lists()
 
@@ -447,3 +447,6 @@ class InitDiagnostics(keras.callbacks.Callback):
             if self.sink.is_writer(self.model):
                 for tag, column in zip(TRAIN_SERIES_TAGS, COLUMNS):
                     self.sink.add_series(read[column], prefix=tag)
+                prefix, _, name = TRAIN_LOSS_TAG.partition("/")
+                losses = [(step, {name: v[""]}) for step, v in read["loss"]]
+                self.sink.add_series(losses, prefix=prefix)

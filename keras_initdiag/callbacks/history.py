@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 from keras_initdiag.diagnostics.report import DiagnosticReport, Flag
-from keras_initdiag.diagnostics.train_grads import COLUMNS
+from keras_initdiag.diagnostics.train_grads import COLUMNS, SCALARS
 
 #: Latest reports kept, besides the first one and the ones with new flags.
 RECENT_REPORTS = 100
@@ -229,8 +229,9 @@ class StepSeries:
     [(1, {'dense': 3.0})]
     """
 
-    #: What is kept: `GradientRecorder.read`'s per-layer columns and the rate.
-    KEPT = (*COLUMNS, "learning_rate")
+    #: What is kept: `GradientRecorder.read`'s per-layer columns, the rate
+    #: and the loss.
+    KEPT = (*COLUMNS, *SCALARS)
 
     def __init__(self, capacity: int = RECENT_NORMS):
         self.series = {name: NormHistory(capacity) for name in self.KEPT}

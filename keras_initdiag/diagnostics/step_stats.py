@@ -79,6 +79,29 @@ def sample_picks(
     return picks
 
 
+def sample_scale(weights, picks) -> np.ndarray:
+    """Per weight, `sqrt(entries / sampled entries)`: 1 if sampled whole.
+
+    A sampled norm times it estimates the whole weight's: the sum of
+    squares over runs drawn uniformly is, in expectation, the sampled
+    fraction of the whole sum (exact for a weight of at most `SAMPLE`
+    entries; for an embedding table, whose steps move a few rows, the
+    estimate is right on average and scattered step by step).
+
+    Example:
+    >>> sample_scale([np.zeros((8, 8))], [None])
+    array([1.])
+    """
+    return np.asarray(
+        [
+            1.0
+            if pick is None
+            else math.sqrt(math.prod(w.shape) / (pick[0] * len(pick[1])))
+            for w, pick in zip(weights, picks)
+        ]
+    )
+
+
 def main_weights(taps, sample: int = SAMPLE) -> list[tuple]:
     """`(tap, main weight, picks)` of each tap with a trainable main weight.
 

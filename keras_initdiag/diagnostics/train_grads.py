@@ -5,9 +5,9 @@ A `recording.RecordingOptimizer` in that place is a Keras optimizer that
 delegates everything to the user's optimizer (its variables, learning rate,
 iteration count, loss scaling, saving), as Keras's own `LossScaleOptimizer`
 wraps an inner optimizer, and around the user's `apply` reduces the step
-on the device: per layer the gradient norm, the main weight's norm and its
-relative update (`step_stats`), and the step's learning rate. Nothing is
-patched.
+on the device: per layer the gradient norm, the main weight's norm, its
+relative update and the norm of its update (`step_stats`), and the step's
+learning rate and loss. Nothing is patched.
 
 The recording optimizer is `model.optimizer` only while a training step
 runs (`recording.RecordingTrainFunction`, which `GradientRecorder.attach()`
@@ -26,6 +26,10 @@ function object.
   those of the gradient that is applied.
 - An embedding's gradient (`IndexedSlices`, rows repeated once per lookup)
   is summed per distinct row before its norm is taken.
+- The step's loss is the one Keras's train step tracks (`model.metrics`'
+  "loss" mean, updated before the optimizer applies): the change of its
+  running total over the change of its count, summed over the replicas
+  under a strategy: the mean loss of the step's whole batch.
 - Saving the model during `fit` (e.g. `ModelCheckpoint`) saves the user's
   optimizer itself: outside the step it is `model.optimizer`.
 """
@@ -50,6 +54,7 @@ from keras_initdiag.diagnostics.step_stats import (
     main_weights,
     moved,
     norms,
+    sample_scale,
     users_optimizer,
 )
 from keras_initdiag.diagnostics.step_stats import samples as samples_of
@@ -58,8 +63,24 @@ from keras_initdiag.diagnostics.taps import Tap
 #: Steps between host copies of the in-step statistics (rounded up to whole
 #: `steps_per_execution` calls): one small copy per 32 steps.
 COPY_EVERY = 32
-#: The per-layer columns of a recorded step, in buffer order.
-COLUMNS = ("gradient_norm", "weight_norm", "update_ratio")
+#: The per-layer columns of a recorded step, in buffer order. After them,
+#: per step: the learning rate and the loss (`SCALARS`).
+COLUMNS = ("gradient_norm", "weight_norm", "update_ratio", "update_norm")
+SCALARS = ("learning_rate", "loss")
+
+
+def loss_tracker(model: keras.Model) -> tuple | None:
+    """The running `(total, count)` of the loss Keras's train step tracks.
+
+    `model.metrics`' "loss" mean; None when the model is not compiled, or
+    its custom train step tracks none.
+    """
+    for metric in model.metrics:
+        if metric.name == "loss" and isinstance(metric, keras.metrics.Mean):
+            found = {v.name: v for v in metric.variables}
+            if {"total", "count"} <= set(found):
+                return found["total"], found["count"]
+    return None
 
 
 class GradientRecorder:
@@ -102,8 +123,10 @@ class GradientRecorder:
         self.optimizer = None  # the user's
         self.recording: RecordingOptimizer | None = None
         self._function: RecordingTrainFunction | None = None
-        self._buffer = None  # [rows, gradient norm per layer]
+        self._buffer = None  # [rows, COLUMNS per layer, then SCALARS]
         self._steps = None  # [rows]: the step each row holds (-1: none yet)
+        self._tracker = None  # `loss_tracker(model)`, found at `_build`
+        self._seen = None  # its summed total and count after the last step
         self._last_step = -1
         self.attached = False
         self.armed = False
@@ -174,13 +197,13 @@ class GradientRecorder:
                 synchronization=tf.VariableSynchronization.ON_WRITE,
                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
             )
-            self._buffer = tf.Variable(
-                tf.zeros([rows, len(COLUMNS) * len(self.names) + 1], tf.float32),
-                **kept,
-            )
+            width = len(COLUMNS) * len(self.names) + len(SCALARS)
+            self._buffer = tf.Variable(tf.zeros([rows, width], tf.float32), **kept)
             self._steps = tf.Variable(
                 tf.fill([rows], tf.constant(-1, tf.int64)), **kept
             )
+            self._seen = tf.Variable(tf.zeros([2], tf.float32), **kept)
+        self._tracker = loss_tracker(model)
         self.recording = RecordingOptimizer(self.optimizer, self)
         # A new train function object (traced lazily, at its first call, when
         # the recording optimizer is in place); the model keeps its own.
@@ -223,8 +246,10 @@ class GradientRecorder:
         """Reduce the step to per-layer numbers in the buffer (in the graph).
 
         Per layer: the gradient's norm, the main weight's norm after the
-        update, and its relative update `||W_after - W_before|| /
-        ||W_before||` over the sampled entries; and the step's learning rate.
+        update, its relative update `||W_after - W_before|| / ||W_before||`
+        over the sampled entries, and its update's norm `||W_after -
+        W_before||` (the sampled one times `sample_scale`: exact for a
+        weight sampled whole); and the step's learning rate and loss.
         Every statistic is reduced for all layers at once (stacked vectors,
         segment sums): the op count grows with the weights by a few reads
         and reductions each, not by a per-layer combination.
@@ -270,21 +295,26 @@ class GradientRecorder:
         weight_norms = [
             euclidean(tf.cast(w.value, tf.float32), xla=xla) for w in weights
         ]
-        ratios = tf.fill([m], nan)
+        ratios = updates = tf.fill([m], nan)
         if m and before is not None and "weights" in before:
             change, size = tf.unstack(
                 moved(samples_of(weights, picks), before["weights"], xla), axis=1
             )
             ratios = change / size  # NaN from a weight of all zeros, as 0 / 0
-        # Each layer's slot among the stacked values: its main weight's, or
-        # the NaN at the end.
-        slot = np.full(n, 2 * m)
+            updates = change * tf.constant(sample_scale(weights, picks), tf.float32)
+        # Each layer's slot among the stacked values, per column: its main
+        # weight's, or the NaN at the end.
+        slot = np.full(n, -1)
         slot[layers] = np.arange(m)
-        where = np.r_[slot, np.where(slot < m, slot + m, 2 * m)]
-        found = tf.concat([tf.stack(weight_norms), ratios, [nan]], 0) if m else [nan]
+        where = np.concatenate(
+            [np.where(slot >= 0, slot + k * m, 3 * m) for k in range(3)]
+        )
+        found = [nan]
+        if m:
+            found = tf.concat([tf.stack(weight_norms), ratios, updates, [nan]], 0)
         by_layer = tf.gather(found, where)
         rate = nan if before is None else before["rate"]
-        values = tf.concat([gradient, by_layer, [rate]], 0)
+        values = tf.concat([gradient, by_layer, [rate, self._step_loss(context)]], 0)
         # The optimizer's counter after the update is the step it completed
         # (a step the loss scaler skipped leaves the row as it was: `ok`).
         step = tf.cast(inner.iterations, tf.int64)
@@ -295,6 +325,23 @@ class GradientRecorder:
         # synchronization points, which a `tf.cond` branch may not contain.
         self._buffer.assign(tf.where(ok, written, self._buffer))
         self._steps.assign(tf.where(ok, steps, self._steps))
+
+    def _step_loss(self, context) -> tf.Tensor:
+        """The step's mean loss from Keras's loss tracker (NaN without one).
+
+        Its running total and count include this step (the train step
+        updates them before the optimizer applies); a count that did not
+        grow means Keras reset them (a new epoch). Remembered whether or
+        not the step is recorded (a step the loss scaler skips).
+        """
+        if self._tracker is None:
+            return tf.constant(float("nan"), tf.float32)
+        now = tf.stack([tf.cast(v.value, tf.float32) for v in self._tracker])
+        if context is not None and context.num_replicas_in_sync > 1:
+            now = context.all_reduce(tf.distribute.ReduceOp.SUM, now)
+        seen = tf.where(now[1] > self._seen[1], self._seen, tf.zeros([2]))
+        self._seen.assign(now)
+        return (now[0] - seen[0]) / (now[1] - seen[1])
 
     @property
     def due(self) -> bool:
@@ -307,8 +354,9 @@ class GradientRecorder:
 
         Returns:
             `{column: [(step, {layer: value})]}` for each of `COLUMNS`, and
-            `"learning_rate": [(step, {"": rate})]`. Two small host copies:
-            the buffer and the step each row holds.
+            `{scalar: [(step, {"": value})]}` for each of `SCALARS` (the
+            learning rate, the loss). Two small host copies: the buffer and
+            the step each row holds.
         """
         self.calls_since_read = 0
         if self._buffer is None:
@@ -328,7 +376,6 @@ class GradientRecorder:
                 )
                 for i in order
             ]
-        out["learning_rate"] = [
-            (int(steps[i]), {"": float(values[i, -1])}) for i in order
-        ]
+        for k, scalar in enumerate(SCALARS, start=len(COLUMNS) * n):
+            out[scalar] = [(int(steps[i]), {"": float(values[i, k])}) for i in order]
         return out

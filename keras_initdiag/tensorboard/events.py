@@ -52,6 +52,8 @@ LAYOUT_CATEGORY = "keras_initdiag"
 TRAIN_GRADIENT_TAG = dashboard_metadata.TRAIN_GRADIENT_TAG
 #: Prefixes of every per-step series of the real train step.
 TRAIN_SERIES_TAGS = dashboard_metadata.TRAIN_SERIES_TAGS
+#: Tag of every training step's loss (the in-step path).
+TRAIN_LOSS_TAG = dashboard_metadata.TRAIN_LOSS_TAG
 #: Prefix of the update-to-weight ratios of the first training steps.
 UPDATE_RATIO_TAG = "update_ratio"
 
