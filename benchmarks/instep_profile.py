@@ -80,8 +80,8 @@ class Arm(keras.callbacks.Callback):
             self.recorder.read()
 
 
-def setup(variant: str, jit: bool = False):
-    model = mlp(jit=jit)
+def setup(variant: str, jit: bool = False, depth: int = 20, width: int = 256):
+    model = mlp(depth, width, jit=jit)
     recorder = None
     if variant != "plain":
         recorder = train_grads.GradientRecorder(model, build_taps(model).taps)

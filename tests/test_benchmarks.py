@@ -105,3 +105,19 @@ def test_pacing_times_the_callbacks_hooks_for_both_schedules(tmp_path, capsys):
             assert 0 < row["share"] < 1
             assert row["hook_seconds"]["on_train_begin"] > 0
     assert "| mlp3 | 4 x 3 | auto |" in capsys.readouterr().out
+
+
+def test_scaling_measures_each_model_of_the_sweep(tmp_path):
+    """`scaling.py --quick`: a row per model, the models as asked (their
+    parameters in closed form: 64 features in, 10 classes out), every time
+    positive."""
+    scaling = load_script("benchmarks/scaling.py")
+    rows = scaling.main(["--quick", "--output", str(tmp_path / "s.json")])
+    assert [(r["depth"], r["width"]) for r in rows] == list(scaling.QUICK)
+    for r in rows:
+        d, w = r["depth"], r["width"]
+        assert r["params"] == 64 * w + w + (d - 1) * (w * w + w) + w * 10 + 10
+        assert r["tapped"] >= d + 1
+        assert min(r["step_ms"], r["full_ms"], r["light_ms"]) > 0
+        assert r["full_ratio"] == r["full_ms"] / r["step_ms"]
+    assert json.loads((tmp_path / "s.json").read_text())["models"] == rows
