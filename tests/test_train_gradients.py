@@ -581,3 +581,17 @@ def test_sample_scale_closed_form():
     np.testing.assert_allclose(
         step_stats.sample_scale(weights, picks), [4.0, 1.0, np.sqrt(40000 / 4096)]
     )
+
+
+def test_a_second_fit_with_larger_batches_starts_its_losses_afresh():
+    """Keras resets its loss tracker at each epoch: a later fit's first
+    step (batch 32, after an epoch of one batch of 8) is its own loss."""
+    model, x, y = model_and_data()
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    callback = recording_callback((x[:16], y[:16]))
+    model.fit(x[:8], y[:8], batch_size=8, verbose=0, callbacks=[callback])
+    model.fit(x[:32], y[:32], batch_size=32, verbose=0, callbacks=[callback])
+    (_, first), (_, second) = callback.step_statistics["loss"]
+    # Learning rate 0: the losses are the model's on each batch.
+    assert first[""] == pytest.approx(float(loss(y[:8], model(x[:8]))), rel=1e-5)
+    assert second[""] == pytest.approx(float(loss(y[:32], model(x[:32]))), rel=1e-5)

@@ -155,6 +155,10 @@ class GradientRecorder:
         if self.broken is not None:
             return
         model = self.model
+        # Keras resets its loss tracker at every epoch's start, so each fit
+        # starts counting afresh (a later fit's batches may be larger).
+        if self._seen is not None:
+            self._seen.assign(tf.zeros([2]))
         if self._function is not None and model.train_function is self._function:
             self.attached = True  # still in place (an interrupted fit)
             return
@@ -171,7 +175,7 @@ class GradientRecorder:
             or self.optimizer is not model.optimizer
             or current not in (self._function, self._function.original)
         ):
-            self._build(current)
+            self._build(current)  # its counts start at zero
         model.train_function = self._function
         self.attached = True
 
