@@ -44,8 +44,6 @@ from keras_initdiag.diagnostics import rules
 from keras_initdiag.diagnostics.batches import split_probe_data
 from keras_initdiag.diagnostics.engine import Diagnoser, ProbeInputError
 from keras_initdiag.diagnostics.report import DiagnosticReport, Flag
-from keras_initdiag.diagnostics.train_grads import COLUMNS
-from keras_initdiag.tensorboard.events import TRAIN_LOSS_TAG, TRAIN_SERIES_TAGS
 
 #: Flag kinds that are advice, never a reason to stop or raise.
 ADVISORY = rules.ADVISORY
@@ -444,9 +442,4 @@ class InitDiagnostics(keras.callbacks.Callback):
         read = self.binding.collect(force)
         if read:
             self.history.steps.extend(read)
-            if self.sink.is_writer(self.model):
-                for tag, column in zip(TRAIN_SERIES_TAGS, COLUMNS):
-                    self.sink.add_series(read[column], prefix=tag)
-                prefix, _, name = TRAIN_LOSS_TAG.partition("/")
-                losses = [(step, {name: v[""]}) for step, v in read["loss"]]
-                self.sink.add_series(losses, prefix=prefix)
+            self.sink.add_steps(self.model, read)

@@ -21,7 +21,13 @@ import keras
 import tensorflow as tf
 
 from keras_initdiag.diagnostics.report import DiagnosticReport
-from keras_initdiag.tensorboard.events import DEPTH_PROFILE_TAG, TRAIN_GRADIENT_TAG
+from keras_initdiag.diagnostics.train_grads import COLUMNS
+from keras_initdiag.tensorboard.events import (
+    DEPTH_PROFILE_TAG,
+    TRAIN_GRADIENT_TAG,
+    TRAIN_LOSS_TAG,
+    TRAIN_SERIES_TAGS,
+)
 from keras_initdiag.tensorboard.writer import DiagnosticsWriter, depth_profile_png
 
 logger = logging.getLogger("keras_initdiag")
@@ -109,6 +115,19 @@ class Sink:
         if len(self._series) >= SERIES_RECORDS:
             self._write_series()
             self.writer.flush()
+
+    def add_steps(self, model: keras.Model, read: dict) -> None:
+        """Buffer the in-step statistics `GradientRecorder.read` returned.
+
+        On the chief only: each per-layer column as `train_<column>/<layer>`,
+        the losses as `loss/train`.
+        """
+        if not (read and self.is_writer(model)):
+            return
+        for tag, column in zip(TRAIN_SERIES_TAGS, COLUMNS):
+            self.add_series(read[column], prefix=tag)
+        prefix, _, name = TRAIN_LOSS_TAG.partition("/")
+        self.add_series([(s, {name: v[""]}) for s, v in read["loss"]], prefix=prefix)
 
     def flush(self, wait: bool = False) -> None:
         """Write ready images and buffered norms, then flush the event file.
