@@ -54,9 +54,15 @@ def test_the_gate_reads_what_the_live_verdict_read(gate):
 #: the input, and the stop is right. These three end 2-6% below it. At 320
 #: steps (`--epochs 16`, seed 0; the loss watched for 64 steps) ResNet50
 #: is stopped at step 74 as at 240 and ends 1.6% below its entropy;
-#: MobileNetV2, stopped at 240, is judged training (risk 0.48).
+#: MobileNetV2, stopped at 240, is judged training (risk 0.48). At seed 1
+#: (the ninth fit installed) both are stopped at step 74: ResNet50 (risk
+#: 1.00) ends 11% below its entropy, MobileNetV2 (0.731 against 0.730)
+#: 1.8% below it, both after the same blow-up (epoch means up to 9.1 and
+#: 8.2 against 2.3).
 KNOWN_VERDICT_FALSE_ALARMS = {
     "resnet50 (320 steps)",
+    "resnet50 (seed 1, 320 steps)",
+    "mobilenet_v2 (seed 1, 320 steps)",
     "resnet50 (240 steps)",
     "mobilenet_v2 (240 steps)",
     "mobilenet_v2 (seed 1, 240 steps)",
