@@ -91,8 +91,8 @@ def test_pacing_times_the_callbacks_hooks_for_both_schedules(tmp_path, capsys):
     assert [(r["model"], r["update_freq"]) for r in rows] == [
         ("mlp3", "epoch"),
         ("mlp3", "auto"),
-        ("cnn2", "epoch"),
-        ("cnn2", "auto"),
+        ("cnn2_bn", "epoch"),
+        ("cnn2_bn", "auto"),
     ]
     for epoch, auto in zip(rows[::2], rows[1::2]):
         steps = epoch["steps_per_epoch"]  # 64 samples, 16 a batch
