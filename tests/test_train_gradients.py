@@ -595,3 +595,46 @@ def test_a_second_fit_with_larger_batches_starts_its_losses_afresh():
     # Learning rate 0: the losses are the model's on each batch.
     assert first[""] == pytest.approx(float(loss(y[:8], model(x[:8]))), rel=1e-5)
     assert second[""] == pytest.approx(float(loss(y[:32], model(x[:32]))), rel=1e-5)
+
+
+def test_a_custom_train_step_records_no_loss_rather_than_a_shifted_one():
+    """Keras's guide updates its loss tracker after the optimizer applies:
+    the recorder would read the step before's. It records NaN instead; the
+    other statistics are recorded as for any model."""
+
+    class Custom(keras.Sequential):
+        def __init__(self, layers):
+            super().__init__(layers)
+            self.loss_tracker = keras.metrics.Mean(name="loss")
+
+        @property
+        def metrics(self):
+            return [self.loss_tracker]
+
+        def train_step(self, data):
+            x, y = data
+            with tf.GradientTape() as tape:
+                loss = self.compute_loss(x=x, y=y, y_pred=self(x, training=True))
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply(grads, self.trainable_variables)
+            self.loss_tracker.update_state(loss)  # after the update
+            return {"loss": self.loss_tracker.result()}
+
+    _, x, y = model_and_data()
+    custom = Custom(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(3, name="head"),
+        ]
+    )
+    custom.compile(
+        keras.optimizers.SGD(0.01),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    callback = recording_callback((x[:16], y[:16]))
+    custom.fit(x, y, batch_size=16, verbose=0, callbacks=[callback])
+    stats = callback.step_statistics
+    assert [s for s, _ in stats["loss"]] == [1, 2, 3, 4]
+    assert all(np.isnan(v[""]) for _, v in stats["loss"])
+    assert all(v["head"] > 0 for _, v in stats["update_norm"])

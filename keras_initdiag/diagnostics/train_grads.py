@@ -73,8 +73,12 @@ def loss_tracker(model: keras.Model) -> tuple | None:
     """The running `(total, count)` of the loss Keras's train step tracks.
 
     `model.metrics`' "loss" mean; None when the model is not compiled, or
-    its custom train step tracks none.
+    overrides `train_step`: a custom step may update its tracker after the
+    optimizer applies (as Keras's guide does), and the recorder would read
+    the step before's loss. No loss then, rather than a shifted one.
     """
+    if type(model).train_step is not keras.Model.train_step:
+        return None
     for metric in model.metrics:
         if metric.name == "loss" and isinstance(metric, keras.metrics.Mean):
             found = {v.name: v for v in metric.variables}
