@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 HERE = pathlib.Path(__file__).parent
 sys.path.insert(0, str(HERE))
 import instep_profile as instep  # noqa: E402
+from overhead import timed  # noqa: E402
 
 from keras_initdiag.diagnostics.engine import Diagnoser  # noqa: E402
 
@@ -42,15 +43,6 @@ OUT = HERE / "results" / "scaling.json"
 #: (depth, width) of the published run: depth at width 256, width at depth 20.
 MODELS = ((10, 256), (20, 256), (40, 256), (80, 256), (20, 64), (20, 1024))
 QUICK = ((2, 16), (4, 16))
-
-
-def _median_ms(fn, reps: int) -> list[float]:
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return times
 
 
 def measure(depth: int, width: int, reps: int, rounds: int) -> dict:
@@ -72,7 +64,7 @@ def measure(depth: int, width: int, reps: int, rounds: int) -> dict:
     times = {key: [] for key in tasks}
     for _ in range(reps):
         for key, task in tasks.items():
-            times[key] += _median_ms(task, 1)
+            times[key].append(timed(task) * 1e3)
     medians = {key: float(np.median(v)) for key, v in times.items()}
     runs = {v: instep.setup(v, width=width, depth=depth) for v in ("plain", "full")}
     epochs = {v: [] for v in runs}
