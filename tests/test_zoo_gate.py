@@ -58,11 +58,13 @@ def test_the_gate_reads_what_the_live_verdict_read(gate):
 #: (the ninth fit installed) both are stopped at step 74: ResNet50 (risk
 #: 1.00) ends 11% below its entropy, MobileNetV2 (0.731 against 0.730)
 #: 1.8% below it, both after the same blow-up (epoch means up to 9.1 and
-#: 8.2 against 2.3).
+#: 8.2 against 2.3). At seed 2 MobileNetV2 (0.958) ends 2.0% below its
+#: entropy; ResNet50, stopped too, ends at 1.01 of it: the stop is right.
 KNOWN_VERDICT_FALSE_ALARMS = {
     "resnet50 (320 steps)",
     "resnet50 (seed 1, 320 steps)",
     "mobilenet_v2 (seed 1, 320 steps)",
+    "mobilenet_v2 (seed 2, 320 steps)",
     "resnet50 (240 steps)",
     "mobilenet_v2 (240 steps)",
     "mobilenet_v2 (seed 1, 240 steps)",
