@@ -238,8 +238,8 @@ def matrix(records, steps, names=vd.FEATURES, at=None, loss_steps=None):
     rows, finite = [], []
     at = cases(records) if at is None else at
     for record, budget, _ in at:
-        n = loss_steps(budget) if callable(loss_steps) else loss_steps
-        early = early_steps(record, steps, budget, n)
+        watched = loss_steps(budget) if callable(loss_steps) else loss_steps
+        early = early_steps(record, steps, budget, watched)
         values = vd.features(early)
         rows.append([values[n] for n in names])
         finite.append(early.finite)
@@ -641,7 +641,7 @@ def disagreement(paths: Sequence[pathlib.Path] = SCHEDULED) -> dict:
             curve = [tr._from_json_number(v) for v in record["loss_curve"]]
             if record["nonfinite"] or not curve or not math.isfinite(curve[-1]):
                 continue
-            seen = curve[-1] > tr.FAIL_FRACTION * record["entropy"]
+            seen = tr.failed_by(record, len(curve))  # the outcome's own rule
             runs, disagree = counts.get(record["arch"], (0, 0))
             counts[record["arch"]] = (
                 runs + 1,

@@ -310,17 +310,16 @@ class GradientRecorder:
             )
             ratios = change / size  # NaN from a weight of all zeros, as 0 / 0
             updates = change * tf.constant(sample_scale(weights, picks), tf.float32)
-        # Each layer's slot among the stacked values, per column: its main
-        # weight's, or the NaN at the end.
+        # The main weights' columns (COLUMNS after the gradient's), stacked;
+        # each layer's slot in each: its main weight's, or the NaN at the end.
+        columns = [tf.stack(weight_norms), ratios, updates] if m else []
+        end = len(columns) * m
         slot = np.full(n, -1)
         slot[layers] = np.arange(m)
         where = np.concatenate(
-            [np.where(slot >= 0, slot + k * m, 3 * m) for k in range(3)]
+            [np.where(slot >= 0, slot + k * m, end) for k in range(len(COLUMNS) - 1)]
         )
-        found = [nan]
-        if m:
-            found = tf.concat([tf.stack(weight_norms), ratios, updates, [nan]], 0)
-        by_layer = tf.gather(found, where)
+        by_layer = tf.gather(tf.concat([*columns, [nan]], 0), where)
         rate = nan if before is None else before["rate"]
         values = tf.concat([gradient, by_layer, [rate, self._step_loss(context)]], 0)
         # The optimizer's counter after the update is the step it completed
