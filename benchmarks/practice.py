@@ -96,7 +96,8 @@ WARMUP = 48
 #: - thirteenth: recorded in the thirteenth session with the ninth fit
 #:   installed, after the twelfth was read, to score the next change (two
 #:   runs' outcomes were seen in a log tail while it was recorded: the
-#:   ReLU He and orthogonal MLPs under SGD at 3x, 32 wide).
+#:   ReLU He and orthogonal MLPs under SGD at 3x, 32 wide); read once to
+#:   score the tenth fit (fourteenth session).
 LATER = {
     "fifth": (5, 12, 800),
     "sixth": (6, 10, 640),
@@ -225,7 +226,9 @@ USE = {
     "seen in a log while it was recorded); fitted on since the eighth fit",
     "eleventh": "read once to score the eighth fit (three runs' outcomes "
     "were seen in a log while it was recorded); fitted on since the ninth fit",
-    "twelfth": "never fitted on; read once to score the ninth fit",
+    "twelfth": "read once to score the ninth fit; fitted on since the tenth fit",
+    "thirteenth": "never fitted on; read once to score the tenth fit (two "
+    "runs' outcomes were seen in a log while it was recorded)",
 }
 #: Per grid: the judgement's file, its title, and the epochs (of
 #: `trainability.EPOCH_STEPS` steps)

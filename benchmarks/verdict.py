@@ -97,6 +97,10 @@ ELEVENTH = HERE / "results" / "eleventh_runs.jsonl"
 #: steps, depth 12; recorded under the eighth fit, read once to score the
 #: ninth (the eleventh grid fitted on too).
 TWELFTH = HERE / "results" / "twelfth_runs.jsonl"
+#: The thirteenth held-out grid (`practice.py train --grid thirteenth`):
+#: 672 steps, depth 20; recorded under the ninth fit, read once to score the
+#: tenth (the twelfth grid fitted on too).
+THIRTEENTH = HERE / "results" / "thirteenth_runs.jsonl"
 #: What the verdict's step-0 rules (`pending`) and the loss-only baseline's
 #: budget-free part were derived from: the calibration grid and the first
 #: held-out grid (held out for the first fit, whose scores BENCHMARKS.md
@@ -113,9 +117,20 @@ PRACTICE_EPOCHS = (10, 20)
 #: 160-step ones at their budget; the scheduled ones at theirs (560-800
 #: steps, judged as 480: `vd.BUDGET_RANGE`) and at the ends of their epochs
 #: of 160, 320 and 480 steps, as the fourth grid (the eleventh since the
-#: ninth fit). Left out: the twelfth (read once to score the ninth fit;
-#: fitted on from the next fit).
-READ = (HELDOUT2, HELDOUT3, FIFTH, SIXTH, SEVENTH, EIGHTH, NINTH, TENTH, ELEVENTH)
+#: ninth fit, the twelfth since the tenth). Left out: the thirteenth
+#: (unread; it scores the tenth fit).
+READ = (
+    HELDOUT2,
+    HELDOUT3,
+    FIFTH,
+    SIXTH,
+    SEVENTH,
+    EIGHTH,
+    NINTH,
+    TENTH,
+    ELEVENTH,
+    TWELFTH,
+)
 #: Budgets short of a scheduled grid's own at which its runs are also fitted.
 READ_BUDGETS = (160, 320, 480)
 JUDGE = HERE / "results" / "verdict_judge.md"
@@ -455,6 +470,7 @@ def table(title: str, records: list[dict], baseline_model, baseline_cut) -> list
 def score() -> None:
     """Score the module's verdict on every grid; write `JUDGE`."""
     order = (
+        THIRTEENTH,
         TWELFTH,
         ELEVENTH,
         TENTH,
@@ -471,8 +487,10 @@ def score() -> None:
     grids = {path: load(path) for path in order if path.exists()}
     baseline_model, baseline_cut = baseline()
     titles = {
-        TWELFTH: "Twelfth held-out grid (704 steps; never fitted on; read "
-        "once to score the ninth fit)",
+        THIRTEENTH: "Thirteenth held-out grid (672 steps; never fitted on; "
+        "read once to score the tenth fit)",
+        TWELFTH: "Twelfth held-out grid (704 steps; read once to score the "
+        "ninth fit; fitted on since the tenth fit: in-sample)",
         ELEVENTH: "Eleventh held-out grid (608 steps; read once to score the "
         "eighth fit; fitted on since the ninth fit: in-sample)",
         TENTH: "Tenth held-out grid (640 steps; read once to score the seventh "
@@ -503,7 +521,7 @@ def score() -> None:
         f"{vd.RISK_THRESHOLD:.3g}. "
         f"Fitted on the calibration grid and the first held-out grid (160 "
         f"steps), the fourth grid at 160, 320 and 480 steps, and the second, "
-        f"third and fifth to eleventh held-out grids at their own budgets (the "
+        f"third and fifth to twelfth held-out grids at their own budgets (the "
         f"scheduled ones also at 160, 320 and 480); each run judged for its "
         f"own budget. "
         f"The loss-only baseline: the loss features over {BASELINE_STEPS} steps, "

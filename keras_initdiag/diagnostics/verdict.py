@@ -89,7 +89,8 @@ WATCH_STEPS = 32
 #: 320-640; 64 steps of loss tell more of them apart. Chosen by leaving one
 #: read held-out grid out at a time (BENCHMARKS.md): the verdict's log-loss
 #: 0.1954 -> 0.1717 (SE 0.0032), its false alarms 55 -> 43 over eight grids;
-#: with the eleventh grid read too, 0.1983 -> 0.1751 and 62 -> 54 over nine.
+#: with the eleventh grid read too, 0.1983 -> 0.1751 and 62 -> 54 over nine;
+#: with the twelfth, 0.1903 -> 0.1687 and 65 -> 56 over ten.
 LONG_WATCH_STEPS = 64
 LONG_BUDGET = 320
 #: The watch starts at the first step whose learning rate is at least this
