@@ -98,6 +98,8 @@ WARMUP = 48
 #:   runs' outcomes were seen in a log tail while it was recorded: the
 #:   ReLU He and orthogonal MLPs under SGD at 3x, 32 wide); read once to
 #:   score the tenth fit (fourteenth session).
+#: - fourteenth: recorded in the fourteenth session with the tenth fit
+#:   installed, after the thirteenth was read, to score the next change.
 LATER = {
     "fifth": (5, 12, 800),
     "sixth": (6, 10, 640),
@@ -108,6 +110,7 @@ LATER = {
     "eleventh": (11, 22, 608),
     "twelfth": (12, 12, 704),
     "thirteenth": (13, 20, 672),
+    "fourteenth": (14, 24, 576),
 }
 #: Each grid's configs, budget, warmup and records.
 GRIDS = {
