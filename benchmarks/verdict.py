@@ -99,7 +99,7 @@ ELEVENTH = HERE / "results" / "eleventh_runs.jsonl"
 TWELFTH = HERE / "results" / "twelfth_runs.jsonl"
 #: The thirteenth held-out grid (`practice.py train --grid thirteenth`):
 #: 672 steps, depth 20; recorded under the ninth fit, read once to score the
-#: tenth (the twelfth grid fitted on too).
+#: tenth (the twelfth grid fitted on too); fitted on since the eleventh.
 THIRTEENTH = HERE / "results" / "thirteenth_runs.jsonl"
 #: What the verdict's step-0 rules (`pending`) and the loss-only baseline's
 #: budget-free part were derived from: the calibration grid and the first
@@ -117,8 +117,8 @@ PRACTICE_EPOCHS = (10, 20)
 #: 160-step ones at their budget; the scheduled ones at theirs (560-800
 #: steps, judged as 480: `vd.BUDGET_RANGE`) and at the ends of their epochs
 #: of 160, 320 and 480 steps, as the fourth grid (the eleventh since the
-#: ninth fit, the twelfth since the tenth). Left out: the thirteenth
-#: (unread; it scores the tenth fit).
+#: ninth fit, the twelfth since the tenth, the thirteenth since the
+#: eleventh). Left out: the fourteenth (unread; it scores the eleventh fit).
 READ = (
     HELDOUT2,
     HELDOUT3,
@@ -130,6 +130,7 @@ READ = (
     TENTH,
     ELEVENTH,
     TWELFTH,
+    THIRTEENTH,
 )
 #: Budgets short of a scheduled grid's own at which its runs are also fitted.
 READ_BUDGETS = (160, 320, 480)
@@ -137,6 +138,13 @@ JUDGE = HERE / "results" / "verdict_judge.md"
 #: L2 penalty on the standardized coefficients (keeps them finite when a
 #: feature separates the classes perfectly).
 PENALTY = 1.0
+#: Each feature is read within its quantiles `CLIP_QUANTILE` and
+#: `1 - CLIP_QUANTILE` over the fitted cases: a linear logit extrapolated
+#: past its data (a loss rising at the schedule's peak rate, well below
+#: chance) speaks with a confidence nothing measured. Chosen by leaving one
+#: read held-out grid out at a time (`verdict_cv.py --clip`): the lowest
+#: log-loss of 0, 0.001, 0.0025, 0.005, 0.01 and 0.025.
+CLIP_QUANTILE = 0.01
 #: The calibration precision the risk threshold must reach.
 PRECISION = 0.97
 #: A step-0 kind acts at once in a family only when it flagged at least this
@@ -265,12 +273,22 @@ def matrix(records, steps, names=vd.FEATURES, at=None, loss_steps=None):
     )
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, penalty: float = PENALTY):
-    """Means, scales, coefficients and intercept of an L2 logistic model.
+def fit_logistic(
+    x: np.ndarray,
+    y: np.ndarray,
+    penalty: float = PENALTY,
+    quantile: float = CLIP_QUANTILE,
+):
+    """Bounds, means, scales, coefficients and intercept of an L2 logistic
+    model, each feature read within its `quantile` and `1 - quantile`
+    quantiles over `x` (`vd.contributions`).
 
     NaN entries count as the mean (0 after standardizing), as `vd.risk`
     treats an unmeasured feature.
     """
+    lows = np.nanquantile(x, quantile, axis=0)
+    highs = np.nanquantile(x, 1 - quantile, axis=0)
+    x = clipped(x, lows, highs)
     means = np.nanmean(x, axis=0)
     scales = np.nanstd(x, axis=0)
     scales = np.where(scales > 0, scales, 1.0)
@@ -287,11 +305,16 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, penalty: float = PENALTY):
         w -= step
         if np.abs(step).max() < 1e-10:
             break
-    return means, scales, w[1:], w[0]
+    return lows, highs, means, scales, w[1:], w[0]
 
 
-def predict(x, means, scales, coefficients, intercept) -> np.ndarray:
-    z = np.nan_to_num((x - means) / scales, nan=0.0)
+def clipped(x, lows, highs) -> np.ndarray:
+    """`x` within `[lows, highs]` per column; NaN stays NaN."""
+    return np.where(np.isnan(x), x, np.clip(x, lows, highs))
+
+
+def predict(x, lows, highs, means, scales, coefficients, intercept) -> np.ndarray:
+    z = np.nan_to_num((clipped(x, lows, highs) - means) / scales, nan=0.0)
     return 1.0 / (1.0 + np.exp(-(intercept + z @ coefficients)))
 
 
@@ -364,13 +387,18 @@ def baseline():
 def fit(steps: int = vd.WATCH_STEPS) -> None:
     """Fit on the training grids; print the constants for `verdict_fit.py`."""
     at = training_cases()
-    (means, scales, coefficients, intercept), cut, scores, y = fitted((), steps, at=at)
+    model, cut, scores, y = fitted((), steps, at=at)
+    lows, highs, means, scales, coefficients, intercept = model
     print(f"{len(at)} training cases, {int(y.sum())} failed; K={steps}")
 
-    def fmt(values) -> str:
-        pairs = (f'"{n}": {v:.4g}' for n, v in zip(vd.FEATURES, values))
+    def fmt(values, digits: int = 4) -> str:
+        pairs = (f'"{n}": {v:.{digits}g}' for n, v in zip(vd.FEATURES, values))
         return "{" + ", ".join(pairs) + "}"
 
+    # The bounds to 8 digits: a budget's at the fitted range's end (log10 3)
+    # must stay there.
+    print(f"LOWS = {fmt(lows, 8)}")
+    print(f"HIGHS = {fmt(highs, 8)}")
     print(f"MEANS = {fmt(means)}")
     print(f"SCALES = {fmt(scales)}")
     print(f"COEFFICIENTS = {fmt(coefficients)}")
@@ -381,7 +409,6 @@ def fit(steps: int = vd.WATCH_STEPS) -> None:
         f"in-sample: AUC {roc_auc(scores, y):.3f}, precision "
         f"{y[called].mean():.3f}, recall {called[y].mean():.3f}"
     )
-    model = (means, scales, coefficients, intercept)
     print("\n".join(zoo_gate.lines(zoo_gate.judged(model_risk(model), cut), cut)))
 
 
@@ -487,8 +514,8 @@ def score() -> None:
     grids = {path: load(path) for path in order if path.exists()}
     baseline_model, baseline_cut = baseline()
     titles = {
-        THIRTEENTH: "Thirteenth held-out grid (672 steps; never fitted on; "
-        "read once to score the tenth fit)",
+        THIRTEENTH: "Thirteenth held-out grid (672 steps; read once to score "
+        "the tenth fit; fitted on since the eleventh fit: in-sample)",
         TWELFTH: "Twelfth held-out grid (704 steps; read once to score the "
         "ninth fit; fitted on since the tenth fit: in-sample)",
         ELEVENTH: "Eleventh held-out grid (608 steps; read once to score the "
@@ -521,7 +548,7 @@ def score() -> None:
         f"{vd.RISK_THRESHOLD:.3g}. "
         f"Fitted on the calibration grid and the first held-out grid (160 "
         f"steps), the fourth grid at 160, 320 and 480 steps, and the second, "
-        f"third and fifth to twelfth held-out grids at their own budgets (the "
+        f"third and fifth to thirteenth held-out grids at their own budgets (the "
         f"scheduled ones also at 160, 320 and 480); each run judged for its "
         f"own budget. "
         f"The loss-only baseline: the loss features over {BASELINE_STEPS} steps, "
@@ -643,7 +670,18 @@ def pending() -> None:
 
 #: The scheduled grids (warmup and cosine decay), whose runs' training
 #: losses `disagreement` reads.
-SCHEDULED = (PRACTICE, FIFTH, SIXTH, SEVENTH, EIGHTH, NINTH, TENTH, ELEVENTH, TWELFTH)
+SCHEDULED = (
+    PRACTICE,
+    FIFTH,
+    SIXTH,
+    SEVENTH,
+    EIGHTH,
+    NINTH,
+    TENTH,
+    ELEVENTH,
+    TWELFTH,
+    THIRTEENTH,
+)
 
 
 def disagreement(paths: Sequence[pathlib.Path] = SCHEDULED) -> dict:

@@ -12,12 +12,15 @@ paired difference in log-loss, per case, is several standard errors below
 each read held-out grid (`verdict.READ`) left out in turn and scored by the
 model fitted on every other training case: log-loss, paired difference
 against never watching longer, and the false alarms and misses at each
-fit's own threshold.
+fit's own threshold. `--clip` compares, the same way, the quantiles within
+which each feature is read (`verdict.py`'s `CLIP_QUANTILE`): a linear logit
+is not extrapolated past what the fitted cases hold.
 
 Usage:
     python benchmarks/verdict_cv.py                 # every feature, dropped
     python benchmarks/verdict_cv.py --drop log_budget
     python benchmarks/verdict_cv.py --loss-watch
+    python benchmarks/verdict_cv.py --clip
 """
 
 from __future__ import annotations
@@ -105,52 +108,90 @@ def _loss_steps_from(long_from):
     return steps
 
 
-def loss_watch() -> list[str]:
-    """Leave-one-read-grid-out scores of each loss watch (`LONG_FROM`)."""
+def _read_groups() -> dict:
+    """The fitted cases by grid: the training grids, the fourth, each read
+    held-out grid."""
     groups = {
         "training": scoring.cases(scoring.training()),
         "fourth": scoring.budget_cases(scoring.load(scoring.PRACTICE)),
     }
     for path in scoring.READ:
         groups[path.stem] = scoring.read_cases((path,))
+    return groups
+
+
+def _left_out(data: dict, quantile: float) -> tuple[np.ndarray, int, int]:
+    """Each read held-out grid scored by the model fitted on every other
+    group of `data` (`{group: matrix}`) at its own threshold: per-case
+    log-loss, false alarms and misses."""
     trust = vd.FEATURES.index("log_trust")
+    losses, alarms, misses = [], 0, 0
+    for held in (p.stem for p in scoring.READ):
+        x, finite, y = (
+            np.concatenate([data[g][i] for g in data if g != held]) for i in range(3)
+        )
+        model = scoring.fit_logistic(
+            x[finite], y[finite].astype(float), quantile=quantile
+        )
+        cut = scoring.threshold_for(np.where(finite, scoring.predict(x, *model), 1), y)
+        x, finite, y = data[held]
+        risk = np.where(finite, scoring.predict(x, *model), 1.0)
+        risk = np.where(x[:, trust] <= math.log10(vd.FROZEN), 1.0, risk)
+        losses.append(log_loss(risk, y))
+        alarms += int((risk >= cut)[~y].sum())
+        misses += int((risk < cut)[y].sum())
+    return np.concatenate(losses), alarms, misses
+
+
+def _rows(first: str, candidates, scored) -> list[str]:
+    """A table of `scored(candidate) -> (losses, alarms, misses)`, each
+    against the first candidate, paired per case."""
     lines = [
-        "| loss of 64 steps from | log-loss | paired diff (SE) | false alarms | "
-        "misses |",
+        f"| {first} | log-loss | paired diff (SE) | false alarms | misses |",
         "|---|---|---|---|---|",
     ]
     base = None
-    for long_from in LONG_FROM:
-        data = {
-            g: scoring.matrix(
-                (), vd.WATCH_STEPS, at=c, loss_steps=_loss_steps_from(long_from)
-            )
-            for g, c in groups.items()
-        }
-        losses, alarms, misses = [], 0, 0
-        for held in (p.stem for p in scoring.READ):
-            x, finite, y = (
-                np.concatenate([data[g][i] for g in data if g != held])
-                for i in range(3)
-            )
-            model = scoring.fit_logistic(x[finite], y[finite].astype(float))
-            cut = scoring.threshold_for(
-                np.where(finite, scoring.predict(x, *model), 1), y
-            )
-            x, finite, y = data[held]
-            risk = np.where(finite, scoring.predict(x, *model), 1.0)
-            risk = np.where(x[:, trust] <= math.log10(vd.FROZEN), 1.0, risk)
-            losses.append(log_loss(risk, y))
-            alarms += int((risk >= cut)[~y].sum())
-            misses += int((risk < cut)[y].sum())
-        loss = np.concatenate(losses)
+    for candidate in candidates:
+        loss, alarms, misses = scored(candidate)
         base = loss if base is None else base
         d = loss - base
         lines.append(
-            f"| {long_from or 'never'} | {loss.mean():.4f} | {d.mean():+.4f} "
+            f"| {candidate} | {loss.mean():.4f} | {d.mean():+.4f} "
             f"({d.std() / math.sqrt(len(d)):.4f}) | {alarms} | {misses} |"
         )
     return lines
+
+
+def loss_watch() -> list[str]:
+    """Leave-one-read-grid-out scores of each loss watch (`LONG_FROM`)."""
+    groups = _read_groups()
+
+    def scored(long_from):
+        watch = _loss_steps_from(None if long_from == "never" else long_from)
+        data = {
+            g: scoring.matrix((), vd.WATCH_STEPS, at=c, loss_steps=watch)
+            for g, c in groups.items()
+        }
+        return _left_out(data, scoring.CLIP_QUANTILE)
+
+    never_first = ["never" if v is None else v for v in LONG_FROM]
+    return _rows("loss of 64 steps from", never_first, scored)
+
+
+#: The quantiles at which `--clip` bounds each feature (0: not at all).
+CLIP_QUANTILES = (0.0, 0.001, 0.0025, 0.005, 0.01, 0.025)
+
+
+def clip() -> list[str]:
+    """Leave-one-read-grid-out scores of each `CLIP_QUANTILES`, the loss
+    watched as the callback does (`vd.loss_steps`)."""
+    data = {
+        g: scoring.matrix((), vd.WATCH_STEPS, at=c, loss_steps=vd.loss_steps)
+        for g, c in _read_groups().items()
+    }
+    return _rows(
+        "features within quantiles", CLIP_QUANTILES, lambda q: _left_out(data, q)
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -158,9 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--drop", nargs="+", default=list(vd.FEATURES))
     parser.add_argument("--loss-watch", action="store_true")
+    parser.add_argument("--clip", action="store_true")
     args = parser.parse_args(argv)
-    if args.loss_watch:
-        print("\n".join(loss_watch()))
+    if args.loss_watch or args.clip:
+        print("\n".join(loss_watch() if args.loss_watch else clip()))
         return 0
     unknown = sorted(set(args.drop) - set(vd.FEATURES))
     if unknown:

@@ -60,11 +60,12 @@ def test_the_gate_reads_what_the_live_verdict_read(gate):
 #: 1.8% below it, both after the same blow-up (epoch means up to 9.1 and
 #: 8.2 against 2.3). At seed 2 MobileNetV2 (0.958) ends 2.0% below its
 #: entropy; ResNet50, stopped too, ends at 1.01 of it: the stop is right.
+#: Since the eleventh fit reads each feature within its fitted range (the
+#: blow-up's rising loss no longer extrapolated), both MobileNetV2 runs at
+#: 320 steps are judged training (risks 0.19 and 0.13 against 0.739).
 KNOWN_VERDICT_FALSE_ALARMS = {
     "resnet50 (320 steps)",
     "resnet50 (seed 1, 320 steps)",
-    "mobilenet_v2 (seed 1, 320 steps)",
-    "mobilenet_v2 (seed 2, 320 steps)",
     "resnet50 (240 steps)",
     "mobilenet_v2 (240 steps)",
     "mobilenet_v2 (seed 1, 240 steps)",
@@ -118,7 +119,8 @@ def test_the_gate_catches_a_fit_that_stops_a_model_that_trains(gate):
     """A refit whose risk is high everywhere (here: a large intercept) is
     named by the gate: it cannot pass silently."""
     k = len(vd.FEATURES)
-    reckless = (np.zeros(k), np.ones(k), np.zeros(k), 5.0)
+    reckless = (np.full(k, -np.inf), np.full(k, np.inf), np.zeros(k), np.ones(k))
+    reckless += (np.zeros(k), 5.0)
     refit_risk = load_script("benchmarks/verdict.py").model_risk(reckless)
     rows = gate.judged(refit_risk, vd.RISK_THRESHOLD)
     assert all(failing for _, _, _, failing in rows)

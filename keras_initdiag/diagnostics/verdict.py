@@ -53,7 +53,11 @@ apart. `EarlySteps` holds what the callback watched over `WATCH_STEPS` steps
   two losses.
 
 `risk` is a logistic function of the standardized features (`verdict_fit`:
-fitted on the training grids, scored on held-out ones; BENCHMARKS.md). A
+fitted on the training grids, scored on held-out ones; BENCHMARKS.md), each
+read within the range of the cases it was fitted on (`LOWS`, `HIGHS`: their
+1st and 99th percentiles), as `log_budget` within `BUDGET_RANGE`: a loss
+rising at the schedule's peak rate, well below chance, is no evidence the
+fit ever saw. A
 run fails at `risk >= RISK_THRESHOLD` or a non-finite loss or update.
 `judgement` turns the risk into the reported `Verdict`, in words.
 """
@@ -69,7 +73,9 @@ import numpy as np
 
 from keras_initdiag.diagnostics.verdict_fit import (
     COEFFICIENTS,
+    HIGHS,
     INTERCEPT,
+    LOWS,
     MEANS,
     SCALES,
 )
@@ -90,7 +96,9 @@ WATCH_STEPS = 32
 #: read held-out grid out at a time (BENCHMARKS.md): the verdict's log-loss
 #: 0.1954 -> 0.1717 (SE 0.0032), its false alarms 55 -> 43 over eight grids;
 #: with the eleventh grid read too, 0.1983 -> 0.1751 and 62 -> 54 over nine;
-#: with the twelfth, 0.1903 -> 0.1687 and 65 -> 56 over ten.
+#: with the twelfth, 0.1903 -> 0.1687 and 65 -> 56 over ten; with the
+#: thirteenth and the features read within the fitted range (the eleventh
+#: fit), 0.1892 -> 0.1674 and 77 -> 65 over eleven.
 LONG_WATCH_STEPS = 64
 LONG_BUDGET = 320
 #: The watch starts at the first step whose learning rate is at least this
@@ -385,14 +393,24 @@ def frozen(values: Mapping[str, float]) -> bool:
 def contributions(values: Mapping[str, float]) -> dict[str, float]:
     """Each feature's term in the logit (0 for an unmeasured one).
 
+    A value outside the range the model was fitted on (`LOWS`, `HIGHS`: the
+    fitted cases' 1st and 99th percentiles) counts as its nearest end: the
+    linear logit is not extrapolated past what was measured.
+
     Example:
     >>> terms = contributions({"level": MEANS["level"] + SCALES["level"]})
     >>> terms["level"] == COEFFICIENTS["level"] and terms["progress"] == 0.0
+    True
+    >>> far = contributions({"progress": LOWS["progress"] - 5.0})
+    >>> far == contributions({"progress": LOWS["progress"]})
     True
     """
     terms = {}
     for name in FEATURES:
         value = values.get(name, math.nan)
-        z = (value - MEANS[name]) / SCALES[name] if math.isfinite(value) else 0.0
-        terms[name] = COEFFICIENTS[name] * z
+        if math.isfinite(value):
+            value = min(max(value, LOWS[name]), HIGHS[name])
+            terms[name] = COEFFICIENTS[name] * (value - MEANS[name]) / SCALES[name]
+        else:
+            terms[name] = 0.0
     return terms
