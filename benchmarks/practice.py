@@ -230,8 +230,8 @@ USE = {
     "eleventh": "read once to score the eighth fit (three runs' outcomes "
     "were seen in a log while it was recorded); fitted on since the ninth fit",
     "twelfth": "read once to score the ninth fit; fitted on since the tenth fit",
-    "thirteenth": "never fitted on; read once to score the tenth fit (two "
-    "runs' outcomes were seen in a log while it was recorded)",
+    "thirteenth": "read once to score the tenth fit (two runs' outcomes "
+    "were seen in a log while it was recorded); fitted on since the eleventh fit",
 }
 #: Per grid: the judgement's file, its title, and the epochs (of
 #: `trainability.EPOCH_STEPS` steps)
