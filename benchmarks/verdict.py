@@ -25,6 +25,9 @@ step-0 flags) and its outcome after 160 steps (`trainability.failed`).
   baseline (the loss features alone over 20 steps, fitted the same way on
   the training grids) on every grid: precision, recall, ROC AUC, per family
   and optimizer; writes `results/verdict_judge.md`.
+- `horizon`: per family, the recall at precision 0.95 of the best
+  threshold on the training loss alone after 96 to 480 steps (`horizon`):
+  how early the loss tells the outcome.
 - `disagree`: per family, the scheduled grids' runs whose training loss
   (the last epoch's mean, in training mode) says "failed" while the loss
   evaluated after training says "trained" (`disagreement`).
@@ -35,6 +38,7 @@ Usage:
     python benchmarks/verdict.py pending
     python benchmarks/verdict.py score
     python benchmarks/verdict.py disagree
+    python benchmarks/verdict.py horizon
 """
 
 from __future__ import annotations
@@ -716,15 +720,69 @@ def disagree() -> None:
         print(f"| {arch} | {runs} | {count} |")
 
 
+#: The steps at whose epoch `horizon` reads the training loss.
+HORIZONS = (96, 160, 240, 320, 480)
+
+
+def recall_at(scores: np.ndarray, labels: np.ndarray, precision=0.95) -> float:
+    """The highest recall of any threshold on `scores` (higher: failing) whose
+    precision is at least `precision`."""
+    order = np.argsort(-scores, kind="stable")
+    hits = np.cumsum(labels[order])
+    good = hits / np.arange(1, len(order) + 1) >= precision
+    return float(hits[good].max() / labels.sum()) if good.any() else 0.0
+
+
+def horizon(paths: Sequence[pathlib.Path] = SCHEDULED) -> dict:
+    """`{family: {steps: recall}}`: how early the training loss alone tells
+    the outcome. For each of `HORIZONS`, the mean training loss of the epoch
+    ending at or before it, over the labels' entropy, thresholded at the
+    best cut for these very runs (in-sample: an upper bound for a rule on the
+    loss's level) at precision 0.95; its recall. Runs with a non-finite
+    loss left out (failing anyway)."""
+    rows: dict = {}
+    for path in paths:
+        for record in load(path):
+            curve = [tr._from_json_number(v) for v in record["loss_curve"]]
+            if record["nonfinite"] or not all(map(math.isfinite, curve)):
+                continue
+            steps = record["curve_steps"]
+            levels = [
+                curve[max(i for i, s in enumerate(steps) if s <= h)] / record["entropy"]
+                for h in HORIZONS
+            ]
+            for family in (record["arch"], "all"):
+                rows.setdefault(family, []).append((levels, record["failed"]))
+    out = {}
+    for family, runs in rows.items():
+        levels = np.asarray([lv for lv, _ in runs])
+        failed = np.asarray([f for _, f in runs], dtype=bool)
+        out[family] = {
+            h: recall_at(levels[:, i], failed) for i, h in enumerate(HORIZONS)
+        }
+    return out
+
+
+def horizons() -> None:
+    """Print `horizon` as a table."""
+    recalls = horizon()
+    print("| family | " + " | ".join(f"{h} steps" for h in HORIZONS) + " |")
+    print("|---|" + "---|" * len(HORIZONS))
+    for family in sorted(recalls):
+        cells = " | ".join(f"{recalls[family][h]:.2f}" for h in HORIZONS)
+        print(f"| {family} | {cells} |")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``fit``, ``choose-k``, ``pending``, ``score``,
-    ``disagree``."""
+    ``disagree``, ``horizon``."""
     commands = {
         "fit": fit,
         "choose-k": choose_k,
         "pending": pending,
         "score": score,
         "disagree": disagree,
+        "horizon": horizons,
     }
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=tuple(commands))
