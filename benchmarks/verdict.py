@@ -123,9 +123,8 @@ PRACTICE_EPOCHS = (10, 20)
 #: of 160, 320 and 480 steps, as the fourth grid (the eleventh since the
 #: ninth fit, the twelfth since the tenth, the thirteenth since the
 #: eleventh). Left out: the fourteenth (unread; it scores the eleventh fit).
-READ = (
-    HELDOUT2,
-    HELDOUT3,
+#: The read held-out grids trained under warmup and cosine decay.
+LATER_READ = (
     FIFTH,
     SIXTH,
     SEVENTH,
@@ -136,6 +135,7 @@ READ = (
     TWELFTH,
     THIRTEENTH,
 )
+READ = (HELDOUT2, HELDOUT3, *LATER_READ)
 #: Budgets short of a scheduled grid's own at which its runs are also fitted.
 READ_BUDGETS = (160, 320, 480)
 JUDGE = HERE / "results" / "verdict_judge.md"
@@ -674,18 +674,7 @@ def pending() -> None:
 
 #: The scheduled grids (warmup and cosine decay), whose runs' training
 #: losses `disagreement` reads.
-SCHEDULED = (
-    PRACTICE,
-    FIFTH,
-    SIXTH,
-    SEVENTH,
-    EIGHTH,
-    NINTH,
-    TENTH,
-    ELEVENTH,
-    TWELFTH,
-    THIRTEENTH,
-)
+SCHEDULED = (PRACTICE, *LATER_READ)
 
 
 def disagreement(paths: Sequence[pathlib.Path] = SCHEDULED) -> dict:
