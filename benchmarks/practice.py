@@ -99,7 +99,8 @@ WARMUP = 48
 #:   ReLU He and orthogonal MLPs under SGD at 3x, 32 wide); read once to
 #:   score the tenth fit (fourteenth session).
 #: - fourteenth: recorded in the fourteenth session with the tenth fit
-#:   installed, after the thirteenth was read, to score the next change.
+#:   installed, after the thirteenth was read, to score the next change;
+#:   read once to score the eleventh fit (fourteenth session).
 LATER = {
     "fifth": (5, 12, 800),
     "sixth": (6, 10, 640),
@@ -232,6 +233,7 @@ USE = {
     "twelfth": "read once to score the ninth fit; fitted on since the tenth fit",
     "thirteenth": "read once to score the tenth fit (two runs' outcomes "
     "were seen in a log while it was recorded); fitted on since the eleventh fit",
+    "fourteenth": "never fitted on; read once to score the eleventh fit",
 }
 #: Per grid: the judgement's file, its title, and the epochs (of
 #: `trainability.EPOCH_STEPS` steps)

@@ -105,6 +105,10 @@ TWELFTH = HERE / "results" / "twelfth_runs.jsonl"
 #: 672 steps, depth 20; recorded under the ninth fit, read once to score the
 #: tenth (the twelfth grid fitted on too); fitted on since the eleventh.
 THIRTEENTH = HERE / "results" / "thirteenth_runs.jsonl"
+#: The fourteenth held-out grid (`practice.py train --grid fourteenth`): 576
+#: steps, depth 24; recorded under the tenth fit, read once to score the
+#: eleventh (the features read within their fitted range).
+FOURTEENTH = HERE / "results" / "fourteenth_runs.jsonl"
 #: What the verdict's step-0 rules (`pending`) and the loss-only baseline's
 #: budget-free part were derived from: the calibration grid and the first
 #: held-out grid (held out for the first fit, whose scores BENCHMARKS.md
@@ -501,6 +505,7 @@ def table(title: str, records: list[dict], baseline_model, baseline_cut) -> list
 def score() -> None:
     """Score the module's verdict on every grid; write `JUDGE`."""
     order = (
+        FOURTEENTH,
         THIRTEENTH,
         TWELFTH,
         ELEVENTH,
@@ -518,6 +523,8 @@ def score() -> None:
     grids = {path: load(path) for path in order if path.exists()}
     baseline_model, baseline_cut = baseline()
     titles = {
+        FOURTEENTH: "Fourteenth held-out grid (576 steps; never fitted on; "
+        "read once to score the eleventh fit)",
         THIRTEENTH: "Thirteenth held-out grid (672 steps; read once to score "
         "the tenth fit; fitted on since the eleventh fit: in-sample)",
         TWELFTH: "Twelfth held-out grid (704 steps; read once to score the "
