@@ -101,6 +101,8 @@ WARMUP = 48
 #: - fourteenth: recorded in the fourteenth session with the tenth fit
 #:   installed, after the thirteenth was read, to score the next change;
 #:   read once to score the eleventh fit (fourteenth session).
+#: - fifteenth: recorded in the fourteenth session with the eleventh fit
+#:   installed, after the fourteenth was read, to score the next change.
 LATER = {
     "fifth": (5, 12, 800),
     "sixth": (6, 10, 640),
@@ -112,6 +114,7 @@ LATER = {
     "twelfth": (12, 12, 704),
     "thirteenth": (13, 20, 672),
     "fourteenth": (14, 24, 576),
+    "fifteenth": (15, 26, 528),
 }
 #: Each grid's configs, budget, warmup and records.
 GRIDS = {
