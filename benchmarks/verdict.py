@@ -119,14 +119,6 @@ TRAINING = (CALIBRATION, HELDOUT)
 #: the budget on (160 and 320 steps), besides its final one (480). Not
 #: shorter: a budget only ever relaxes the verdict (`vd.BUDGET_RANGE`).
 PRACTICE_EPOCHS = (10, 20)
-#: The held-out grids read before the latest fit (each scored a fit once,
-#: then read for information): fitted on since the seventh fit (the tenth
-#: since the eighth), as the first held-out grid was since the second. The
-#: 160-step ones at their budget; the scheduled ones at theirs (560-800
-#: steps, judged as 480: `vd.BUDGET_RANGE`) and at the ends of their epochs
-#: of 160, 320 and 480 steps, as the fourth grid (the eleventh since the
-#: ninth fit, the twelfth since the tenth, the thirteenth since the
-#: eleventh). Left out: the fourteenth (unread; it scores the eleventh fit).
 #: The read held-out grids trained under warmup and cosine decay.
 LATER_READ = (
     FIFTH,
@@ -139,6 +131,14 @@ LATER_READ = (
     TWELFTH,
     THIRTEENTH,
 )
+#: The held-out grids read before the latest fit (each scored a fit once,
+#: then read for information): fitted on since the seventh fit (the tenth
+#: since the eighth), as the first held-out grid was since the second. The
+#: 160-step ones at their budget; the scheduled ones at theirs (560-800
+#: steps, judged as 480: `vd.BUDGET_RANGE`) and at the ends of their epochs
+#: of 160, 320 and 480 steps, as the fourth grid (the eleventh since the
+#: ninth fit, the twelfth since the tenth, the thirteenth since the
+#: eleventh). Left out: the fourteenth (unread; it scores the eleventh fit).
 READ = (HELDOUT2, HELDOUT3, *LATER_READ)
 #: Budgets short of a scheduled grid's own at which its runs are also fitted.
 READ_BUDGETS = (160, 320, 480)
