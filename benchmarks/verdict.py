@@ -138,7 +138,8 @@ LATER_READ = (
 #: steps, judged as 480: `vd.BUDGET_RANGE`) and at the ends of their epochs
 #: of 160, 320 and 480 steps, as the fourth grid (the eleventh since the
 #: ninth fit, the twelfth since the tenth, the thirteenth since the
-#: eleventh). Left out: the fourteenth (unread; it scores the eleventh fit).
+#: eleventh). Left out: the fourteenth (read once to score the eleventh
+#: fit; fitted on from the next fit).
 READ = (HELDOUT2, HELDOUT3, *LATER_READ)
 #: Budgets short of a scheduled grid's own at which its runs are also fitted.
 READ_BUDGETS = (160, 320, 480)
