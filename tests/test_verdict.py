@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from helpers import load_script
 
-from keras_initdiag.diagnostics import judgement
+from keras_initdiag.diagnostics import chance, judgement
 from keras_initdiag.diagnostics import pending as waiting
 from keras_initdiag.diagnostics import verdict as vd
 from keras_initdiag.diagnostics.report import DiagnosticReport, Flag, Verdict
@@ -222,18 +222,22 @@ def test_pace_to_chance_against_closed_forms():
     of the log loss per step between the quarters' centres, 24 steps apart
     in a 32-step watch."""
     halving = [4.0] * 8 + [2.0] * 8 + [1.0] * 8 + [0.5] * 8
-    expected = (math.log(0.5 / 0.125) - vd.AT_CHANCE) / (math.log(8.0) / 24)
-    assert vd.pace(halving, 0.125) == pytest.approx(expected, rel=1e-12)
-    assert vd.log_pace(halving, 0.125) == pytest.approx(math.log10(1 + expected))
+    expected = (math.log(0.5 / 0.125) - chance.AT_CHANCE) / (math.log(8.0) / 24)
+    assert chance.pace(halving, 0.125) == pytest.approx(expected, rel=1e-12)
+    assert chance.log_pace(halving, 0.125) == pytest.approx(math.log10(1 + expected))
     # At or below chance: 0. Above it and flat or rising: the cap.
-    assert vd.pace(halving, 0.5) == 0.0 and vd.pace([0.9] * 32, 1.0) == 0.0
-    assert vd.pace([2.0] * 32, 1.0) == vd.pace(halving[::-1], 0.1) == vd.PACE_CAP
+    assert chance.pace(halving, 0.5) == 0.0 and chance.pace([0.9] * 32, 1.0) == 0.0
+    assert (
+        chance.pace([2.0] * 32, 1.0)
+        == chance.pace(halving[::-1], 0.1)
+        == chance.PACE_CAP
+    )
     # Within AT_CHANCE of chance counts as at chance; just beyond it does not.
-    assert vd.pace([3.0] * 16 + [1.009] * 16, 1.0) == 0.0
-    assert vd.pace([3.0] * 16 + [1.02] * 16, 1.0) > 0.0
+    assert chance.pace([3.0] * 16 + [1.009] * 16, 1.0) == 0.0
+    assert chance.pace([3.0] * 16 + [1.02] * 16, 1.0) > 0.0
     # Unknown chance level, or a non-finite loss: unmeasured.
-    assert math.isnan(vd.pace(halving, math.nan))
-    assert math.isnan(vd.pace([1.0] * 31 + [math.inf], 1.0))
+    assert math.isnan(chance.pace(halving, math.nan))
+    assert math.isnan(chance.pace([1.0] * 31 + [math.inf], 1.0))
 
 
 def test_pace_weighs_the_loss_against_its_own_noise():
@@ -245,39 +249,39 @@ def test_pace_weighs_the_loss_against_its_own_noise():
     mean = 2.303 * 1.04
     tail = mean + np.asarray([0.5, -0.5] * 4)  # a batch's loss +-0.5 nats
     standard_error = 0.5 * math.sqrt(8 / 7) / math.sqrt(8) / mean  # ddof=1
-    assert standard_error > math.log(1.04) > vd.AT_CHANCE
-    assert vd.pace(np.concatenate([np.full(24, 3.0), tail]), 2.303) == 0.0
+    assert standard_error > math.log(1.04) > chance.AT_CHANCE
+    assert chance.pace(np.concatenate([np.full(24, 3.0), tail]), 2.303) == 0.0
     quiet = np.concatenate([np.full(24, 3.0), np.full(8, mean)])
-    assert vd.pace(quiet, 2.303) > 0.0
+    assert chance.pace(quiet, 2.303) > 0.0
     # Farther from chance: the distance less the standard error (not the
     # standard deviation, not AT_CHANCE, not their sum), over the fall.
     far = 2.0 * mean
     losses = np.concatenate([np.full(24, 8.0), far + np.asarray([0.5, -0.5] * 4)])
     error = 0.5 * math.sqrt(8 / 7) / math.sqrt(8) / far
-    assert vd.AT_CHANCE < error < math.log(far / 2.303)
+    assert chance.AT_CHANCE < error < math.log(far / 2.303)
     fall = (math.log(8.0 / far)) / 24
     expected = (math.log(far / 2.303) - error) / fall
-    assert vd.pace(losses, 2.303) == pytest.approx(expected, rel=1e-12)
+    assert chance.pace(losses, 2.303) == pytest.approx(expected, rel=1e-12)
 
 
 def test_pace_of_short_or_degenerate_watches():
     """Two or three losses: quarters of one loss, `n - 1` steps apart. A loss
     at zero is below chance; one rising from zero does not fall."""
-    expected = (math.log(2.0) - vd.AT_CHANCE) / (math.log(2.0) / 2)
-    assert vd.pace([4.0, 3.0, 2.0], 1.0) == pytest.approx(expected, rel=1e-12)
-    expected = (math.log(2.0) - vd.AT_CHANCE) / math.log(2.0)
-    assert vd.pace([4.0, 2.0], 1.0) == pytest.approx(expected, rel=1e-12)
-    assert math.isnan(vd.pace([2.0], 1.0)) and math.isnan(vd.pace([], 1.0))
-    assert vd.pace([3.0] * 24 + [0.0] * 8, 2.3) == 0.0
-    assert vd.pace([0.0] * 8 + [3.0] * 24, 2.3) == vd.PACE_CAP
-    for chance in (math.nan, 0.0, -1.0, math.inf):
-        assert math.isnan(vd.pace([3.0] * 32, chance))
-        assert math.isnan(vd.features(_early([3.0] * 32, chance=chance))["log_pace"])
+    expected = (math.log(2.0) - chance.AT_CHANCE) / (math.log(2.0) / 2)
+    assert chance.pace([4.0, 3.0, 2.0], 1.0) == pytest.approx(expected, rel=1e-12)
+    expected = (math.log(2.0) - chance.AT_CHANCE) / math.log(2.0)
+    assert chance.pace([4.0, 2.0], 1.0) == pytest.approx(expected, rel=1e-12)
+    assert math.isnan(chance.pace([2.0], 1.0)) and math.isnan(chance.pace([], 1.0))
+    assert chance.pace([3.0] * 24 + [0.0] * 8, 2.3) == 0.0
+    assert chance.pace([0.0] * 8 + [3.0] * 24, 2.3) == chance.PACE_CAP
+    for unknown in (math.nan, 0.0, -1.0, math.inf):
+        assert math.isnan(chance.pace([3.0] * 32, unknown))
+        assert math.isnan(vd.features(_early([3.0] * 32, chance=unknown))["log_pace"])
 
 
 def test_the_verdict_says_how_far_chance_is_at_its_pace():
     slow = _early(np.linspace(6.0, 4.0, 32), chance=1.0)
-    steps = vd.pace(slow.losses, 1.0)
+    steps = chance.pace(slow.losses, 1.0)
     assert 50 < steps < 500
     text = judgement.describe(slow, vd.features(slow), failing=False)
     assert (
@@ -289,7 +293,7 @@ def test_the_verdict_says_how_far_chance_is_at_its_pace():
         stuck, vd.features(stuck), failing=True
     )
     creeping = _early(np.linspace(3.0, 2.9999, 32), chance=1.0)
-    assert vd.pace(creeping.losses, 1.0) == vd.PACE_CAP
+    assert chance.pace(creeping.losses, 1.0) == chance.PACE_CAP
     assert "falls too slowly to reach it." in judgement.describe(
         creeping, vd.features(creeping), failing=True
     )
@@ -303,7 +307,7 @@ def test_the_verdict_says_how_far_chance_is_at_its_pace():
         assert "At this pace" not in judgement.describe(
             early, vd.features(early), False
         )
-    assert 0 < vd.pace([3.0] * 8 + [2.0] * 16 + [1.015] * 8, 1.0) < 1
+    assert 0 < chance.pace([3.0] * 8 + [2.0] * 16 + [1.015] * 8, 1.0) < 1
 
 
 def test_module_constants_are_the_training_grids_fit():

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from keras_initdiag.diagnostics import chance
 from keras_initdiag.diagnostics import verdict as vd
 from keras_initdiag.diagnostics.report import Flag, Verdict
 
@@ -75,7 +76,7 @@ def describe(early: vd.EarlySteps, values: Mapping[str, float], failing: bool) -
     words = []
     if losses.size:
         steps = losses.size
-        _, head, tail = vd.quarters(losses)
+        _, head, tail = chance.quarters(losses)
         text = (
             f"Over {steps} steps the training loss went from {head:.3g} to "
             f"{tail:.3g} ({(tail - head) / head:+.0%})"
@@ -85,7 +86,7 @@ def describe(early: vd.EarlySteps, values: Mapping[str, float], failing: bool) -
         if early.chance > 0:
             text += f", {tail / early.chance:.2f}x the chance level"
         words.append(text + ".")
-        words += _pace_words(vd.pace(losses, early.chance), falls=tail < head)
+        words += _pace_words(chance.pace(losses, early.chance), falls=tail < head)
     ratios = early.ratios()
     if ratios.size:
         medians = np.nanmedian(np.nan_to_num(ratios, nan=0.0), axis=0)
@@ -119,7 +120,7 @@ def describe(early: vd.EarlySteps, values: Mapping[str, float], failing: bool) -
 
 def _pace_words(steps: float, falls: bool) -> list[str]:
     """`pace` in words (none at chance, below it, or unknown)."""
-    if steps >= vd.PACE_CAP:
+    if steps >= chance.PACE_CAP:
         how = "falls too slowly to reach it" if falls else "does not fall"
         return [f"It is above the chance level and {how}."]
     if steps >= 1:
