@@ -107,7 +107,8 @@ TWELFTH = HERE / "results" / "twelfth_runs.jsonl"
 THIRTEENTH = HERE / "results" / "thirteenth_runs.jsonl"
 #: The fourteenth held-out grid (`practice.py train --grid fourteenth`): 576
 #: steps, depth 24; recorded under the tenth fit, read once to score the
-#: eleventh (the features read within their fitted range).
+#: eleventh (the features read within their fitted range); fitted on since
+#: the twelfth.
 FOURTEENTH = HERE / "results" / "fourteenth_runs.jsonl"
 #: What the verdict's step-0 rules (`pending`) and the loss-only baseline's
 #: budget-free part were derived from: the calibration grid and the first
@@ -130,6 +131,7 @@ LATER_READ = (
     ELEVENTH,
     TWELFTH,
     THIRTEENTH,
+    FOURTEENTH,
 )
 #: The held-out grids read before the latest fit (each scored a fit once,
 #: then read for information): fitted on since the seventh fit (the tenth
@@ -138,8 +140,8 @@ LATER_READ = (
 #: steps, judged as 480: `vd.BUDGET_RANGE`) and at the ends of their epochs
 #: of 160, 320 and 480 steps, as the fourth grid (the eleventh since the
 #: ninth fit, the twelfth since the tenth, the thirteenth since the
-#: eleventh). Left out: the fourteenth (read once to score the eleventh
-#: fit; fitted on from the next fit).
+#: eleventh, the fourteenth since the twelfth). Left out: the fifteenth
+#: (read once to score the twelfth fit).
 READ = (HELDOUT2, HELDOUT3, *LATER_READ)
 #: Budgets short of a scheduled grid's own at which its runs are also fitted.
 READ_BUDGETS = (160, 320, 480)

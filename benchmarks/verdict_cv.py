@@ -14,13 +14,15 @@ model fitted on every other training case: log-loss, paired difference
 against never watching longer, and the false alarms and misses at each
 fit's own threshold. `--clip` compares, the same way, the quantiles within
 which each feature is read (`verdict.py`'s `CLIP_QUANTILE`): a linear logit
-is not extrapolated past what the fitted cases hold.
+is not extrapolated past what the fitted cases hold. `--by-grid` drops
+features as the default does, but scored leaving each read grid out.
 
 Usage:
     python benchmarks/verdict_cv.py                 # every feature, dropped
     python benchmarks/verdict_cv.py --drop log_budget
     python benchmarks/verdict_cv.py --loss-watch
     python benchmarks/verdict_cv.py --clip
+    python benchmarks/verdict_cv.py --by-grid --drop log_settling
 """
 
 from __future__ import annotations
@@ -194,12 +196,29 @@ def clip() -> list[str]:
     )
 
 
+def grids_without(drops: Sequence[str]) -> list[str]:
+    """Leave-one-read-grid-out scores of `vd.FEATURES` and of it without
+    each of `drops`, the loss watched as the callback does."""
+    data = {
+        g: scoring.matrix((), vd.WATCH_STEPS, at=c, loss_steps=vd.loss_steps)
+        for g, c in _read_groups().items()
+    }
+
+    def scored(drop):
+        keep = [i for i, n in enumerate(vd.FEATURES) if n != drop]
+        less = {g: (x[:, keep], finite, y) for g, (x, finite, y) in data.items()}
+        return _left_out(less, scoring.CLIP_QUANTILE)
+
+    return _rows("without", ["nothing", *drops], scored)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line (see the module)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--drop", nargs="+", default=list(vd.FEATURES))
     parser.add_argument("--loss-watch", action="store_true")
     parser.add_argument("--clip", action="store_true")
+    parser.add_argument("--by-grid", action="store_true")
     args = parser.parse_args(argv)
     if args.loss_watch or args.clip:
         print("\n".join(loss_watch() if args.loss_watch else clip()))
@@ -207,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = sorted(set(args.drop) - set(vd.FEATURES))
     if unknown:
         parser.error(f"--drop: unknown feature(s) {unknown}; known {vd.FEATURES}")
-    print("\n".join(compare(args.drop)))
+    print("\n".join((grids_without if args.by_grid else compare)(args.drop)))
     return 0
 
 
