@@ -102,7 +102,8 @@ WARMUP = 48
 #:   installed, after the thirteenth was read, to score the next change;
 #:   read once to score the eleventh fit (fourteenth session).
 #: - fifteenth: recorded in the fourteenth session with the eleventh fit
-#:   installed, after the fourteenth was read, to score the next change.
+#:   installed, after the fourteenth was read, to score the next change;
+#:   read once to score the twelfth fit (`log_settling`, fifteenth session).
 LATER = {
     "fifth": (5, 12, 800),
     "sixth": (6, 10, 640),
@@ -236,7 +237,9 @@ USE = {
     "twelfth": "read once to score the ninth fit; fitted on since the tenth fit",
     "thirteenth": "read once to score the tenth fit (two runs' outcomes "
     "were seen in a log while it was recorded); fitted on since the eleventh fit",
-    "fourteenth": "never fitted on; read once to score the eleventh fit",
+    "fourteenth": "read once to score the eleventh fit; fitted on since the "
+    "twelfth fit",
+    "fifteenth": "never fitted on; read once to score the twelfth fit",
 }
 #: Per grid: the judgement's file, its title, and the epochs (of
 #: `trainability.EPOCH_STEPS` steps)

@@ -110,6 +110,10 @@ THIRTEENTH = HERE / "results" / "thirteenth_runs.jsonl"
 #: eleventh (the features read within their fitted range); fitted on since
 #: the twelfth.
 FOURTEENTH = HERE / "results" / "fourteenth_runs.jsonl"
+#: The fifteenth held-out grid (`practice.py train --grid fifteenth`): 528
+#: steps, depth 26; recorded under the eleventh fit, read once to score the
+#: twelfth (`log_settling`, the fourteenth grid fitted on too).
+FIFTEENTH = HERE / "results" / "fifteenth_runs.jsonl"
 #: What the verdict's step-0 rules (`pending`) and the loss-only baseline's
 #: budget-free part were derived from: the calibration grid and the first
 #: held-out grid (held out for the first fit, whose scores BENCHMARKS.md
@@ -508,6 +512,7 @@ def table(title: str, records: list[dict], baseline_model, baseline_cut) -> list
 def score() -> None:
     """Score the module's verdict on every grid; write `JUDGE`."""
     order = (
+        FIFTEENTH,
         FOURTEENTH,
         THIRTEENTH,
         TWELFTH,
@@ -526,8 +531,10 @@ def score() -> None:
     grids = {path: load(path) for path in order if path.exists()}
     baseline_model, baseline_cut = baseline()
     titles = {
-        FOURTEENTH: "Fourteenth held-out grid (576 steps; never fitted on; "
-        "read once to score the eleventh fit)",
+        FIFTEENTH: "Fifteenth held-out grid (528 steps; never fitted on; "
+        "read once to score the twelfth fit)",
+        FOURTEENTH: "Fourteenth held-out grid (576 steps; read once to score "
+        "the eleventh fit; fitted on since the twelfth fit: in-sample)",
         THIRTEENTH: "Thirteenth held-out grid (672 steps; read once to score "
         "the tenth fit; fitted on since the eleventh fit: in-sample)",
         TWELFTH: "Twelfth held-out grid (704 steps; read once to score the "
@@ -562,7 +569,7 @@ def score() -> None:
         f"{vd.RISK_THRESHOLD:.3g}. "
         f"Fitted on the calibration grid and the first held-out grid (160 "
         f"steps), the fourth grid at 160, 320 and 480 steps, and the second, "
-        f"third and fifth to thirteenth held-out grids at their own budgets (the "
+        f"third and fifth to fourteenth held-out grids at their own budgets (the "
         f"scheduled ones also at 160, 320 and 480); each run judged for its "
         f"own budget. "
         f"The loss-only baseline: the loss features over {BASELINE_STEPS} steps, "
