@@ -104,6 +104,8 @@ WARMUP = 48
 #: - fifteenth: recorded in the fourteenth session with the eleventh fit
 #:   installed, after the fourteenth was read, to score the next change;
 #:   read once to score the twelfth fit (`log_settling`, fifteenth session).
+#: - sixteenth: recorded in the fifteenth session with the twelfth fit
+#:   installed, after the fifteenth was read, to score the next change.
 LATER = {
     "fifth": (5, 12, 800),
     "sixth": (6, 10, 640),
@@ -116,6 +118,7 @@ LATER = {
     "thirteenth": (13, 20, 672),
     "fourteenth": (14, 24, 576),
     "fifteenth": (15, 26, 528),
+    "sixteenth": (16, 16, 624),
 }
 #: Each grid's configs, budget, warmup and records.
 GRIDS = {
