@@ -37,7 +37,8 @@ def test_the_gate_reads_what_the_live_verdict_read(gate):
         offline = vd.features(early)
         assert set(live) <= set(offline), record["model"]
         for name, value in live.items():
-            assert offline[name] == pytest.approx(value, rel=1e-9, abs=1e-12, nan_ok=True)
+            same = pytest.approx(value, rel=1e-9, abs=1e-12, nan_ok=True)
+            assert offline[name] == same, (record["model"], name)
         if set(live) == set(offline):
             complete += 1
             assert gate.installed_risk(early) == vd.risk(live)

@@ -259,7 +259,10 @@ def features(early: EarlySteps) -> dict[str, float]:
         level = min(max(level, LEVEL_BOUNDS[0]), LEVEL_BOUNDS[1])
     ratios = early.ratios()
     rates = np.asarray(early.learning_rates, dtype=np.float64)[: len(ratios)]
-    moving = ratios[rates > 0] if (rates > 0).any() else ratios
+    positive = rates > 0
+    moving, rates = (
+        (ratios[positive], rates[positive]) if positive.any() else (ratios, rates)
+    )
     if moving.size:
         # A ratio that cannot be told (from an all-zero weight) counts as
         # no movement at that step; medians make one such step harmless.
@@ -271,7 +274,7 @@ def features(early: EarlySteps) -> dict[str, float]:
         # one odd layer among hundreds (a squeeze-and-excite gate).
         slowest = np.quantile(moving, SLOWEST_QUANTILE, axis=1, method="lower")
         log_slowest = _log10(float(np.median(slowest)))
-        settling = log_settling(moving, rates[rates > 0] if (rates > 0).any() else rates)
+        settling = log_settling(moving, rates)
     else:
         log_trust = log_slowest = settling = math.nan
     return {
