@@ -103,9 +103,11 @@ WARMUP = 48
 #:   read once to score the eleventh fit (fourteenth session).
 #: - fifteenth: recorded in the fourteenth session with the eleventh fit
 #:   installed, after the fourteenth was read, to score the next change;
-#:   read once to score the twelfth fit (`log_settling`, fifteenth session).
+#:   read once to score the twelfth fit (`log_settling`, fifteenth session;
+#:   withdrawn).
 #: - sixteenth: recorded in the fifteenth session with the twelfth fit
-#:   installed, after the fifteenth was read, to score the next change.
+#:   installed, after the fifteenth was read, to score the next change; read
+#:   once to score the thirteenth fit (fifteenth session).
 LATER = {
     "fifth": (5, 12, 800),
     "sixth": (6, 10, 640),
@@ -242,7 +244,9 @@ USE = {
     "were seen in a log while it was recorded); fitted on since the eleventh fit",
     "fourteenth": "read once to score the eleventh fit; fitted on since the "
     "twelfth fit",
-    "fifteenth": "never fitted on; read once to score the twelfth fit",
+    "fifteenth": "read once to score the twelfth fit; fitted on since the "
+    "thirteenth fit",
+    "sixteenth": "never fitted on; read once to score the thirteenth fit",
 }
 #: Per grid: the judgement's file, its title, and the epochs (of
 #: `trainability.EPOCH_STEPS` steps)

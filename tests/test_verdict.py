@@ -51,51 +51,6 @@ def test_update_features_closed_form():
     assert values["log_slowest"] == pytest.approx(-4.0)
 
 
-def test_settling_is_the_typical_step_per_unit_rate_last_quarter_over_first():
-    """Closed forms: the median layer's step halves at a constant rate: -log10
-    2; it halves because the schedule halved the rate: 0 (the schedule is
-    divided out); the first quarter did not move, or a rate is 0: unknown
-    (NaN, which the risk reads as the fitted mean)."""
-    n = 16
-    halves = {
-        "a": [0.01] * 12 + [0.005] * 4,
-        "b": [0.02] * 12 + [0.01] * 4,
-        "c": [0.04] * 12 + [0.02] * 4,
-    }
-    constant = vd.features(_early([1.0] * n, ratios=halves))
-    assert constant["log_settling"] == pytest.approx(-math.log10(2))
-    rates = [0.1] * 12 + [0.05] * 4
-    scheduled = vd.features(_early([1.0] * n, rates=rates, ratios=halves))
-    assert scheduled["log_settling"] == pytest.approx(0.0)
-    # The median layer's, not the mean's: one layer's collapse is not it.
-    odd = {k: [v] * n for k, v in dict(a=0.01, b=0.02, c=0.04, e=0.05).items()}
-    odd["d"] = [0.005] * 12 + [1e-9] * 4
-    assert vd.features(_early([1.0] * n, ratios=odd))["log_settling"] == 0.0
-    still = {"a": [0.0] * 4 + [0.01] * 12}
-    assert math.isnan(vd.features(_early([1.0] * n, ratios=still))["log_settling"])
-    assert math.isnan(vd.log_settling(np.full((4, 1), 0.01), np.zeros(4)))
-    # Said in words, as a factor.
-    words = judgement.describe(_early([1.0] * n, ratios=halves), constant, False)
-    assert "the typical layer's step went 0.5x from the first quarter" in words
-
-
-def test_settling_earns_its_place_leaving_each_read_grid_out():
-    """`log_settling`'s justification, as the module docstring states it:
-    each read held-out grid left out in turn, the verdict without it has a
-    log-loss 0.0180 higher (0.1513 -> 0.1693, more than five standard
-    errors) and more false alarms (69 -> 75) and misses (489 -> 528)."""
-    cv = load_script("benchmarks/verdict_cv.py")
-    rows = {
-        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-        for line in cv.grids_without(["log_settling"])[2:]
-    }
-    assert rows["nothing"][0] == "0.1513" and rows["log_settling"][0] == "0.1693"
-    assert (rows["nothing"][2], rows["log_settling"][2]) == ("69", "75")
-    assert (rows["nothing"][3], rows["log_settling"][3]) == ("489", "528")
-    diff, se = rows["log_settling"][1].replace("(", "").replace(")", "").split()
-    assert float(diff) > 5 * float(se)
-
-
 def test_steps_at_zero_learning_rate_are_left_out():
     """A warmup's rate-0 step (no update by design) is not a frozen network."""
     ratios = {"a": [0.0, 0.0, 0.01, 0.01, 0.01, 0.01]}
@@ -359,9 +314,9 @@ def test_module_constants_are_the_training_grids_fit():
     """The shipped coefficients are what benchmarks/verdict.py fits on the
     committed records of the calibration grid and the first held-out grid
     (at 160 steps), of the fourth grid (at three budgets) and of the read
-    held-out grids (second to fourteenth but the fourth), the loss read as
+    held-out grids (second to fifteenth but the fourth), the loss read as
     the callback watches it (`vd.loss_steps`), each feature within its
-    fitted range: no hand edits, nothing of the fifteenth, which scores this
+    fitted range: no hand edits, nothing of the sixteenth, which scores this
     fit."""
     bench = load_script("benchmarks/verdict.py")
     at = bench.training_cases()
@@ -382,16 +337,17 @@ def test_module_constants_are_the_training_grids_fit():
     assert {r["seed"] for r in records} == {0, 1} and len(records) == 1064
     read = {bench.HELDOUT2, bench.HELDOUT3, bench.FIFTH, bench.SIXTH, bench.SEVENTH}
     read |= {bench.EIGHTH, bench.NINTH, bench.TENTH, bench.ELEVENTH, bench.TWELFTH}
-    read |= {bench.THIRTEENTH, bench.FOURTEENTH}
+    read |= {bench.THIRTEENTH, bench.FOURTEENTH, bench.FIFTEENTH}
     assert not read & set(bench.TRAINING) and set(bench.READ) == read
     # 1,064 runs at 160 steps; the fourth grid's 336 at 160, 320 and 480;
-    # the second and third grids' 672 at 160; the fifth to fourteenth's
-    # 1,680 at their own budgets (560-800) and at 160, 320 and 480.
+    # the second and third grids' 672 at 160; the fifth to fifteenth's
+    # 1,848 at their own budgets (528-800) and at 160, 320 and 480.
     budgets = Counter(budget for _, budget, _ in at)
     assert budgets == {
-        160: 1064 + 336 + 672 + 1680,
-        320: 336 + 1680,
-        480: 336 + 1680,
+        160: 1064 + 336 + 672 + 1848,
+        320: 336 + 1848,
+        480: 336 + 1848,
+        528: 168,
         560: 336,
         576: 168,
         608: 168,
@@ -405,8 +361,8 @@ def test_module_constants_are_the_training_grids_fit():
     record, budget, _ = next(case for case in at if case[1] == 320)
     assert len(bench.early_steps(record, budget=budget).losses) == 64
     assert len(bench.early_steps(record, budget=160).losses) == 32
-    assert 14 in {r["seed"] for r, _, _ in at}  # the fourteenth grid's
-    assert 15 not in {r["seed"] for r, _, _ in at}  # the fifteenth grid's
+    assert 15 in {r["seed"] for r, _, _ in at}  # the fifteenth grid's
+    assert 16 not in {r["seed"] for r, _, _ in at}  # the sixteenth grid's
 
 
 def test_pending_kinds_and_their_certain_band_are_the_training_grids():
@@ -481,7 +437,7 @@ def test_the_long_loss_watch_is_the_one_leaving_a_grid_out_chose():
     """`vd.LONG_BUDGET`'s justification, as its comment states it: each read
     held-out grid left out in turn, watching 64 steps of loss from 320-step
     budgets lowers the log-loss by several standard errors and the false
-    alarms from 79 to 69 over twelve grids (55 to 43 over the eight read when
+    alarms from 87 to 82 over thirteen grids (55 to 43 over the eight read when
     it was chosen; watching it always would take 40% of a 160-step
     budget)."""
     cv = load_script("benchmarks/verdict_cv.py")
@@ -490,8 +446,8 @@ def test_the_long_loss_watch_is_the_one_leaving_a_grid_out_chose():
         for line in cv.loss_watch()[2:]
     }
     never, chosen = rows["never"], rows[str(vd.LONG_BUDGET)]
-    assert (never[0], never[2]) == ("0.1682", "79")
-    assert (chosen[0], chosen[2]) == ("0.1513", "69")
+    assert (never[0], never[2]) == ("0.1969", "87")
+    assert (chosen[0], chosen[2]) == ("0.1715", "82")
     diff, se = chosen[1].replace("(", "").replace(")", "").split()
     assert float(diff) < -5 * float(se)
 
@@ -499,7 +455,7 @@ def test_the_long_loss_watch_is_the_one_leaving_a_grid_out_chose():
 def test_the_training_loss_says_failed_only_where_batchnorm_nets_trained():
     """What the verdict reads (the training loss, in training mode at the
     fit's batch of 64) disagrees with the outcome (the loss evaluated after
-    training) on BatchNorm networks only, and only one way: 30 runs of the
+    training) on BatchNorm networks only, and only one way: 32 runs of the
     scheduled grids fail by their last epoch's training loss and train
     evaluated; none the other way (`disagreement` raises on one)."""
     bench = load_script("benchmarks/verdict.py")
@@ -508,18 +464,20 @@ def test_the_training_loss_says_failed_only_where_batchnorm_nets_trained():
         "cnn": 0,
         "cnn_bn": 2,
         "mlp": 0,
-        "mlp_bn": 12,
+        "mlp_bn": 13,
         "resmlp": 0,
-        "resmlp_bn": 16,
+        "resmlp_bn": 17,
     }
-    assert sum(runs for runs, _ in counts.values()) == 1976
+    assert sum(runs for runs, _ in counts.values()) == 2138
 
 
 def test_the_features_range_is_the_one_leaving_a_grid_out_chose():
     """`CLIP_QUANTILE`'s justification, as its comment states it: with each
     read held-out grid left out in turn, reading every feature within its
-    1st and 99th percentile gives the lowest log-loss of the candidates,
-    several standard errors below reading it unbounded."""
+    1st and 99th percentile lowers the log-loss several standard errors
+    below reading it unbounded, and stays within 0.001 of the best candidate
+    (the best over eleven groups when chosen; over thirteen, 0.025 is 0.0005
+    lower: noise, not a reason to move it)."""
     cv = load_script("benchmarks/verdict_cv.py")
     bench = load_script("benchmarks/verdict.py")
     rows = {
@@ -527,9 +485,11 @@ def test_the_features_range_is_the_one_leaving_a_grid_out_chose():
         for line in cv.clip()[2:]
     }
     best = min(rows, key=lambda q: float(rows[q][0]))
-    assert best == bench.CLIP_QUANTILE == 0.01
-    assert rows[0.0][0] == "0.1588" and rows[best][0] == "0.1513"
-    diff, se = rows[best][1].replace("(", "").replace(")", "").split()
+    chosen = bench.CLIP_QUANTILE
+    assert chosen == 0.01 and best in (0.01, 0.025)
+    assert rows[0.0][0] == "0.1758" and rows[chosen][0] == "0.1715"
+    assert float(rows[chosen][0]) - float(rows[best][0]) < 0.001
+    diff, se = rows[chosen][1].replace("(", "").replace(")", "").split()
     assert float(diff) < -3 * float(se)
 
 
@@ -545,16 +505,36 @@ def test_recall_at_a_precision_is_the_best_threshold():
     assert bench.recall_at(scores, ~labels, precision=0.9) == 0.0
 
 
-def test_the_training_loss_alone_tells_batchnorm_mlps_late_or_never():
+def test_the_training_loss_alone_tells_batchnorm_mlps_late():
     """How early the loss tells the outcome (`horizon`: the best threshold on
     the epoch's training loss over chance, in-sample, at precision 0.95):
-    plain and residual MLPs from step 96 (recall 0.99 to 1.00); BatchNorm
-    MLPs not before step 480 (0.86), residual BatchNorm MLPs not even then (their
-    trained runs' training loss stays high: `disagreement`). The verdict's
-    0.95 goal on those families asks for more than the loss holds."""
+    plain and residual MLPs from step 96 (recall 0.98 to 1.00); BatchNorm
+    MLPs, with and without residuals, not before step 320 (0.02 to 0.10
+    until 240; 0.89 and 0.98 at 320). The verdict's 0.95 goal on those
+    families asks for more of the first hundred steps than the loss holds.
+    (Recall at a precision floor jumps: with the fourteenth grid the last
+    one read, it was 0.09 and 0.06 at 320.)"""
     bench = load_script("benchmarks/verdict.py")
     recalls = bench.horizon()
-    assert recalls["mlp"][96] >= 0.98 and recalls["resmlp"][96] >= 0.98
-    assert max(recalls["mlp_bn"][h] for h in (96, 160, 240, 320)) < 0.1
-    assert recalls["mlp_bn"][480] == pytest.approx(0.86, abs=0.01)
-    assert max(recalls["resmlp_bn"].values()) < 0.1
+    assert recalls["mlp"][96] >= 0.97 and recalls["resmlp"][96] >= 0.97
+    for family in ("mlp_bn", "resmlp_bn"):
+        assert max(recalls[family][h] for h in (96, 160, 240)) <= 0.1, family
+    assert recalls["mlp_bn"][320] == pytest.approx(0.89, abs=0.01)
+    assert recalls["resmlp_bn"][320] == pytest.approx(0.98, abs=0.01)
+
+
+def test_the_loss_and_step_0_earn_their_place_leaving_each_grid_out():
+    """`verdict_cv.py --by-grid`: each read held-out grid left out in turn,
+    the verdict without its loss level, its loss's fall, its pace to chance
+    or step 0's certain flags has a log-loss several standard errors higher
+    (BENCHMARKS.md, the thirteenth fit's table)."""
+    cv = load_script("benchmarks/verdict_cv.py")
+    drops = ["level", "progress", "log_pace", "step0_certain"]
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+        for line in cv.grids_without(drops)[2:]
+    }
+    assert rows["nothing"][0] == "0.1715"
+    for drop in drops:
+        diff, se = rows[drop][1].replace("(", "").replace(")", "").split()
+        assert float(diff) > 5 * float(se), drop

@@ -29,7 +29,6 @@ _REASONS = {
     "log_budget": "the training is short",
     "log_pace": "the loss stays above the chance level: it falls slowly "
     "towards it, or not at all",
-    "log_settling": "the layers' steps shrink faster than the learning rate",
 }
 
 
@@ -98,12 +97,6 @@ def describe(early: vd.EarlySteps, values: Mapping[str, float], failing: bool) -
             f"{10 ** values['log_trust']:.2g} per step; the slowest layer, {name}, "
             f"{medians[slowest]:.2g} of its weights per step."
         )
-        if math.isfinite(values.get("log_settling", math.nan)):
-            words.append(
-                "Per unit of learning rate the typical layer's step went "
-                f"{10 ** values['log_settling']:.2g}x from the first quarter "
-                "to the last."
-            )
     if early.step0_flags:
         kinds = ", ".join(dict.fromkeys(early.step0_flags))
         words.append(f"Step 0 flagged: {kinds}.")

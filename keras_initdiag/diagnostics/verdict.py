@@ -51,16 +51,6 @@ apart. `EarlySteps` holds what the callback watched over `WATCH_STEPS` steps
   below chance (within the loss's noise), `log10(1 + chance.PACE_CAP)` when the
   loss does not fall; unknown when the chance level is, or with fewer than
   two losses.
-- `log_settling`: log10 of how the typical (median) layer's relative
-  update per unit of learning rate moved over the watch, last quarter's
-  mean over the first's (`log_settling`): the effective learning rate's
-  drift with the schedule divided out. A weight whose norm inflates, or
-  whose gradient dies, takes ever smaller steps for the same rate (Wan et
-  al., NeurIPS 2021: a normalized kernel's angular update falls as its
-  norm grows, towards its equilibrium). On the read grids, the failed SGD
-  runs' lower quartile is -0.50 to -0.70 decades, the trained ones' -0.12
-  to -0.29; leaving one read grid out at a time it lowers the log-loss
-  0.1693 -> 0.1513 (SE 0.0028), false alarms 75 -> 69 (BENCHMARKS.md).
 
 `risk` is a logistic function of the standardized features (`verdict_fit`:
 fitted on the training grids, scored on held-out ones; BENCHMARKS.md), each
@@ -110,7 +100,7 @@ WATCH_STEPS = 32
 #: with the twelfth, 0.1903 -> 0.1687 and 65 -> 56 over ten; with the
 #: thirteenth and the features read within the fitted range (the eleventh
 #: fit), 0.1892 -> 0.1674 and 77 -> 65 over eleven; with the fourteenth and
-#: `log_settling` (the twelfth fit), 0.1682 -> 0.1513 and 79 -> 69 over twelve.
+#: fifteenth (the thirteenth fit), 0.1969 -> 0.1715 and 87 -> 82 over thirteen.
 LONG_WATCH_STEPS = 64
 LONG_BUDGET = 320
 #: The watch starts at the first step whose learning rate is at least this
@@ -159,7 +149,6 @@ FEATURES = (
     "step0_pending",
     "log_budget",
     "log_pace",
-    "log_settling",
 )
 
 
@@ -259,10 +248,7 @@ def features(early: EarlySteps) -> dict[str, float]:
         level = min(max(level, LEVEL_BOUNDS[0]), LEVEL_BOUNDS[1])
     ratios = early.ratios()
     rates = np.asarray(early.learning_rates, dtype=np.float64)[: len(ratios)]
-    positive = rates > 0
-    moving, rates = (
-        (ratios[positive], rates[positive]) if positive.any() else (ratios, rates)
-    )
+    moving = ratios[rates > 0] if (rates > 0).any() else ratios
     if moving.size:
         # A ratio that cannot be told (from an all-zero weight) counts as
         # no movement at that step; medians make one such step harmless.
@@ -274,9 +260,8 @@ def features(early: EarlySteps) -> dict[str, float]:
         # one odd layer among hundreds (a squeeze-and-excite gate).
         slowest = np.quantile(moving, SLOWEST_QUANTILE, axis=1, method="lower")
         log_slowest = _log10(float(np.median(slowest)))
-        settling = log_settling(moving, rates)
     else:
-        log_trust = log_slowest = settling = math.nan
+        log_trust = log_slowest = math.nan
     return {
         "level": float(level),
         "progress": float(progress),
@@ -291,29 +276,7 @@ def features(early: EarlySteps) -> dict[str, float]:
         "step0_pending": float(bool(early.step0_pending)),
         "log_budget": log_budget(early.budget),
         "log_pace": log_pace(losses, early.chance),
-        "log_settling": settling,
     }
-
-
-def log_settling(ratios: np.ndarray, rates: np.ndarray) -> float:
-    """The `log_settling` feature: how the typical layer's step per unit rate moved.
-
-    `ratios` (`[steps, layers]` relative updates) and `rates` (the learning
-    rate of each step): log10 of the last quarter's mean of the median
-    layer's relative update over its learning rate, over the first
-    quarter's. NaN when a rate is not positive or a quarter did not move.
-
-    Example:
-    >>> ratios = np.asarray([[0.02, 0.04]] * 4 + [[0.01, 0.02]] * 4)
-    >>> round(log_settling(ratios, np.full(8, 0.1)), 3)
-    -0.301
-    """
-    if len(rates) < 2 or not (rates > 0).all() or ratios.shape[1] == 0:
-        return math.nan
-    _, head, tail = quarters(np.median(ratios, axis=1) / rates)
-    if not (head > 0 and tail > 0):
-        return math.nan
-    return math.log10(tail / head)
 
 
 def log_budget(budget: int | None) -> float:
