@@ -108,6 +108,8 @@ WARMUP = 48
 #: - sixteenth: recorded in the fifteenth session with the twelfth fit
 #:   installed, after the fifteenth was read, to score the next change; read
 #:   once to score the thirteenth fit (fifteenth session).
+#: - seventeenth: recorded in the fifteenth session with the thirteenth fit
+#:   installed, after the sixteenth was read, to score the next change.
 LATER = {
     "fifth": (5, 12, 800),
     "sixth": (6, 10, 640),
@@ -121,6 +123,7 @@ LATER = {
     "fourteenth": (14, 24, 576),
     "fifteenth": (15, 26, 528),
     "sixteenth": (16, 16, 624),
+    "seventeenth": (17, 18, 592),
 }
 #: Each grid's configs, budget, warmup and records.
 GRIDS = {
