@@ -22,7 +22,7 @@ Usage:
     python benchmarks/verdict_cv.py --drop log_budget
     python benchmarks/verdict_cv.py --loss-watch
     python benchmarks/verdict_cv.py --clip
-    python benchmarks/verdict_cv.py --by-grid --drop log_settling
+    python benchmarks/verdict_cv.py --by-grid --drop progress
 """
 
 from __future__ import annotations
