@@ -3,6 +3,8 @@
 import pytest
 from helpers import load_script
 
+from keras_initdiag.diagnostics import verdict as vd
+
 FIELDS = {"kind", "layer", "step", "value", "threshold", "acted"}
 
 
@@ -160,7 +162,7 @@ def test_the_held_out_judge_counts_what_on_flag_acts_on(midfit):
             "a",
             False,
             [flag("verdict", 32, True), flag("dead", 48, False)],
-            {"step": 32, "risk": 0.8, "failing": True},
+            {"step": 32, "risk": 0.95, "failing": True},
         ),
         # Trained, acted only at step 0: not a mid-fit alarm.
         run("b", False, [flag("symmetry", 0, True)]),
@@ -183,7 +185,9 @@ def test_the_held_out_judge_counts_what_on_flag_acts_on(midfit):
     assert "fire on 0 trained and 1 failed runs" in text
     assert "of the 2 failed runs nothing acted on, it would catch 1" in text
     assert "given on 2 runs; failing on 1 failed and 1 trained runs" in text
-    # Compared with the risk from recorded steps: one agrees, one does not.
-    text = "\n".join(midfit.judge_heldout_lines(records, {"a": 0.9, "d": 0.5}))
-    assert "(2 runs): median |difference| 0.25, largest 0.4" in text
+    # Compared with the risk from recorded steps: one agrees, one does not
+    # (for any installed threshold between 0.5 and 0.9).
+    assert 0.5 < vd.RISK_THRESHOLD <= 0.9
+    text = "\n".join(midfit.judge_heldout_lines(records, {"a": 0.99, "d": 0.5}))
+    assert "(2 runs): median |difference| 0.22, largest 0.4" in text
     assert "the same side of the threshold on 1." in text
