@@ -184,13 +184,19 @@ def loss_watch() -> list[str]:
 CLIP_QUANTILES = (0.0, 0.001, 0.0025, 0.005, 0.01, 0.025)
 
 
-def clip() -> list[str]:
-    """Leave-one-read-grid-out scores of each `CLIP_QUANTILES`, the loss
-    watched as the callback does (`vd.loss_steps`)."""
-    data = {
+def _as_watched() -> dict:
+    """`_read_groups`' matrices, the loss watched as the callback does
+    (`vd.loss_steps`)."""
+    return {
         g: scoring.matrix((), vd.WATCH_STEPS, at=c, loss_steps=vd.loss_steps)
         for g, c in _read_groups().items()
     }
+
+
+def clip() -> list[str]:
+    """Leave-one-read-grid-out scores of each `CLIP_QUANTILES`, the loss
+    watched as the callback does (`vd.loss_steps`)."""
+    data = _as_watched()
     return _rows(
         "features within quantiles", CLIP_QUANTILES, lambda q: _left_out(data, q)
     )
@@ -199,10 +205,7 @@ def clip() -> list[str]:
 def grids_without(drops: Sequence[str]) -> list[str]:
     """Leave-one-read-grid-out scores of `vd.FEATURES` and of it without
     each of `drops`, the loss watched as the callback does."""
-    data = {
-        g: scoring.matrix((), vd.WATCH_STEPS, at=c, loss_steps=vd.loss_steps)
-        for g, c in _read_groups().items()
-    }
+    data = _as_watched()
 
     def scored(drop):
         keep = [i for i, n in enumerate(vd.FEATURES) if n != drop]
