@@ -433,6 +433,18 @@ def test_a_long_training_lets_plain_vanishing_wait_unless_far_past():
     assert waiting.bands("normalized", 800) == waiting.bands("normalized")
 
 
+def _cv_table(lines: list[str]) -> dict[str, list[str]]:
+    """`verdict_cv`'s table (`_rows`): first cell -> the other cells."""
+    rows = (line.split("|") for line in lines[2:])
+    return {cells[1].strip(): [c.strip() for c in cells[2:-1]] for cells in rows}
+
+
+def _diff_and_se(cell: str) -> tuple[float, float]:
+    """A "paired diff (SE)" cell, e.g. `-0.0254 (0.0022)`, as two numbers."""
+    diff, se = cell.replace("(", "").replace(")", "").split()
+    return float(diff), float(se)
+
+
 def test_the_long_loss_watch_is_the_one_leaving_a_grid_out_chose():
     """`vd.LONG_BUDGET`'s justification, as its comment states it: each read
     held-out grid left out in turn, watching 64 steps of loss from 320-step
@@ -441,15 +453,12 @@ def test_the_long_loss_watch_is_the_one_leaving_a_grid_out_chose():
     it was chosen; watching it always would take 40% of a 160-step
     budget)."""
     cv = load_script("benchmarks/verdict_cv.py")
-    rows = {
-        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-        for line in cv.loss_watch()[2:]
-    }
+    rows = _cv_table(cv.loss_watch())
     never, chosen = rows["never"], rows[str(vd.LONG_BUDGET)]
     assert (never[0], never[2]) == ("0.1969", "87")
     assert (chosen[0], chosen[2]) == ("0.1715", "82")
-    diff, se = chosen[1].replace("(", "").replace(")", "").split()
-    assert float(diff) < -5 * float(se)
+    diff, se = _diff_and_se(chosen[1])
+    assert diff < -5 * se
 
 
 def test_the_training_loss_says_failed_only_where_batchnorm_nets_trained():
@@ -480,17 +489,14 @@ def test_the_features_range_is_the_one_leaving_a_grid_out_chose():
     lower: noise, not a reason to move it)."""
     cv = load_script("benchmarks/verdict_cv.py")
     bench = load_script("benchmarks/verdict.py")
-    rows = {
-        float(line.split("|")[1]): [c.strip() for c in line.split("|")[2:-1]]
-        for line in cv.clip()[2:]
-    }
+    rows = {float(q): cells for q, cells in _cv_table(cv.clip()).items()}
     best = min(rows, key=lambda q: float(rows[q][0]))
     chosen = bench.CLIP_QUANTILE
     assert chosen == 0.01 and best in (0.01, 0.025)
     assert rows[0.0][0] == "0.1758" and rows[chosen][0] == "0.1715"
     assert float(rows[chosen][0]) - float(rows[best][0]) < 0.001
-    diff, se = rows[chosen][1].replace("(", "").replace(")", "").split()
-    assert float(diff) < -3 * float(se)
+    diff, se = _diff_and_se(rows[chosen][1])
+    assert diff < -3 * se
 
 
 def test_recall_at_a_precision_is_the_best_threshold():
@@ -530,11 +536,8 @@ def test_the_loss_and_step_0_earn_their_place_leaving_each_grid_out():
     (BENCHMARKS.md, the thirteenth fit's table)."""
     cv = load_script("benchmarks/verdict_cv.py")
     drops = ["level", "progress", "log_pace", "step0_certain"]
-    rows = {
-        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-        for line in cv.grids_without(drops)[2:]
-    }
+    rows = _cv_table(cv.grids_without(drops))
     assert rows["nothing"][0] == "0.1715"
     for drop in drops:
-        diff, se = rows[drop][1].replace("(", "").replace(")", "").split()
-        assert float(diff) > 5 * float(se), drop
+        diff, se = _diff_and_se(rows[drop][1])
+        assert diff > 5 * se, drop
