@@ -30,6 +30,7 @@ Usage:
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 import sys
 
@@ -39,15 +40,17 @@ from keras_initdiag.diagnostics import verdict as vd  # noqa: E402
 from keras_initdiag.tensorboard.codec import json_float  # noqa: E402
 
 ZOO_FIT = HERE / "results" / "zoo_fit.json"
+DEMO_FIT = HERE / "results" / "demo_fit.json"
 #: The budget of the published run (`zoo_fit.py`'s default: 4 epochs of 20).
 PUBLISHED_STEPS = 80
 
 
 def files() -> list[pathlib.Path]:
-    """`zoo_fit.json` (seed 0), every `zoo_fit_seed<k>.json`, and the runs at
-    other budgets (`zoo_fit_<n>steps*.json`)."""
+    """`zoo_fit.json` (seed 0), every `zoo_fit_seed<k>.json`, the runs at
+    other budgets (`zoo_fit_<n>steps*.json`), and the demo's regimes
+    (`demo_fit.json`, written by `demo_fit.py`)."""
     found = sorted(ZOO_FIT.parent.glob("zoo_fit_*.json"))
-    return [ZOO_FIT, *(path for path in found if path != ZOO_FIT)]
+    return [ZOO_FIT, *(path for path in found if path != ZOO_FIT), DEMO_FIT]
 
 
 def runs(paths: list[pathlib.Path] | None = None) -> list[dict]:
@@ -76,8 +79,8 @@ def records(paths: list[pathlib.Path] | None = None) -> list[dict]:
 
 
 def stopped_before_the_verdict(paths=None) -> dict[str, list[str]]:
-    """Runs that a step-0 flag would stop (`on_flag="stop"` acts before any
-    verdict): run -> kinds.
+    """Runs that train and that a step-0 flag would stop (`on_flag="stop"`
+    acts before any verdict): run -> kinds.
 
     Not the verdict's doing, so not part of the gate on a fit; listed
     beside it, since a published model stopped at step 0 is a false alarm
@@ -86,7 +89,7 @@ def stopped_before_the_verdict(paths=None) -> dict[str, list[str]]:
     return {
         r["run"]: sorted({f["kind"] for f in r["non_advisory"] if f["step"] == 0})
         for r in runs(paths)
-        if r["acted_at"] == 0
+        if r["acted_at"] == 0 and outcome(r) == "trains"
     }
 
 
@@ -106,16 +109,16 @@ def outcome(record: dict) -> str:
     `"trains"`: below its first batch and more than `MARGIN` below the
     labels' entropy (`label_entropy`: better than predicting the class
     frequencies, which ignores the input); `"fails"`: at or above its first
-    batch; `"undecided"`: falling but not below that (it may train given
-    more steps, or not).
+    batch, or not finite; `"undecided"`: falling but not below that (it may
+    train given more steps, or not).
 
     Example:
     >>> run = {"loss_first_batch": 2.3, "label_entropy": 2.0}
-    >>> [outcome({**run, "loss_last_epoch": v}) for v in (1.9, 2.0, 2.4)]
-    ['trains', 'undecided', 'fails']
+    >>> [outcome({**run, "loss_last_epoch": v}) for v in (1.9, 2.0, 2.4, math.nan)]
+    ['trains', 'undecided', 'fails', 'fails']
     """
     last, first = record["loss_last_epoch"], record["loss_first_batch"]
-    if last >= first:
+    if not math.isfinite(last) or last >= first:
         return "fails"
     prior = float(record["label_entropy"])
     return "trains" if last < (1.0 - MARGIN) * prior else "undecided"

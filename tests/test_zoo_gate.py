@@ -95,6 +95,32 @@ def test_the_installed_verdict_stops_no_zoo_model_that_trains(gate):
     assert not any(failing for _, how, _, failing in published if how == "trains")
 
 
+#: The demo's regimes that train (`benchmarks/demo_fit.py`: the demo's own
+#: setting, 96 steps of SGD with momentum 0.9 from step 0): He starts at
+#: 3x chance (loss 4.1), and momentum carries that first gradient through
+#: the first twenty steps. A feature read that echo as a collapse once
+#: (BENCHMARKS.md, "The fifteenth and sixteenth held-out grids").
+DEMO_TRAINS = {"he", "for_activation", "lsuv", "he_whitening"}
+#: The demo's regimes that learn nothing (within 2% of chance, or NaN).
+DEMO_FAILS = {"zeros", "small_random", "large_random", "xavier", "lecun"}
+
+
+def test_the_gate_holds_the_demo_to_its_truth(gate):
+    """The demo's runs are in the gate: the healthy regimes end below their
+    labels' entropy and are judged training; the ones that learn nothing
+    do not train and are judged failing. So a refit (`verdict.py fit`
+    prints the gate) that judges the demo wrong says so before it ships."""
+    rows = gate.judged(gate.installed_risk, vd.RISK_THRESHOLD, [gate.DEMO_FIT])
+    by_regime = {name.split()[1]: (how, failing) for name, how, _, failing in rows}
+    assert set(by_regime) == DEMO_TRAINS | DEMO_FAILS
+    for regime in DEMO_TRAINS:
+        assert by_regime[regime] == ("trains", False), regime
+    for regime in DEMO_FAILS:
+        how, failing = by_regime[regime]
+        assert how != "trains" and failing, regime
+    assert gate.DEMO_FIT in gate.files()
+
+
 def test_a_run_is_named_by_its_model_seed_and_budget(gate, tmp_path):
     """Runs of one model at other seeds or budgets are told apart."""
     paths = []

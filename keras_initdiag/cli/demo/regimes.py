@@ -19,6 +19,7 @@ import numpy as np
 from keras_initdiag import initializers as inits
 from keras_initdiag.callbacks import InitDiagnostics
 from keras_initdiag.diagnostics.report import DiagnosticReport, Flag
+from keras_initdiag.diagnostics.verdict import EarlySteps
 from keras_initdiag.layers import Whitening
 from keras_initdiag.lsuv import lsuv
 
@@ -98,6 +99,10 @@ class RegimeResult:
         loss: Final training loss (NaN when training diverged).
         accuracy: Final training accuracy.
         seconds: Wall time of the regime (build, init, fit).
+        early_steps: What the early verdict read (`verdict.EarlySteps`:
+            each watched step's loss, rate and relative updates), or None
+            without a verdict. `benchmarks/demo_fit.py` records it, so a
+            refit of the verdict can be judged on the demo's own steps.
     """
 
     regime: str
@@ -107,6 +112,7 @@ class RegimeResult:
     loss: float = math.nan
     accuracy: float = math.nan
     seconds: float = 0.0
+    early_steps: EarlySteps | None = None
 
     @property
     def initial_flags(self) -> list[Flag]:
@@ -276,5 +282,7 @@ def run_regime(
     result.losses = [float(v) for v in history.history["loss"]]
     result.loss = result.losses[-1]
     result.accuracy = float(history.history["accuracy"][-1])
+    watch = callback.binding.watch
+    result.early_steps = None if watch is None else watch.judged
     result.seconds = time.perf_counter() - start
     return result
