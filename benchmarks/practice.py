@@ -110,6 +110,9 @@ WARMUP = 48
 #:   once to score the thirteenth fit (fifteenth session).
 #: - seventeenth: recorded in the fifteenth session with the thirteenth fit
 #:   installed, after the sixteenth was read, to score the next change.
+#: - eighteenth: recorded in the sixteenth session with the thirteenth fit
+#:   installed, before the seventeenth was read, to score the change after
+#:   the one the seventeenth scores.
 LATER = {
     "fifth": (5, 12, 800),
     "sixth": (6, 10, 640),
@@ -124,6 +127,7 @@ LATER = {
     "fifteenth": (15, 26, 528),
     "sixteenth": (16, 16, 624),
     "seventeenth": (17, 18, 592),
+    "eighteenth": (18, 14, 656),
 }
 #: Each grid's configs, budget, warmup and records.
 GRIDS = {
