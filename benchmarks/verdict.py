@@ -118,8 +118,12 @@ FIFTEENTH = HERE / "results" / "fifteenth_runs.jsonl"
 #: The sixteenth held-out grid (`practice.py train --grid sixteenth`): 624
 #: steps, depth 16; recorded under the twelfth fit, read once to score the
 #: thirteenth (the twelfth's `log_settling` withdrawn, the fourteenth and
-#: fifteenth grids fitted on).
+#: fifteenth grids fitted on); fitted on since the fourteenth.
 SIXTEENTH = HERE / "results" / "sixteenth_runs.jsonl"
+#: The seventeenth held-out grid (`practice.py train --grid seventeenth`):
+#: 592 steps, depth 18; recorded under the thirteenth fit, read once to
+#: score the fourteenth (the sixteenth grid fitted on too).
+SEVENTEENTH = HERE / "results" / "seventeenth_runs.jsonl"
 #: What the verdict's step-0 rules (`pending`) and the loss-only baseline's
 #: budget-free part were derived from: the calibration grid and the first
 #: held-out grid (held out for the first fit, whose scores BENCHMARKS.md
@@ -143,6 +147,7 @@ LATER_READ = (
     THIRTEENTH,
     FOURTEENTH,
     FIFTEENTH,
+    SIXTEENTH,
 )
 #: The held-out grids read before the latest fit (each scored a fit once,
 #: then read for information): fitted on since the seventh fit (the tenth
@@ -152,8 +157,8 @@ LATER_READ = (
 #: of 160, 320 and 480 steps, as the fourth grid (the eleventh since the
 #: ninth fit, the twelfth since the tenth, the thirteenth since the
 #: eleventh, the fourteenth since the twelfth, the fifteenth since the
-#: thirteenth). Left out: the sixteenth (read once to score the thirteenth
-#: fit).
+#: thirteenth, the sixteenth since the fourteenth). Left out: the
+#: seventeenth (read once to score the fourteenth fit).
 READ = (HELDOUT2, HELDOUT3, *LATER_READ)
 #: Budgets short of a scheduled grid's own at which its runs are also fitted.
 READ_BUDGETS = (160, 320, 480)
@@ -521,6 +526,7 @@ def table(title: str, records: list[dict], baseline_model, baseline_cut) -> list
 def score() -> None:
     """Score the module's verdict on every grid; write `JUDGE`."""
     order = (
+        SEVENTEENTH,
         SIXTEENTH,
         FIFTEENTH,
         FOURTEENTH,
@@ -541,8 +547,10 @@ def score() -> None:
     grids = {path: load(path) for path in order if path.exists()}
     baseline_model, baseline_cut = baseline()
     titles = {
-        SIXTEENTH: "Sixteenth held-out grid (624 steps; never fitted on; "
-        "read once to score the thirteenth fit)",
+        SEVENTEENTH: "Seventeenth held-out grid (592 steps; never fitted on; "
+        "read once to score the fourteenth fit)",
+        SIXTEENTH: "Sixteenth held-out grid (624 steps; read once to score "
+        "the thirteenth fit; fitted on since the fourteenth fit: in-sample)",
         FIFTEENTH: "Fifteenth held-out grid (528 steps; read once to score "
         "the twelfth fit; fitted on since the thirteenth fit: in-sample)",
         FOURTEENTH: "Fourteenth held-out grid (576 steps; read once to score "
@@ -581,7 +589,7 @@ def score() -> None:
         f"{vd.RISK_THRESHOLD:.3g}. "
         f"Fitted on the calibration grid and the first held-out grid (160 "
         f"steps), the fourth grid at 160, 320 and 480 steps, and the second, "
-        f"third and fifth to fifteenth held-out grids at their own budgets (the "
+        f"third and fifth to sixteenth held-out grids at their own budgets (the "
         f"scheduled ones also at 160, 320 and 480); each run judged for its "
         f"own budget. "
         f"The loss-only baseline: the loss features over {BASELINE_STEPS} steps, "
