@@ -10,16 +10,19 @@ step-0 flags) and its outcome after 160 steps (`trainability.failed`).
   feature means and scales,
   coefficients (Newton's method, L2 penalty `PENALTY` on the standardized
   coefficients), and the risk threshold: the lowest at which the training
-  precision is at least `PRECISION`, since a false "failing" verdict can
-  stop a good run. Prints the constants to put in
-  `keras_initdiag/diagnostics/verdict_fit.py`.
+  precision is at least `PRECISION`, overall and in every architecture
+  family, since a false "failing" verdict can stop a good run. Prints the
+  constants to put in `keras_initdiag/diagnostics/verdict_fit.py`.
 - `choose-k`: the training ROC AUC of the verdict refitted at 8, 16, 24
   and 32 watched steps.
-- `pending`: each step-0 flag kind's precision per family (with or without
-  normalization layers) on the training grids, overall and whole decades
-  past its threshold; the kinds below `pending.CERTAIN` wait for the
-  verdict (`pending.PENDING_KINDS`) unless they lie far enough past it
-  (`pending.CERTAIN_BEYOND`).
+- `pending`: each step-0 flag kind's precision per family (with
+  normalization layers; without, with residual branches; without either)
+  on the training grids (the residual family: on every grid fitted on),
+  overall and whole decades past its threshold; the kinds below
+  `pending.CERTAIN` wait for the verdict (`pending.PENDING_KINDS`) unless
+  they lie far enough past it (`pending.CERTAIN_BEYOND`); and, from the
+  scheduled grids fitted on, those that wait in longer trainings
+  (`pending.LONG_PENDING`).
 - `score`: the module's verdict, what `on_flag` acts on (step-0 flags that
   do not wait, and a failing verdict), the step-0 flags and the loss-only
   baseline (the loss features alone over 20 steps, fitted the same way on
@@ -122,8 +125,14 @@ FIFTEENTH = HERE / "results" / "fifteenth_runs.jsonl"
 SIXTEENTH = HERE / "results" / "sixteenth_runs.jsonl"
 #: The seventeenth held-out grid (`practice.py train --grid seventeenth`):
 #: 592 steps, depth 18; recorded under the thirteenth fit, read once to
-#: score the fourteenth (the sixteenth grid fitted on too).
+#: score the fourteenth (the sixteenth grid fitted on too); fitted on since
+#: the fifteenth.
 SEVENTEENTH = HERE / "results" / "seventeenth_runs.jsonl"
+#: The eighteenth held-out grid (`practice.py train --grid eighteenth`):
+#: 656 steps, depth 14; recorded under the thirteenth fit, read once to
+#: score the fifteenth (the residual step-0 family, the threshold met on
+#: every family, the seventeenth grid fitted on too).
+EIGHTEENTH = HERE / "results" / "eighteenth_runs.jsonl"
 #: What the verdict's step-0 rules (`pending`) and the loss-only baseline's
 #: budget-free part were derived from: the calibration grid and the first
 #: held-out grid (held out for the first fit, whose scores BENCHMARKS.md
@@ -148,6 +157,7 @@ LATER_READ = (
     FOURTEENTH,
     FIFTEENTH,
     SIXTEENTH,
+    SEVENTEENTH,
 )
 #: The held-out grids read before the latest fit (each scored a fit once,
 #: then read for information): fitted on since the seventh fit (the tenth
@@ -157,8 +167,9 @@ LATER_READ = (
 #: of 160, 320 and 480 steps, as the fourth grid (the eleventh since the
 #: ninth fit, the twelfth since the tenth, the thirteenth since the
 #: eleventh, the fourteenth since the twelfth, the fifteenth since the
-#: thirteenth, the sixteenth since the fourteenth). Left out: the
-#: seventeenth (read once to score the fourteenth fit).
+#: thirteenth, the sixteenth since the fourteenth, the seventeenth since the
+#: fifteenth). Left out: the eighteenth (read once to score the fifteenth
+#: fit).
 READ = (HELDOUT2, HELDOUT3, *LATER_READ)
 #: Budgets short of a scheduled grid's own at which its runs are also fitted.
 READ_BUDGETS = (160, 320, 480)
@@ -174,7 +185,11 @@ PENALTY = 1.0
 #: log-loss of 0, 0.001, 0.0025, 0.005, 0.01 and 0.025 over eleven groups;
 #: over thirteen (the thirteenth fit) 0.025 is 0.0005 lower, within noise.
 CLIP_QUANTILE = 0.01
-#: The calibration precision the risk threshold must reach.
+#: The calibration precision the risk threshold must reach, overall and in
+#: every architecture family of the fitted grids (`threshold_for`): the
+#: goal is per family, and a threshold met only overall lets a family's
+#: false alarms through (resmlp's precision 0.875-0.889 on the sixteenth
+#: and seventeenth grids, the fourteenth fit's).
 PRECISION = 0.97
 #: A step-0 kind acts at once in a family only when it flagged at least this
 #: many runs there (fewer cannot tell a precision of 0.95 from 0.8).
@@ -245,8 +260,11 @@ def early_steps(
 
 
 def family_of(record: dict) -> str:
-    """`pending.family` of the record's network (BatchNorm archs end "_bn")."""
-    return "normalized" if record["arch"].endswith("_bn") else "plain"
+    """`pending.family` of the record's network (BatchNorm archs end "_bn";
+    the residual ones are `trainability.RESIDUAL_ARCHS`)."""
+    if record["arch"].endswith("_bn"):
+        return "normalized"
+    return "residual" if record["arch"] in tr.RESIDUAL_ARCHS else "plain"
 
 
 def family(record: dict) -> str:
@@ -369,11 +387,26 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(greater + equal / 2)
 
 
-def threshold_for(scores, labels, precision=PRECISION) -> float:
-    """The lowest threshold whose precision is at least `precision`."""
+def threshold_for(scores, labels, families=None, precision=PRECISION) -> float:
+    """The lowest threshold whose precision is at least `precision`, overall
+    and, given each case's family (`families`), in every family it calls
+    any case of.
+
+    Example:
+    >>> scores, labels = np.asarray([4.0, 3, 2, 1]), np.asarray([1, 0, 1, 1]) > 0
+    >>> threshold_for(scores, labels, precision=0.6)
+    2.0
+    >>> threshold_for(scores, labels, np.asarray(list("abab")), precision=0.6)
+    4.0
+    """
+    groups = [] if families is None else [families == f for f in np.unique(families)]
     for cut in np.unique(scores):
         called = scores >= cut
-        if called.any() and labels[called].mean() >= precision:
+        if not called.any() or labels[called].mean() < precision:
+            continue
+        if all(
+            labels[called & g].mean() >= precision for g in groups if (called & g).any()
+        ):
             return float(cut)
     return 1.0
 
@@ -381,10 +414,16 @@ def threshold_for(scores, labels, precision=PRECISION) -> float:
 def fitted(records, steps, names=vd.FEATURES, at=None, loss_steps=None):
     """A model fitted on `records` (or the cases `at`; nonfinite runs left
     out: failing anyway)."""
-    x, finite, y = matrix(records, steps, names, at, loss_steps)
+    at = cases(records) if at is None else at
+    x, finite, y = matrix((), steps, names, at, loss_steps)
     model = fit_logistic(x[finite], y[finite].astype(float))
     scores = np.where(finite, predict(x, *model), 1.0)
-    return model, threshold_for(scores, y), scores, y
+    return model, threshold_for(scores, y, families(at)), scores, y
+
+
+def families(at) -> np.ndarray:
+    """Each case's architecture family (`family`)."""
+    return np.asarray([family(record) for record, _, _ in at])
 
 
 def training() -> list[dict]:
@@ -526,6 +565,7 @@ def table(title: str, records: list[dict], baseline_model, baseline_cut) -> list
 def score() -> None:
     """Score the module's verdict on every grid; write `JUDGE`."""
     order = (
+        EIGHTEENTH,
         SEVENTEENTH,
         SIXTEENTH,
         FIFTEENTH,
@@ -547,8 +587,10 @@ def score() -> None:
     grids = {path: load(path) for path in order if path.exists()}
     baseline_model, baseline_cut = baseline()
     titles = {
-        SEVENTEENTH: "Seventeenth held-out grid (592 steps; never fitted on; "
-        "read once to score the fourteenth fit)",
+        EIGHTEENTH: "Eighteenth held-out grid (656 steps; never fitted on; "
+        "read once to score the fifteenth fit)",
+        SEVENTEENTH: "Seventeenth held-out grid (592 steps; read once to score "
+        "the fourteenth fit; fitted on since the fifteenth fit: in-sample)",
         SIXTEENTH: "Sixteenth held-out grid (624 steps; read once to score "
         "the thirteenth fit; fitted on since the fourteenth fit: in-sample)",
         FIFTEENTH: "Fifteenth held-out grid (528 steps; read once to score "
@@ -589,7 +631,7 @@ def score() -> None:
         f"{vd.RISK_THRESHOLD:.3g}. "
         f"Fitted on the calibration grid and the first held-out grid (160 "
         f"steps), the fourth grid at 160, 320 and 480 steps, and the second, "
-        f"third and fifth to sixteenth held-out grids at their own budgets (the "
+        f"third and fifth to seventeenth held-out grids at their own budgets (the "
         f"scheduled ones also at 160, 320 and 480); each run judged for its "
         f"own budget. "
         f"The loss-only baseline: the loss features over {BASELINE_STEPS} steps, "
@@ -634,20 +676,23 @@ def certain(trained: int, failed: int) -> bool:
     return runs >= MIN_RUNS and failed / runs >= waiting.CERTAIN
 
 
-def derive_pending(records) -> tuple[dict, dict]:
-    """`(PENDING_KINDS, CERTAIN_BEYOND)` from `records`: the kinds below
-    `pending.CERTAIN` per family, or measured on fewer than `MIN_RUNS` runs;
-    for each of those, the fewest whole decades (`DECADES`) past the
-    threshold beyond which its flags are certain, if any."""
-    counts = kind_precision(records)
-    kinds: dict = {"normalized": [], "plain": []}
-    beyond: dict = {"normalized": {}, "plain": {}}
+def derive_pending(
+    records, families=("normalized", "plain"), outcome=None
+) -> tuple[dict, dict]:
+    """`(PENDING_KINDS, CERTAIN_BEYOND)` of `families` from `records`: the
+    kinds below `pending.CERTAIN` per family against `outcome` (default:
+    `record["failed"]`), or measured on fewer than `MIN_RUNS` runs; for each
+    of those, the fewest whole decades (`DECADES`) past the threshold beyond
+    which its flags are certain, if any."""
+    counts = kind_precision(records, 0.0, outcome)
+    kinds: dict = {family_: [] for family_ in families}
+    beyond: dict = {family_: {} for family_ in families}
     for family_ in kinds:
         for kind in STEP0_KINDS:
             if certain(*counts.get((family_, kind), (0, 0))):
                 continue
             kinds[family_].append(kind)
-            band = _band(records, family_, kind)
+            band = _band(records, family_, kind, outcome)
             if band is not None:
                 beyond[family_][kind] = band
     return {k: tuple(v) for k, v in kinds.items()}, {
@@ -670,43 +715,75 @@ def _band(records, family_: str, kind: str, outcome=None) -> int | None:
 LONG_BUDGETS = (320, 480)
 
 
-def derive_long_pending(records) -> dict:
-    """`LONG_PENDING` from the fourth grid's `records`: at each of
-    `LONG_BUDGETS`, per family, the kinds that act at once at 160 steps but
-    are not `certain` against the outcome at that budget (on at least
-    `MIN_RUNS` runs), each with its band (`_band`)."""
+def derive_long_pending(records, families=("normalized", "plain", "residual")) -> dict:
+    """`LONG_PENDING` of `families` from `records` (the scheduled grids
+    fitted on, `SCHEDULED`): at each of `LONG_BUDGETS`, per family, the
+    kinds that act at once at 160 steps but are not `certain` against the
+    outcome at that budget (on at least `MIN_RUNS` runs given as many
+    steps), each with its band (`_band`)."""
     table: dict = {}
     for budget in LONG_BUDGETS:
         outcome = functools.partial(outcome_at, budget=budget)
-        counts = kind_precision(records, 0.0, outcome)
+        long = [r for r in records if budget_of(r) >= budget]
+        counts = kind_precision(long, 0.0, outcome)
         for (family_, kind), (trained, failed) in sorted(counts.items()):
-            if kind not in STEP0_KINDS or kind in waiting.PENDING_KINDS[family_]:
+            if family_ not in families or kind not in STEP0_KINDS:
+                continue
+            if kind in waiting.PENDING_KINDS[family_]:
                 continue
             if trained + failed >= MIN_RUNS and not certain(trained, failed):
-                band = _band(records, family_, kind, outcome)
+                band = _band(long, family_, kind, outcome)
                 table.setdefault(budget, {}).setdefault(family_, {})[kind] = band
     return table
 
 
+def residual_records() -> list[dict]:
+    """The residual networks without normalization (`family_of`) of every
+    grid fitted on: the training grids alone hold too few to measure the
+    family's step-0 kinds (`pending.PENDING_KINDS`)."""
+    paths = (*TRAINING, PRACTICE, *READ)
+    return [r for p in paths for r in load(p) if family_of(r) == "residual"]
+
+
+def derive_all() -> tuple[dict, dict, dict]:
+    """`(PENDING_KINDS, CERTAIN_BEYOND, LONG_PENDING)`: the plain and
+    normalized families from the training grids, the residual one from
+    `residual_records` against the outcome at 160 steps; for longer
+    trainings every family from the scheduled grids fitted on
+    (`SCHEDULED`)."""
+    kinds, beyond = derive_pending(training())
+    at_160 = functools.partial(outcome_at, budget=vd.CALIBRATION_BUDGET)
+    more_kinds, more_beyond = derive_pending(residual_records(), ("residual",), at_160)
+    kinds.update(more_kinds)
+    beyond.update(more_beyond)
+    scheduled = [r for path in SCHEDULED for r in load(path)]
+    return kinds, beyond, derive_long_pending(scheduled)
+
+
 def pending() -> None:
-    """Step-0 precision per family and kind on the training grids, overall
-    and some decades past the threshold; the kinds that wait for the verdict
-    and where they stop waiting (`derive_pending`)."""
-    records = training()
+    """Step-0 precision per family and kind on the training grids (the
+    residual family: on `residual_records`, at 160 steps), overall and some
+    decades past the threshold; the kinds that wait for the verdict and
+    where they stop waiting (`derive_all`)."""
+    at_160 = functools.partial(outcome_at, budget=vd.CALIBRATION_BUDGET)
     print("| family | kind at step 0 | decades past | trained | failed | precision |")
     print("|---|---|---|---|---|---|")
-    for past in (0, *DECADES):
-        for (family_, kind), (trained, failed) in sorted(
-            kind_precision(records, past).items()
-        ):
-            print(
-                f"| {family_} | {kind} | {past} | {trained} | {failed} "
-                f"| {failed / (trained + failed):.3f} |"
-            )
-    kinds, beyond = derive_pending(records)
+    for records, outcome, only in (
+        (training(), None, ("normalized", "plain")),
+        (residual_records(), at_160, ("residual",)),
+    ):
+        for past in (0, *DECADES):
+            counts = kind_precision(records, past, outcome)
+            for (family_, kind), (trained, failed) in sorted(counts.items()):
+                if family_ in only:
+                    print(
+                        f"| {family_} | {kind} | {past} | {trained} | {failed} "
+                        f"| {failed / (trained + failed):.3f} |"
+                    )
+    kinds, beyond, long = derive_all()
     print("PENDING_KINDS =", kinds)
     print("CERTAIN_BEYOND =", beyond)
-    print("LONG_PENDING =", derive_long_pending(load(PRACTICE)))
+    print("LONG_PENDING =", long)
 
 
 #: The scheduled grids (warmup and cosine decay), whose runs' training

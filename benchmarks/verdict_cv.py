@@ -122,21 +122,34 @@ def _read_groups() -> dict:
     return groups
 
 
+def _matrices(groups: dict, loss_steps) -> dict:
+    """`{group: (features, finite, failed, families)}` of `_read_groups`'
+    cases, the loss watched for `loss_steps` (as `scoring.matrix`)."""
+    return {
+        g: (
+            *scoring.matrix((), vd.WATCH_STEPS, at=c, loss_steps=loss_steps),
+            scoring.families(c),
+        )
+        for g, c in groups.items()
+    }
+
+
 def _left_out(data: dict, quantile: float) -> tuple[np.ndarray, int, int]:
     """Each read held-out grid scored by the model fitted on every other
-    group of `data` (`{group: matrix}`) at its own threshold: per-case
-    log-loss, false alarms and misses."""
+    group of `data` (`_matrices`) at its own threshold (`threshold_for`,
+    met in every family): per-case log-loss, false alarms and misses."""
     trust = vd.FEATURES.index("log_trust")
     losses, alarms, misses = [], 0, 0
     for held in (p.stem for p in scoring.READ):
-        x, finite, y = (
-            np.concatenate([data[g][i] for g in data if g != held]) for i in range(3)
+        x, finite, y, families = (
+            np.concatenate([data[g][i] for g in data if g != held]) for i in range(4)
         )
         model = scoring.fit_logistic(
             x[finite], y[finite].astype(float), quantile=quantile
         )
-        cut = scoring.threshold_for(np.where(finite, scoring.predict(x, *model), 1), y)
-        x, finite, y = data[held]
+        risk = np.where(finite, scoring.predict(x, *model), 1)
+        cut = scoring.threshold_for(risk, y, families)
+        x, finite, y, _ = data[held]
         risk = np.where(finite, scoring.predict(x, *model), 1.0)
         risk = np.where(x[:, trust] <= math.log10(vd.FROZEN), 1.0, risk)
         losses.append(log_loss(risk, y))
@@ -170,11 +183,7 @@ def loss_watch() -> list[str]:
 
     def scored(long_from):
         watch = _loss_steps_from(None if long_from == "never" else long_from)
-        data = {
-            g: scoring.matrix((), vd.WATCH_STEPS, at=c, loss_steps=watch)
-            for g, c in groups.items()
-        }
-        return _left_out(data, scoring.CLIP_QUANTILE)
+        return _left_out(_matrices(groups, watch), scoring.CLIP_QUANTILE)
 
     never_first = ["never" if v is None else v for v in LONG_FROM]
     return _rows("loss of 64 steps from", never_first, scored)
@@ -187,10 +196,7 @@ CLIP_QUANTILES = (0.0, 0.001, 0.0025, 0.005, 0.01, 0.025)
 def _as_watched() -> dict:
     """`_read_groups`' matrices, the loss watched as the callback does
     (`vd.loss_steps`)."""
-    return {
-        g: scoring.matrix((), vd.WATCH_STEPS, at=c, loss_steps=vd.loss_steps)
-        for g, c in _read_groups().items()
-    }
+    return _matrices(_read_groups(), vd.loss_steps)
 
 
 def clip() -> list[str]:
@@ -209,7 +215,7 @@ def grids_without(drops: Sequence[str]) -> list[str]:
 
     def scored(drop):
         keep = [i for i, n in enumerate(vd.FEATURES) if n != drop]
-        less = {g: (x[:, keep], finite, y) for g, (x, finite, y) in data.items()}
+        less = {g: (x[:, keep], *rest) for g, (x, *rest) in data.items()}
         return _left_out(less, scoring.CLIP_QUANTILE)
 
     return _rows("without", ["nothing", *drops], scored)
