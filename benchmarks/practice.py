@@ -109,10 +109,14 @@ WARMUP = 48
 #:   installed, after the fifteenth was read, to score the next change; read
 #:   once to score the thirteenth fit (fifteenth session).
 #: - seventeenth: recorded in the fifteenth session with the thirteenth fit
-#:   installed, after the sixteenth was read, to score the next change.
+#:   installed, after the sixteenth was read, to score the next change; read
+#:   once to score the fourteenth fit (sixteenth session).
 #: - eighteenth: recorded in the sixteenth session with the thirteenth fit
 #:   installed, before the seventeenth was read, to score the change after
-#:   the one the seventeenth scores.
+#:   the one the seventeenth scores; read once to score the fifteenth fit
+#:   (the residual step-0 family, sixteenth session).
+#: - nineteenth: recorded in the sixteenth session with the fifteenth fit
+#:   installed, after the eighteenth was read, to score the next change.
 LATER = {
     "fifth": (5, 12, 800),
     "sixth": (6, 10, 640),
@@ -128,6 +132,7 @@ LATER = {
     "sixteenth": (16, 16, 624),
     "seventeenth": (17, 18, 592),
     "eighteenth": (18, 14, 656),
+    "nineteenth": (19, 12, 544),
 }
 #: Each grid's configs, budget, warmup and records.
 GRIDS = {
