@@ -2,10 +2,11 @@
 
 The demo (`keras-initdiag demo`) is the one network every user sees, and the
 one healthy network the verdict watches from step 0 under momentum (SGD
-0.9, no schedule): its first gradient, taken at 1.8x chance, echoes through
-the first twenty steps. A feature the grids rewarded read that echo as a
-collapse and judged two of the demo's healthy regimes failing
-(BENCHMARKS.md, "The fifteenth and sixteenth held-out grids"). This script
+0.9, no schedule): He's first gradient, taken at 3x chance (loss 4.1
+against 1.39), echoes through the first twenty steps. A feature the grids
+rewarded read that echo as a collapse and judged two of the demo's healthy
+regimes failing (BENCHMARKS.md, "The fifteenth and sixteenth held-out
+grids"). This script
 runs the demo as `keras-initdiag demo` does (every regime, its
 `DemoConfig`, `on_flag="ignore"`, so every fit runs to its end) and records
 each regime as `zoo_fit.py` records a zoo model: the steps its verdict read,

@@ -268,6 +268,8 @@ def family_of(record: dict) -> str:
 
 
 def family(record: dict) -> str:
+    """The record's architecture family: its arch (`mlp`, `cnn_bn`, ...),
+    by which the scores and the threshold's precision are counted."""
     return record["arch"]
 
 
@@ -393,12 +395,13 @@ def threshold_for(scores, labels, families=None, precision=PRECISION) -> float:
     any case of.
 
     Example:
-    >>> scores, labels = np.asarray([4.0, 3, 2, 1]), np.asarray([1, 0, 1, 1]) > 0
-    >>> threshold_for(scores, labels, precision=0.6)
-    2.0
-    >>> threshold_for(scores, labels, np.asarray(list("abab")), precision=0.6)
-    4.0
+    >>> scores, labels = np.asarray([4.0, 3, 2, 1]), np.asarray([1, 1, 0, 1]) > 0
+    >>> threshold_for(scores, labels, precision=0.7)
+    1.0
+    >>> threshold_for(scores, labels, list("abab"), precision=0.7)
+    3.0
     """
+    families = None if families is None else np.asarray(families)
     groups = [] if families is None else [families == f for f in np.unique(families)]
     for cut in np.unique(scores):
         called = scores >= cut
@@ -715,12 +718,16 @@ def _band(records, family_: str, kind: str, outcome=None) -> int | None:
 LONG_BUDGETS = (320, 480)
 
 
-def derive_long_pending(records, families=("normalized", "plain", "residual")) -> dict:
+def derive_long_pending(
+    records, families=("normalized", "plain", "residual"), pending_kinds=None
+) -> dict:
     """`LONG_PENDING` of `families` from `records` (the scheduled grids
     fitted on, `SCHEDULED`): at each of `LONG_BUDGETS`, per family, the
     kinds that act at once at 160 steps but are not `certain` against the
     outcome at that budget (on at least `MIN_RUNS` runs given as many
-    steps), each with its band (`_band`)."""
+    steps), each with its band (`_band`). `pending_kinds`: the kinds that
+    wait at 160 steps (default: the installed `pending.PENDING_KINDS`)."""
+    pending_kinds = waiting.PENDING_KINDS if pending_kinds is None else pending_kinds
     table: dict = {}
     for budget in LONG_BUDGETS:
         outcome = functools.partial(outcome_at, budget=budget)
@@ -729,12 +736,17 @@ def derive_long_pending(records, families=("normalized", "plain", "residual")) -
         for (family_, kind), (trained, failed) in sorted(counts.items()):
             if family_ not in families or kind not in STEP0_KINDS:
                 continue
-            if kind in waiting.PENDING_KINDS[family_]:
+            if kind in pending_kinds[family_]:
                 continue
             if trained + failed >= MIN_RUNS and not certain(trained, failed):
                 band = _band(long, family_, kind, outcome)
                 table.setdefault(budget, {}).setdefault(family_, {})[kind] = band
     return table
+
+
+def outcome_at_160(record: dict) -> bool:
+    """Whether the run had failed by the calibration budget (160 steps)."""
+    return outcome_at(record, vd.CALIBRATION_BUDGET)
 
 
 def residual_records() -> list[dict]:
@@ -752,12 +764,13 @@ def derive_all() -> tuple[dict, dict, dict]:
     trainings every family from the scheduled grids fitted on
     (`SCHEDULED`)."""
     kinds, beyond = derive_pending(training())
-    at_160 = functools.partial(outcome_at, budget=vd.CALIBRATION_BUDGET)
-    more_kinds, more_beyond = derive_pending(residual_records(), ("residual",), at_160)
+    more_kinds, more_beyond = derive_pending(
+        residual_records(), ("residual",), outcome_at_160
+    )
     kinds.update(more_kinds)
     beyond.update(more_beyond)
     scheduled = [r for path in SCHEDULED for r in load(path)]
-    return kinds, beyond, derive_long_pending(scheduled)
+    return kinds, beyond, derive_long_pending(scheduled, pending_kinds=kinds)
 
 
 def pending() -> None:
@@ -765,12 +778,11 @@ def pending() -> None:
     residual family: on `residual_records`, at 160 steps), overall and some
     decades past the threshold; the kinds that wait for the verdict and
     where they stop waiting (`derive_all`)."""
-    at_160 = functools.partial(outcome_at, budget=vd.CALIBRATION_BUDGET)
     print("| family | kind at step 0 | decades past | trained | failed | precision |")
     print("|---|---|---|---|---|---|")
     for records, outcome, only in (
         (training(), None, ("normalized", "plain")),
-        (residual_records(), at_160, ("residual",)),
+        (residual_records(), outcome_at_160, ("residual",)),
     ):
         for past in (0, *DECADES):
             counts = kind_precision(records, past, outcome)

@@ -79,8 +79,11 @@ def records(paths: list[pathlib.Path] | None = None) -> list[dict]:
 
 
 def stopped_before_the_verdict(paths=None) -> dict[str, list[str]]:
-    """Runs that train and that a step-0 flag would stop (`on_flag="stop"`
-    acts before any verdict): run -> kinds.
+    """Published runs that do not fail and that a step-0 flag would stop
+    (`on_flag="stop"` acts before any verdict): run -> kinds. By default
+    the zoo's runs, not the demo's, whose regimes that learn nothing stop
+    at step 0 by design (`tests/test_zoo_gate.py` holds them to their
+    truth).
 
     Not the verdict's doing, so not part of the gate on a fit; listed
     beside it, since a published model stopped at step 0 is a false alarm
@@ -88,8 +91,8 @@ def stopped_before_the_verdict(paths=None) -> dict[str, list[str]]:
     """
     return {
         r["run"]: sorted({f["kind"] for f in r["non_advisory"] if f["step"] == 0})
-        for r in runs(paths)
-        if r["acted_at"] == 0 and outcome(r) == "trains"
+        for r in runs([p for p in files() if p != DEMO_FIT] if paths is None else paths)
+        if r["acted_at"] == 0 and outcome(r) != "fails"
     }
 
 
@@ -110,7 +113,7 @@ def outcome(record: dict) -> str:
     labels' entropy (`label_entropy`: better than predicting the class
     frequencies, which ignores the input); `"fails"`: at or above its first
     batch, or not finite; `"undecided"`: falling but not below that (it may
-    train given more steps, or not).
+    train given more steps, or not), or with no first batch's loss.
 
     Example:
     >>> run = {"loss_first_batch": 2.3, "label_entropy": 2.0}
@@ -120,6 +123,8 @@ def outcome(record: dict) -> str:
     last, first = record["loss_last_epoch"], record["loss_first_batch"]
     if not math.isfinite(last) or last >= first:
         return "fails"
+    if not math.isfinite(first):
+        return "undecided"
     prior = float(record["label_entropy"])
     return "trains" if last < (1.0 - MARGIN) * prior else "undecided"
 

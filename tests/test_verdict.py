@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from collections import Counter
 
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 from helpers import load_script
 
+import keras_initdiag
 from keras_initdiag.diagnostics import chance, judgement
 from keras_initdiag.diagnostics import pending as waiting
 from keras_initdiag.diagnostics import verdict as vd
@@ -196,6 +196,21 @@ def test_family_reads_normalization_layers():
     assert waiting.family(report("dense")) == "plain"
     families = ("normalized", "plain", "residual")
     assert np.all([k in waiting.PENDING_KINDS for k in families])
+
+
+@pytest.mark.parametrize("arch", ["mlp", "mlp_bn", "cnn", "resmlp", "resmlp_bn"])
+def test_the_grids_family_is_the_one_the_callback_reads(arch):
+    """The step-0 rules are derived from records by their arch's family
+    (`family_of`); the callback reads the family from the graph
+    (`pending.family`): on the grids' own networks they agree."""
+    bench = load_script("benchmarks/verdict.py")
+    heldout = load_script("benchmarks/heldout.py")
+    config = heldout.HeldoutConfig(arch, 4, "relu", "he", "sgd", width=8)
+    model = bench.tr.build_model(config)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, *model.input_shape[1:])).astype("float32")
+    report = keras_initdiag.diagnose(model, x, rng.integers(0, 4, 16))
+    assert waiting.family(report) == bench.family_of({"arch": arch})
 
 
 def test_the_threshold_meets_the_precision_in_every_family():
@@ -397,7 +412,7 @@ def test_pending_kinds_and_their_certain_band_are_the_training_grids():
     # The measurement behind the residual family: step-0 `vanishing` is a
     # coin flip in residual MLPs (and the further past, the likelier they
     # train), certain in plain ones.
-    at_160 = functools.partial(bench.outcome_at, budget=vd.CALIBRATION_BUDGET)
+    at_160 = bench.outcome_at_160
     residual = bench.residual_records()
     assert len(residual) == 616
     counts = bench.kind_precision(residual, 0, at_160)

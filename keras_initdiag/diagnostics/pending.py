@@ -185,10 +185,44 @@ def family(report) -> str:
     """The network's family: `"normalized"`, `"residual"` or `"plain"`.
 
     `"normalized"` when the model has a normalization layer; else
-    `"residual"` when a layer's output only enters sum merges (a branch
-    summed into a trunk, `LayerInfo.feeds_residual`); else `"plain"`.
+    `"residual"` when a sum merge adds a node to one computed from it (a
+    branch summed into its own trunk: `_skips`); else `"plain"`. Summed
+    embeddings or towers that share no path are plain.
     """
     infos = report.info.values()
     if any(info.kind == "norm" for info in infos):
         return "normalized"
-    return "residual" if any(info.feeds_residual for info in infos) else "plain"
+    ordered = {name: report.info[name] for name in report.layers if name in report.info}
+    return "residual" if _skips(ordered) else "plain"
+
+
+def _skips(info: dict) -> bool:
+    """Whether a sum merge reads a node and one of that node's descendants.
+
+    `info`: name -> `LayerInfo`, in forward order (a node after its inputs).
+    Each node's ancestors are a bit set over the nodes before it.
+
+    Example:
+    >>> from keras_initdiag.diagnostics.report import LayerInfo as I
+    >>> chain = {"h": I("h"), "f": I("f", inputs=("h",))}
+    >>> _skips({**chain, "add": I("add", inputs=("h", "f"), merge="sum")})
+    True
+    >>> towers = {"a": I("a"), "b": I("b")}
+    >>> _skips({**towers, "add": I("add", inputs=("a", "b"), merge="sum")})
+    False
+    """
+    bit = {name: 1 << i for i, name in enumerate(info)}
+    above: dict[str, int] = {}
+    for name, facts in info.items():
+        sources = [s for s in facts.inputs if s in bit]
+        reach = 0
+        for source in sources:
+            reach |= bit[source] | above.get(source, 0)
+        above[name] = reach
+        if facts.merge == "sum":
+            mask = 0
+            for source in sources:
+                mask |= bit[source]
+            if any(above.get(source, 0) & mask for source in sources):
+                return True
+    return False
