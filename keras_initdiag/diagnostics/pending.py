@@ -187,7 +187,9 @@ def family(report) -> str:
     `"normalized"` when the model has a normalization layer; else
     `"residual"` when a sum merge adds a node to one computed from it (a
     branch summed into its own trunk: `_skips`); else `"plain"`. Summed
-    embeddings or towers that share no path are plain.
+    embeddings, or towers summed at their ends, are plain; so is a net
+    whose every shortcut is a projection (the grids measured identity
+    skips).
     """
     infos = report.info.values()
     if any(info.kind == "norm" for info in infos):
