@@ -718,11 +718,9 @@ def _band(records, family_: str, kind: str, outcome=None) -> int | None:
 LONG_BUDGETS = (320, 480)
 
 
-def derive_long_pending(
-    records, families=("normalized", "plain", "residual"), pending_kinds=None
-) -> dict:
-    """`LONG_PENDING` of `families` from `records` (the scheduled grids
-    fitted on, `SCHEDULED`): at each of `LONG_BUDGETS`, per family, the
+def derive_long_pending(records, pending_kinds=None) -> dict:
+    """`LONG_PENDING` from `records` (the scheduled grids fitted on,
+    `SCHEDULED`): at each of `LONG_BUDGETS`, per family, the
     kinds that act at once at 160 steps but are not `certain` against the
     outcome at that budget (on at least `MIN_RUNS` runs given as many
     steps), each with its band (`_band`). `pending_kinds`: the kinds that
@@ -734,9 +732,7 @@ def derive_long_pending(
         long = [r for r in records if budget_of(r) >= budget]
         counts = kind_precision(long, 0.0, outcome)
         for (family_, kind), (trained, failed) in sorted(counts.items()):
-            if family_ not in families or kind not in STEP0_KINDS:
-                continue
-            if kind in pending_kinds[family_]:
+            if kind not in STEP0_KINDS or kind in pending_kinds[family_]:
                 continue
             if trained + failed >= MIN_RUNS and not certain(trained, failed):
                 band = _band(long, family_, kind, outcome)
@@ -757,18 +753,27 @@ def residual_records() -> list[dict]:
     return [r for p in paths for r in load(p) if family_of(r) == "residual"]
 
 
-def derive_all() -> tuple[dict, dict, dict]:
-    """`(PENDING_KINDS, CERTAIN_BEYOND, LONG_PENDING)`: the plain and
-    normalized families from the training grids, the residual one from
-    `residual_records` against the outcome at 160 steps; for longer
-    trainings every family from the scheduled grids fitted on
-    (`SCHEDULED`)."""
-    kinds, beyond = derive_pending(training())
-    more_kinds, more_beyond = derive_pending(
-        residual_records(), ("residual",), outcome_at_160
-    )
-    kinds.update(more_kinds)
-    beyond.update(more_beyond)
+def step0_sources() -> list[tuple[list[dict], object, tuple[str, ...]]]:
+    """`(records, outcome, families)` from which each family's step-0 kinds
+    are measured at 160 steps: the plain and normalized families from the
+    training grids (their own outcome), the residual one from
+    `residual_records` (the outcome at 160 steps, `outcome_at_160`)."""
+    return [
+        (training(), None, ("normalized", "plain")),
+        (residual_records(), outcome_at_160, ("residual",)),
+    ]
+
+
+def derive_all(sources=None) -> tuple[dict, dict, dict]:
+    """`(PENDING_KINDS, CERTAIN_BEYOND, LONG_PENDING)`: each family from its
+    `step0_sources` (default: loaded here); for longer trainings every
+    family from the scheduled grids fitted on (`SCHEDULED`)."""
+    kinds: dict = {}
+    beyond: dict = {}
+    for records, outcome, families in sources or step0_sources():
+        more_kinds, more_beyond = derive_pending(records, families, outcome)
+        kinds.update(more_kinds)
+        beyond.update(more_beyond)
     scheduled = [r for path in SCHEDULED for r in load(path)]
     return kinds, beyond, derive_long_pending(scheduled, pending_kinds=kinds)
 
@@ -778,12 +783,10 @@ def pending() -> None:
     residual family: on `residual_records`, at 160 steps), overall and some
     decades past the threshold; the kinds that wait for the verdict and
     where they stop waiting (`derive_all`)."""
+    sources = step0_sources()
     print("| family | kind at step 0 | decades past | trained | failed | precision |")
     print("|---|---|---|---|---|---|")
-    for records, outcome, only in (
-        (training(), None, ("normalized", "plain")),
-        (residual_records(), outcome_at_160, ("residual",)),
-    ):
+    for records, outcome, only in sources:
         for past in (0, *DECADES):
             counts = kind_precision(records, past, outcome)
             for (family_, kind), (trained, failed) in sorted(counts.items()):
@@ -792,7 +795,7 @@ def pending() -> None:
                         f"| {family_} | {kind} | {past} | {trained} | {failed} "
                         f"| {failed / (trained + failed):.3f} |"
                     )
-    kinds, beyond, long = derive_all()
+    kinds, beyond, long = derive_all(sources)
     print("PENDING_KINDS =", kinds)
     print("CERTAIN_BEYOND =", beyond)
     print("LONG_PENDING =", long)
