@@ -6,17 +6,17 @@ one healthy network the verdict watches from step 0 under momentum (SGD
 against 1.39), echoes through the first twenty steps. A feature the grids
 rewarded read that echo as a collapse and judged two of the demo's healthy
 regimes failing (BENCHMARKS.md, "The fifteenth and sixteenth held-out
-grids"). This script
-runs the demo as `keras-initdiag demo` does (every regime, its
-`DemoConfig`, `on_flag="ignore"`, so every fit runs to its end) and records
-each regime as `zoo_fit.py` records a zoo model: the steps its verdict read,
-its live verdict, its step-0 flags, the loss of its first batch and last
-epoch and its labels' entropy. `zoo_gate.py` reads the file beside the
-zoo's, so `verdict.py fit` judges a refit on the demo too, and
-`tests/test_zoo_gate.py` holds the installed verdict to it.
+grids"). This script runs the demo as `keras-initdiag demo` does (every
+regime, its `DemoConfig`, `on_flag="ignore"`, so every fit runs to its
+end) and records each regime as `zoo_fit.py` records a zoo model: the
+steps its verdict read, its live verdict, its flags (`zoo_gate.flags_json`),
+the loss of its first batch and last epoch and its labels' entropy.
+`zoo_gate.py` reads the file beside the zoo's, so `verdict.py fit` judges
+a refit on the demo too, and `tests/test_zoo_gate.py` holds the installed
+verdict to it.
 
 Usage:
-    python benchmarks/demo_fit.py     # writes results/demo_fit.json (~70 s)
+    python benchmarks/demo_fit.py     # writes results/demo_fit.json (~30 s)
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ import zoo_gate  # noqa: E402
 from trainability import label_entropy  # noqa: E402
 
 from keras_initdiag.cli import demo  # noqa: E402
-from keras_initdiag.diagnostics.rules import is_advisory  # noqa: E402
 from keras_initdiag.tensorboard.codec import verdict_json  # noqa: E402
 
 OUTPUT = HERE / "results" / "demo_fit.json"
@@ -42,12 +41,7 @@ OUTPUT = HERE / "results" / "demo_fit.json"
 
 def record(result, entropy: float) -> dict:
     """One regime's run as a zoo gate record (`zoo_gate.runs`)."""
-    non_advisory = [
-        {"kind": f.kind, "layer": f.layer, "step": f.step}
-        for report in result.reports
-        for f in report.flags
-        if not is_advisory(f) and not f.pending
-    ]
+    flags, non_advisory, acted_at = zoo_gate.flags_json(result.reports)
     early = result.early_steps
     return {
         "model": f"demo {result.regime}",
@@ -55,8 +49,9 @@ def record(result, entropy: float) -> dict:
         "loss_first_batch": float(early.losses[0]) if early else float("nan"),
         "loss_last_epoch": result.loss,
         "loss_per_epoch": result.losses,
+        "flags": flags,
         "non_advisory": non_advisory,
-        "acted_at": min((f["step"] for f in non_advisory), default=None),
+        "acted_at": acted_at,
         "verdict": None if result.verdict is None else verdict_json(result.verdict),
         "early_steps": None if early is None else zoo_gate.early_json(early),
     }
@@ -68,11 +63,10 @@ def main() -> dict:
     with tempfile.TemporaryDirectory() as logdir:
         results = demo.run_demo(logdir, out=sys.stderr)
     entropy = label_entropy(np.asarray(y))
-    steps = int(np.ceil(config.samples / config.batch_size)) * config.epochs
     output = {
         "config": {
             "seed": config.seed,
-            "steps_per_epoch": steps // config.epochs,
+            "steps_per_epoch": -(-config.samples // config.batch_size),
             "epochs": config.epochs,
         },
         "records": [record(r, entropy) for r in results],

@@ -101,7 +101,6 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_initdiag  # noqa: E402
-from keras_initdiag.diagnostics.rules import is_advisory  # noqa: E402
 from keras_initdiag.tensorboard.codec import verdict_json  # noqa: E402
 
 HERE = pathlib.Path(__file__).parent
@@ -320,21 +319,7 @@ def run_entry(
         )
     seconds = time.perf_counter() - start
     steps_run = int(np.asarray(model.optimizer.iterations))
-    flags = [
-        {
-            "kind": f.kind,
-            "layer": f.layer,
-            "step": f.step,
-            "value": f.value,
-            "threshold": f.threshold,
-            "advisory": is_advisory(f),
-            "pending": f.pending,
-            "message": f.message,
-        }
-        for report in callback.reports
-        for f in report.flags
-    ]
-    non_advisory = [f for f in flags if not f["advisory"] and not f["pending"]]
+    flags, non_advisory, acted_at = zoo_gate.flags_json(callback.reports)
     return {
         "model": entry.name,
         "optimizer": recipe.describe(batch),
@@ -347,7 +332,7 @@ def run_entry(
         "diagnosed_steps": [r.step for r in callback.reports],
         "flags": flags,
         "non_advisory": non_advisory,
-        "acted_at": min((f["step"] for f in non_advisory), default=None),
+        "acted_at": acted_at,
         "verdict": None if callback.verdict is None else verdict_json(callback.verdict),
         "advisory_count": sum(f["advisory"] for f in flags),
         "loss_first_batch": losses.first,

@@ -37,6 +37,7 @@ import sys
 HERE = pathlib.Path(__file__).parent
 
 from keras_initdiag.diagnostics import verdict as vd  # noqa: E402
+from keras_initdiag.diagnostics.rules import is_advisory  # noqa: E402
 from keras_initdiag.tensorboard.codec import json_float  # noqa: E402
 
 ZOO_FIT = HERE / "results" / "zoo_fit.json"
@@ -127,6 +128,30 @@ def outcome(record: dict) -> str:
         return "undecided"
     prior = float(record["label_entropy"])
     return "trains" if last < (1.0 - MARGIN) * prior else "undecided"
+
+
+def flags_json(reports) -> tuple[list[dict], list[dict], int | None]:
+    """`(flags, non_advisory, acted_at)` of a fit's reports, as `zoo_fit.py`
+    and `demo_fit.py` record them: every flag (kind, layer, step, value,
+    threshold, advisory by `rules.is_advisory`, pending, message), those
+    `on_flag` acts on (neither advisory nor pending), and the first step it
+    acts at (None: never)."""
+    flags = [
+        {
+            "kind": f.kind,
+            "layer": f.layer,
+            "step": f.step,
+            "value": f.value,
+            "threshold": f.threshold,
+            "advisory": is_advisory(f),
+            "pending": f.pending,
+            "message": f.message,
+        }
+        for report in reports
+        for f in report.flags
+    ]
+    non_advisory = [f for f in flags if not f["advisory"] and not f["pending"]]
+    return flags, non_advisory, min((f["step"] for f in non_advisory), default=None)
 
 
 def early_json(early: vd.EarlySteps) -> dict:
