@@ -401,17 +401,30 @@ def threshold_for(scores, labels, families=None, precision=PRECISION) -> float:
     >>> threshold_for(scores, labels, list("abab"), precision=0.7)
     3.0
     """
-    families = None if families is None else np.asarray(families)
-    groups = [] if families is None else [families == f for f in np.unique(families)]
-    for cut in np.unique(scores):
-        called = scores >= cut
-        if not called.any() or labels[called].mean() < precision:
-            continue
-        if all(
-            labels[called & g].mean() >= precision for g in groups if (called & g).any()
-        ):
-            return float(cut)
-    return 1.0
+    scores, labels = np.asarray(scores), np.asarray(labels, dtype=bool)
+    cuts = np.unique(scores)
+    called, failed = _called_at(cuts, scores, labels)
+    meets = (called > 0) & (_share(failed, called) >= precision)
+    if families is not None:
+        families = np.asarray(families)
+        for f in np.unique(families):
+            mine = families == f
+            called, failed = _called_at(cuts, scores[mine], labels[mine])
+            meets &= (called == 0) | (_share(failed, called) >= precision)
+    return float(cuts[meets.argmax()]) if meets.any() else 1.0
+
+
+def _called_at(cuts, scores, labels) -> tuple[np.ndarray, np.ndarray]:
+    """At each of `cuts`: how many `scores` are at or above it, and how many
+    of those are `labels`."""
+    called = len(scores) - np.searchsorted(np.sort(scores), cuts)
+    positive = np.sort(scores[labels])
+    return called, len(positive) - np.searchsorted(positive, cuts)
+
+
+def _share(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
+    """`part / whole` as a mean of labels is (0 where `whole` is 0)."""
+    return np.divide(part, whole, out=np.zeros(len(whole)), where=whole > 0)
 
 
 def fitted(records, steps, names=vd.FEATURES, at=None, loss_steps=None):

@@ -28,6 +28,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import pathlib
 import sys
@@ -110,9 +111,10 @@ def _loss_steps_from(long_from):
     return steps
 
 
+@functools.cache
 def _read_groups() -> dict:
     """The fitted cases by grid: the training grids, the fourth, each read
-    held-out grid."""
+    held-out grid (read once per process)."""
     groups = {
         "training": scoring.cases(scoring.training()),
         "fourth": scoring.budget_cases(scoring.load(scoring.PRACTICE)),
@@ -193,9 +195,10 @@ def loss_watch() -> list[str]:
 CLIP_QUANTILES = (0.0, 0.001, 0.0025, 0.005, 0.01, 0.025)
 
 
+@functools.cache
 def _as_watched() -> dict:
     """`_read_groups`' matrices, the loss watched as the callback does
-    (`vd.loss_steps`)."""
+    (`vd.loss_steps`; built once per process)."""
     return _matrices(_read_groups(), vd.loss_steps)
 
 

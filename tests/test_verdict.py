@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 
@@ -484,6 +485,13 @@ def test_a_long_training_lets_plain_vanishing_wait_unless_far_past():
     assert waiting.bands("normalized", 800) == waiting.bands("normalized")
 
 
+@functools.cache
+def _cv():
+    """`benchmarks/verdict_cv.py`, loaded once for this module's tests: it
+    reads the grids and builds their feature matrices once per process."""
+    return load_script("benchmarks/verdict_cv.py")
+
+
 def _cv_table(lines: list[str]) -> dict[str, list[str]]:
     """`verdict_cv`'s table (`_rows`): first cell -> the other cells."""
     rows = (line.split("|") for line in lines[2:])
@@ -503,7 +511,7 @@ def test_the_long_loss_watch_is_the_one_leaving_a_grid_out_chose():
     from 793 to 713 over fifteen grids, the false alarms 43 -> 45 (55 to 43
     over the eight read when it was chosen; watching it always would take
     40% of a 160-step budget)."""
-    cv = load_script("benchmarks/verdict_cv.py")
+    cv = _cv()
     rows = _cv_table(cv.loss_watch())
     never, chosen = rows["never"], rows[str(vd.LONG_BUDGET)]
     assert (never[0], never[2], never[3]) == ("0.1697", "43", "793")
@@ -539,7 +547,7 @@ def test_the_features_range_is_the_one_leaving_a_grid_out_chose():
     (the best over eleven groups when chosen and over fourteen; over
     thirteen and fifteen, 0.025 was 0.0005 and 0.0001 lower: noise, not a
     reason to move it)."""
-    cv = load_script("benchmarks/verdict_cv.py")
+    cv = _cv()
     bench = load_script("benchmarks/verdict.py")
     rows = {float(q): cells for q, cells in _cv_table(cv.clip()).items()}
     best = min(rows, key=lambda q: float(rows[q][0]))
@@ -549,6 +557,36 @@ def test_the_features_range_is_the_one_leaving_a_grid_out_chose():
     assert float(rows[chosen][0]) - float(rows[best][0]) < 0.001
     diff, se = _diff_and_se(rows[chosen][1])
     assert diff < -3 * se
+
+
+def test_the_threshold_is_the_lowest_that_meets_the_precision_everywhere():
+    """`threshold_for` against its definition, by brute force over every
+    candidate cut, on random cases with ties, families and precisions."""
+    bench = load_script("benchmarks/verdict.py")
+
+    def brute(scores, labels, families, precision):
+        for cut in np.unique(scores):
+            called = scores >= cut
+            groups = [called & (families == f) for f in np.unique(families)]
+            if called.any() and all(
+                labels[g].mean() >= precision for g in [called, *groups] if g.any()
+            ):
+                return float(cut)
+        return 1.0
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(1, 40))
+        scores = np.round(rng.random(n), 1)
+        labels = rng.random(n) < rng.random()
+        families = rng.integers(0, 3, n).astype(str)
+        precision = float(rng.choice([0.5, 2 / 3, 0.75, 0.9, 0.97, 1.0]))
+        assert bench.threshold_for(scores, labels, families, precision) == brute(
+            scores, labels, families, precision
+        )
+        assert bench.threshold_for(scores, labels, None, precision) == brute(
+            scores, labels, np.zeros(n), precision
+        )
 
 
 def test_recall_at_a_precision_is_the_best_threshold():
@@ -588,7 +626,7 @@ def test_the_loss_and_step_0_earn_their_place_leaving_each_grid_out():
     the verdict without its loss level, its loss's fall, its pace to chance
     or step 0's certain flags has a log-loss several standard errors higher
     (BENCHMARKS.md, the thirteenth to fifteenth fits' tables)."""
-    cv = load_script("benchmarks/verdict_cv.py")
+    cv = _cv()
     drops = ["level", "progress", "log_pace", "step0_certain"]
     rows = _cv_table(cv.grids_without(drops))
     assert rows["nothing"][0] == "0.1481"
