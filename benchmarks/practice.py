@@ -117,6 +117,9 @@ WARMUP = 48
 #:   (the residual step-0 family, sixteenth session).
 #: - nineteenth: recorded in the sixteenth session with the fifteenth fit
 #:   installed, after the eighteenth was read, to score the next change.
+#: - twentieth: recorded in the seventeenth session with the fifteenth fit
+#:   installed, before the nineteenth was read, to score the change after
+#:   the one the nineteenth scores.
 LATER = {
     "fifth": (5, 12, 800),
     "sixth": (6, 10, 640),
@@ -133,6 +136,7 @@ LATER = {
     "seventeenth": (17, 18, 592),
     "eighteenth": (18, 14, 656),
     "nineteenth": (19, 12, 544),
+    "twentieth": (20, 10, 608),
 }
 #: Each grid's configs, budget, warmup and records.
 GRIDS = {
