@@ -262,7 +262,15 @@ USE = {
     "twelfth fit",
     "fifteenth": "read once to score the twelfth fit; fitted on since the "
     "thirteenth fit",
-    "sixteenth": "never fitted on; read once to score the thirteenth fit",
+    "sixteenth": "read once to score the thirteenth fit; fitted on since the "
+    "fourteenth fit",
+    "seventeenth": "read once to score the fourteenth fit; fitted on since the "
+    "fifteenth fit",
+    "eighteenth": "read once to score the fifteenth fit (three runs' outcomes "
+    "were seen in a log while it was recorded); fitted on since the sixteenth fit",
+    "nineteenth": "never fitted on; read once to score the sixteenth fit",
+    "twentieth": "never used to fit or to choose anything (one run's outcome, "
+    "a zero-initialized MLP's, was seen in a log while it was recorded)",
 }
 #: Per grid: the judgement's file, its title, and the epochs (of
 #: `trainability.EPOCH_STEPS` steps)
