@@ -429,7 +429,8 @@ def _called_at(cuts, scores, labels) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _share(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
-    """`part / whole` as a mean of labels is (0 where `whole` is 0)."""
+    """`part / whole` per entry, the division a mean of labels does (0
+    where `whole` is 0)."""
     return np.divide(part, whole, out=np.zeros(len(whole)), where=whole > 0)
 
 

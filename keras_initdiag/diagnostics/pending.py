@@ -73,10 +73,11 @@ CERTAIN_BEYOND = {
 #: plain networks `vanishing`: 25 of 227 runs it flagged trained by step
 #: 320, 37 by step 480 (slow starters at the higher rate); a decade past,
 #: 10 of 201 by 320 (certain: 0.950) and 18 by 480; two decades past, 4 of
-#: 179 by 480. (Two decades at 320 too until the eighteenth grid was fitted
-#: on: 10 of 190 a decade past, 0.947.) Plain `exploding` stays certain (156 of 159
-#: failed by step 320, 154 of 159 by 480): its long-budget band, when the
-#: fourth grid alone measured it, came from residual nets counted as plain.
+#: 179 by 480. (Two decades at 320 too until the eighteenth grid was
+#: fitted on: 10 of 190 a decade past, 0.947.) Plain `exploding` stays
+#: certain (156 of 159 failed by step 320, 154 of 159 by 480): its
+#: long-budget band, when the fourth grid alone measured it, came from
+#: residual nets counted as plain.
 LONG_PENDING = {
     320: {"plain": {"vanishing": 1}},
     480: {"plain": {"vanishing": 2}},
