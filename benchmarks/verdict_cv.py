@@ -16,6 +16,8 @@ fit's own threshold. `--clip` compares, the same way, the quantiles within
 which each feature is read (`verdict.py`'s `CLIP_QUANTILE`): a linear logit
 is not extrapolated past what the fitted cases hold. `--by-grid` drops
 features as the default does, but scored leaving each read grid out.
+`--misses` counts, leaving each read grid out, the failed runs the
+verdict misses by where they end (their final loss over chance).
 
 Usage:
     python benchmarks/verdict_cv.py                 # every feature, dropped
@@ -23,6 +25,7 @@ Usage:
     python benchmarks/verdict_cv.py --loss-watch
     python benchmarks/verdict_cv.py --clip
     python benchmarks/verdict_cv.py --by-grid --drop progress
+    python benchmarks/verdict_cv.py --misses
 """
 
 from __future__ import annotations
@@ -136,12 +139,11 @@ def _matrices(groups: dict, loss_steps) -> dict:
     }
 
 
-def _left_out(data: dict, quantile: float) -> tuple[np.ndarray, int, int]:
-    """Each read held-out grid scored by the model fitted on every other
-    group of `data` (`_matrices`) at its own threshold (`threshold_for`,
-    met in every family): per-case log-loss, false alarms and misses."""
+def _held_out(data: dict, quantile: float):
+    """For each read held-out grid: `(grid, risk, cut)`, its cases' risk
+    from the model fitted on every other group of `data` (`_matrices`),
+    and that model's own threshold (`threshold_for`, met in every family)."""
     trust = vd.FEATURES.index("log_trust")
-    losses, alarms, misses = [], 0, 0
     for held in (p.stem for p in scoring.READ):
         x, finite, y, families = (
             np.concatenate([data[g][i] for g in data if g != held]) for i in range(4)
@@ -151,13 +153,81 @@ def _left_out(data: dict, quantile: float) -> tuple[np.ndarray, int, int]:
         )
         risk = np.where(finite, scoring.predict(x, *model), 1)
         cut = scoring.threshold_for(risk, y, families)
-        x, finite, y, _ = data[held]
+        x, finite, _, _ = data[held]
         risk = np.where(finite, scoring.predict(x, *model), 1.0)
-        risk = np.where(x[:, trust] <= math.log10(vd.FROZEN), 1.0, risk)
+        yield held, np.where(x[:, trust] <= math.log10(vd.FROZEN), 1.0, risk), cut
+
+
+def _left_out(data: dict, quantile: float) -> tuple[np.ndarray, int, int]:
+    """Each read held-out grid scored as `_held_out` does: per-case
+    log-loss, false alarms and misses."""
+    losses, alarms, misses = [], 0, 0
+    for held, risk, cut in _held_out(data, quantile):
+        y = data[held][2]
         losses.append(log_loss(risk, y))
         alarms += int((risk >= cut)[~y].sum())
         misses += int((risk < cut)[y].sum())
     return np.concatenate(losses), alarms, misses
+
+
+#: Where a failed run ends, as its final loss over the chance level, in the
+#: bins `--misses` counts (the failure line at `FAIL_FRACTION`, 0.5).
+ENDS = ((1.0, math.inf), (0.8, 1.0), (0.6, 0.8), (0.5, 0.6))
+
+
+def ends(record: dict) -> float:
+    """The run's final loss over its chance level (the outcome's loss:
+    `trainability.final_loss`), NaN when it went non-finite on the way."""
+    loss = scoring.tr.final_loss(record)
+    if record["nonfinite"] or not math.isfinite(loss):
+        return math.nan
+    return loss / record["entropy"]
+
+
+def missed_by_end() -> dict:
+    """Leaving each read grid out (`_held_out`, the loss watched as the
+    callback does), each failed run at its own budget: `{(lo, hi) or
+    "non-finite": {family: (failed, missed)}}` by `ENDS` bin."""
+    groups, data = _read_groups(), _as_watched()
+    table: dict = {}
+    for held, risk, cut in _held_out(data, scoring.CLIP_QUANTILE):
+        for (record, budget, failed), r in zip(groups[held], risk):
+            if not failed or budget != scoring.budget_of(record):
+                continue
+            end = ends(record)
+            key = next((b for b in ENDS if b[0] <= end < b[1]), "non-finite")
+            counts = table.setdefault(key, {}).setdefault(record["arch"], [0, 0])
+            counts[0] += 1
+            counts[1] += int(r < cut)
+    return table
+
+
+def misses() -> list[str]:
+    """`missed_by_end` as a table: each bin's failed runs, misses and
+    recall, overall and per family."""
+    table = missed_by_end()
+    archs = sorted({a for counts in table.values() for a in counts})
+    lines = [
+        "| failed run ends at (loss / chance) | failed | missed | recall | "
+        + " | ".join(archs)
+        + " |",
+        "|---" * (4 + len(archs)) + "|",
+    ]
+    for key in ("non-finite", *ENDS):
+        counts = table.get(key, {})
+        failed = sum(c[0] for c in counts.values())
+        missed = sum(c[1] for c in counts.values())
+        per = [
+            f"{1 - counts[a][1] / counts[a][0]:.3f}" if a in counts else ""
+            for a in archs
+        ]
+        name = key if isinstance(key, str) else f"{key[0]} to {key[1]}"
+        name = name.replace(" to inf", " or more")
+        recall = 1 - missed / failed if failed else math.nan
+        lines.append(
+            f"| {name} | {failed} | {missed} | {recall:.3f} | " + " | ".join(per) + " |"
+        )
+    return lines
 
 
 def _rows(first: str, candidates, scored) -> list[str]:
@@ -231,7 +301,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--loss-watch", action="store_true")
     parser.add_argument("--clip", action="store_true")
     parser.add_argument("--by-grid", action="store_true")
+    parser.add_argument("--misses", action="store_true")
     args = parser.parse_args(argv)
+    if args.misses:
+        print("\n".join(misses()))
+        return 0
     if args.loss_watch or args.clip:
         print("\n".join(loss_watch() if args.loss_watch else clip()))
         return 0

@@ -593,6 +593,28 @@ def test_the_threshold_is_the_lowest_that_meets_the_precision_everywhere():
         )
 
 
+def test_the_verdict_misses_runs_that_learn_slowly_not_runs_that_learn_nothing():
+    """`verdict_cv.py --misses`, each read grid left out in turn: a failed
+    run whose loss ends at or above chance (or non-finite) is caught at
+    recall 0.95 or more in every family; the misses are runs that learn
+    too slowly for their budget, between the failure line and chance
+    (BENCHMARKS.md, "The nineteenth held-out grid")."""
+    cv = _cv()
+    table = cv.missed_by_end()
+    nothing = table[(1.0, math.inf)]
+    for family, (failed, missed) in nothing.items():
+        assert 1 - missed / failed >= 0.95, family
+    assert sum(c[1] for c in nothing.values()) == 9
+    assert sum(c[0] for c in nothing.values()) == 708
+    assert all(missed == 0 for _, missed in table["non-finite"].values())
+    slow = [table[b] for b in cv.ENDS[1:]]
+    assert sum(c[1] for t in slow for c in t.values()) == 152
+    # A run's end, as the outcome reads it: the better of the two losses.
+    record = {"final_loss": 2.0, "final_loss_batch_stats": 0.7, "entropy": 1.4}
+    assert cv.ends({**record, "nonfinite": False}) == pytest.approx(0.5)
+    assert math.isnan(cv.ends({**record, "nonfinite": True}))
+
+
 def test_recall_at_a_precision_is_the_best_threshold():
     """Closed case: scores 4, 3, 2, 1 with labels failed, trained, failed,
     failed: at precision 1 only the top run (recall 1/3); at 0.75 all four
