@@ -116,7 +116,8 @@ WARMUP = 48
 #:   the one the seventeenth scores; read once to score the fifteenth fit
 #:   (the residual step-0 family, sixteenth session).
 #: - nineteenth: recorded in the sixteenth session with the fifteenth fit
-#:   installed, after the eighteenth was read, to score the next change.
+#:   installed, after the eighteenth was read, to score the next change;
+#:   read once to score the sixteenth fit (seventeenth session).
 #: - twentieth: recorded in the seventeenth session with the fifteenth fit
 #:   installed, before the nineteenth was read, to score the change after
 #:   the one the nineteenth scores.

@@ -408,6 +408,8 @@ def threshold_for(scores, labels, families=None, precision=PRECISION) -> float:
     3.0
     """
     scores, labels = np.asarray(scores), np.asarray(labels, dtype=bool)
+    if np.isnan(scores).any():
+        raise ValueError("threshold_for: a score is NaN (a risk is never NaN)")
     cuts = np.unique(scores)
     called, failed = _called_at(cuts, scores, labels)
     meets = (called > 0) & (_share(failed, called) >= precision)
@@ -587,8 +589,7 @@ def table(title: str, records: list[dict], baseline_model, baseline_cut) -> list
 
 def score() -> None:
     """Score the module's verdict on every grid; write `JUDGE`."""
-    order = (NINETEENTH, *reversed(LATER_READ), HELDOUT3, HELDOUT2, PRACTICE)
-    order += TRAINING
+    order = (NINETEENTH, *reversed(LATER_READ), HELDOUT3, HELDOUT2, PRACTICE, *TRAINING)
     grids = {path: load(path) for path in order if path.exists()}
     baseline_model, baseline_cut = baseline()
     titles = {

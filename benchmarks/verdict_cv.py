@@ -171,11 +171,16 @@ def _left_out(data: dict, quantile: float) -> tuple[np.ndarray, int, int]:
 
 
 #: Where a failed run ends, as its final loss over the chance level, in the
-#: bins `--misses` counts (the failure line at `FAIL_FRACTION`, 0.5).
-ENDS = ((1.0, math.inf), (0.8, 1.0), (0.6, 0.8), (0.5, 0.6))
+#: bins `--misses` counts, down to the failure line (`FAIL_FRACTION`).
+END_BINS = (
+    (1.0, math.inf),
+    (0.8, 1.0),
+    (0.6, 0.8),
+    (scoring.tr.FAIL_FRACTION, 0.6),
+)
 
 
-def ends(record: dict) -> float:
+def end_over_chance(record: dict) -> float:
     """The run's final loss over its chance level (the outcome's loss:
     `trainability.final_loss`), NaN when it went non-finite on the way."""
     loss = scoring.tr.final_loss(record)
@@ -187,22 +192,28 @@ def ends(record: dict) -> float:
 def missed_by_end() -> dict:
     """Leaving each read grid out (`_held_out`, the loss watched as the
     callback does), each failed run at its own budget: `{(lo, hi) or
-    "non-finite": {family: (failed, missed)}}` by `ENDS` bin."""
+    "non-finite": {family: [failed, missed]}}` by `END_BINS` bin (a run
+    ending below all of them, which `failed` rules out, would raise)."""
     groups, data = _read_groups(), _as_watched()
     table: dict = {}
     for held, risk, cut in _held_out(data, scoring.CLIP_QUANTILE):
         for (record, budget, failed), r in zip(groups[held], risk):
             if not failed or budget != scoring.budget_of(record):
                 continue
-            end = ends(record)
-            key = next((b for b in ENDS if b[0] <= end < b[1]), "non-finite")
-            counts = table.setdefault(key, {}).setdefault(record["arch"], [0, 0])
+            end = end_over_chance(record)
+            key = (
+                "non-finite"
+                if math.isnan(end)
+                else next(b for b in END_BINS if b[0] <= end < b[1])
+            )
+            family = scoring.family(record)
+            counts = table.setdefault(key, {}).setdefault(family, [0, 0])
             counts[0] += 1
             counts[1] += int(r < cut)
     return table
 
 
-def misses() -> list[str]:
+def misses_table() -> list[str]:
     """`missed_by_end` as a table: each bin's failed runs, misses and
     recall, overall and per family."""
     table = missed_by_end()
@@ -213,7 +224,7 @@ def misses() -> list[str]:
         + " |",
         "|---" * (4 + len(archs)) + "|",
     ]
-    for key in ("non-finite", *ENDS):
+    for key in ("non-finite", *END_BINS):
         counts = table.get(key, {})
         failed = sum(c[0] for c in counts.values())
         missed = sum(c[1] for c in counts.values())
@@ -304,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--misses", action="store_true")
     args = parser.parse_args(argv)
     if args.misses:
-        print("\n".join(misses()))
+        print("\n".join(misses_table()))
         return 0
     if args.loss_watch or args.clip:
         print("\n".join(loss_watch() if args.loss_watch else clip()))

@@ -470,7 +470,7 @@ def test_a_long_training_lets_plain_vanishing_wait_unless_far_past():
     once; from 320 steps it waits unless a decade past its threshold, from
     480 two;
     `exploding` acts at once at every budget (in plain nets without
-    residuals: 146 of 151 failed by step 480); a user's own thresholds make
+    residuals: 154 of 159 failed by step 480); a user's own thresholds make
     the band moot (every such flag waits)."""
     assert not waiting.waits("vanishing", 5e-5, 1e-4, "plain")
     assert not waiting.waits("vanishing", 5e-5, 1e-4, "plain", budget=319)
@@ -591,6 +591,9 @@ def test_the_threshold_is_the_lowest_that_meets_the_precision_everywhere():
         assert bench.threshold_for(scores, labels, None, precision) == brute(
             scores, labels, np.zeros(n), precision
         )
+    # A NaN risk would count as called at every cut: refused, said so.
+    with pytest.raises(ValueError, match="NaN"):
+        bench.threshold_for(np.asarray([0.9, math.nan]), np.asarray([True, False]))
 
 
 def test_the_verdict_misses_runs_that_learn_slowly_not_runs_that_learn_nothing():
@@ -607,12 +610,12 @@ def test_the_verdict_misses_runs_that_learn_slowly_not_runs_that_learn_nothing()
     assert sum(c[1] for c in nothing.values()) == 9
     assert sum(c[0] for c in nothing.values()) == 708
     assert all(missed == 0 for _, missed in table["non-finite"].values())
-    slow = [table[b] for b in cv.ENDS[1:]]
+    slow = [table[b] for b in cv.END_BINS[1:]]
     assert sum(c[1] for t in slow for c in t.values()) == 152
     # A run's end, as the outcome reads it: the better of the two losses.
     record = {"final_loss": 2.0, "final_loss_batch_stats": 0.7, "entropy": 1.4}
-    assert cv.ends({**record, "nonfinite": False}) == pytest.approx(0.5)
-    assert math.isnan(cv.ends({**record, "nonfinite": True}))
+    assert cv.end_over_chance({**record, "nonfinite": False}) == pytest.approx(0.5)
+    assert math.isnan(cv.end_over_chance({**record, "nonfinite": True}))
 
 
 def test_recall_at_a_precision_is_the_best_threshold():
