@@ -220,14 +220,13 @@ def _skips(info: dict) -> bool:
     above: dict[str, int] = {}
     for name, facts in info.items():
         sources = [s for s in facts.inputs if s in bit]
-        reach = 0
+        direct = 0  # the nodes this one reads
         for source in sources:
-            reach |= bit[source] | above.get(source, 0)
+            direct |= bit[source]
+        reach = direct
+        for source in sources:
+            reach |= above.get(source, 0)
         above[name] = reach
-        if facts.merge == "sum":
-            mask = 0
-            for source in sources:
-                mask |= bit[source]
-            if any(above.get(source, 0) & mask for source in sources):
-                return True
+        if facts.merge == "sum" and any(above.get(s, 0) & direct for s in sources):
+            return True
     return False
