@@ -117,10 +117,12 @@ WARMUP = 48
 #:   (the residual step-0 family, sixteenth session).
 #: - nineteenth: recorded in the sixteenth session with the fifteenth fit
 #:   installed, after the eighteenth was read, to score the next change;
-#:   read once to score the sixteenth fit (seventeenth session).
+#:   read once to score the sixteenth fit (seventeenth session); fitted on
+#:   since the seventeenth fit (eighteenth session).
 #: - twentieth: recorded in the seventeenth session with the fifteenth fit
 #:   installed, before the nineteenth was read, to score the change after
-#:   the one the nineteenth scores.
+#:   the one the nineteenth scores; read once to score the seventeenth fit
+#:   (eighteenth session).
 #: - twenty-first: recorded in the eighteenth session with the sixteenth
 #:   fit installed, before the twentieth was read, to score the change
 #:   after the one the twentieth scores (a shorter budget than any before).
@@ -273,9 +275,14 @@ USE = {
     "fifteenth fit",
     "eighteenth": "read once to score the fifteenth fit (three runs' outcomes "
     "were seen in a log while it was recorded); fitted on since the sixteenth fit",
-    "nineteenth": "never fitted on; read once to score the sixteenth fit",
-    "twentieth": "never used to fit or to choose anything (one run's outcome, "
-    "a zero-initialized MLP's, was seen in a log while it was recorded)",
+    "nineteenth": "read once to score the sixteenth fit; fitted on since the "
+    "seventeenth fit",
+    "twentieth": "never fitted on; read once to score the seventeenth fit (one "
+    "run's outcome, a zero-initialized MLP's, was seen in a log while it was "
+    "recorded)",
+    "twenty-first": "never used to fit or to choose anything (three runs' "
+    "outcomes, ReLU MLPs under SGD at 3x, 32 wide, were seen in a log while "
+    "it was recorded)",
 }
 #: Per grid: the judgement's file, its title, and the epochs (of
 #: `trainability.EPOCH_STEPS` steps)

@@ -136,8 +136,13 @@ SEVENTEENTH = HERE / "results" / "seventeenth_runs.jsonl"
 EIGHTEENTH = HERE / "results" / "eighteenth_runs.jsonl"
 #: The nineteenth held-out grid (`practice.py train --grid nineteenth`):
 #: 544 steps, depth 12; recorded under the fifteenth fit, read once to
-#: score the sixteenth (the eighteenth grid fitted on too).
+#: score the sixteenth (the eighteenth grid fitted on too); fitted on since
+#: the seventeenth.
 NINETEENTH = HERE / "results" / "nineteenth_runs.jsonl"
+#: The twentieth held-out grid (`practice.py train --grid twentieth`): 608
+#: steps, depth 10; recorded under the fifteenth fit, read once to score the
+#: seventeenth (the nineteenth grid fitted on too).
+TWENTIETH = HERE / "results" / "twentieth_runs.jsonl"
 #: What the verdict's step-0 rules (`pending`) and the loss-only baseline's
 #: budget-free part were derived from: the calibration grid and the first
 #: held-out grid (held out for the first fit, whose scores BENCHMARKS.md
@@ -164,6 +169,7 @@ LATER_READ = (
     SIXTEENTH,
     SEVENTEENTH,
     EIGHTEENTH,
+    NINETEENTH,
 )
 #: The held-out grids read before the latest fit (each scored a fit once,
 #: then read for information): fitted on since the seventh fit (the tenth
@@ -174,8 +180,9 @@ LATER_READ = (
 #: ninth fit, the twelfth since the tenth, the thirteenth since the
 #: eleventh, the fourteenth since the twelfth, the fifteenth since the
 #: thirteenth, the sixteenth since the fourteenth, the seventeenth since the
-#: fifteenth, the eighteenth since the sixteenth). Left out: the nineteenth
-#: (read once to score the sixteenth fit).
+#: fifteenth, the eighteenth since the sixteenth, the nineteenth since the
+#: seventeenth). Left out: the twentieth (read once to score the
+#: seventeenth fit).
 READ = (HELDOUT2, HELDOUT3, *LATER_READ)
 #: Budgets short of a scheduled grid's own at which its runs are also fitted.
 READ_BUDGETS = (160, 320, 480)
@@ -589,12 +596,14 @@ def table(title: str, records: list[dict], baseline_model, baseline_cut) -> list
 
 def score() -> None:
     """Score the module's verdict on every grid; write `JUDGE`."""
-    order = (NINETEENTH, *reversed(LATER_READ), HELDOUT3, HELDOUT2, PRACTICE, *TRAINING)
+    order = (TWENTIETH, *reversed(LATER_READ), HELDOUT3, HELDOUT2, PRACTICE, *TRAINING)
     grids = {path: load(path) for path in order if path.exists()}
     baseline_model, baseline_cut = baseline()
     titles = {
-        NINETEENTH: "Nineteenth held-out grid (544 steps; never fitted on; "
-        "read once to score the sixteenth fit)",
+        TWENTIETH: "Twentieth held-out grid (608 steps; never fitted on; "
+        "read once to score the seventeenth fit)",
+        NINETEENTH: "Nineteenth held-out grid (544 steps; read once to score "
+        "the sixteenth fit; fitted on since the seventeenth fit: in-sample)",
         EIGHTEENTH: "Eighteenth held-out grid (656 steps; read once to score "
         "the fifteenth fit; fitted on since the sixteenth fit: in-sample)",
         SEVENTEENTH: "Seventeenth held-out grid (592 steps; read once to score "
@@ -639,7 +648,7 @@ def score() -> None:
         f"{vd.RISK_THRESHOLD:.3g}. "
         f"Fitted on the calibration grid and the first held-out grid (160 "
         f"steps), the fourth grid at 160, 320 and 480 steps, and the second, "
-        f"third and fifth to eighteenth held-out grids at their own budgets (the "
+        f"third and fifth to nineteenth held-out grids at their own budgets (the "
         f"scheduled ones also at 160, 320 and 480); each run judged for its "
         f"own budget. "
         f"The loss-only baseline: the loss features over {BASELINE_STEPS} steps, "

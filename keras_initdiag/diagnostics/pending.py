@@ -26,13 +26,13 @@ from keras_initdiag.diagnostics.rules.thresholds import Thresholds
 #:
 #: The residual family (no normalization layer, branches summed into a
 #: trunk) is measured on every grid fitted on (the training grids, the
-#: fourth and the read held-out ones: 644 residual MLPs), against the
+#: fourth and the read held-out ones: 672 residual MLPs), against the
 #: outcome at 160 steps: the training grids alone hold too few. There the
 #: compounded `vanishing` runs through the stem and one branch, not the
-#: depth: the identity path carries the signal past every branch, and 23
-#: of 46 runs it flagged trained (all 12 flagged two decades past or more:
+#: depth: the identity path carries the signal past every branch, and 24
+#: of 48 runs it flagged trained (all 12 flagged two decades past or more:
 #: small kernels, whose branches start near zero as in Fixup), against 6
-#: of 397 in plain networks on the same grids.
+#: of 409 in plain networks on the same grids.
 PENDING_KINDS = {
     "normalized": (
         "exploding",
@@ -70,12 +70,12 @@ CERTAIN_BEYOND = {
 #: `CERTAIN_BEYOND`, against the outcome at that budget on the scheduled
 #: grids fitted on (the fourth and the read held-out ones, 480-800 steps
 #: under a warmup and cosine decay; `benchmarks/verdict.py pending`). In
-#: plain networks `vanishing`: 25 of 227 runs it flagged trained by step
-#: 320, 37 by step 480 (slow starters at the higher rate); a decade past,
-#: 10 of 201 by 320 (certain: 0.950) and 18 by 480; two decades past, 4 of
-#: 179 by 480. (Two decades at 320 too until the eighteenth grid was
+#: plain networks `vanishing`: 26 of 239 runs it flagged trained by step
+#: 320, 39 by step 480 (slow starters at the higher rate); a decade past,
+#: 10 of 210 by 320 (certain: 0.952) and 18 by 480; two decades past, 4 of
+#: 187 by 480. (Two decades at 320 too until the eighteenth grid was
 #: fitted on: 10 of 190 a decade past, 0.947.) Plain `exploding` stays
-#: certain (156 of 159 failed by step 320, 154 of 159 by 480): its
+#: certain (163 of 167 failed by step 320, 161 of 167 by 480): its
 #: long-budget band, when the fourth grid alone measured it, came from
 #: residual nets counted as plain.
 LONG_PENDING = {
