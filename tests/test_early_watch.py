@@ -87,6 +87,7 @@ def test_warm_start_is_half_way_up_a_linear_warmup():
 
 def test_healthy_fit_gets_a_training_verdict_and_is_not_stopped():
     callback = _callback(on_flag="stop")
+    assert callback.verdict is None and callback.early_steps is None
     model = _mlp()
     _fit(model, callback, epochs=2)  # 64 steps
     verdict = callback.verdict
@@ -98,7 +99,8 @@ def test_healthy_fit_gets_a_training_verdict_and_is_not_stopped():
     [report] = [r for r in callback.reports if r.verdict is not None]
     assert report.step == K and not any(f.kind == "verdict" for f in report.flags)
     # What the verdict read is kept (the zoo gate judges refits on it).
-    judged = callback.binding.watch.judged
+    judged = callback.early_steps
+    assert judged is callback.binding.watch.judged
     assert len(judged.losses) == len(judged.learning_rates) == K
     assert vd.features(judged) == pytest.approx(verdict.features, nan_ok=True)
 

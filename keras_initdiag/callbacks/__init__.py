@@ -128,6 +128,8 @@ class InitDiagnostics(keras.callbacks.Callback):
             the run train? A failing one is a "verdict" flag. Until then,
             step-0 flags of kinds found uncertain at step 0 are pending:
             shown and logged, not acted on.
+        early_steps: What the verdict read (`verdict.EarlySteps`), None
+            until it is given.
 
     Example:
     >>> callback = keras_initdiag.InitDiagnostics(
@@ -216,6 +218,18 @@ class InitDiagnostics(keras.callbacks.Callback):
         """The early verdict, None until given (see the class docstring)."""
         watch = self.binding.watch
         return None if watch is None else watch.verdict
+
+    @property
+    def early_steps(self):
+        """What the early verdict read (`diagnostics.verdict.EarlySteps`).
+
+        The watched steps' losses, learning rates and relative updates, the
+        step-0 flags and which of them waited; None until the verdict is
+        given. `verdict.features(callback.early_steps)` re-derives what it
+        weighed.
+        """
+        watch = self.binding.watch
+        return None if watch is None else watch.judged
 
     @property
     def update_ratios(self) -> dict[str, float]:

@@ -282,7 +282,6 @@ def run_regime(
     result.losses = [float(v) for v in history.history["loss"]]
     result.loss = result.losses[-1]
     result.accuracy = float(history.history["accuracy"][-1])
-    watch = callback.binding.watch
-    result.early_steps = None if watch is None else watch.judged
+    result.early_steps = callback.early_steps
     result.seconds = time.perf_counter() - start
     return result
