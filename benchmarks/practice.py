@@ -125,7 +125,8 @@ WARMUP = 48
 #:   (eighteenth session).
 #: - twenty-first: recorded in the eighteenth session with the sixteenth
 #:   fit installed, before the twentieth was read, to score the change
-#:   after the one the twentieth scores (a shorter budget than any before).
+#:   after the one the twentieth scores (a shorter budget than any since
+#:   the fourth grid's 480 steps).
 LATER = {
     "fifth": (5, 12, 800),
     "sixth": (6, 10, 640),

@@ -345,10 +345,10 @@ def run_entry(
 
 
 def _early_json(callback) -> dict | None:
-    """What the verdict read (`EarlyWatch.judged`), for `verdict.py`'s zoo
-    gate: a refit is judged on the zoo's own watched steps."""
-    watch = callback.binding.watch
-    early = None if watch is None else watch.judged
+    """What the verdict read (`InitDiagnostics.early_steps`), for
+    `verdict.py`'s zoo gate: a refit is judged on the zoo's own watched
+    steps."""
+    early = callback.early_steps
     return None if early is None else zoo_gate.early_json(early)
 
 

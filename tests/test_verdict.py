@@ -550,9 +550,8 @@ def test_the_features_range_is_the_one_leaving_a_grid_out_chose():
     1st and 99th percentile lowers the log-loss several standard errors
     below reading it unbounded, and stays within 0.001 of the best candidate
     (the best over eleven groups when chosen, over fourteen, sixteen and
-    seventeen;
-    over thirteen and fifteen, 0.025 was 0.0005 and 0.0001 lower: noise, not
-    a reason to move it)."""
+    seventeen; over thirteen and fifteen, 0.025 was 0.0005 and 0.0001
+    lower: noise, not a reason to move it)."""
     cv = _cv()
     bench = load_script("benchmarks/verdict.py")
     rows = {float(q): cells for q, cells in _cv_table(cv.clip()).items()}

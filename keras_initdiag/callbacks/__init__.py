@@ -129,7 +129,7 @@ class InitDiagnostics(keras.callbacks.Callback):
             step-0 flags of kinds found uncertain at step 0 are pending:
             shown and logged, not acted on.
         early_steps: What the verdict read (`verdict.EarlySteps`), None
-            until it is given.
+            until the verdict is given.
 
     Example:
     >>> callback = keras_initdiag.InitDiagnostics(
@@ -221,12 +221,12 @@ class InitDiagnostics(keras.callbacks.Callback):
 
     @property
     def early_steps(self):
-        """What the early verdict read (`diagnostics.verdict.EarlySteps`).
+        """What the early verdict read (`verdict.EarlySteps`).
 
         The watched steps' losses, learning rates and relative updates, the
         step-0 flags and which of them waited; None until the verdict is
-        given. `verdict.features(callback.early_steps)` re-derives what it
-        weighed.
+        given. `keras_initdiag.diagnostics.verdict.features` of it equals
+        `callback.verdict.features`.
         """
         watch = self.binding.watch
         return None if watch is None else watch.judged
