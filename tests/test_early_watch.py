@@ -105,6 +105,32 @@ def test_healthy_fit_gets_a_training_verdict_and_is_not_stopped():
     assert vd.features(judged) == pytest.approx(verdict.features, nan_ok=True)
 
 
+def test_adams_first_step_on_a_batchnorm_kernel_is_lr_over_its_rms():
+    """The issue's closed form, in what the verdict reads: Adam's first
+    moments are that step's gradient, so it moves every entry by the
+    learning rate (`m / sqrt(v)` is the gradient's sign, up to epsilon),
+    and a kernel feeding BatchNorm (no dead unit leaves entries still) moves
+    by `lr / rms(W)` of itself: known from the weights and the rate alone.
+    Later steps move less (the moments average the gradient's noise): about
+    0.5-0.7 of it here (the issue says about 0.7)."""
+    lr = 1e-3
+    model = _mlp(depth=3, norm=True, optimizer=keras.optimizers.Adam(lr))
+    kernels = {
+        layer.name: np.asarray(layer.kernel.value)
+        for layer in model.layers[:-1]
+        if isinstance(layer, keras.layers.Dense)
+    }
+    callback = _callback()
+    _fit(model, callback, epochs=1)
+    ratios = callback.early_steps.update_ratios
+    assert len(kernels) == 3
+    for name, kernel in kernels.items():
+        closed = lr / float(np.sqrt(np.mean(np.square(kernel))))
+        assert ratios[name][0] == pytest.approx(closed, rel=0.01), name
+        later = float(np.median(ratios[name][1:8])) / closed
+        assert 0.3 < later < 0.9, (name, later)
+
+
 def test_the_watch_waits_for_the_warmup():
     """The issue's transformer recipe, scaled: warmup from 0 over 40 steps."""
     schedule = keras.optimizers.schedules.CosineDecay(
