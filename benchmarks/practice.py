@@ -127,6 +127,9 @@ WARMUP = 48
 #:   fit installed, before the twentieth was read, to score the change
 #:   after the one the twentieth scores (a shorter budget than any since
 #:   the fourth grid's 480 steps).
+#: - twenty-second: recorded in the nineteenth session with the
+#:   seventeenth fit installed, before the twenty-first was read, to score
+#:   the change after the one the twenty-first scores.
 LATER = {
     "fifth": (5, 12, 800),
     "sixth": (6, 10, 640),
@@ -145,6 +148,7 @@ LATER = {
     "nineteenth": (19, 12, 544),
     "twentieth": (20, 10, 608),
     "twenty-first": (21, 12, 512),
+    "twenty-second": (22, 16, 576),
 }
 #: Each grid's configs, budget, warmup and records.
 GRIDS = {
