@@ -18,6 +18,10 @@ is not extrapolated past what the fitted cases hold. `--by-grid` drops
 features as the default does, but scored leaving each read grid out.
 `--misses` counts, leaving each read grid out, the failed runs the
 verdict misses by where they end (their final loss over chance).
+`--trade-off` gives, the same way, each family's precision and recall at
+thresholds set at lower precision floors, its ROC AUC, and the best recall
+any threshold reaches at the issue's precision of 0.95, chosen on the
+scored runs themselves.
 
 Usage:
     python benchmarks/verdict_cv.py                 # every feature, dropped
@@ -26,6 +30,7 @@ Usage:
     python benchmarks/verdict_cv.py --clip
     python benchmarks/verdict_cv.py --by-grid --drop progress
     python benchmarks/verdict_cv.py --misses
+    python benchmarks/verdict_cv.py --trade-off
 """
 
 from __future__ import annotations
@@ -139,10 +144,11 @@ def _matrices(groups: dict, loss_steps) -> dict:
     }
 
 
-def _held_out(data: dict, quantile: float):
+def _held_out(data: dict, quantile: float, precisions=(scoring.PRECISION,)):
     """For each read held-out grid: `(grid, risk, cut)`, its cases' risk
     from the model fitted on every other group of `data` (`_matrices`),
-    and that model's own threshold (`threshold_for`, met in every family)."""
+    and that model's own threshold (`threshold_for`, met in every family).
+    Given several `precisions`, `cut` is their thresholds, in order."""
     trust = vd.FEATURES.index("log_trust")
     for held in (p.stem for p in scoring.READ):
         x, finite, y, families = (
@@ -152,10 +158,11 @@ def _held_out(data: dict, quantile: float):
             x[finite], y[finite].astype(float), quantile=quantile
         )
         risk = np.where(finite, scoring.predict(x, *model), 1)
-        cut = scoring.threshold_for(risk, y, families)
+        cuts = [scoring.threshold_for(risk, y, families, p) for p in precisions]
         x, finite, _, _ = data[held]
         risk = np.where(finite, scoring.predict(x, *model), 1.0)
-        yield held, np.where(x[:, trust] <= math.log10(vd.FROZEN), 1.0, risk), cut
+        risk = np.where(x[:, trust] <= math.log10(vd.FROZEN), 1.0, risk)
+        yield held, risk, (cuts if len(precisions) > 1 else cuts[0])
 
 
 def _left_out(data: dict, quantile: float) -> tuple[np.ndarray, int, int]:
@@ -189,17 +196,24 @@ def end_over_chance(record: dict) -> float:
     return loss / record["entropy"]
 
 
-def missed_by_end() -> dict:
+def _at_own_budget(precisions=(scoring.PRECISION,)):
     """Leaving each read grid out (`_held_out`, the loss watched as the
-    callback does), each failed run at its own budget: `{(lo, hi) or
+    callback does): `(record, failed, risk, cut)` of each of its runs at its
+    own budget, as a user would have met it."""
+    groups, data = _read_groups(), _as_watched()
+    for held, risk, cut in _held_out(data, scoring.CLIP_QUANTILE, precisions):
+        for (record, budget, failed), r in zip(groups[held], risk):
+            if budget == scoring.budget_of(record):
+                yield record, failed, r, cut
+
+
+def missed_by_end() -> dict:
+    """Each failed run at its own budget (`_at_own_budget`): `{(lo, hi) or
     "non-finite": {family: [failed, missed]}}` by `END_BINS` bin (a run
     ending below all of them, which `failed` rules out, would raise)."""
-    groups, data = _read_groups(), _as_watched()
     table: dict = {}
-    for held, risk, cut in _held_out(data, scoring.CLIP_QUANTILE):
-        for (record, budget, failed), r in zip(groups[held], risk):
-            if not failed or budget != scoring.budget_of(record):
-                continue
+    for record, failed, r, cut in _at_own_budget():
+        if failed:
             end = end_over_chance(record)
             key = (
                 "non-finite"
@@ -238,6 +252,54 @@ def misses_table() -> list[str]:
         lines.append(
             f"| {name} | {failed} | {missed} | {recall:.3f} | " + " | ".join(per) + " |"
         )
+    return lines
+
+
+#: The precision floors `--trade-off` sets the threshold at (the first is
+#: the fit's, `verdict.PRECISION`).
+FLOORS = (scoring.PRECISION, 0.95, 0.9, 0.8)
+#: What the issue asks of every family, in precision and in recall.
+GOAL = 0.95
+
+
+def trade_off() -> dict:
+    """Each run at its own budget, its grid left out (`_at_own_budget`):
+    per family (and "all"), `{floor: (precision, recall)}` at the threshold
+    that meets each of `FLOORS` on the fitted cases in every family, and
+    `"auc"` and `"best"`: the ROC AUC of the risk and the highest recall of
+    any threshold whose precision reaches `GOAL` on these very runs (chosen
+    on what it scores: an upper bound for any threshold on this risk)."""
+    runs: dict = {}
+    for record, failed, risk, cuts in _at_own_budget(FLOORS):
+        for family in (scoring.family(record), "all"):
+            runs.setdefault(family, []).append((failed, risk, cuts))
+    out = {}
+    for family, rows in sorted(runs.items()):
+        failed = np.asarray([f for f, _, _ in rows], dtype=bool)
+        risk = np.asarray([r for _, r, _ in rows])
+        called = np.asarray([[r >= c for c in cuts] for _, r, cuts in rows])
+        hits = (called & failed[:, None]).sum(axis=0)
+        out[family] = {
+            floor: (hits[i] / max(called[:, i].sum(), 1), hits[i] / failed.sum())
+            for i, floor in enumerate(FLOORS)
+        }
+        out[family]["auc"] = scoring.roc_auc(risk, failed)
+        out[family]["best"] = scoring.recall_at(risk, failed, precision=GOAL)
+    return out
+
+
+def trade_off_table() -> list[str]:
+    """`trade_off` as a table: precision / recall per family at each floor."""
+    table = trade_off()
+    lines = [
+        "| family | "
+        + " | ".join(f"P / R, floor {f}" for f in FLOORS)
+        + f" | AUC | best R at P {GOAL} |",
+        "|---" * (len(FLOORS) + 3) + "|",
+    ]
+    for family, row in table.items():
+        cells = " | ".join(f"{row[f][0]:.3f} / {row[f][1]:.3f}" for f in FLOORS)
+        lines.append(f"| {family} | {cells} | {row['auc']:.3f} | {row['best']:.3f} |")
     return lines
 
 
@@ -313,9 +375,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--clip", action="store_true")
     parser.add_argument("--by-grid", action="store_true")
     parser.add_argument("--misses", action="store_true")
+    parser.add_argument("--trade-off", action="store_true")
     args = parser.parse_args(argv)
-    if args.misses:
-        print("\n".join(misses_table()))
+    if args.misses or args.trade_off:
+        print("\n".join(misses_table() if args.misses else trade_off_table()))
         return 0
     if args.loss_watch or args.clip:
         print("\n".join(loss_watch() if args.loss_watch else clip()))
