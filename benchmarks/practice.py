@@ -126,7 +126,8 @@ WARMUP = 48
 #: - twenty-first: recorded in the eighteenth session with the sixteenth
 #:   fit installed, before the twentieth was read, to score the change
 #:   after the one the twentieth scores (a shorter budget than any since
-#:   the fourth grid's 480 steps).
+#:   the fourth grid's 480 steps); read once to score the seventeenth fit a
+#:   second time (nineteenth session: no fit changed).
 #: - twenty-second: recorded in the nineteenth session with the
 #:   seventeenth fit installed, before the twenty-first was read, to score
 #:   the change after the one the twenty-first scores.
@@ -285,9 +286,9 @@ USE = {
     "twentieth": "never fitted on; read once to score the seventeenth fit (one "
     "run's outcome, a zero-initialized MLP's, was seen in a log while it was "
     "recorded)",
-    "twenty-first": "never used to fit or to choose anything (three runs' "
-    "outcomes, ReLU MLPs under SGD at 3x, 32 wide, were seen in a log while "
-    "it was recorded)",
+    "twenty-first": "never fitted on; read once to score the seventeenth fit "
+    "a second time (three runs' outcomes, ReLU MLPs under SGD at 3x, 32 wide, "
+    "were seen in a log while it was recorded)",
 }
 #: Per grid: the judgement's file, its title, and the epochs (of
 #: `trainability.EPOCH_STEPS` steps)

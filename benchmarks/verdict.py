@@ -143,6 +143,10 @@ NINETEENTH = HERE / "results" / "nineteenth_runs.jsonl"
 #: steps, depth 10; recorded under the fifteenth fit, read once to score the
 #: seventeenth (the nineteenth grid fitted on too).
 TWENTIETH = HERE / "results" / "twentieth_runs.jsonl"
+#: The twenty-first held-out grid (`practice.py train --grid twenty-first`):
+#: 512 steps, depth 12; recorded under the sixteenth fit, read once to score
+#: the seventeenth fit again (the nineteenth session changed no fit).
+TWENTY_FIRST = HERE / "results" / "twenty-first_runs.jsonl"
 #: What the verdict's step-0 rules (`pending`) and the loss-only baseline's
 #: budget-free part were derived from: the calibration grid and the first
 #: held-out grid (held out for the first fit, whose scores BENCHMARKS.md
@@ -596,10 +600,20 @@ def table(title: str, records: list[dict], baseline_model, baseline_cut) -> list
 
 def score() -> None:
     """Score the module's verdict on every grid; write `JUDGE`."""
-    order = (TWENTIETH, *reversed(LATER_READ), HELDOUT3, HELDOUT2, PRACTICE, *TRAINING)
+    order = (
+        TWENTY_FIRST,
+        TWENTIETH,
+        *reversed(LATER_READ),
+        HELDOUT3,
+        HELDOUT2,
+        PRACTICE,
+        *TRAINING,
+    )
     grids = {path: load(path) for path in order if path.exists()}
     baseline_model, baseline_cut = baseline()
     titles = {
+        TWENTY_FIRST: "Twenty-first held-out grid (512 steps; never fitted on; "
+        "read once to score the seventeenth fit, a second unseen grid)",
         TWENTIETH: "Twentieth held-out grid (608 steps; never fitted on; "
         "read once to score the seventeenth fit)",
         NINETEENTH: "Nineteenth held-out grid (544 steps; read once to score "
