@@ -145,10 +145,10 @@ def _matrices(groups: dict, loss_steps) -> dict:
 
 
 def _held_out(data: dict, quantile: float, precisions=(scoring.PRECISION,)):
-    """For each read held-out grid: `(grid, risk, cut)`, its cases' risk
+    """For each read held-out grid: `(grid, risk, cuts)`, its cases' risk
     from the model fitted on every other group of `data` (`_matrices`),
-    and that model's own threshold (`threshold_for`, met in every family).
-    Given several `precisions`, `cut` is their thresholds, in order."""
+    and that model's own thresholds (`threshold_for`, met in every family),
+    one per `precisions`."""
     trust = vd.FEATURES.index("log_trust")
     for held in (p.stem for p in scoring.READ):
         x, finite, y, families = (
@@ -162,14 +162,14 @@ def _held_out(data: dict, quantile: float, precisions=(scoring.PRECISION,)):
         x, finite, _, _ = data[held]
         risk = np.where(finite, scoring.predict(x, *model), 1.0)
         risk = np.where(x[:, trust] <= math.log10(vd.FROZEN), 1.0, risk)
-        yield held, risk, (cuts if len(precisions) > 1 else cuts[0])
+        yield held, risk, cuts
 
 
 def _left_out(data: dict, quantile: float) -> tuple[np.ndarray, int, int]:
     """Each read held-out grid scored as `_held_out` does: per-case
     log-loss, false alarms and misses."""
     losses, alarms, misses = [], 0, 0
-    for held, risk, cut in _held_out(data, quantile):
+    for held, risk, (cut,) in _held_out(data, quantile):
         y = data[held][2]
         losses.append(log_loss(risk, y))
         alarms += int((risk >= cut)[~y].sum())
@@ -198,13 +198,14 @@ def end_over_chance(record: dict) -> float:
 
 def _at_own_budget(precisions=(scoring.PRECISION,)):
     """Leaving each read grid out (`_held_out`, the loss watched as the
-    callback does): `(record, failed, risk, cut)` of each of its runs at its
-    own budget, as a user would have met it."""
+    callback does): `(record, failed, risk, cuts)` of each of its runs at
+    its own budget, as a user would have met it (`cuts`: one per
+    `precisions`)."""
     groups, data = _read_groups(), _as_watched()
-    for held, risk, cut in _held_out(data, scoring.CLIP_QUANTILE, precisions):
+    for held, risk, cuts in _held_out(data, scoring.CLIP_QUANTILE, precisions):
         for (record, budget, failed), r in zip(groups[held], risk):
             if budget == scoring.budget_of(record):
-                yield record, failed, r, cut
+                yield record, failed, r, cuts
 
 
 def missed_by_end() -> dict:
@@ -212,7 +213,7 @@ def missed_by_end() -> dict:
     "non-finite": {family: [failed, missed]}}` by `END_BINS` bin (a run
     ending below all of them, which `failed` rules out, would raise)."""
     table: dict = {}
-    for record, failed, r, cut in _at_own_budget():
+    for record, failed, r, (cut,) in _at_own_budget():
         if failed:
             end = end_over_chance(record)
             key = (
