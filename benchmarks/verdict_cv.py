@@ -19,9 +19,10 @@ features as the default does, but scored leaving each read grid out.
 `--misses` counts, leaving each read grid out, the failed runs the
 verdict misses by where they end (their final loss over chance).
 `--trade-off` gives, the same way, each family's precision and recall at
-thresholds set at lower precision floors, its ROC AUC, and the best recall
-any threshold reaches at the issue's precision of 0.95, chosen on the
-scored runs themselves.
+the installed risk threshold and lower ones (`InitDiagnostics(
+risk_threshold=...)`), its ROC AUC, and the best recall any threshold
+reaches at the issue's precision of 0.95, chosen on the scored runs
+themselves.
 
 Usage:
     python benchmarks/verdict_cv.py                 # every feature, dropped
@@ -144,11 +145,10 @@ def _matrices(groups: dict, loss_steps) -> dict:
     }
 
 
-def _held_out(data: dict, quantile: float, precisions=(scoring.PRECISION,)):
-    """For each read held-out grid: `(grid, risk, cuts)`, its cases' risk
+def _held_out(data: dict, quantile: float):
+    """For each read held-out grid: `(grid, risk, cut)`, its cases' risk
     from the model fitted on every other group of `data` (`_matrices`),
-    and that model's own thresholds (`threshold_for`, met in every family),
-    one per `precisions`."""
+    and that model's own threshold (`threshold_for`, met in every family)."""
     trust = vd.FEATURES.index("log_trust")
     for held in (p.stem for p in scoring.READ):
         x, finite, y, families = (
@@ -158,18 +158,18 @@ def _held_out(data: dict, quantile: float, precisions=(scoring.PRECISION,)):
             x[finite], y[finite].astype(float), quantile=quantile
         )
         risk = np.where(finite, scoring.predict(x, *model), 1)
-        cuts = [scoring.threshold_for(risk, y, families, p) for p in precisions]
+        cut = scoring.threshold_for(risk, y, families)
         x, finite, _, _ = data[held]
         risk = np.where(finite, scoring.predict(x, *model), 1.0)
         risk = np.where(x[:, trust] <= math.log10(vd.FROZEN), 1.0, risk)
-        yield held, risk, cuts
+        yield held, risk, cut
 
 
 def _left_out(data: dict, quantile: float) -> tuple[np.ndarray, int, int]:
     """Each read held-out grid scored as `_held_out` does: per-case
     log-loss, false alarms and misses."""
     losses, alarms, misses = [], 0, 0
-    for held, risk, (cut,) in _held_out(data, quantile):
+    for held, risk, cut in _held_out(data, quantile):
         y = data[held][2]
         losses.append(log_loss(risk, y))
         alarms += int((risk >= cut)[~y].sum())
@@ -196,16 +196,15 @@ def end_over_chance(record: dict) -> float:
     return loss / record["entropy"]
 
 
-def _at_own_budget(precisions=(scoring.PRECISION,)):
+def _at_own_budget():
     """Leaving each read grid out (`_held_out`, the loss watched as the
-    callback does): `(record, failed, risk, cuts)` of each of its runs at
-    its own budget, as a user would have met it (`cuts`: one per
-    `precisions`)."""
+    callback does): `(record, failed, risk, cut)` of each of its runs at its
+    own budget, as a user would have met it."""
     groups, data = _read_groups(), _as_watched()
-    for held, risk, cuts in _held_out(data, scoring.CLIP_QUANTILE, precisions):
+    for held, risk, cut in _held_out(data, scoring.CLIP_QUANTILE):
         for (record, budget, failed), r in zip(groups[held], risk):
             if budget == scoring.budget_of(record):
-                yield record, failed, r, cuts
+                yield record, failed, r, cut
 
 
 def missed_by_end() -> dict:
@@ -213,7 +212,7 @@ def missed_by_end() -> dict:
     "non-finite": {family: [failed, missed]}}` by `END_BINS` bin (a run
     ending below all of them, which `failed` rules out, would raise)."""
     table: dict = {}
-    for record, failed, r, (cut,) in _at_own_budget():
+    for record, failed, r, cut in _at_own_budget():
         if failed:
             end = end_over_chance(record)
             key = (
@@ -256,50 +255,52 @@ def misses_table() -> list[str]:
     return lines
 
 
-#: The precision floors `--trade-off` sets the threshold at (the first is
-#: the fit's, `verdict.PRECISION`).
-FLOORS = (scoring.PRECISION, 0.95, 0.9, 0.8)
+#: The risk thresholds `--trade-off` calls runs failing at: the installed
+#: one (`InitDiagnostics(risk_threshold=None)`), then lower ones a user may
+#: pass. On the fitted cases they meet precision floors of about 0.97,
+#: 0.95, 0.9 and 0.8 in every family.
+THRESHOLDS = (vd.RISK_THRESHOLD, 0.7, 0.5, 0.3)
 #: What the issue asks of every family, in precision and in recall.
 GOAL = 0.95
 
 
 def trade_off() -> dict:
     """Each run at its own budget, its grid left out (`_at_own_budget`):
-    per family (and "all"), `{floor: (precision, recall)}` at the threshold
-    that meets each of `FLOORS` on the fitted cases in every family, and
-    `"auc"` and `"best"`: the ROC AUC of the risk and the highest recall of
-    any threshold whose precision reaches `GOAL` on these very runs (chosen
-    on what it scores: an upper bound for any threshold on this risk)."""
+    per family (and "all"), `{threshold: (precision, recall)}` at each of
+    `THRESHOLDS`, and `"auc"` and `"best"`: the ROC AUC of the risk and the
+    highest recall of any threshold whose precision reaches `GOAL` on these
+    very runs (chosen on what it scores: an upper bound for any threshold
+    on this risk)."""
     runs: dict = {}
-    for record, failed, risk, cuts in _at_own_budget(FLOORS):
+    for record, failed, risk, _ in _at_own_budget():
         for family in (scoring.family(record), "all"):
-            runs.setdefault(family, []).append((failed, risk, cuts))
+            runs.setdefault(family, []).append((failed, risk))
     out = {}
     for family, rows in sorted(runs.items()):
-        failed = np.asarray([f for f, _, _ in rows], dtype=bool)
-        risk = np.asarray([r for _, r, _ in rows])
-        called = np.asarray([[r >= c for c in cuts] for _, r, cuts in rows])
-        hits = (called & failed[:, None]).sum(axis=0)
-        out[family] = {
-            floor: (hits[i] / max(called[:, i].sum(), 1), hits[i] / failed.sum())
-            for i, floor in enumerate(FLOORS)
-        }
+        failed, risk = (np.asarray(v) for v in zip(*rows))
+        failed = failed.astype(bool)
+        out[family] = {}
+        for cut in THRESHOLDS:
+            called = risk >= cut
+            hits = int((called & failed).sum())
+            out[family][cut] = (hits / max(called.sum(), 1), hits / failed.sum())
         out[family]["auc"] = scoring.roc_auc(risk, failed)
         out[family]["best"] = scoring.recall_at(risk, failed, precision=GOAL)
     return out
 
 
 def trade_off_table() -> list[str]:
-    """`trade_off` as a table: precision / recall per family at each floor."""
+    """`trade_off` as a table: precision / recall per family at each of
+    `THRESHOLDS`."""
     table = trade_off()
     lines = [
         "| family | "
-        + " | ".join(f"P / R, floor {f}" for f in FLOORS)
+        + " | ".join(f"P / R at {c:.3g}" for c in THRESHOLDS)
         + f" | AUC | best R at P {GOAL} |",
-        "|---" * (len(FLOORS) + 3) + "|",
+        "|---" * (len(THRESHOLDS) + 3) + "|",
     ]
     for family, row in table.items():
-        cells = " | ".join(f"{row[f][0]:.3f} / {row[f][1]:.3f}" for f in FLOORS)
+        cells = " | ".join(f"{row[c][0]:.3f} / {row[c][1]:.3f}" for c in THRESHOLDS)
         lines.append(f"| {family} | {cells} | {row['auc']:.3f} | {row['best']:.3f} |")
     return lines
 

@@ -13,6 +13,7 @@ import pytest
 import keras_initdiag
 from keras_initdiag.callbacks.early import warm_start
 from keras_initdiag.callbacks.updates import LearningRate
+from keras_initdiag.diagnostics import judgement
 from keras_initdiag.diagnostics import pending as waiting
 from keras_initdiag.diagnostics import verdict as vd
 from keras_initdiag.tensorboard.events import read_reports
@@ -103,6 +104,25 @@ def test_healthy_fit_gets_a_training_verdict_and_is_not_stopped():
     assert judged is callback.binding.watch.judged
     assert len(judged.losses) == len(judged.learning_rates) == K
     assert vd.features(judged) == pytest.approx(verdict.features, nan_ok=True)
+
+
+def test_a_lower_risk_threshold_calls_a_run_failing_the_default_would_not():
+    """`risk_threshold` trades false alarms for recall (BENCHMARKS.md, "The
+    twenty-first held-out grid"): the healthy fit's risk is under the
+    default threshold; at a threshold under that risk the same steps are
+    judged failing, the record says which threshold, and `on_flag="stop"`
+    stops at the verdict."""
+    callback = _callback(on_flag="stop", risk_threshold=1e-6)
+    model = _mlp()
+    _fit(model, callback, epochs=2)
+    verdict = callback.verdict
+    assert verdict.failing and verdict.threshold == 1e-6
+    assert int(model.optimizer.iterations.numpy()) == K  # stopped
+    # The default threshold on the very steps it read: training.
+    default = judgement.judge(callback.early_steps, verdict.step, verdict.start)
+    assert not default.failing and default.threshold == vd.RISK_THRESHOLD
+    assert default.risk == pytest.approx(verdict.risk)
+    assert 1e-6 < verdict.risk < vd.RISK_THRESHOLD
 
 
 def test_adams_first_step_on_a_batchnorm_kernel_is_lr_over_its_rms():

@@ -46,6 +46,8 @@ class Binding:
         training: Measure with training-mode semantics.
         probe_x: The probe inputs, or None to synthesize them.
         probe_y: The probe targets, or None.
+        risk_threshold: The risk at which the early verdict calls the run
+            failing (None: `verdict.RISK_THRESHOLD`).
 
     Example:
     >>> binding = Binding(None, False, True, x[:32], y[:32])
@@ -53,8 +55,17 @@ class Binding:
     >>> report = binding.diagnoser.measure(*binding.inputs, step=0)
     """
 
-    def __init__(self, layers, histograms: bool, training: bool, probe_x, probe_y):
+    def __init__(
+        self,
+        layers,
+        histograms: bool,
+        training: bool,
+        probe_x,
+        probe_y,
+        risk_threshold: float | None = None,
+    ):
         self.layers = layers
+        self.risk_threshold = risk_threshold
         self.histograms = histograms
         self.training = training
         self.probe_x, self.probe_y = probe_x, probe_y
@@ -181,7 +192,9 @@ class Binding:
             return
         taps = self.diagnoser.tapset.taps
         if self.watch is None:
-            self.watch = EarlyWatch(taps, model.optimizer, step)
+            self.watch = EarlyWatch(
+                taps, model.optimizer, step, threshold=self.risk_threshold
+            )
         else:
             self.watch.resume(step)
         if not self.update_ratios:

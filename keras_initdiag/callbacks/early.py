@@ -100,6 +100,8 @@ class EarlyWatch:
         steps: Steps whose updates are watched. Defaults to
             `verdict.WATCH_STEPS`. The loss is watched for
             `verdict.loss_steps(budget)` steps, at least these.
+        threshold: The risk at which the verdict calls the run failing.
+            Defaults to `None`: `verdict.RISK_THRESHOLD`.
 
     Example:
     >>> watch = EarlyWatch(taps, model.optimizer, step=0)
@@ -108,10 +110,16 @@ class EarlyWatch:
     """
 
     def __init__(
-        self, taps: list[Tap], optimizer, step: int, steps: int = vd.WATCH_STEPS
+        self,
+        taps: list[Tap],
+        optimizer,
+        step: int,
+        steps: int = vd.WATCH_STEPS,
+        threshold: float | None = None,
     ):
         self.tracker = UpdateTracker(taps, optimizer, steps=steps, max_steps=steps)
         self.steps = steps
+        self.threshold = threshold
         self.start = warm_start(self.tracker.rate, step)
         self.names = [name for name, _ in self.tracker.layers]
         # Per watched step (1-based: the step an update completes): its loss,
@@ -321,7 +329,9 @@ class EarlyWatch:
             budget=self.budget,
         )
         self.judged = early
-        self.verdict = judgement.judge(early, step, self.start, self.pending)
+        self.verdict = judgement.judge(
+            early, step, self.start, self.pending, self.threshold
+        )
         return self.verdict
 
 

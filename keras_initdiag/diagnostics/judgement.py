@@ -32,7 +32,13 @@ _REASONS = {
 }
 
 
-def judge(early: vd.EarlySteps, step: int, start: int, pending: Sequence = ()):
+def judge(
+    early: vd.EarlySteps,
+    step: int,
+    start: int,
+    pending: Sequence = (),
+    threshold: float | None = None,
+):
     """The verdict on the watched steps.
 
     Args:
@@ -40,6 +46,8 @@ def judge(early: vd.EarlySteps, step: int, start: int, pending: Sequence = ()):
         step: The step at which the verdict is given.
         start: The first watched step.
         pending: The pending `Flag`s it confirms (failing) or clears.
+        threshold: The risk at which the run is called failing. Defaults to
+            `None`: `verdict.RISK_THRESHOLD`.
 
     Returns:
         A `keras_initdiag.diagnostics.report.Verdict`.
@@ -49,17 +57,18 @@ def judge(early: vd.EarlySteps, step: int, start: int, pending: Sequence = ()):
     >>> judge(early, 32, 0).failing
     True
     """
+    threshold = vd.RISK_THRESHOLD if threshold is None else threshold
     values = vd.features(early)
     finite = early.finite
     score = vd.risk(values) if finite else 1.0
-    failing = score >= vd.RISK_THRESHOLD
+    failing = score >= threshold
     names = tuple(dict.fromkeys(f"{f.kind} at {f.layer}" for f in pending))
     return Verdict(
         step=int(step),
         start=int(start),
         failing=bool(failing),
         risk=score,
-        threshold=vd.RISK_THRESHOLD,
+        threshold=threshold,
         features=values,
         summary=describe(early, values, failing),
         confirmed=names if failing else (),
