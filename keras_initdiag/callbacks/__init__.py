@@ -116,9 +116,9 @@ class InitDiagnostics(keras.callbacks.Callback):
             and stops more that would have trained (BENCHMARKS.md, "The
             twenty-first held-out grid": precision and recall per family
             at 0.7, 0.5 and 0.3). Defaults to `None`: the fitted
-            `verdict.RISK_THRESHOLD` (0.85), at which 97% of the runs
-            called failing failed, in every family of the grids it was
-            fitted on.
+            `verdict.RISK_THRESHOLD` (0.85), at which at least 97% of the
+            runs it called failing had failed, in every family of the grids
+            it was fitted on.
 
     Attributes:
         reports: The kept `DiagnosticReport`s of the current model, in step
