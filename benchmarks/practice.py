@@ -130,7 +130,7 @@ WARMUP = 48
 #:   second time (nineteenth session: no fit changed).
 #: - twenty-second: recorded in the nineteenth session with the
 #:   seventeenth fit installed, before the twenty-first was read, to score
-#:   the change after the one the twenty-first scores.
+#:   the next change (two runs' outcomes were seen in a log tail).
 LATER = {
     "fifth": (5, 12, 800),
     "sixth": (6, 10, 640),
@@ -289,6 +289,9 @@ USE = {
     "twenty-first": "never fitted on; read once to score the seventeenth fit "
     "a second time (three runs' outcomes, ReLU MLPs under SGD at 3x, 32 wide, "
     "were seen in a log while it was recorded)",
+    "twenty-second": "never used to fit or to choose anything (two runs' "
+    "outcomes, ReLU BatchNorm MLPs under SGD at a third, 128 wide, He and "
+    "orthogonal, training, were seen in a log while it was recorded)",
 }
 #: Per grid: the judgement's file, its title, and the epochs (of
 #: `trainability.EPOCH_STEPS` steps)
