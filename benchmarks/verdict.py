@@ -185,8 +185,8 @@ LATER_READ = (
 #: eleventh, the fourteenth since the twelfth, the fifteenth since the
 #: thirteenth, the sixteenth since the fourteenth, the seventeenth since the
 #: fifteenth, the eighteenth since the sixteenth, the nineteenth since the
-#: seventeenth). Left out: the twentieth (read once to score the
-#: seventeenth fit).
+#: seventeenth). Left out: the twentieth and the twenty-first (each read
+#: once to score the seventeenth fit) and the twenty-second (unread).
 READ = (HELDOUT2, HELDOUT3, *LATER_READ)
 #: Budgets short of a scheduled grid's own at which its runs are also fitted.
 READ_BUDGETS = (160, 320, 480)

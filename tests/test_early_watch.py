@@ -106,18 +106,20 @@ def test_healthy_fit_gets_a_training_verdict_and_is_not_stopped():
     assert vd.features(judged) == pytest.approx(verdict.features, nan_ok=True)
 
 
-def test_a_lower_risk_threshold_calls_a_run_failing_the_default_would_not():
+def test_a_lower_risk_threshold_calls_a_run_failing_the_default_would_not(tmp_path):
     """`risk_threshold` trades false alarms for recall (BENCHMARKS.md, "The
     twenty-first held-out grid"): the healthy fit's risk is under the
     default threshold; at a threshold under that risk the same steps are
-    judged failing, the record says which threshold, and `on_flag="stop"`
-    stops at the verdict."""
-    callback = _callback(on_flag="stop", risk_threshold=1e-6)
+    judged failing, the record in the event files says which threshold,
+    and `on_flag="stop"` stops at the verdict."""
+    callback = _callback(tmp_path, on_flag="stop", risk_threshold=1e-6)
     model = _mlp()
     _fit(model, callback, epochs=2)
     verdict = callback.verdict
     assert verdict.failing and verdict.threshold == 1e-6
     assert int(model.optimizer.iterations.numpy()) == K  # stopped
+    [written] = [r.verdict for r in read_reports(tmp_path / "initdiag") if r.verdict]
+    assert written.failing and written.threshold == pytest.approx(1e-6)
     # The default threshold on the very steps it read: training.
     default = judgement.judge(callback.early_steps, verdict.step, verdict.start)
     assert not default.failing and default.threshold == vd.RISK_THRESHOLD

@@ -57,8 +57,8 @@ fitted on the training grids, scored on held-out ones; BENCHMARKS.md), each
 read within the range of the cases it was fitted on (`LOWS`, `HIGHS`: their
 1st and 99th percentiles), as `log_budget` within `BUDGET_RANGE`: a loss
 rising at the schedule's peak rate, well below chance, is no evidence the
-fit ever saw. A run fails at `risk >= RISK_THRESHOLD` or a non-finite loss
-or update.
+fit ever saw. A run fails at `risk >= RISK_THRESHOLD` (or the callback's
+`risk_threshold`) or a non-finite loss or update.
 `judgement` turns the risk into the reported `Verdict`, in words.
 """
 
